@@ -1,0 +1,434 @@
+"""The feature store: features on disk, never served stale.
+
+Layout::
+
+    ROOT/featclust-store.json               marker, so scans skip the store
+    ROOT/<folder-name>-<hash of folder path>/<hash of settings>/
+        settings.json                       what made these features
+        chunk-000000.npy, chunk-000000.json  features and the rows they hold
+        bad.json, bad_files.csv              files that could not be used
+        lock                                 held while a run writes
+
+Each chunk is written to a temporary file in the same folder and moved into
+place with :func:`os.replace`; the ``.npy`` goes first and the ``.json``
+commits it, so a crash leaves only whole chunks. A row is served only if the
+file's path, size and modification time still match (and, for files changed
+within two seconds of being stored, its content hash); otherwise it is
+re-embedded. Rows of deleted or changed images are dropped by compaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import images
+from .errors import StoreError, StoreLockedError
+
+STORE_FORMAT = 1
+#: Files modified this close to the time they were stored are re-hashed.
+RACY_NS = 2_000_000_000
+_CHUNK = re.compile(r"^chunk-(\d{6})\.json$")
+
+
+def default_root():
+    """The default store root: ``$XDG_CACHE_HOME/featclust/store`` (or ``~/.cache``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "featclust" / "store"
+
+
+def settings_key(settings):
+    """Short stable hash of a settings dict."""
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def store_path(image_dir, settings, root=None):
+    """The folder that holds the features of ``image_dir`` under ``settings``."""
+    real = os.path.realpath(image_dir)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(real))[:40] or "root"
+    folder = f"{name}-{hashlib.sha256(os.fsencode(real)).hexdigest()[:12]}"
+    return Path(root or default_root()) / folder / settings_key(settings)
+
+
+def atomic_write(path, write, mode="wb"):
+    """Write ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    Parameters
+    ----------
+    path : path-like
+    write : callable
+        Called with the open temporary file.
+    mode : str
+        ``"wb"`` or ``"w"`` (UTF-8 text, surrogates kept).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        kwargs = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape",
+                                          "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _json_dump(obj):
+    return lambda fh: fh.write(json.dumps(obj, indent=1, sort_keys=True).encode("ascii"))
+
+
+class FeatureStore:
+    """Features of one image folder under one set of feature settings.
+
+    Parameters
+    ----------
+    image_dir : path-like
+        The image folder the row paths are relative to.
+    settings : dict
+        Everything that determines the features (see
+        :meth:`featclust.embed.Embedder.settings`); ``settings["dim"]`` is the
+        feature length.
+    root : path-like, optional
+        Store root; default :func:`default_root`.
+    chunk_size : int
+        Rows per chunk file.
+    """
+
+    def __init__(self, image_dir, settings, root=None, chunk_size=256):
+        self.image_dir = os.path.realpath(image_dir)
+        self.settings = dict(settings)
+        self.root = Path(root or default_root())
+        self.path = store_path(image_dir, settings, self.root)
+        self.dim = int(settings["dim"])
+        self.chunk_size = chunk_size
+        self.problems = []
+        self._lock_fh = None
+        self._rows = {}
+        self._chunks = {}
+        self._bad = {}
+        self._pending = []
+        self._next_chunk = 0
+
+    # -- opening and locking -------------------------------------------------
+    def open(self):
+        """Create the store folder if needed, take the lock and read the index.
+
+        Raises
+        ------
+        StoreLockedError
+            If another process holds the store.
+        StoreError
+            If the store folder cannot be created or written.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            marker = self.root / images.STORE_MARKER
+            if not marker.exists():
+                atomic_write(marker, _json_dump({"featclust_store": STORE_FORMAT}))
+            self._lock_fh = open(self.path / "lock", "a+")
+        except OSError as e:
+            raise StoreError(f"cannot use feature store {str(self.path)!r}: {e.strerror or e}") \
+                from None
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_fh.close()
+            self._lock_fh = None
+            raise StoreLockedError(
+                f"feature store {str(self.path)!r} is in use by another featclust run; "
+                "wait for it to finish"
+            ) from None
+        self._check_settings()
+        self._read_index()
+        return self
+
+    def close(self):
+        """Write pending rows and release the lock."""
+        if self._lock_fh is None:
+            return
+        try:
+            self.flush()
+        finally:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            # Keep whole chunks written so far, even on Ctrl-C; drop nothing else.
+            try:
+                self.flush()
+            except Exception:
+                pass
+        self.close()
+
+    def _check_settings(self):
+        expected = {"store_format": STORE_FORMAT, "image_dir": self.image_dir,
+                    "settings": self.settings}
+        path = self.path / "settings.json"
+        try:
+            found = json.loads(path.read_text(encoding="ascii"))
+        except FileNotFoundError:
+            found = None
+        except (OSError, ValueError) as e:
+            self.problems.append(f"settings.json unreadable ({e}); store rebuilt")
+            found = {}
+        if found is not None and found != expected:
+            if found:
+                self.problems.append("store settings differ from this run; store rebuilt")
+            self._wipe()
+        if found != expected:
+            self._write(path, _json_dump(expected))
+
+    def _wipe(self):
+        for p in self.path.iterdir():
+            if p.name != "lock":
+                p.unlink()
+
+    def _write(self, path, write, mode="wb"):
+        try:
+            atomic_write(path, write, mode)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise StoreError(f"disk full while writing the feature store at "
+                                 f"{str(self.path)!r}; free space and run again") from None
+            raise StoreError(f"cannot write feature store {str(self.path)!r}: {e.strerror or e}") \
+                from None
+
+    def _read_index(self):
+        for entry in sorted(os.listdir(self.path)):
+            m = _CHUNK.match(entry)
+            if not m:
+                continue
+            n = int(m.group(1))
+            self._next_chunk = max(self._next_chunk, n + 1)
+            try:
+                rows = self._read_chunk_rows(n)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                self.problems.append(f"chunk {n} is corrupted ({e}); its images are embedded again")
+                self._delete_chunk(n)
+                continue
+            self._chunks[n] = rows
+            for i, row in enumerate(rows):
+                self._rows[row["path"]] = (n, i, row)
+        try:
+            self._bad = json.loads((self.path / "bad.json").read_text(encoding="ascii"))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            self.problems.append("bad.json unreadable; bad files are checked again")
+
+    def _read_chunk_rows(self, n):
+        meta = json.loads((self.path / f"chunk-{n:06d}.json").read_text(encoding="ascii"))
+        rows = meta["rows"]
+        for row in rows:
+            row["written_ns"] = meta["written_ns"]
+        feats = np.load(self.path / f"chunk-{n:06d}.npy", mmap_mode="r")
+        if feats.dtype != np.float32 or feats.shape != (len(rows), self.dim):
+            raise ValueError(f"features of shape {feats.shape} do not match {len(rows)} rows")
+        return rows
+
+    def _delete_chunk(self, n):
+        for suffix in (".json", ".npy"):
+            try:
+                (self.path / f"chunk-{n:06d}{suffix}").unlink()
+            except FileNotFoundError:
+                pass
+
+    # -- reading -------------------------------------------------------------
+    def split(self, files):
+        """Which files have valid stored features, which are known bad, which are missing.
+
+        Parameters
+        ----------
+        files : list of featclust.images.ImageFile
+
+        Returns
+        -------
+        cached : list of ImageFile
+        bad : list of featclust.images.BadFile
+            Files that failed before and have not changed since.
+        missing : list of ImageFile
+            Files to embed.
+        """
+        cached, bad, missing = [], [], []
+        for f in files:
+            hit = self._rows.get(f.path)
+            if hit is not None and self._row_matches(hit[2], f):
+                cached.append(f)
+                continue
+            known = self._bad.get(f.path)
+            if known and known["size"] == f.size and known["mtime_ns"] == f.mtime_ns:
+                bad.append(images.BadFile(f.path, known["reason"]))
+                continue
+            missing.append(f)
+        return cached, bad, missing
+
+    def _row_matches(self, row, f):
+        if row["size"] != f.size or row["mtime_ns"] != f.mtime_ns:
+            return False
+        if f.mtime_ns >= row["written_ns"] - RACY_NS:
+            try:
+                data, digest = images.read_bytes(f)
+            except images.BadImageError:
+                return False
+            return digest == row["hash"]
+        return True
+
+    def load(self, paths, mmap=False):
+        """Stored features of ``paths``, in that order.
+
+        Parameters
+        ----------
+        paths : list of str
+            Relative paths, each with a valid row (see :meth:`split`).
+        mmap : bool
+            Unused rows are not read; with ``True`` each chunk is memory-mapped.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(paths), dim)`` float32.
+        """
+        self.flush()
+        out = np.empty((len(paths), self.dim), np.float32)
+        by_chunk = {}
+        for j, p in enumerate(paths):
+            n, i, _ = self._rows[p]
+            by_chunk.setdefault(n, ([], []))
+            by_chunk[n][0].append(j)
+            by_chunk[n][1].append(i)
+        for n, (dst, src) in by_chunk.items():
+            feats = np.load(self.path / f"chunk-{n:06d}.npy", mmap_mode="r" if mmap else None)
+            out[dst] = feats[src]
+        return out
+
+    def __contains__(self, path):
+        return path in self._rows
+
+    def __len__(self):
+        return len(self._rows)
+
+    # -- writing -------------------------------------------------------------
+    def add(self, good, features):
+        """Queue rows; whole chunks are written as soon as they fill.
+
+        Parameters
+        ----------
+        good : list of (ImageFile, str)
+            Files and the content hashes of the bytes that were embedded.
+        features : numpy.ndarray
+            ``(len(good), dim)``.
+        """
+        for (f, digest), vec in zip(good, features):
+            self._pending.append(({"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns,
+                                   "hash": digest}, vec))
+            self._bad.pop(f.path, None)
+        while len(self._pending) >= self.chunk_size:
+            self._write_chunk(self._pending[:self.chunk_size])
+            del self._pending[:self.chunk_size]
+
+    def add_bad(self, files_by_path, bad):
+        """Remember files that could not be used, with their size and mtime."""
+        for b in bad:
+            f = files_by_path.get(b.path)
+            if f is not None:
+                self._bad[b.path] = {"size": f.size, "mtime_ns": f.mtime_ns, "reason": b.reason}
+
+    def flush(self):
+        """Write queued rows as a (possibly short) chunk and the bad-file list."""
+        if self._pending:
+            self._write_chunk(self._pending)
+            self._pending = []
+
+    def _write_chunk(self, items):
+        n = self._next_chunk
+        self._next_chunk += 1
+        feats = np.stack([vec for _, vec in items]).astype(np.float32)
+        rows = [row for row, _ in items]
+        written_ns = time.time_ns()
+        self._write(self.path / f"chunk-{n:06d}.npy", lambda fh: np.save(fh, feats))
+        self._write(self.path / f"chunk-{n:06d}.json",
+                    _json_dump({"rows": rows, "written_ns": written_ns}))
+        self._chunks[n] = rows
+        for i, row in enumerate(rows):
+            row["written_ns"] = written_ns
+            self._rows[row["path"]] = (n, i, row)
+
+    def finish(self, files):
+        """Write what is queued, drop rows and bad entries of files not in ``files``.
+
+        Parameters
+        ----------
+        files : list of featclust.images.ImageFile
+            Every file now in the folder; rows of other paths, and rows no
+            longer current, are removed by rewriting the chunks that hold them.
+
+        Returns
+        -------
+        int
+            Number of rows dropped.
+        """
+        self.flush()
+        live = {f.path for f in files}
+        self._bad = {p: v for p, v in self._bad.items() if p in live}
+        self._write(self.path / "bad.json", _json_dump(self._bad))
+        self._write(self.path / "bad_files.csv", lambda fh: fh.write(_bad_csv(self._bad)), "w")
+        dropped = 0
+        for n in sorted(self._chunks):
+            rows = self._chunks[n]
+            keep = [i for i, row in enumerate(rows)
+                    if row["path"] in live and self._rows[row["path"]][:2] == (n, i)]
+            if len(keep) == len(rows):
+                continue
+            dropped += len(rows) - len(keep)
+            if keep:
+                feats = np.load(self.path / f"chunk-{n:06d}.npy")[keep]
+                for i in keep:
+                    del self._rows[rows[i]["path"]]
+                # The rewritten chunk is committed before the old one goes: a
+                # crash in between leaves two equal rows, never none.
+                self._pending = [({k: rows[i][k] for k in ("path", "size", "mtime_ns", "hash")},
+                                  feats[j]) for j, i in enumerate(keep)]
+                self.flush()
+            for row in rows:
+                if row["path"] not in live and self._rows.get(row["path"], (None,))[0] == n:
+                    del self._rows[row["path"]]
+            del self._chunks[n]
+            self._delete_chunk(n)
+        return dropped
+
+
+def _bad_csv(bad):
+    lines = ["path,reason\r\n"]
+    for path in sorted(bad):
+        lines.append(_csv_line([path, bad[path]["reason"]]))
+    return "".join(lines)
+
+
+def _csv_line(fields):
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerow(fields)
+    return buf.getvalue()
