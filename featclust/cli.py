@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from . import __version__
 from .errors import FeatclustError
@@ -55,6 +56,16 @@ def _cluster_options(p):
                    help="how images get into the cluster folders (default: copy)")
 
 
+def _report_options(p, with_switch=True):
+    g = p.add_argument_group("report")
+    if with_switch:
+        g.add_argument("--no-report", action="store_true",
+                       help="do not write OUT_DIR/report/ (montages, map, index.html)")
+    g.add_argument("--map", choices=("auto", "tsne", "pca"), default="auto",
+                   help="2-D map of the report: t-SNE, PCA (fast, for very large sets) or "
+                        "auto (t-SNE up to 10,000 images; the default)")
+
+
 def build_parser():
     """The argument parser of the ``featclust`` command."""
     parser = argparse.ArgumentParser(
@@ -71,6 +82,7 @@ def build_parser():
     p.add_argument("out_dir", metavar="OUT_DIR")
     _cluster_options(p)
     _feature_options(p)
+    _report_options(p)
 
     p = sub.add_parser("embed", help="fill the feature store only",
                        description="Embed the images of IMAGE_DIR that are not in the store yet.")
@@ -84,6 +96,15 @@ def build_parser():
     p.add_argument("--images", metavar="DIR",
                    help="where to write the sample images (default: featclust's cache folder)")
     _feature_options(p)
+    _report_options(p)
+
+    p = sub.add_parser("report", help="write the report of a sorted folder again",
+                       description="Re-create OUT_DIR/report/ (montages, overview, 2-D map, "
+                                   "index.html) from a folder written by sort; the features "
+                                   "are read from the feature store the sort used.")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    _report_options(p, with_switch=False)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -132,6 +153,22 @@ def _print_sort(result):
                                                    minlength=result.model.n_clusters))
     print(f"clusters: {result.model.n_clusters} (sizes {sizes})")
     print(f"output: {result.out_dir}")
+    if result.report is not None:
+        _print_report(result.report)
+
+
+def _print_report(report):
+    for warning in report.warnings:
+        print(f"featclust: warning: {warning}", file=sys.stderr)
+    print(f"report: {report.index}")
+
+
+def _cmd_report(args):
+    from .report import write_report
+
+    _print_report(write_report(args.out_dir, map_method=args.map,
+                               progress=_progress(args.quiet)))
+    return 0
 
 
 def _cmd_sort(args):
@@ -139,7 +176,8 @@ def _cmd_sort(args):
 
     result = sort_folder(args.image_dir, args.out_dir, args.clusters, _embedder(args),
                          args.store, pca=args.pca, normalize=args.normalize, seed=args.seed,
-                         mode=args.mode, progress=_progress(args.quiet))
+                         mode=args.mode, progress=_progress(args.quiet),
+                         report=not args.no_report, map_method=args.map)
     _print_sort(result)
     return 0
 
@@ -148,12 +186,13 @@ def _cmd_demo(args):
     from .pipeline import demo
 
     result = demo(args.out_dir, images_dir=args.images, embedder=_embedder(args),
-                  store=args.store, progress=_progress(args.quiet))
+                  store=args.store, progress=_progress(args.quiet),
+                  report=not args.no_report, map_method=args.map)
     _print_sort(result)
     return 0
 
 
-COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo}
+COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo, "report": _cmd_report}
 
 
 def main(argv=None):
@@ -169,6 +208,9 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    # Damaged or oversized images are listed in bad_files.csv with the reason;
+    # Pillow's warnings about them would only be noise without a file name.
+    warnings.filterwarnings("ignore", module=r"PIL\.")
     try:
         return COMMANDS[args.command](args)
     except FeatclustError as e:

@@ -26,6 +26,9 @@ OUTPUT_MARKER = "featclust.json"
 STORE_MARKER = "featclust-store.json"
 #: Files larger than this are not read into memory.
 MAX_FILE_BYTES = 1 << 30
+#: Start of the reason given for a file that could not be read at all (no
+#: permission, I/O error): worth trying again on the next run.
+READ_FAILURE = "cannot read"
 
 
 @dataclass(frozen=True)
@@ -146,13 +149,16 @@ def read_bytes(file):
     BadImageError
         If the file cannot be read or is too large.
     """
+    too_large = f"file is larger than {MAX_FILE_BYTES >> 20} MiB"
     if file.size > MAX_FILE_BYTES:
-        raise BadImageError(f"file is larger than {MAX_FILE_BYTES >> 20} MiB")
+        raise BadImageError(too_large)
     try:
         with open(file.abspath, "rb") as fh:
             data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as e:
-        raise BadImageError(f"cannot read: {e.strerror or e}") from None
+        raise BadImageError(f"{READ_FAILURE}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadImageError(too_large)
     return data, content_hash(data)
 
 
@@ -165,9 +171,11 @@ def decode(data, size=224):
     """Decode image bytes to a ``size`` x ``size`` uint8 grayscale array.
 
     The first frame is used; EXIF orientation is applied; transparent areas
-    become white; 16-bit, 32-bit and float images are scaled to 0-255 by their
-    range; the image is padded with white to a square (nothing is cropped)
-    and resized with a bilinear (antialiasing) filter.
+    become white; 16-bit, 32-bit and float images are scaled to 0-255 by the
+    range of their values (a constant one becomes white, NaN pixels white);
+    the image is padded with white to a square (nothing is cropped) and
+    resized with a bilinear (antialiasing) filter. Images of more pixels than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` are refused before any pixel is decoded.
 
     Parameters
     ----------
@@ -204,26 +212,27 @@ def decode(data, size=224):
     except Image.DecompressionBombError as e:
         raise BadImageError(f"decompression bomb: {e}") from None
     except Image.UnidentifiedImageError:
-        raise BadImageError("not an image (Pillow cannot identify the format)") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
-            ZeroDivisionError, MemoryError, RuntimeError) as e:
+        raise BadImageError("not an image, or its header is damaged "
+                            "(Pillow cannot identify the format)") from None
+    except Exception as e:  # Pillow raises many types (struct.error too) on damaged files
         raise BadImageError(f"cannot decode: {type(e).__name__}: {e}") from None
     return _square_resize(gray, size)
 
 
 def _to_gray(im):
     mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = np.nanmin(arr), np.nanmax(arr)
-        if not np.isfinite(lo) or not np.isfinite(hi):
-            arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-            lo, hi = arr.min(), arr.max()
-        if hi > lo:
-            arr = (arr - lo) * (255.0 / (hi - lo))
-        else:
-            arr = np.full(arr.shape, 255.0)
-        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L")
+    if mode.startswith("I") or mode == "F":
+        # Pillow's convert("L") would clamp these to 0-255 instead of scaling.
+        arr = np.asarray(im).astype(np.float64)
+        shown = np.isfinite(arr)
+        if isinstance(im.info.get("transparency"), (int, float)):
+            shown &= arr != im.info["transparency"]
+        if not shown.any():
+            return Image.new("L", im.size, 255)
+        lo, hi = arr[shown].min(), arr[shown].max()
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.full(arr.shape, 255.0)
+        scaled[~shown] = 255.0
+        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L")
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

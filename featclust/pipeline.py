@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from . import __version__, images
 from .cluster import FeatureKMeans
 from .errors import NoImagesError
 from .sort import OutputFolder, destinations, sort_into_folders, write_labels_csv
-from .store import FeatureStore, atomic_write, default_root
+from .store import FeatureStore, default_root
 
 
 @dataclass
@@ -87,6 +88,10 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
     embedder = embedder or make_embedder(**kwargs)
     root = Path(store) if store is not None else default_root()
     files, problems = images.scan(image_dir, exclude=[*exclude, root])
+    if not files:
+        unreadable = (f" ({len(problems)} entries could not be read, first {problems[0].path!r}: "
+                      f"{problems[0].reason})" if problems else "")
+        raise NoImagesError(f"no files found in {str(image_dir)!r}{unreadable}")
     settings = embedder.settings()
     n_embedded = 0
     with FeatureStore(image_dir, settings, root) as st:
@@ -106,15 +111,13 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
             finally:
                 if bar:
                     bar.close()
-        st.finish(files)
+        st.finish(files, bad)
         bad_paths = {b.path for b in bad}
         paths = [f.path for f in files if f.path not in bad_paths]
         features = st.load(paths)
         problems = list(st.problems)
     bad.sort(key=lambda b: b.path)
     if not paths:
-        if not files:
-            raise NoImagesError(f"no files found in {str(image_dir)!r}")
         raise NoImagesError(f"none of the {len(files)} files in {str(image_dir)!r} is a readable "
                             f"image (see {st.path / 'bad_files.csv'})")
     return EmbedResult(paths, features, n_embedded, len(cached), bad, st.path, settings, problems)
@@ -137,16 +140,20 @@ class SortResult:
     out_dir : pathlib.Path
     destinations : list of str
         Where each image of ``embed.paths`` went, relative to ``out_dir``.
+    report : featclust.report.ReportResult or None
+        The report written into ``out_dir/report/`` (``None`` with ``report=False``).
     """
 
     embed: EmbedResult
     model: FeatureKMeans
     out_dir: Path
     destinations: list
+    report: object = None
 
 
 def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=None,
-                normalize=False, seed=0, mode="copy", progress=None, **kwargs):
+                normalize=False, seed=0, mode="copy", progress=None, report=True,
+                map_method="auto", **kwargs):
     """Embed what is missing, cluster with k-means, and copy images into cluster folders.
 
     Parameters
@@ -164,6 +171,11 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     seed : int
         Random state of the clustering.
     mode : {"copy", "symlink", "hardlink"}
+    report : bool
+        Write montages, a 2-D map and ``index.html`` into ``out_dir/report/``
+        (see :func:`featclust.report.write_report`).
+    map_method : {"auto", "tsne", "pca"}
+        How the report's map is made.
 
     Returns
     -------
@@ -172,6 +184,10 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     out = OutputFolder(out_dir, image_dir)
     model = FeatureKMeans(n_clusters=n_clusters, pca=pca, normalize=normalize, seed=seed)
     model.check_params()
+    if report:
+        from .report import check_map_method
+
+        check_map_method(map_method)
     embedder = embedder or make_embedder(**kwargs)
     emb = embed_folder(image_dir, embedder, store, exclude=[out_dir], progress=progress)
     model.fit(emb.features)
@@ -190,11 +206,16 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
             bar.close()
     out.write_text("labels.csv", write_labels_csv(emb.paths, model.labels_, model.distances_))
     out.write_text("bad_files.csv", _bad_csv(emb.bad_files))
-    atomic_write(out.path / "model.npz",
-                 lambda fh: model.save(fh, extra={"feature_settings": emb.settings,
-                                                  "embedder": info["embedder"]}))
+    buf = io.BytesIO()
+    model.save(buf, extra={"feature_settings": emb.settings, "embedder": info["embedder"]})
+    out.write_bytes("model.npz", buf.getvalue())
     out.write_marker(info, status="complete")
-    return SortResult(emb, model, out.path, dests)
+    written = None
+    if report:
+        from .report import write_report
+
+        written = write_report(out.path, emb.features, model, map_method, seed, progress)
+    return SortResult(emb, model, out.path, dests, written)
 
 
 def _run_info(image_dir, emb, model, embedder, mode, store):

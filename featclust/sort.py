@@ -65,16 +65,23 @@ class OutputFolder:
         self.previous = {}
         if self.path.exists() and not self.path.is_dir():
             raise UnsafeOutputError(f"output path {str(out_dir)!r} exists and is not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()):
+        try:
+            non_empty = self.path.is_dir() and any(self.path.iterdir())
+        except OSError as e:
+            raise OutputError(f"cannot read output folder {str(out_dir)!r}: {e.strerror}") \
+                from None
+        if non_empty:
             try:
                 self.previous = json.loads(self.marker.read_text(encoding="ascii"))
-                if self.previous.get("featclust_output") != MARKER_FORMAT:
+                if (self.previous.get("featclust_output") != MARKER_FORMAT
+                        or not isinstance(self.previous.get("files", []), list)):
                     raise ValueError("not a featclust marker")
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 raise UnsafeOutputError(
                     f"output folder {str(out_dir)!r} is not empty and is not a featclust output; "
                     "choose an empty or new folder") from None
-        self.files = list(self.previous.get("files", []))
+        self.files = [f for f in self.previous.get("files", []) if isinstance(f, str)]
+        self._real = Path(os.path.realpath(self.path))
 
     def owned(self, rel):
         """Whether featclust wrote ``rel`` (a path relative to the folder)."""
@@ -85,10 +92,21 @@ class OutputFolder:
             self._owned = set(self.files)
         return self._owned
 
+    def _contained(self, rel):
+        """Whether ``rel`` stays inside the folder, even through links (a user may
+        have replaced a cluster folder by a link to their own files)."""
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return False
+        return _inside(Path(os.path.realpath(self.path / Path(rel).parent)), self._real)
+
     def check_free(self, rels):
-        """Refuse if any of ``rels`` exists and was not written by featclust."""
+        """Refuse if any of ``rels`` exists and was not written by featclust, or
+        leads out of the folder."""
         owned = self._owned_set()
         for rel in rels:
+            if not self._contained(rel):
+                raise UnsafeOutputError(f"{str(self.path / rel)!r} leads outside the output "
+                                        "folder (through a link?); refusing to write there")
             if rel not in owned and os.path.lexists(self.path / rel):
                 raise UnsafeOutputError(f"{str(self.path / rel)!r} exists and was not written by "
                                         "featclust; refusing to overwrite it")
@@ -97,6 +115,8 @@ class OutputFolder:
         """Remove every file featclust wrote here before, and folders left empty."""
         dirs = set()
         for rel in self.files:
+            if not self._contained(rel):
+                continue
             p = self.path / rel
             try:
                 if p.is_symlink() or p.is_file():
@@ -114,6 +134,20 @@ class OutputFolder:
                     pass
         self.files = []
         self._owned = set()
+
+    def release(self, rels):
+        """Remove files featclust wrote here (``rels``) and drop them from the marker.
+
+        Only files recorded in the marker are touched; folders left empty go too.
+        """
+        owned = self._owned_set()
+        rels = [rel for rel in rels if rel in owned]
+        keep = [rel for rel in self.files if rel not in set(rels)]
+        self.files = rels
+        self.clear()
+        self.files = keep
+        self._owned = set(keep)
+        self.write_marker(None, self.previous.get("status", "complete"))
 
     def claim(self, rels, info=None, status="writing"):
         """Record ``rels`` as featclust's files in the marker, before writing them."""
@@ -147,6 +181,18 @@ class OutputFolder:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda fh: fh.write(text), "w")
+        except OSError as e:
+            raise _output_error(path, e) from None
+        return path
+
+    def write_bytes(self, rel, data):
+        """Write a claimed binary file atomically."""
+        from .store import atomic_write
+
+        path = self.path / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda fh: fh.write(data))
         except OSError as e:
             raise _output_error(path, e) from None
         return path

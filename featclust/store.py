@@ -6,15 +6,19 @@ Layout::
     ROOT/<folder-name>-<hash of folder path>/<hash of settings>/
         settings.json                       what made these features
         chunk-000000.npy, chunk-000000.json  features and the rows they hold
-        bad.json, bad_files.csv              files that could not be used
-        lock                                 held while a run writes
+        bad.json                            files that failed to decode
+        bad_files.csv                       every file the last run skipped
+        lock                                held (flock) while a run uses the store
 
 Each chunk is written to a temporary file in the same folder and moved into
 place with :func:`os.replace`; the ``.npy`` goes first and the ``.json``
-commits it, so a crash leaves only whole chunks. A row is served only if the
-file's path, size and modification time still match (and, for files changed
-within two seconds of being stored, its content hash); otherwise it is
-re-embedded. Rows of deleted or changed images are dropped by compaction.
+commits it, with the ``.npy``'s hash, so a crash leaves only whole chunks and
+a damaged chunk is detected, dropped and embedded again. A store whose
+``settings.json`` is missing, unreadable or different is emptied, never read.
+A row is served only if the file's path, size and modification time still
+match (and, for files changed within two seconds of being stored, its content
+hash); otherwise it is re-embedded. Rows of deleted or changed images are
+dropped by compaction.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import csv
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,12 +39,17 @@ from pathlib import Path
 import numpy as np
 
 from . import images
-from .errors import StoreError, StoreLockedError
+from .errors import StoreError, StoreLockedError, UsageError
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 #: Files modified this close to the time they were stored are re-hashed.
 RACY_NS = 2_000_000_000
+#: Rows per chunk file: at most this many images are embedded again after a
+#: crash. The environment variable ``FEATCLUST_CHUNK_SIZE`` overrides it.
+CHUNK_SIZE = 256
 _CHUNK = re.compile(r"^chunk-(\d{6})\.json$")
+_CHUNK_NPY = re.compile(r"^chunk-(\d{6})\.npy$")
+_ROW_TYPES = {"path": str, "size": int, "mtime_ns": int, "hash": str}
 
 
 def default_root():
@@ -94,6 +105,33 @@ def _json_dump(obj):
     return lambda fh: fh.write(json.dumps(obj, indent=1, sort_keys=True).encode("ascii"))
 
 
+def _digest(data):
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _chunk_size(chunk_size):
+    if chunk_size is None:
+        text = os.environ.get("FEATCLUST_CHUNK_SIZE")
+        if text is None:
+            return CHUNK_SIZE
+        try:
+            chunk_size = int(text)
+        except ValueError:
+            chunk_size = 0
+        if chunk_size < 1:
+            raise UsageError(f"FEATCLUST_CHUNK_SIZE={text!r} must be a positive integer")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise UsageError(f"chunk_size={chunk_size!r} must be a positive integer")
+    return chunk_size
+
+
+def _store_error(path, e):
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"disk full while writing the feature store at {str(path)!r}; "
+                          "free space and run again (the features written so far are kept)")
+    return StoreError(f"cannot write feature store {str(path)!r}: {e.strerror or e}")
+
+
 class FeatureStore:
     """Features of one image folder under one set of feature settings.
 
@@ -107,17 +145,23 @@ class FeatureStore:
         feature length.
     root : path-like, optional
         Store root; default :func:`default_root`.
-    chunk_size : int
-        Rows per chunk file.
+    chunk_size : int, optional
+        Rows per chunk file; default :data:`CHUNK_SIZE`, or the environment
+        variable ``FEATCLUST_CHUNK_SIZE``.
+
+    Attributes
+    ----------
+    problems : list of str
+        What :meth:`open` found damaged and repaired, in words for the user.
     """
 
-    def __init__(self, image_dir, settings, root=None, chunk_size=256):
+    def __init__(self, image_dir, settings, root=None, chunk_size=None):
         self.image_dir = os.path.realpath(image_dir)
         self.settings = dict(settings)
         self.root = Path(root or default_root())
         self.path = store_path(image_dir, settings, self.root)
         self.dim = int(settings["dim"])
-        self.chunk_size = chunk_size
+        self.chunk_size = _chunk_size(chunk_size)
         self.problems = []
         self._lock_fh = None
         self._rows = {}
@@ -144,19 +188,28 @@ class FeatureStore:
                 atomic_write(marker, _json_dump({"featclust_store": STORE_FORMAT}))
             self._lock_fh = open(self.path / "lock", "a+")
         except OSError as e:
-            raise StoreError(f"cannot use feature store {str(self.path)!r}: {e.strerror or e}") \
-                from None
+            raise _store_error(self.path, e) from None
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            self._lock_fh.seek(0)
+            holder = self._lock_fh.read().strip()
             self._lock_fh.close()
             self._lock_fh = None
+            by = f" (process {holder})" if holder.isdigit() else ""
             raise StoreLockedError(
-                f"feature store {str(self.path)!r} is in use by another featclust run; "
+                f"feature store {str(self.path)!r} is in use by another featclust run{by}; "
                 "wait for it to finish"
             ) from None
-        self._check_settings()
-        self._read_index()
+        try:
+            self._lock_fh.truncate(0)
+            self._lock_fh.write(str(os.getpid()))
+            self._lock_fh.flush()
+            self._check_settings()
+            self._read_index()
+        except BaseException:
+            self._release()
+            raise
         return self
 
     def close(self):
@@ -166,6 +219,10 @@ class FeatureStore:
         try:
             self.flush()
         finally:
+            self._release()
+
+    def _release(self):
+        if self._lock_fh is not None:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None
@@ -173,14 +230,17 @@ class FeatureStore:
     def __enter__(self):
         return self.open()
 
-    def __exit__(self, *exc):
-        if exc[0] is not None:
-            # Keep whole chunks written so far, even on Ctrl-C; drop nothing else.
-            try:
-                self.flush()
-            except Exception:
-                pass
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+            return
+        # Keep the rows computed so far, even on Ctrl-C; the error that got us
+        # here is the one to report, not a second one while saving.
+        try:
+            self.flush()
+        except Exception:
+            self._pending = []
+        self._release()
 
     def _check_settings(self):
         expected = {"store_format": STORE_FORMAT, "image_dir": self.image_dir,
@@ -191,69 +251,101 @@ class FeatureStore:
         except FileNotFoundError:
             found = None
         except (OSError, ValueError) as e:
-            self.problems.append(f"settings.json unreadable ({e}); store rebuilt")
-            found = {}
-        if found is not None and found != expected:
-            if found:
-                self.problems.append("store settings differ from this run; store rebuilt")
-            self._wipe()
-        if found != expected:
-            self._write(path, _json_dump(expected))
+            found = e
+        if found == expected:
+            return
+        if isinstance(found, Exception):
+            self.problems.append(f"settings.json is damaged ({found}); store emptied and rebuilt")
+        elif found is not None:
+            self.problems.append("store written by another featclust version or with other "
+                                 "settings; store emptied and rebuilt")
+        elif any(_CHUNK.match(p) for p in os.listdir(self.path)):
+            self.problems.append("store has features but no settings.json; store emptied "
+                                 "and rebuilt")
+        self._wipe()
+        self._write(path, _json_dump(expected))
 
     def _wipe(self):
-        for p in self.path.iterdir():
-            if p.name != "lock":
-                p.unlink()
+        try:
+            for p in self.path.iterdir():
+                if p.name == "lock":
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        except OSError as e:
+            raise StoreError(f"cannot empty feature store {str(self.path)!r}: "
+                             f"{e.strerror or e}") from None
 
     def _write(self, path, write, mode="wb"):
         try:
             atomic_write(path, write, mode)
         except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise StoreError(f"disk full while writing the feature store at "
-                                 f"{str(self.path)!r}; free space and run again") from None
-            raise StoreError(f"cannot write feature store {str(self.path)!r}: {e.strerror or e}") \
-                from None
+            raise _store_error(self.path, e) from None
 
     def _read_index(self):
-        for entry in sorted(os.listdir(self.path)):
-            m = _CHUNK.match(entry)
-            if not m:
-                continue
-            n = int(m.group(1))
+        entries = sorted(os.listdir(self.path))
+        committed = {int(m.group(1)) for m in map(_CHUNK.match, entries) if m}
+        for entry in entries:
+            m = _CHUNK_NPY.match(entry)
+            if entry.endswith(".tmp") or (m and int(m.group(1)) not in committed):
+                # Left by a run killed while writing; never part of a whole chunk.
+                self._remove(entry)
+        for n in sorted(committed):
             self._next_chunk = max(self._next_chunk, n + 1)
             try:
                 rows = self._read_chunk_rows(n)
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                self.problems.append(f"chunk {n} is corrupted ({e}); its images are embedded again")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                self.problems.append(f"chunk {n} is damaged ({e}); its images are embedded "
+                                     "again")
                 self._delete_chunk(n)
                 continue
             self._chunks[n] = rows
             for i, row in enumerate(rows):
                 self._rows[row["path"]] = (n, i, row)
         try:
-            self._bad = json.loads((self.path / "bad.json").read_text(encoding="ascii"))
+            bad = json.loads((self.path / "bad.json").read_text(encoding="ascii"))
+            if not all(isinstance(p, str) and isinstance(v, dict) and isinstance(v.get("size"), int)
+                       and isinstance(v.get("mtime_ns"), int) and isinstance(v.get("reason"), str)
+                       for p, v in bad.items()):
+                raise ValueError("unexpected content")
+            self._bad = bad
         except FileNotFoundError:
             pass
-        except (OSError, ValueError):
-            self.problems.append("bad.json unreadable; bad files are checked again")
+        except (OSError, ValueError, AttributeError) as e:
+            self.problems.append(f"bad.json is damaged ({e}); bad files are checked again")
 
     def _read_chunk_rows(self, n):
         meta = json.loads((self.path / f"chunk-{n:06d}.json").read_text(encoding="ascii"))
-        rows = meta["rows"]
+        rows, written_ns = meta["rows"], meta["written_ns"]
+        if not isinstance(rows, list) or not isinstance(written_ns, int):
+            raise ValueError("unexpected index content")
         for row in rows:
-            row["written_ns"] = meta["written_ns"]
-        feats = np.load(self.path / f"chunk-{n:06d}.npy", mmap_mode="r")
+            if set(row) != set(_ROW_TYPES) or not all(
+                    isinstance(row[k], t) for k, t in _ROW_TYPES.items()):
+                raise ValueError("unexpected row in index")
+            row["written_ns"] = written_ns
+        data = (self.path / f"chunk-{n:06d}.npy").read_bytes()
+        if _digest(data) != meta["digest"]:
+            raise ValueError("features file does not match its hash")
+        feats = np.load(io.BytesIO(data), allow_pickle=False)
         if feats.dtype != np.float32 or feats.shape != (len(rows), self.dim):
             raise ValueError(f"features of shape {feats.shape} do not match {len(rows)} rows")
         return rows
 
+    def _remove(self, name):
+        try:
+            (self.path / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StoreError(f"cannot clean feature store {str(self.path)!r}: "
+                             f"{e.strerror or e}") from None
+
     def _delete_chunk(self, n):
         for suffix in (".json", ".npy"):
-            try:
-                (self.path / f"chunk-{n:06d}{suffix}").unlink()
-            except FileNotFoundError:
-                pass
+            self._remove(f"chunk-{n:06d}{suffix}")
 
     # -- reading -------------------------------------------------------------
     def split(self, files):
@@ -319,8 +411,13 @@ class FeatureStore:
             by_chunk[n][0].append(j)
             by_chunk[n][1].append(i)
         for n, (dst, src) in by_chunk.items():
-            feats = np.load(self.path / f"chunk-{n:06d}.npy", mmap_mode="r" if mmap else None)
-            out[dst] = feats[src]
+            try:
+                feats = np.load(self.path / f"chunk-{n:06d}.npy",
+                                mmap_mode="r" if mmap else None)
+                out[dst] = feats[src]
+            except (OSError, ValueError) as e:
+                raise StoreError(f"feature store {str(self.path)!r} was changed while in use "
+                                 f"({e}); run again to rebuild it") from None
         return out
 
     def __contains__(self, path):
@@ -349,10 +446,17 @@ class FeatureStore:
             del self._pending[:self.chunk_size]
 
     def add_bad(self, files_by_path, bad):
-        """Remember files that could not be used, with their size and mtime."""
+        """Remember files that failed to decode, with their size and mtime.
+
+        They are not decoded again until they change. Files that could not be
+        read at all (no permission, I/O error) are tried again on every run.
+        """
         for b in bad:
             f = files_by_path.get(b.path)
-            if f is not None:
+            if f is None:
+                continue
+            self._rows.pop(b.path, None)  # an older version of it is no longer current
+            if not b.reason.startswith(images.READ_FAILURE):
                 self._bad[b.path] = {"size": f.size, "mtime_ns": f.mtime_ns, "reason": b.reason}
 
     def flush(self):
@@ -365,17 +469,22 @@ class FeatureStore:
         n = self._next_chunk
         self._next_chunk += 1
         feats = np.stack([vec for _, vec in items]).astype(np.float32)
-        rows = [row for row, _ in items]
-        written_ns = time.time_ns()
-        self._write(self.path / f"chunk-{n:06d}.npy", lambda fh: np.save(fh, feats))
+        # Rows moved by compaction keep the time they were first stored.
+        written_ns = min([time.time_ns()] + [row["written_ns"] for row, _ in items
+                                             if "written_ns" in row])
+        rows = [{k: row[k] for k in _ROW_TYPES} for row, _ in items]
+        buf = io.BytesIO()
+        np.save(buf, feats, allow_pickle=False)
+        data = buf.getvalue()
+        self._write(self.path / f"chunk-{n:06d}.npy", lambda fh: fh.write(data))
         self._write(self.path / f"chunk-{n:06d}.json",
-                    _json_dump({"rows": rows, "written_ns": written_ns}))
+                    _json_dump({"rows": rows, "written_ns": written_ns, "digest": _digest(data)}))
         self._chunks[n] = rows
         for i, row in enumerate(rows):
             row["written_ns"] = written_ns
             self._rows[row["path"]] = (n, i, row)
 
-    def finish(self, files):
+    def finish(self, files, bad_files=None):
         """Write what is queued, drop rows and bad entries of files not in ``files``.
 
         Parameters
@@ -383,6 +492,9 @@ class FeatureStore:
         files : list of featclust.images.ImageFile
             Every file now in the folder; rows of other paths, and rows no
             longer current, are removed by rewriting the chunks that hold them.
+        bad_files : list of featclust.images.BadFile, optional
+            Everything this run skipped, for ``bad_files.csv``; default: the
+            files remembered as undecodable.
 
         Returns
         -------
@@ -392,13 +504,16 @@ class FeatureStore:
         self.flush()
         live = {f.path for f in files}
         self._bad = {p: v for p, v in self._bad.items() if p in live}
+        if bad_files is None:
+            bad_files = [images.BadFile(p, v["reason"]) for p, v in self._bad.items()]
         self._write(self.path / "bad.json", _json_dump(self._bad))
-        self._write(self.path / "bad_files.csv", lambda fh: fh.write(_bad_csv(self._bad)), "w")
+        self._write(self.path / "bad_files.csv",
+                    lambda fh: fh.write(bad_files_csv(bad_files)), "w")
         dropped = 0
         for n in sorted(self._chunks):
             rows = self._chunks[n]
             keep = [i for i, row in enumerate(rows)
-                    if row["path"] in live and self._rows[row["path"]][:2] == (n, i)]
+                    if row["path"] in live and self._rows.get(row["path"], (None,))[:2] == (n, i)]
             if len(keep) == len(rows):
                 continue
             dropped += len(rows) - len(keep)
@@ -408,8 +523,7 @@ class FeatureStore:
                     del self._rows[rows[i]["path"]]
                 # The rewritten chunk is committed before the old one goes: a
                 # crash in between leaves two equal rows, never none.
-                self._pending = [({k: rows[i][k] for k in ("path", "size", "mtime_ns", "hash")},
-                                  feats[j]) for j, i in enumerate(keep)]
+                self._pending = [(rows[i], feats[j]) for j, i in enumerate(keep)]
                 self.flush()
             for row in rows:
                 if row["path"] not in live and self._rows.get(row["path"], (None,))[0] == n:
@@ -419,16 +533,11 @@ class FeatureStore:
         return dropped
 
 
-def _bad_csv(bad):
-    lines = ["path,reason\r\n"]
-    for path in sorted(bad):
-        lines.append(_csv_line([path, bad[path]["reason"]]))
-    return "".join(lines)
-
-
-def _csv_line(fields):
-    import io
-
+def bad_files_csv(bad_files):
+    """The text of ``bad_files.csv``: ``path,reason``, one row per skipped file, by path."""
     buf = io.StringIO()
-    csv.writer(buf).writerow(fields)
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "reason"])
+    for b in sorted(bad_files, key=lambda b: b.path):
+        w.writerow([b.path, b.reason])
     return buf.getvalue()
