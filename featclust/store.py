@@ -50,6 +50,8 @@ CHUNK_SIZE = 256
 _CHUNK = re.compile(r"^chunk-(\d{6})\.json$")
 _CHUNK_NPY = re.compile(r"^chunk-(\d{6})\.npy$")
 _ROW_TYPES = {"path": str, "size": int, "mtime_ns": int, "hash": str}
+#: :meth:`FeatureStore.load` memory-maps a feature matrix larger than this.
+MMAP_BYTES = 256 << 20
 
 
 def default_root():
@@ -123,6 +125,11 @@ def _chunk_size(chunk_size):
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise UsageError(f"chunk_size={chunk_size!r} must be a positive integer")
     return chunk_size
+
+
+def _valid_bad_entry(entry):
+    return (isinstance(entry, dict) and isinstance(entry.get("size"), int)
+            and isinstance(entry.get("mtime_ns"), int) and isinstance(entry.get("reason"), str))
 
 
 def _store_error(path, e):
@@ -306,14 +313,13 @@ class FeatureStore:
                 self._rows[row["path"]] = (n, i, row)
         try:
             bad = json.loads((self.path / "bad.json").read_text(encoding="ascii"))
-            if not all(isinstance(p, str) and isinstance(v, dict) and isinstance(v.get("size"), int)
-                       and isinstance(v.get("mtime_ns"), int) and isinstance(v.get("reason"), str)
-                       for p, v in bad.items()):
+            if not isinstance(bad, dict) or not all(
+                    isinstance(p, str) and _valid_bad_entry(v) for p, v in bad.items()):
                 raise ValueError("unexpected content")
             self._bad = bad
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, AttributeError) as e:
+        except (OSError, ValueError) as e:
             self.problems.append(f"bad.json is damaged ({e}); bad files are checked again")
 
     def _read_chunk_rows(self, n):
@@ -387,38 +393,58 @@ class FeatureStore:
             return digest == row["hash"]
         return True
 
-    def load(self, paths, mmap=False):
+    def load(self, paths, mmap=None):
         """Stored features of ``paths``, in that order.
 
         Parameters
         ----------
         paths : list of str
             Relative paths, each with a valid row (see :meth:`split`).
-        mmap : bool
-            Unused rows are not read; with ``True`` each chunk is memory-mapped.
+        mmap : bool or None
+            With ``True`` the matrix is written, chunk by chunk, to a nameless
+            temporary file in the store folder and returned memory-mapped
+            (read-only), so it never has to fit in memory; the file goes
+            when the array does. ``None``: ``True`` for a matrix larger than
+            :data:`MMAP_BYTES`.
 
         Returns
         -------
         numpy.ndarray
-            ``(len(paths), dim)`` float32.
+            ``(len(paths), dim)`` float32 (a :class:`numpy.memmap` when mapped).
         """
         self.flush()
-        out = np.empty((len(paths), self.dim), np.float32)
+        shape = (len(paths), self.dim)
+        if mmap is None:
+            mmap = shape[0] * shape[1] * 4 > MMAP_BYTES
         by_chunk = {}
         for j, p in enumerate(paths):
             n, i, _ = self._rows[p]
             by_chunk.setdefault(n, ([], []))
             by_chunk[n][0].append(j)
             by_chunk[n][1].append(i)
-        for n, (dst, src) in by_chunk.items():
-            try:
-                feats = np.load(self.path / f"chunk-{n:06d}.npy",
-                                mmap_mode="r" if mmap else None)
-                out[dst] = feats[src]
-            except (OSError, ValueError) as e:
-                raise StoreError(f"feature store {str(self.path)!r} was changed while in use "
-                                 f"({e}); run again to rebuild it") from None
-        return out
+        if not mmap or not paths:
+            out = np.empty(shape, np.float32)
+            for n, (dst, src) in by_chunk.items():
+                out[dst] = self._load_chunk(n)[src]
+            return out
+        row_bytes = self.dim * 4
+        try:
+            with tempfile.TemporaryFile(dir=self.path, prefix=".matrix-") as fh:
+                fh.truncate(shape[0] * row_bytes)
+                for n, (dst, src) in by_chunk.items():
+                    feats = self._load_chunk(n)
+                    for j, i in zip(dst, src):
+                        os.pwrite(fh.fileno(), feats[i], j * row_bytes)
+                return np.memmap(fh, np.float32, "r", shape=shape)
+        except OSError as e:
+            raise _store_error(self.path, e) from None
+
+    def _load_chunk(self, n):
+        try:
+            return np.load(self.path / f"chunk-{n:06d}.npy")
+        except (OSError, ValueError) as e:
+            raise StoreError(f"feature store {str(self.path)!r} was changed while in use "
+                             f"({e}); run again to rebuild it") from None
 
     def __contains__(self, path):
         return path in self._rows
