@@ -105,14 +105,18 @@ def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
     monkeypatch.setenv("FEATCLUST_CHUNK_SIZE", "2")
 
     # Ctrl-C once the first chunk is written.
+    returned = threading.Event()
+
     def press_ctrl_c():
-        _wait_for(lambda: len(_chunk_indexes(st_root)) >= 1)
-        _thread.interrupt_main()
+        _wait_for(lambda: returned.is_set() or len(_chunk_indexes(st_root)) >= 1)
+        if not returned.is_set():
+            _thread.interrupt_main()
 
     presser = threading.Thread(target=press_ctrl_c, daemon=True)
     presser.start()
     try:
         rc = main(argv)
+        returned.set()
         presser.join()
     except KeyboardInterrupt:
         pytest.fail("the run finished before Ctrl-C reached it")
