@@ -12,6 +12,18 @@ import numpy as np
 from .errors import ModelMismatchError, UsageError
 
 MODEL_FORMAT = 1
+#: Members of a cluster farther from its centre than this percentile of their
+#: distances make a new image an outlier (see :attr:`FeatureKMeans.thresholds_`).
+OUTLIER_PERCENTILE = 95
+#: With ``pca=None``, features longer than this (``--pooling flatten``: 25,088)
+#: are reduced to :data:`AUTO_PCA` components before k-means.
+AUTO_PCA_MIN_FEATURES = 4096
+AUTO_PCA = 256
+#: A feature matrix larger than this is never copied whole: it is read block by
+#: block (it may be memory-mapped) and PCA is fitted incrementally.
+MAX_IN_MEMORY_BYTES = 512 << 20
+#: Size of one block of rows in that case.
+BLOCK_BYTES = 64 << 20
 
 
 class FeatureKMeans:
@@ -26,7 +38,12 @@ class FeatureKMeans:
     ----------
     n_clusters : int, default 8
     pca : int or None, default None
-        Number of PCA components; ``None`` keeps the features as they are.
+        Number of PCA components; ``None`` keeps features of up to 4,096
+        values as they are and reduces longer ones (flatten pooling) to
+        ``min(256, n_samples)`` components. A matrix larger than
+        :data:`MAX_IN_MEMORY_BYTES` is reduced block by block
+        (:class:`sklearn.decomposition.IncrementalPCA`), so it can be a
+        memory-mapped array larger than memory.
     whiten : bool, default False
         Whiten the PCA components.
     normalize : bool, default False
@@ -43,8 +60,14 @@ class FeatureKMeans:
         Centres in the reduced (and normalised) space.
     distances_ : ndarray of shape (n_samples,)
         Euclidean distance of each sample to its centre, in that space.
+    thresholds_ : ndarray of shape (n_clusters,)
+        The 95th percentile of the members' distances, per cluster (0 for an
+        empty cluster): a new vector farther than this from its centre is an
+        outlier (see :meth:`predict_with_distance`).
     inertia_ : float
     n_features_in_ : int
+    n_components_ : int or None
+        PCA components used (``pca``, or the automatic choice above).
     pca_mean_, pca_components_, pca_scale_ : ndarray or None
         The fitted projection (``None`` without PCA).
     """
@@ -89,7 +112,7 @@ class FeatureKMeans:
             if self.pca > min(n, d):
                 raise UsageError(f"pca={self.pca} is larger than min(number of images, "
                                  f"feature length) = {min(n, d)}")
-        if not np.isfinite(X).all():
+        if not all(np.isfinite(block).all() for block in _blocks(X)):
             raise UsageError("features contain NaN or infinite values")
         return X
 
@@ -105,31 +128,66 @@ class FeatureKMeans:
         self
         """
         from sklearn.cluster import KMeans
-        from sklearn.decomposition import PCA
 
-        X = self._validate(X)
-        self.n_features_in_ = X.shape[1]
-        self.pca_mean_ = self.pca_components_ = self.pca_scale_ = None
-        Z = _l2(X) if self.normalize else X
-        if self.pca is not None:
-            pca = PCA(n_components=self.pca, whiten=self.whiten, random_state=self.seed)
-            pca.fit(Z)
-            self.pca_mean_ = pca.mean_.astype(np.float32)
-            self.pca_components_ = pca.components_.astype(np.float32)
-            scale = np.sqrt(pca.explained_variance_) if self.whiten else np.ones(self.pca)
-            self.pca_scale_ = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        Z = self.reduce(X)
+        Z = self.fit_reduce(X)
         km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, random_state=self.seed)
         labels = km.fit_predict(Z)
         order = np.argsort(-np.bincount(labels, minlength=self.n_clusters), kind="stable")
         self.cluster_centers_ = km.cluster_centers_[order].astype(np.float32)
         self.labels_, self.distances_ = self._nearest(Z)
         self.inertia_ = float(np.sum(self.distances_ ** 2))
+        self.thresholds_ = np.array(
+            [np.percentile(self.distances_[self.labels_ == c], OUTLIER_PERCENTILE)
+             if np.any(self.labels_ == c) else 0.0 for c in range(self.n_clusters)],
+            dtype=np.float32)
         return self
 
+    def fit_reduce(self, X):
+        """Fit the reduction only (normalisation and PCA) and return the reduced features.
+
+        :meth:`fit` starts with this; the k scan (:mod:`featclust.kscan`)
+        uses it to work in the same space as the clustering.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_reduced)
+        """
+        from sklearn.decomposition import PCA, IncrementalPCA
+
+        X = self._validate(X)
+        n, d = X.shape
+        self.n_features_in_ = d
+        self.pca_mean_ = self.pca_components_ = self.pca_scale_ = None
+        c = self.pca
+        if c is None and d > AUTO_PCA_MIN_FEATURES:
+            c = min(AUTO_PCA, n, d)
+        self.n_components_ = c
+        if c is not None:
+            if X.nbytes > MAX_IN_MEMORY_BYTES:
+                pca = IncrementalPCA(n_components=c, whiten=self.whiten)
+                for block in _blocks(X, min_rows=c):
+                    pca.partial_fit(_l2(block) if self.normalize else block)
+            else:
+                pca = PCA(n_components=c, whiten=self.whiten, random_state=self.seed)
+                pca.fit(_l2(X) if self.normalize else X)
+            self.pca_mean_ = pca.mean_.astype(np.float32)
+            self.pca_components_ = pca.components_.astype(np.float32)
+            scale = np.sqrt(pca.explained_variance_) if self.whiten else np.ones(c)
+            self.pca_scale_ = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        return self.reduce(X)
+
     def reduce(self, X):
-        """Map features into the space the centres live in."""
-        Z = np.asarray(X, dtype=np.float32)
+        """Map features into the space the centres live in (block by block)."""
+        X = np.asarray(X, dtype=np.float32)
+        if X.nbytes <= BLOCK_BYTES:
+            return self._reduce_block(X)
+        return np.concatenate([self._reduce_block(block) for block in _blocks(X)])
+
+    def _reduce_block(self, Z):
         if self.normalize:
             Z = _l2(Z)
         if self.pca_components_ is not None:
@@ -150,7 +208,16 @@ class FeatureKMeans:
         return self.predict_with_distance(X)[0]
 
     def predict_with_distance(self, X):
-        """Nearest centre and the distance to it, for each feature vector."""
+        """Nearest centre and the distance to it, for each feature vector.
+
+        A vector is an outlier of its cluster when the distance exceeds
+        ``thresholds_[label]``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        distances : ndarray of shape (n_samples,)
+        """
         self._check_fitted()
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
@@ -179,7 +246,7 @@ class FeatureKMeans:
         self._check_fitted()
         meta = {"format": MODEL_FORMAT, "params": self.get_params(),
                 "n_features_in": int(self.n_features_in_), "extra": extra or {}}
-        arrays = {"cluster_centers": self.cluster_centers_,
+        arrays = {"cluster_centers": self.cluster_centers_, "thresholds": self.thresholds_,
                   "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
         if self.pca_components_ is not None:
             arrays.update(pca_mean=self.pca_mean_, pca_components=self.pca_components_,
@@ -205,13 +272,29 @@ class FeatureKMeans:
                 model = cls(**meta["params"])
                 model.n_features_in_ = meta["n_features_in"]
                 model.cluster_centers_ = data["cluster_centers"]
+                model.thresholds_ = data["thresholds"]
                 pca = "pca_components" in data
                 model.pca_mean_ = data["pca_mean"] if pca else None
                 model.pca_components_ = data["pca_components"] if pca else None
                 model.pca_scale_ = data["pca_scale"] if pca else None
+                model.n_components_ = len(model.pca_components_) if pca else None
         except (OSError, ValueError, KeyError) as e:
             raise ModelMismatchError(f"cannot read model file {str(path)!r}: {e}") from None
         return model, meta["extra"]
+
+
+def _blocks(X, min_rows=1):
+    """Consecutive row blocks of ``X`` of about :data:`BLOCK_BYTES` each (one if smaller).
+
+    Every block has at least ``min_rows`` rows when ``X`` has that many.
+    """
+    n = len(X)
+    rows = max(min_rows, BLOCK_BYTES // max(1, X.itemsize * int(np.prod(X.shape[1:]))), 1)
+    if X.nbytes <= BLOCK_BYTES or n <= rows:
+        return [X]
+    count = n // rows  # every block gets at least ``rows`` rows
+    bounds = np.linspace(0, n, count + 1).astype(int)
+    return [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _l2(X):
