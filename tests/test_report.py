@@ -14,6 +14,7 @@ from PIL import Image
 from featclust import report, sort_folder
 from featclust.cli import main
 from featclust.errors import UnsafeOutputError
+from featclust.pipeline import demo_images
 
 from conftest import read_csv
 
@@ -50,15 +51,30 @@ def _marker_files(out):
     return set(json.loads((out / "featclust.json").read_text())["files"])
 
 
+N_DEMO = 16
+
+
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
-    """`featclust demo` (48 images, 4 families) with random weights, run once."""
+    """`featclust demo` with random weights, run once.
+
+    The sample folder is written beforehand with 4 images per family instead
+    of 12 (demo re-uses a complete sample folder), to keep the test fast.
+    """
     tmp = tmp_path_factory.mktemp("demo")
     out = tmp / "out"
+    demo_images(tmp / "images", n_per_family=N_DEMO // 4)
     rc = main(["demo", str(out), "--weights", "none", "--images", str(tmp / "images"),
                "--store", str(tmp / "store"), "--batch-size", "16", "-q"])
     assert rc == 0
+    assert len(list((tmp / "images").glob("*.png"))) == N_DEMO
     return out
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory):
+    """One feature store for the tests that sort the two-family folder."""
+    return tmp_path_factory.mktemp("store")
 
 
 def test_demo_writes_a_page_whose_every_reference_exists(demo_out):
@@ -66,7 +82,7 @@ def test_demo_writes_a_page_whose_every_reference_exists(demo_out):
     page = _parse(index)
     clusters = read_csv(demo_out / "report" / "clusters.csv")
     assert len(clusters) == 4
-    assert sum(int(c["size"]) for c in clusters) == 48
+    assert sum(int(c["size"]) for c in clusters) == N_DEMO
     for c in clusters:
         assert -1 <= float(c["silhouette"]) <= 1
     # the overview, both maps and one montage per cluster are on the page ...
@@ -94,7 +110,7 @@ def test_demo_writes_a_page_whose_every_reference_exists(demo_out):
                for p in (demo_out / "report").rglob("*") if p.is_file()}
     assert written <= _marker_files(demo_out)
     coords = read_csv(demo_out / "report" / "map.csv")
-    assert len(coords) == 48 and all(np.isfinite(float(r["x"])) for r in coords)
+    assert len(coords) == N_DEMO and all(np.isfinite(float(r["x"])) for r in coords)
 
 
 def _chromium():
@@ -169,10 +185,11 @@ def _nearest_source(tile, sources):
     return min(sources, key=lambda name: float(np.mean((sources[name] - grey) ** 2)))
 
 
-def test_montages_hold_their_cluster_in_order_of_distance(tmp_path, two_families, embedder):
+def test_montages_hold_their_cluster_in_order_of_distance(tmp_path, two_families, embedder,
+                                                         store_root):
     folder, truth = two_families
-    result = sort_folder(folder, tmp_path / "out", 2, embedder=embedder,
-                         store=tmp_path / "store", seed=0)
+    result = sort_folder(folder, tmp_path / "out", 2, embedder=embedder, store=store_root,
+                         seed=0)
     model, emb = result.model, result.embed
     Z = model.reduce(emb.features)
     dist = {p: float(np.linalg.norm(z - model.cluster_centers_[c]))
@@ -212,11 +229,11 @@ def test_montage_of_a_large_cluster_spans_closest_to_farthest():
     assert list(report.montage_ranks(5)) == [0, 1, 2, 3, 4]
 
 
-def test_report_refuses_to_overwrite_a_foreign_file(tmp_path, two_families, embedder, capsys):
+def test_report_refuses_to_overwrite_a_foreign_file(tmp_path, two_families, embedder, capsys,
+                                                    store_root):
     folder, _ = two_families
     out = tmp_path / "out"
-    result = sort_folder(folder, out, 2, embedder=embedder, store=tmp_path / "store",
-                         report=False)
+    result = sort_folder(folder, out, 2, embedder=embedder, store=store_root, report=False)
     assert result.report is None and not (out / "report").exists()
     (out / "report").mkdir()
     (out / "report" / "index.html").write_text("my own page")
