@@ -1,7 +1,10 @@
 """Turning decoded images into feature vectors with VGG16.
 
 This is the only module that imports TensorFlow and Keras, and it does so
-lazily, when a model is first built.
+lazily, when a model is first built. The whole path from the uint8 grayscale
+batch to the pooled vector is one Keras model, run as a compiled predict step
+on fixed-size batches, so it runs on any Keras backend: TensorFlow by default,
+JAX with ``KERAS_BACKEND=jax``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import numpy as np
 from . import images
 from .errors import UsageError, WeightsError
 
-POOLINGS = ("avg", "max", "flatten")
+POOLINGS = ("avg", "max", "gem", "flatten")
+#: VGG16 blocks whose pooled output can be the feature map: (side, channels).
+LAYERS = {"block3": (28, 256), "block4": (14, 512), "block5": (7, 512)}
+#: Exponent of generalised-mean pooling.
+GEM_P = 3.0
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 INPUT_SIZE = 224
 #: Bumped whenever the features for the same pixels and settings change.
@@ -27,14 +34,61 @@ IMAGENET_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_FILE
 )
 IMAGENET_HASH = "6d6bbae143d832006294945121d1f1fc"
+#: ImageNet channel means of ``vgg16.preprocess_input`` (BGR order; the input
+#: is gray, so the channel order does not matter).
+VGG_MEAN_BGR = (103.939, 116.779, 123.68)
+#: Default images per forward pass on a CPU and on a GPU.
+CPU_BATCH_SIZE = 16
+GPU_BATCH_SIZE = 256
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def _keras():
+    """Import Keras (and TensorFlow when it is the backend), configured once.
+
+    Returns
+    -------
+    keras : module
+    tf : module or None
+        TensorFlow, or ``None`` with another Keras backend.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return keras, None
     import tensorflow as tf
 
+    _configure_tensorflow(tf)
     return keras, tf
+
+
+_TF_CONFIGURED = []
+
+
+def _configure_tensorflow(tf):
+    """Give TensorFlow's op thread pool the CPUs this process may use.
+
+    VGG16 is a chain of layers, so only one op runs at a time: one inter-op
+    thread, and every core inside each op. Runs once, before TensorFlow
+    starts; later it cannot change and is left as it is.
+    """
+    if _TF_CONFIGURED:
+        return
+    _TF_CONFIGURED.append(True)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpu_count())
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow was started before featclust got to it
+        pass
+
+
+def cpu_count():
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def keras_weights_path():
@@ -69,38 +123,75 @@ def weights_identity(weights, seed=0):
     return f"file:sha256={digest.hexdigest()}"
 
 
+def accelerator():
+    """The GPU the Keras backend will use, if any.
+
+    Returns
+    -------
+    kind : {"gpu", "cpu"}
+    compute_capability : tuple of int or None
+        ``(major, minor)`` of the first GPU, ``(0, 0)`` if unknown.
+    """
+    keras, tf = _keras()
+    backend = keras.backend.backend()
+    if tf is not None:
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+            return "gpu", tuple(cc or (0, 0))
+    elif backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if gpus:
+            return "gpu", _version_tuple(getattr(gpus[0], "compute_capability", "0.0"))
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return "gpu", tuple(torch.cuda.get_device_capability(0))
+    return "cpu", None
+
+
+def _version_tuple(text):
+    try:
+        return tuple(int(p) for p in str(text).split(".")[:2])
+    except ValueError:
+        return (0, 0)
+
+
 def gpu_available():
-    """Whether TensorFlow sees a GPU."""
-    _, tf = _keras()
-    return bool(tf.config.list_physical_devices("GPU"))
+    """Whether the Keras backend sees a GPU."""
+    return accelerator()[0] == "gpu"
 
 
 def resolve_precision(precision):
     """Turn ``"auto"`` into the precision the hardware runs fastest.
 
-    ``auto`` is bfloat16 on a CPU with AMX or AVX512-BF16 and on a GPU of
-    compute capability 8.0 or later, float32 elsewhere.
+    ``auto`` is bfloat16 on a GPU of compute capability 8.0 or later and on a
+    CPU with AMX or AVX512-BF16 (which multiply bfloat16 in hardware), float32
+    elsewhere: without them bfloat16 is emulated and slower than float32.
     """
     if precision not in PRECISIONS:
         raise UsageError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    _, tf = _keras()
-    for gpu in tf.config.list_physical_devices("GPU"):
-        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
-        if cc >= (8, 0):
-            return "bfloat16"
-    if gpu_available():
-        return "float32"
-    return "bfloat16" if _cpu_has_bf16() else "float32"
+    kind, cc = accelerator()
+    if kind == "gpu":
+        return "bfloat16" if cc >= (8, 0) else "float32"
+    return "bfloat16" if cpu_has_bf16() else "float32"
 
 
-def _cpu_has_bf16():
+def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
+    """Whether the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16 flags)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path(cpuinfo).read_text()
     except OSError:
         return False
-    return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool({"amx_bf16", "avx512_bf16"} & set(line.split(":", 1)[-1].split()))
+    return False
 
 
 class Embedder:
@@ -112,36 +203,74 @@ class Embedder:
         ``"imagenet"`` (Keras downloads the file once), ``"none"`` (random,
         seeded; for tests and offline trials) or a path to a ``.h5`` /
         ``.weights.h5`` file.
-    pooling : {"avg", "max", "flatten"}, default "avg"
-        How the 7x7x512 block5 output becomes a vector.
+    pooling : {"avg", "max", "gem", "flatten"}, default "max"
+        How the feature map becomes a vector: its mean, its maximum, its
+        generalised mean ``mean(x ** 3) ** (1/3)`` or all of it.
     precision : {"auto", "float32", "bfloat16", "float16"}, default "auto"
         Compute precision of the model; features are always stored as float32.
-    batch_size : int, default 32
-        Images per forward pass. The last batch is padded, so the compiled
-        function never sees another shape.
+    batch_size : int or None, default None
+        Images per forward pass; ``None`` is 16 on a CPU and 256 on a GPU.
+        The last batch is padded, so the compiled step never sees another
+        shape.
     seed : int, default 0
         Seed of the random weights with ``weights="none"``.
+    jit_compile : bool or None, default None
+        Compile the model with XLA; ``None`` does so on a GPU only (on a CPU,
+        TensorFlow's oneDNN kernels are faster than XLA's). The JAX backend
+        always compiles.
+    layer : {"block3", "block4", "block5"}, default "block4"
+        The VGG16 block whose pooled output (28x28x256, 14x14x512, 7x7x512)
+        is the feature map; the blocks after it are not run.
+    tta : bool, default False
+        Test-time augmentation: the features are the mean over the 8 flips
+        and 90-degree rotations of the image (8 forward passes), so the
+        orientation of a shape matters less.
+
+    Notes
+    -----
+    The defaults (block4, max pooling) did best on the labelled shape sets of
+    ``benchmarks/quality.py``, with a pretrained backbone.
     """
 
-    def __init__(self, weights="imagenet", pooling="avg", precision="auto", batch_size=32,
-                 seed=0):
+    def __init__(self, weights="imagenet", pooling="max", precision="auto", batch_size=None,
+                 seed=0, jit_compile=None, layer="block4", tta=False):
         if pooling not in POOLINGS:
             raise UsageError(f"pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise UsageError(f"batch_size={batch_size!r} must be a positive integer")
+        if layer not in LAYERS:
+            raise UsageError(f"layer={layer!r} is not one of {', '.join(LAYERS)}")
+        if not isinstance(tta, bool):
+            raise UsageError(f"tta={tta!r} must be True or False")
+        if batch_size is not None and (not isinstance(batch_size, int)
+                                       or isinstance(batch_size, bool) or batch_size < 1):
+            raise UsageError(f"batch_size={batch_size!r} must be a positive integer or None")
+        if precision not in PRECISIONS:
+            raise UsageError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
         self.weights = str(weights)
         self.pooling = pooling
         self.precision = precision
         self.batch_size = batch_size
         self.seed = seed
+        self.jit_compile = jit_compile
+        self.layer = layer
+        self.tta = tta
         self._identity = weights_identity(self.weights, seed)
         self._precision = None
-        self._fn = None
+        self._batch = None
+        self._model = None
 
     @property
     def dim(self):
         """Length of one feature vector."""
-        return 7 * 7 * 512 if self.pooling == "flatten" else 512
+        side, channels = LAYERS[self.layer]
+        return side * side * channels if self.pooling == "flatten" else channels
+
+    @property
+    def batch(self):
+        """The batch size in use: ``batch_size``, or the default for the device."""
+        if self._batch is None:
+            self._batch = self.batch_size or (GPU_BATCH_SIZE if gpu_available()
+                                              else CPU_BATCH_SIZE)
+        return self._batch
 
     def settings(self):
         """Everything that determines the features, as a JSON-able dict."""
@@ -150,7 +279,9 @@ class Embedder:
         return {
             "model": "keras.applications.VGG16(include_top=False)",
             "weights": self._identity,
-            "pooling": self.pooling,
+            "layer": f"{self.layer}_pool",
+            "pooling": self.pooling if self.pooling != "gem" else f"gem(p={GEM_P:g})",
+            "tta": "mean of 8 flips/rotations" if self.tta else "none",
             "input_size": INPUT_SIZE,
             "resample": "bilinear",
             "preprocess": f"gray->3ch,pad-white,vgg16.preprocess_input,decode-v{images.DECODE_VERSION}",
@@ -159,33 +290,37 @@ class Embedder:
             "dim": self.dim,
         }
 
-    def _build(self):
-        keras, tf = _keras()
+    def build(self):
+        """Build the model now (it is otherwise built by the first :meth:`embed`).
+
+        Returns
+        -------
+        keras.Model
+            From a ``(batch, 224, 224)`` uint8 batch to ``(batch, dim)`` float32.
+        """
+        if self._model is not None:
+            return self._model
+        keras, _ = _keras()
         precision = self.settings()["precision"]
-        policy = {"float32": "float32", "bfloat16": "mixed_bfloat16",
-                  "float16": "mixed_float16"}[precision]
         previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(policy)
+        keras.config.set_dtype_policy(_POLICIES[precision])
         try:
-            model = self._load_model(keras)
+            vgg = self._load_model(keras)
+            if self.layer != "block5":
+                vgg = keras.Model(vgg.input, vgg.get_layer(f"{self.layer}_pool").output)
         finally:
             keras.config.set_dtype_policy(previous)
-        pooling = self.pooling
-        preprocess = keras.applications.vgg16.preprocess_input
-
-        def forward(gray):
-            x = tf.cast(gray, tf.float32)
-            x = preprocess(tf.repeat(x[..., None], 3, axis=-1))
-            y = tf.cast(model(x, training=False), tf.float32)
-            if pooling == "avg":
-                return tf.reduce_mean(y, axis=[1, 2])
-            if pooling == "max":
-                return tf.reduce_max(y, axis=[1, 2])
-            return tf.reshape(y, [tf.shape(y)[0], -1])
-
-        spec = tf.TensorSpec([self.batch_size, INPUT_SIZE, INPUT_SIZE], tf.uint8)
-        self._fn = tf.function(forward, input_signature=[spec])
+        ops = keras.ops
+        gray = keras.Input((INPUT_SIZE, INPUT_SIZE), batch_size=self.batch, dtype="uint8")
+        x = ops.expand_dims(ops.cast(gray, "float32"), -1) - np.array(VGG_MEAN_BGR, np.float32)
+        model = keras.Model(gray, _pool(keras, vgg(x), self.pooling),
+                            name=f"featclust_vgg16_{self.layer}_{self.pooling}")
+        jit = self.jit_compile
+        if jit is None:
+            jit = keras.backend.backend() == "jax" or gpu_available()
+        model.jit_compile = bool(jit)
         self._model = model
+        return model
 
     def _load_model(self, keras):
         shape = (INPUT_SIZE, INPUT_SIZE, 3)
@@ -213,6 +348,34 @@ class Embedder:
             ) from None
         return model
 
+    def embed_batch(self, gray):
+        """Features of at most :attr:`batch` decoded images, in one forward pass.
+
+        With ``tta`` it is 8 passes, one per flip/rotation, and their mean.
+
+        Parameters
+        ----------
+        gray : numpy.ndarray
+            ``(n, 224, 224)`` uint8, ``n <= batch``; padded with white to a
+            full batch.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, dim)`` float32.
+        """
+        model = self.build()
+        n = len(gray)
+        if n < self.batch:
+            pad = np.full((self.batch - n, INPUT_SIZE, INPUT_SIZE), 255, np.uint8)
+            gray = np.concatenate([gray, pad])
+        if not self.tta:
+            return np.asarray(model.predict_on_batch(gray), dtype=np.float32)[:n]
+        total = np.zeros((n, self.dim), np.float64)
+        for t in range(8):
+            total += np.asarray(model.predict_on_batch(dihedral(gray, t)), np.float32)[:n]
+        return (total / 8).astype(np.float32)
+
     def embed(self, gray):
         """Features of a stack of decoded images.
 
@@ -226,26 +389,37 @@ class Embedder:
         numpy.ndarray
             ``(n, dim)`` float32 features.
         """
-        if self._fn is None:
-            self._build()
         gray = np.asarray(gray, dtype=np.uint8)
-        out = []
-        for start in range(0, len(gray), self.batch_size):
-            part = gray[start:start + self.batch_size]
-            n = len(part)
-            if n < self.batch_size:
-                pad = np.full((self.batch_size - n,) + part.shape[1:], 255, np.uint8)
-                part = np.concatenate([part, pad])
-            out.append(self._fn(part).numpy()[:n])
-        if not out:
+        if not len(gray):
             return np.zeros((0, self.dim), np.float32)
-        return np.concatenate(out)
+        return np.concatenate([self.embed_batch(gray[start:start + self.batch])
+                               for start in range(0, len(gray), self.batch)])
+
+
+def _pool(keras, y, pooling):
+    """``(batch, h, w, c)`` block output to ``(batch, dim)`` float32 vectors."""
+    if pooling == "gem":
+        ops = keras.ops
+        y = ops.maximum(ops.cast(y, "float32"), 1e-6)
+        return ops.power(ops.mean(ops.power(y, GEM_P), axis=(1, 2)), 1.0 / GEM_P)
+    layer = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
+             "flatten": keras.layers.Flatten}[pooling]
+    return layer(dtype="float32")(y)
+
+
+def dihedral(gray, t):
+    """The ``t``-th of the 8 flips/rotations of a ``(n, h, w)`` stack (0 is the identity).
+
+    ``t % 4`` quarter turns, then a left-right mirror for ``t >= 4``.
+    """
+    out = np.rot90(gray, k=t % 4, axes=(1, 2))
+    return np.ascontiguousarray(out[:, :, ::-1] if t >= 4 else out)
 
 
 def _random_weights(model, seed):
     """He-uniform kernels from numpy's seeded generator, zero biases.
 
-    Independent of TensorFlow's random state, so the same seed gives the same
+    Independent of the backend's random state, so the same seed gives the same
     weights everywhere.
     """
     rng = np.random.default_rng(seed)
@@ -268,11 +442,13 @@ def _first_line(exc):
 def iter_features(files, embedder, workers=None, prefetch_batches=2):
     """Decode files in background threads and embed them batch by batch.
 
-    Decoding of the next batches overlaps with the model's forward pass.
+    While the model runs on one batch, the threads decode the next ones, so
+    decoding is hidden behind the model. Memory holds at most
+    ``prefetch_batches + 1`` batches of pixels, however many files there are.
 
     Parameters
     ----------
-    files : sequence of featclust.images.ImageFile
+    files : iterable of featclust.images.ImageFile
         Files to embed, in order.
     embedder : Embedder
     workers : int, optional
@@ -289,8 +465,8 @@ def iter_features(files, embedder, workers=None, prefetch_batches=2):
     bad : list of featclust.images.BadFile
         Files of this batch that could not be used.
     """
-    bs = embedder.batch_size
-    workers = workers or os.cpu_count() or 1
+    bs = embedder.batch
+    workers = workers or cpu_count()
 
     def work(f):
         try:
@@ -322,6 +498,6 @@ def iter_features(files, embedder, workers=None, prefetch_batches=2):
                     stack.append(pixels)
                 else:
                     bad.append(images.BadFile(f.path, reason))
-            feats = embedder.embed(np.stack(stack)) if stack else np.zeros((0, embedder.dim),
-                                                                           np.float32)
+            feats = (embedder.embed_batch(np.stack(stack)) if stack
+                     else np.zeros((0, embedder.dim), np.float32))
             yield good, feats, bad
