@@ -15,6 +15,8 @@ MODEL_FORMAT = 1
 #: Members of a cluster farther from its centre than this percentile of their
 #: distances make a new image an outlier (see :attr:`FeatureKMeans.thresholds_`).
 OUTLIER_PERCENTILE = 95
+#: Rows per block when finding the nearest centres.
+NEAREST_BLOCK_ROWS = 4096
 #: With ``pca=None``, features longer than this (``--pooling flatten``: 25,088)
 #: are reduced to :data:`AUTO_PCA` components before k-means.
 AUTO_PCA_MIN_FEATURES = 4096
@@ -191,17 +193,29 @@ class FeatureKMeans:
         if self.normalize:
             Z = _l2(Z)
         if self.pca_components_ is not None:
-            Z = ((Z - self.pca_mean_) @ self.pca_components_.T) / self.pca_scale_
+            # float64, so that an image gets the same reduced vector (to float32
+            # precision) whether it is projected alone or among thousands.
+            W = self.pca_components_.T.astype(np.float64)
+            Z = (((Z.astype(np.float64) - self.pca_mean_) @ W) / self.pca_scale_).astype(np.float32)
             if self.normalize:
                 Z = _l2(Z)
         return Z
 
     def _nearest(self, Z):
-        d2 = (np.sum(Z ** 2, axis=1)[:, None] - 2 * Z @ self.cluster_centers_.T
-              + np.sum(self.cluster_centers_ ** 2, axis=1)[None, :])
-        labels = np.argmin(d2, axis=1)
-        dist = np.sqrt(np.maximum(d2[np.arange(len(Z)), labels], 0.0))
-        return labels.astype(np.int64), dist.astype(np.float32)
+        # float64 and in blocks: the squared-distance expansion loses digits to
+        # cancellation in float32, enough to flip a near tie between the sort and
+        # a later predict of the same image; float64 leaves no practical tie.
+        C = np.asarray(self.cluster_centers_, dtype=np.float64)
+        c2 = np.sum(C ** 2, axis=1)
+        labels = np.empty(len(Z), np.int64)
+        dist = np.empty(len(Z), np.float32)
+        for start in range(0, len(Z), NEAREST_BLOCK_ROWS):
+            B = np.asarray(Z[start:start + NEAREST_BLOCK_ROWS], dtype=np.float64)
+            d2 = np.sum(B ** 2, axis=1)[:, None] - 2 * B @ C.T + c2[None, :]
+            best = np.argmin(d2, axis=1)
+            labels[start:start + len(B)] = best
+            dist[start:start + len(B)] = np.sqrt(np.maximum(d2[np.arange(len(B)), best], 0.0))
+        return labels, dist
 
     def predict(self, X):
         """Index of the nearest centre of each feature vector."""
