@@ -7,7 +7,7 @@ Everything goes into ``OUT_DIR/report/``, never into the cluster folders::
     report/map.png, map.csv            2-D map of all images, coloured by cluster
     report/map_thumbnails.png          the same map with small thumbnails
     report/kscan.png                   the k-scan plot, when scan-k has been run
-    report/clusters.csv                size and scores of every cluster
+    report/summary.csv                 size, distances and silhouette of every cluster
     report/montages/cluster_XX.png     up to 64 members, closest to the centre first
     report/montages/cluster_XX.csv     those members, in the montage's order
 
@@ -41,6 +41,8 @@ MAP_METHODS = ("auto", "tsne", "pca")
 #: With ``map_method="auto"``, sets larger than this get the PCA map (see
 #: benchmarks/report_speed.py for the timings behind the number).
 TSNE_MAX_IMAGES = 10_000
+#: Maps of fewer images are made with one thread.
+SMALL_MAP = 2000
 MONTAGE_MAX = 64
 MONTAGE_COLUMNS = 8
 MONTAGE_TILE = 96
@@ -185,7 +187,7 @@ def write_report(out_dir, features=None, model=None, map_method="auto", seed=0,
         tick(1)
         if kscan:
             _write_kscan(out, kscan)
-        out.write_text(f"{REPORT_DIR}/clusters.csv", _clusters_csv(clusters, len(paths)))
+        out.write_text(f"{REPORT_DIR}/summary.csv", _clusters_csv(clusters, len(paths)))
         tick(1)
         page = _index_html(info, clusters, len(paths), method, kscan is not None, warnings)
         index = out.write_text(f"{REPORT_DIR}/index.html", page)
@@ -325,7 +327,7 @@ def _find_kscan(out_dir):
 
 def _planned_files(clusters, has_map, kscan):
     r = REPORT_DIR
-    files = [f"{r}/index.html", f"{r}/overview.png", f"{r}/clusters.csv"]
+    files = [f"{r}/index.html", f"{r}/overview.png", f"{r}/summary.csv"]
     if has_map:
         files += [f"{r}/map.png", f"{r}/map.csv", f"{r}/map_thumbnails.png"]
     if kscan:
@@ -392,11 +394,16 @@ def embed_2d(Z, method="tsne", seed=0):
     if n < 2:
         return xy
     if method == "tsne" and n >= 5:
+        from threadpoolctl import threadpool_limits
+
         dims = min(50, n, Z.shape[1])
         Z50 = PCA(dims, random_state=seed).fit_transform(Z) if Z.shape[1] > dims else Z
         tsne = TSNE(2, perplexity=min(30.0, (n - 1) / 3), init="pca", learning_rate="auto",
                     random_state=seed)
-        return tsne.fit_transform(Z50).astype(np.float32)
+        # Small sets gain nothing from threads, and OpenMP's spinning threads
+        # cost many times the work on a busy machine.
+        with threadpool_limits(1 if n < SMALL_MAP else None):
+            return tsne.fit_transform(Z50).astype(np.float32)
     dims = min(2, n, Z.shape[1])
     xy[:, :dims] = PCA(dims, random_state=seed).fit_transform(Z)
     return xy
@@ -691,39 +698,62 @@ def _href(*parts):
     return "/".join(quote(p) for p in parts)
 
 
+def _num(value, digits=3):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+_SCORE_NAMES = (("silhouette", "silhouette (-1 to 1, higher is better)"),
+                ("davies_bouldin", "Davies-Bouldin (lower is better)"),
+                ("calinski_harabasz", "Calinski-Harabasz (higher is better)"),
+                ("stability", "stability, mean ARI of repeated runs (higher is better)"),
+                ("inertia", "inertia"))
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1500px;padding:0 1em;"
+    "color:#222}img{max-width:100%;height:auto;border:1px solid #ddd}"
+    "table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+    "th{background:#f3f3f3}td.l,th.l{text-align:left}"
+    ".warn{background:#fff3cd;border:1px solid #e0c36c;padding:.5em 1em}"
+    ".maps{display:flex;flex-wrap:wrap;gap:1em}.maps figure{flex:1 1 600px;margin:0}"
+    ".swatch{display:inline-block;width:.9em;height:.9em;vertical-align:middle}"
+    "dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}dt{color:#666}"
+    ".flag{color:#a33;font-weight:bold}")
+
+
 def _index_html(info, clusters, n_images, method, has_kscan, warnings):
     e = html.escape
-    counts = info.get("counts", {})
-    emb = info.get("embedder", {})
-    params = info.get("clustering", {})
-    sil = [c.silhouette for c in clusters if c.silhouette is not None]
-    sizes = np.array([len(c.paths) for c in clusters], np.float64)
-    overall = (f"{np.average(sil, weights=sizes[[c.silhouette is not None for c in clusters]]):.3f}"
-               if sil else "n/a")
+    counts, emb = info.get("counts", {}), info.get("embedder", {})
+    params, scores = info.get("clustering", {}), info.get("scores") or {}
+    flags = info.get("flags") or {}
+    tiny, loose = set(flags.get("tiny", [])), set(flags.get("loose", []))
+    name = os.path.basename(str(info.get("image_dir", "")).rstrip("/"))
+    skipped = f", {counts['bad_files']} skipped" if counts.get("bad_files") else ""
     h = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
          '<meta name="viewport" content="width=device-width, initial-scale=1">',
-         f"<title>featclust report: {e(os.path.basename(info.get('image_dir', '')) or '')}</title>",
-         "<style>",
-         "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1500px;"
-         "padding:0 1em;color:#222}",
-         "img{max-width:100%;height:auto;border:1px solid #ddd}",
-         "table{border-collapse:collapse;margin:1em 0}",
-         "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}",
-         "th{background:#f3f3f3}td.l,th.l{text-align:left}",
-         ".warn{background:#fff3cd;border:1px solid #e0c36c;padding:.5em 1em}",
-         ".maps{display:flex;flex-wrap:wrap;gap:1em}.maps figure{flex:1 1 600px;margin:0}",
-         ".swatch{display:inline-block;width:.9em;height:.9em;vertical-align:middle}",
-         "dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}dt{color:#666}",
-         "</style></head><body>",
-         "<h1>featclust report</h1>", "<dl>",
-         f"<dt>images</dt><dd>{e(info.get('image_dir', ''))} ({n_images} images"
-         f"{', %d skipped' % counts['bad_files'] if counts.get('bad_files') else ''})</dd>",
+         f"<title>featclust report: {e(name)}</title>", f"<style>{_STYLE}</style>",
+         "</head><body>", f"<h1>featclust report: {e(name)}</h1>", "<dl>",
+         f"<dt>images</dt><dd>{e(str(info.get('image_dir', '')))} ({n_images} images"
+         f"{skipped})</dd>",
          f"<dt>clusters</dt><dd>{len(clusters)} (k-means; pca={e(str(params.get('pca')))}, "
          f"normalize={e(str(params.get('normalize')))}, seed={e(str(params.get('seed')))})</dd>",
          f"<dt>features</dt><dd>VGG16, weights {e(str(emb.get('weights')))}, pooling "
-         f"{e(str(emb.get('pooling')))}</dd>",
-         f"<dt>mean silhouette</dt><dd>{overall}</dd>",
-         f"<dt>sorted</dt><dd>{e(str(info.get('created', '')))}</dd>", "</dl>"]
+         f"{e(str(emb.get('pooling')))}</dd>"]
+    for key, label in _SCORE_NAMES:
+        if key in scores:
+            h.append(f"<dt>{e(label)}</dt><dd>{_num(scores[key])}</dd>")
+    truth = info.get("truth")
+    if truth:
+        h.append(f"<dt>agreement with known classes</dt><dd>adjusted Rand index "
+                 f"{_num(truth.get('ari'))}, NMI {_num(truth.get('nmi'))} "
+                 f'(<a href="../truth.csv">table</a>)</dd>')
+    kscan = info.get("kscan")
+    if kscan and kscan.get("suggested_k") is not None:
+        h.append(f"<dt>k-scan suggestion</dt><dd>k = {e(str(kscan['suggested_k']))}: "
+                 f"{e(str(kscan.get('reason', '')))}</dd>")
+    h += [f"<dt>sorted</dt><dd>{e(str(info.get('created', '')))}</dd>", "</dl>"]
     if counts.get("bad_files"):
         h.append('<p><a href="../bad_files.csv">skipped files and why</a></p>')
     for w in warnings:
@@ -744,18 +774,23 @@ def _index_html(info, clusters, n_images, method, has_kscan, warnings):
     colors = cluster_colors(len(clusters))
     h += ["<h2>Clusters</h2>",
           "<p>Distances are to the cluster centre, in the space k-means ran in; the "
-          'silhouette is between -1 and 1, higher is better (<a href="clusters.csv">as CSV</a>, '
-          '<a href="../labels.csv">every image</a>).</p>',
+          "silhouette of a cluster is the mean over its members (-1 to 1, higher is better). "
+          "<em>tiny</em>: far fewer members than the average cluster; <em>loose</em>: members "
+          "far from the centre compared with the other clusters "
+          '(<a href="summary.csv">this table as CSV</a>, <a href="../labels.csv">every '
+          "image</a>).</p>",
           '<table><tr><th class="l">cluster</th><th>size</th><th>share</th>'
           "<th>mean distance</th><th>max distance</th><th>silhouette</th>"
-          '<th class="l">folder</th></tr>']
+          '<th class="l">flags</th><th class="l">folder</th></tr>']
     for c in clusters:
         row = _cluster_row(c, n_images)
         r, g, b = colors[c.label]
+        flag = " ".join(f for f, on in (("tiny", c.label in tiny), ("loose", c.label in loose))
+                        if on)
         h.append(f'<tr><td class="l"><span class="swatch" style="background:rgb({r},{g},{b})">'
                  f'</span> <a href="#{c.folder}">{c.label}</a></td><td>{row[2]}</td>'
                  f"<td>{float(row[3]):.1%}</td><td>{row[4]}</td><td>{row[5]}</td>"
-                 f'<td>{row[6] or "n/a"}</td>'
+                 f'<td>{row[6] or "n/a"}</td><td class="l flag">{flag}</td>'
                  f'<td class="l"><a href="{_href("..", c.folder)}/">{e(c.folder)}/</a></td></tr>')
     h.append("</table>")
     for c in clusters:
@@ -768,5 +803,6 @@ def _index_html(info, clusters, n_images, method, has_kscan, warnings):
     return "\n".join(h)
 
 
-__all__ = ["ReportResult", "write_report", "check_map_method", "load_features", "embed_2d", "montage_ranks",
-           "montage_tile_box", "map_thumbnail_picks", "cluster_colors", "MAP_METHODS", "TSNE_MAX_IMAGES"]
+__all__ = ["ReportResult", "write_report", "check_map_method", "load_features", "embed_2d",
+           "montage_ranks", "montage_tile_box", "map_thumbnail_picks", "cluster_colors",
+           "MAP_METHODS", "TSNE_MAX_IMAGES"]

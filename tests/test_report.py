@@ -80,11 +80,14 @@ def store_root(tmp_path_factory):
 def test_demo_writes_a_page_whose_every_reference_exists(demo_out):
     index = demo_out / "report" / "index.html"
     page = _parse(index)
-    clusters = read_csv(demo_out / "report" / "clusters.csv")
+    clusters = read_csv(demo_out / "report" / "summary.csv")
     assert len(clusters) == 4
     assert sum(int(c["size"]) for c in clusters) == N_DEMO
     for c in clusters:
         assert -1 <= float(c["silhouette"]) <= 1
+    # the page shows the sort's scores as recorded in the marker
+    scores = json.loads((demo_out / "featclust.json").read_text())["scores"]
+    assert f"<dd>{scores['silhouette']:.3g}</dd>" in index.read_text()
     # the overview, both maps and one montage per cluster are on the page ...
     expected = {"overview.png", "map.png", "map_thumbnails.png"} | {
         f"montages/{c['folder']}.png" for c in clusters}
@@ -164,6 +167,16 @@ def test_report_is_recreated_without_touching_foreign_files(demo_out, capsys):
     assert "PCA to 2 dimensions" in (demo_out / "report" / "index.html").read_text()
     assert _marker_files(demo_out) == before
     assert json.loads((demo_out / "featclust.json").read_text())["status"] == "complete"
+
+    # A k-scan written into the folder afterwards shows up in the next report.
+    info = json.loads((demo_out / "featclust.json").read_text())
+    assert main(["scan-k", info["image_dir"], "--k", "2:4", "--weights", "none", "--store",
+                 info["store_root"], "--out", str(demo_out), "-q"]) == 0
+    assert main(["report", str(demo_out), "-q"]) == 0
+    page = _parse(demo_out / "report" / "index.html")
+    assert "kscan.png" in page.images and (demo_out / "report" / "kscan.png").is_file()
+    assert mine.read_text() == "keep me"
+    capsys.readouterr()
 
     # Without the feature store, the report says so and leaves the map out.
     store = json.loads((demo_out / "featclust.json").read_text())["store"]
@@ -258,9 +271,9 @@ def test_embed_2d_small_and_degenerate_sets():
     for n in (1, 2, 4):
         xy = report.embed_2d(rng.normal(size=(n, 8)), "tsne")
         assert xy.shape == (n, 2) and np.isfinite(xy).all()
-    X = np.vstack([rng.normal(0, 0.1, (15, 20)), rng.normal(5, 0.1, (15, 20))])
+    X = np.vstack([rng.normal(0, 0.1, (8, 20)), rng.normal(5, 0.1, (8, 20))])
     for method in ("tsne", "pca"):
         xy = report.embed_2d(X, method)
-        a, b = xy[:15], xy[15:]
+        a, b = xy[:8], xy[8:]
         gap = np.linalg.norm(a.mean(0) - b.mean(0))
         assert gap > 3 * max(a.std(0).max(), b.std(0).max()), method
