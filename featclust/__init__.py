@@ -13,6 +13,7 @@ from .errors import (FeatclustError, ModelMismatchError, NoImagesError, OutputEr
 from .estimator import ImageClusterer
 from .images import BadFile, ImageFile, scan
 from .pipeline import EmbedResult, SortResult, demo, embed_folder, make_embedder, sort_folder
+from .report import ReportResult, write_report
 
 __all__ = [
     "__version__",
@@ -25,6 +26,7 @@ __all__ = [
     "ModelMismatchError",
     "NoImagesError",
     "OutputError",
+    "ReportResult",
     "SortResult",
     "StoreError",
     "StoreLockedError",
@@ -36,4 +38,5 @@ __all__ = [
     "make_embedder",
     "scan",
     "sort_folder",
+    "write_report",
 ]
