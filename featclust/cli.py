@@ -25,18 +25,36 @@ def _positive_int(text):
     return value
 
 
+def _k_value(text):
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive integer nor 'auto'") \
+            from None
+
+
 def _feature_options(p):
     g = p.add_argument_group("features")
     g.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
                    help="VGG16 weights: 'imagenet' (downloaded once by Keras, the default), "
                         "'none' (random, seeded: for trying things offline) or a local "
                         ".h5/.weights.h5 file")
-    g.add_argument("--pooling", choices=("avg", "max", "flatten"), default="avg",
-                   help="how the 7x7x512 block5 output becomes a vector (default: avg)")
+    g.add_argument("--layer", choices=("block3", "block4", "block5"), default="block4",
+                   help="the VGG16 block whose pooled output is the feature map "
+                        "(default: block4, 14x14x512; see benchmarks/quality.py)")
+    g.add_argument("--pooling", choices=("avg", "max", "gem", "flatten"), default="max",
+                   help="how the feature map becomes a vector: mean, maximum, generalised "
+                        "mean (p=3) or the whole map (default: max)")
+    g.add_argument("--tta", action="store_true",
+                   help="average the features of the 8 flips and 90-degree rotations of each "
+                        "image, for shapes whose orientation should not matter; 8 times the "
+                        "embedding time, stored apart from the plain features")
     g.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
                    default="auto", help="compute precision of the model (default: auto)")
-    g.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
-                   help="images per forward pass (default: 32)")
+    g.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="images per forward pass (default: 16 on a CPU, 256 on a GPU)")
     g.add_argument("--store", metavar="DIR",
                    help="feature store root (default: featclust/store under "
                         "$XDG_CACHE_HOME or ~/.cache)")
@@ -45,8 +63,9 @@ def _feature_options(p):
 
 def _cluster_options(p):
     g = p.add_argument_group("clustering")
-    g.add_argument("-k", "--clusters", type=_positive_int, required=True, metavar="K",
-                   help="number of clusters")
+    g.add_argument("-k", "--clusters", type=_k_value, required=True, metavar="K|auto",
+                   help="number of clusters, or 'auto': the k that scan-k suggests "
+                        "among 2..30 (its table is written to OUT_DIR/kscan.csv)")
     g.add_argument("--pca", type=_positive_int, metavar="N",
                    help="reduce the features to N PCA components first")
     g.add_argument("--normalize", action="store_true",
@@ -66,6 +85,10 @@ def _report_options(p, with_switch=True):
                         "auto (t-SNE up to 10,000 images; the default)")
 
 
+#: Feature options that ``assign`` takes from the model unless given.
+_MODEL_FEATURES = ("weights", "pooling", "precision", "layer", "tta")
+
+
 def build_parser():
     """The argument parser of the ``featclust`` command."""
     parser = argparse.ArgumentParser(
@@ -81,8 +104,44 @@ def build_parser():
     p.add_argument("image_dir", metavar="IMAGE_DIR")
     p.add_argument("out_dir", metavar="OUT_DIR")
     _cluster_options(p)
+    p.add_argument("--truth", metavar="CSV",
+                   help="known classes of some images (columns path,label; paths relative to "
+                        "IMAGE_DIR): report adjusted Rand index, NMI and a contingency table "
+                        "(OUT_DIR/truth.csv)")
     _feature_options(p)
     _report_options(p)
+
+    p = sub.add_parser("scan-k", help="score k-means for a range of k and suggest one",
+                       description="Fit k-means for every k of a range on the stored features "
+                                   "(embedding only what is missing), print inertia, "
+                                   "silhouette, Davies-Bouldin, Calinski-Harabasz and "
+                                   "stability per k, and suggest a k with the reason.")
+    p.add_argument("image_dir", metavar="IMAGE_DIR")
+    p.add_argument("--k", default="2:30", metavar="A:B",
+                   help="the ks to try, A to B inclusive (default: 2:30)")
+    p.add_argument("--step", type=_positive_int, default=1, metavar="N",
+                   help="try every N-th k of the range (default: 1)")
+    p.add_argument("--pca", type=_positive_int, metavar="N",
+                   help="reduce the features to N PCA components first, as sort --pca")
+    p.add_argument("--normalize", action="store_true",
+                   help="L2-normalise the features, as sort --normalize")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", metavar="DIR",
+                   help="write kscan.csv and kscan.png (the scores against k) into DIR: a "
+                        "new or empty folder, or a featclust output such as a sorted folder")
+    _feature_options(p)
+
+    p = sub.add_parser("assign", help="assign new images to the clusters of a sorted folder",
+                       description="Embed the given images (through the feature store) with "
+                                   "the settings the model in OUT_DIR was built with, and "
+                                   "print CSV: path,cluster,distance,outlier. outlier is true "
+                                   "when the image is farther from its cluster's centre than "
+                                   "95%% of the cluster's own members. Feature options default "
+                                   "to the model's settings; other ones are refused.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by featclust sort")
+    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+")
+    _feature_options(p)
+    p.set_defaults(**dict.fromkeys(_MODEL_FEATURES))
 
     p = sub.add_parser("embed", help="fill the feature store only",
                        description="Embed the images of IMAGE_DIR that are not in the store yet.")
@@ -126,7 +185,7 @@ def _embedder(args):
         print("featclust: warning: --weights none uses random weights; clusters will not "
               "reflect pretrained features", file=sys.stderr)
     return make_embedder(args.weights, args.pooling, args.precision, args.batch_size,
-                         getattr(args, "seed", 0))
+                         getattr(args, "seed", 0), layer=args.layer, tta=args.tta)
 
 
 def _report_embed(emb, out):
@@ -152,6 +211,10 @@ def _print_sort(result):
                       __import__("numpy").bincount(result.model.labels_,
                                                    minlength=result.model.n_clusters))
     print(f"clusters: {result.model.n_clusters} (sizes {sizes})")
+    if getattr(result, "kscan", None) is not None:
+        print(f"k = {result.kscan.suggested_k_}, suggested by the k scan: {result.kscan.reason_}")
+    if getattr(result, "judgement", None) is not None:
+        _print_judgement(result.judgement, len(result.embed.paths))
     print(f"output: {result.out_dir}")
     if result.report is not None:
         _print_report(result.report)
@@ -171,14 +234,95 @@ def _cmd_report(args):
     return 0
 
 
+def _fmt_score(x, digits=3):
+    import math
+
+    return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _print_judgement(judged, n_images):
+    s = judged.scores
+    print(f"scores: silhouette {_fmt_score(s['silhouette'])}, Davies-Bouldin "
+          f"{_fmt_score(s['davies_bouldin'])}, Calinski-Harabasz "
+          f"{_fmt_score(s['calinski_harabasz'], 1)}, stability {_fmt_score(s['stability'])}")
+    for r in judged.clusters:
+        if r["tiny"]:
+            print(f"featclust: warning: cluster {r['cluster']} is tiny ({r['size']} of "
+                  f"{n_images} images)", file=sys.stderr)
+        if r["loose"]:
+            print(f"featclust: warning: the members of cluster {r['cluster']} sit far from "
+                  f"its centre (mean distance {r['mean_distance']:.4g}, more than 1.5 times "
+                  "the median over the clusters)", file=sys.stderr)
+    t = judged.truth
+    if t is not None:
+        print(f"truth: adjusted Rand index {t.ari:.3f}, NMI {t.nmi:.3f} on {t.n_labelled} "
+              f"labelled images" + (f" ({t.n_unknown} truth rows name no clustered image)"
+                                    if t.n_unknown else ""))
+        if t.contingency.shape[1] <= 12:
+            width = max(5, *(len(c) for c in t.classes))
+            print("  " + "label".ljust(width) + "".join(
+                f"{c:>6d}" for c in range(t.contingency.shape[1])))
+            for name, row in zip(t.classes, t.contingency):
+                print("  " + name.ljust(width) + "".join(f"{int(x):>6d}" for x in row))
+        print("  (contingency table in truth.csv)")
+
+
 def _cmd_sort(args):
     from .pipeline import sort_folder
 
+    truth = None
+    if args.truth:
+        from .scores import read_truth_csv
+
+        truth = read_truth_csv(args.truth)
     result = sort_folder(args.image_dir, args.out_dir, args.clusters, _embedder(args),
                          args.store, pca=args.pca, normalize=args.normalize, seed=args.seed,
                          mode=args.mode, progress=_progress(args.quiet),
-                         report=not args.no_report, map_method=args.map)
+                         report=not args.no_report, map_method=args.map, truth=truth)
     _print_sort(result)
+    return 0
+
+
+def _cmd_scan_k(args):
+    from .kscan import KScan, kscan_table, parse_k_range, save_kscan
+    from .pipeline import embed_folder
+
+    ks = parse_k_range(args.k, args.step)
+    scan = KScan(ks=ks, pca=args.pca, normalize=args.normalize, seed=args.seed)
+    scan.check_params()
+    if args.out:
+        from .sort import OutputFolder
+
+        OutputFolder(args.out, args.image_dir)  # refuse an unsafe folder before embedding
+    emb = embed_folder(args.image_dir, _embedder(args), args.store,
+                       exclude=[args.out] if args.out else (), progress=_progress(args.quiet))
+    _report_embed(emb, sys.stdout)
+    scan.fit(emb.features)
+    if scan.ks_ != ks:
+        print(f"featclust: warning: k above {len(emb.paths) - 1} left out: k-means needs more "
+              f"images than clusters ({len(emb.paths)} images)", file=sys.stderr)
+    print(kscan_table(scan.scores_, scan.suggested_k_), end="")
+    print(f"suggested k: {scan.suggested_k_} ({scan.reason_})")
+    if args.out:
+        import os
+
+        info = {"featclust_version": __version__, "command": "scan-k",
+                "image_dir": os.path.abspath(args.image_dir), "feature_settings": emb.settings}
+        for path in save_kscan(args.out, scan, args.image_dir, info):
+            print(f"wrote {path}")
+    return 0
+
+
+def _cmd_assign(args):
+    from .assign import assign, embedder_for, load_output
+
+    saved = load_output(args.out_dir)
+    embedder = embedder_for(saved, **{k: getattr(args, k, None) for k in _MODEL_FEATURES},
+                            batch_size=args.batch_size)
+    result = assign(saved, args.inputs, embedder, args.store, progress=_progress(args.quiet))
+    for b in result.bad_files:
+        print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
+    sys.stdout.write(result.csv())
     return 0
 
 
@@ -192,7 +336,8 @@ def _cmd_demo(args):
     return 0
 
 
-COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo, "report": _cmd_report}
+COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo,
+            "scan-k": _cmd_scan_k, "assign": _cmd_assign, "report": _cmd_report}
 
 
 def main(argv=None):

@@ -48,12 +48,13 @@ class EmbedResult:
     problems: list = field(default_factory=list)
 
 
-def make_embedder(weights="imagenet", pooling="avg", precision="auto", batch_size=32, seed=0):
+def make_embedder(weights="imagenet", pooling="max", precision="auto", batch_size=None, seed=0,
+                  layer="block4", tta=False):
     """Build an :class:`~featclust.embed.Embedder` (Keras is loaded on first use)."""
     from .embed import Embedder
 
     return Embedder(weights=weights, pooling=pooling, precision=precision,
-                    batch_size=batch_size, seed=seed)
+                    batch_size=batch_size, seed=seed, layer=layer, tta=tta)
 
 
 def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None, **kwargs):
@@ -142,6 +143,10 @@ class SortResult:
         Where each image of ``embed.paths`` went, relative to ``out_dir``.
     report : featclust.report.ReportResult or None
         The report written into ``out_dir/report/`` (``None`` with ``report=False``).
+    judgement : featclust.kscan.Judgement or None
+        Scores, cluster sizes and flags, agreement with known classes.
+    kscan : featclust.kscan.KScan or None
+        The scan that chose k (with ``n_clusters="auto"``).
     """
 
     embed: EmbedResult
@@ -149,11 +154,13 @@ class SortResult:
     out_dir: Path
     destinations: list
     report: object = None
+    judgement: object = None
+    kscan: object = None
 
 
 def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=None,
                 normalize=False, seed=0, mode="copy", progress=None, report=True,
-                map_method="auto", **kwargs):
+                map_method="auto", truth=None, **kwargs):
     """Embed what is missing, cluster with k-means, and copy images into cluster folders.
 
     Parameters
@@ -161,7 +168,9 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     image_dir, out_dir : path-like
         The two folders must not contain one another; ``out_dir`` must be new,
         empty or an earlier featclust output.
-    n_clusters : int
+    n_clusters : int or "auto"
+        ``"auto"``: the k suggested by a scan of k = 2..30 (see
+        :class:`featclust.kscan.KScan`); its table goes to ``kscan.csv``.
     embedder, store, progress, kwargs
         As in :func:`embed_folder`.
     pca : int, optional
@@ -176,13 +185,20 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
         (see :func:`featclust.report.write_report`).
     map_method : {"auto", "tsne", "pca"}
         How the report's map is made.
+    truth : dict, optional
+        Known classes of some images (relative path to label): adjusted
+        Rand index, NMI and a contingency table (``truth.csv``) are reported.
 
     Returns
     -------
     SortResult
     """
+    from .kscan import KSCAN_CSV, KSCAN_PNG, choose_k, judge, kscan_info, write_kscan_files
+
     out = OutputFolder(out_dir, image_dir)
-    model = FeatureKMeans(n_clusters=n_clusters, pca=pca, normalize=normalize, seed=seed)
+    auto = isinstance(n_clusters, str) and n_clusters == "auto"
+    model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, normalize=normalize,
+                          seed=seed)
     model.check_params()
     if report:
         from .report import check_map_method
@@ -190,12 +206,22 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
         check_map_method(map_method)
     embedder = embedder or make_embedder(**kwargs)
     emb = embed_folder(image_dir, embedder, store, exclude=[out_dir], progress=progress)
+    scan = None
+    if auto:
+        scan = choose_k(emb.features, pca=pca, normalize=normalize, seed=seed)
+        n_clusters = model.n_clusters = scan.suggested_k_
     model.fit(emb.features)
+    judged = judge(model, emb.features, emb.paths, truth, seed)
     dests = destinations(emb.paths, model.labels_, n_clusters)
-    own = ["labels.csv", "model.npz", "bad_files.csv"]
+    own = ["labels.csv", "model.npz", "bad_files.csv"] + judged.files()
+    if scan is not None:
+        own += [KSCAN_CSV, KSCAN_PNG]
     out.check_free(dests + own)
     out.clear()
     info = _run_info(image_dir, emb, model, embedder, mode, store)
+    info.update(judged.info())
+    if scan is not None:
+        info["kscan"] = kscan_info(scan)
     out.claim(dests + own, info, status="writing")
     bar = progress("copying", len(dests)) if progress else None
     try:
@@ -206,6 +232,9 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
             bar.close()
     out.write_text("labels.csv", write_labels_csv(emb.paths, model.labels_, model.distances_))
     out.write_text("bad_files.csv", _bad_csv(emb.bad_files))
+    judged.write(out)
+    if scan is not None:
+        write_kscan_files(out, scan)
     buf = io.BytesIO()
     model.save(buf, extra={"feature_settings": emb.settings, "embedder": info["embedder"]})
     out.write_bytes("model.npz", buf.getvalue())
@@ -215,7 +244,7 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
         from .report import write_report
 
         written = write_report(out.path, emb.features, model, map_method, seed, progress)
-    return SortResult(emb, model, out.path, dests, written)
+    return SortResult(emb, model, out.path, dests, written, judged, scan)
 
 
 def _run_info(image_dir, emb, model, embedder, mode, store):
@@ -232,7 +261,7 @@ def _run_info(image_dir, emb, model, embedder, mode, store):
         "mode": mode,
         "embedder": {"weights": weights, "pooling": embedder.pooling,
                      "precision": embedder.precision, "batch_size": embedder.batch_size,
-                     "seed": embedder.seed},
+                     "seed": embedder.seed, "layer": embedder.layer, "tta": embedder.tta},
         "feature_settings": emb.settings,
         "clustering": model.get_params(),
         "counts": {"images": len(emb.paths), "embedded": emb.n_embedded,
