@@ -11,18 +11,22 @@ from .cluster import FeatureKMeans
 from .errors import (FeatclustError, ModelMismatchError, NoImagesError, OutputError,
                      StoreError, StoreLockedError, UnsafeOutputError, UsageError, WeightsError)
 from .estimator import ImageClusterer
+from .assign import Assignment, assign_images
 from .images import BadFile, ImageFile, scan
+from .kscan import KScan
 from .pipeline import EmbedResult, SortResult, demo, embed_folder, make_embedder, sort_folder
 from .report import ReportResult, write_report
 
 __all__ = [
     "__version__",
+    "Assignment",
     "BadFile",
     "EmbedResult",
     "FeatclustError",
     "FeatureKMeans",
     "ImageClusterer",
     "ImageFile",
+    "KScan",
     "ModelMismatchError",
     "NoImagesError",
     "OutputError",
@@ -33,6 +37,7 @@ __all__ = [
     "UnsafeOutputError",
     "UsageError",
     "WeightsError",
+    "assign_images",
     "demo",
     "embed_folder",
     "make_embedder",

@@ -302,7 +302,7 @@ def assign_features(model, features):
     return labels, distances, distances > model.thresholds_[labels]
 
 
-def assign(saved, inputs, embedder=None, store=None, progress=None):
+def assign_images(saved, inputs, embedder=None, store=None, progress=None):
     """Assign image files and folders to the clusters of a sorted output folder.
 
     Parameters

@@ -314,12 +314,13 @@ def _cmd_scan_k(args):
 
 
 def _cmd_assign(args):
-    from .assign import assign, embedder_for, load_output
+    from .assign import assign_images, embedder_for, load_output
 
     saved = load_output(args.out_dir)
     embedder = embedder_for(saved, **{k: getattr(args, k, None) for k in _MODEL_FEATURES},
                             batch_size=args.batch_size)
-    result = assign(saved, args.inputs, embedder, args.store, progress=_progress(args.quiet))
+    result = assign_images(saved, args.inputs, embedder, args.store,
+                           progress=_progress(args.quiet))
     for b in result.bad_files:
         print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
     sys.stdout.write(result.csv())

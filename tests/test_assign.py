@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -245,3 +246,15 @@ def test_scan_k_refuses_a_bad_range_and_a_foreign_out_folder(sorted_out, tmp_pat
     code, _, stderr = run("scan-k", sorted_out["folder"], "--out", foreign, *FEATURES)
     assert code == 2 and "not a featclust output" in stderr
     assert (foreign / "kscan.csv").read_text() == "precious"
+
+
+def test_estimator_with_auto_k_assigns_through_the_store(sorted_out, no_embedding):
+    folder = sorted_out["folder"]
+    est = ImageClusterer(n_clusters="auto", weights="none", layer="block5", pooling="avg",
+                         batch_size=8).fit(folder)
+    assert est.kscan_.suggested_k_ == 2 and est.model_.n_clusters == 2
+    got = est.assign([folder])
+    assert [p[len(str(folder)) + 1:] for p in got.paths] == est.paths_
+    assert got.labels.tolist() == est.labels_.tolist()
+    assert np.allclose(got.distances, est.distances_)
+    assert got.outliers.sum() <= 2
