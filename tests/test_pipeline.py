@@ -74,7 +74,9 @@ def test_marker_and_model_written(sorted_run):
     assert info["status"] == "complete"
     assert info["counts"]["images"] == len(truth)
     assert sum(info["counts"]["cluster_sizes"]) == len(truth)
-    assert info["feature_settings"]["pooling"] == "avg"
+    assert info["feature_settings"]["pooling"] == "max"
+    assert info["feature_settings"]["layer"] == "block4_pool"
+    assert info["embedder"]["layer"] == "block4" and info["embedder"]["tta"] is False
     assert "labels.csv" in info["files"]
     model, extra = FeatureKMeans.load(out / "model.npz")
     assert extra["feature_settings"] == info["feature_settings"]
@@ -163,11 +165,12 @@ def test_weights_file_written_by_the_test(tmp_path, two_families):
     sub.mkdir()
     for p in sorted(truth)[:2]:
         shutil.copy(folder / p, sub / p)
-    ref = featclust.make_embedder(weights="none", seed=3, batch_size=2)
-    ref.embed(np.full((1, 224, 224), 255, np.uint8))  # builds the model
+    # block5: the saved VGG16 must hold all 13 convolutions, as a VGG16 weights file does
+    ref = featclust.make_embedder(weights="none", seed=3, batch_size=2, layer="block5")
+    vgg = next(layer for layer in ref.build().layers if isinstance(layer, keras.Model))
     path = tmp_path / "vgg16.weights.h5"
-    ref._model.save_weights(path)
-    from_file = featclust.make_embedder(weights=str(path), batch_size=2)
+    vgg.save_weights(path)
+    from_file = featclust.make_embedder(weights=str(path), batch_size=2, layer="block5")
     got = featclust.embed_folder(sub, from_file, tmp_path / "store")
     want = featclust.embed_folder(sub, ref, tmp_path / "store2")
     np.testing.assert_allclose(got.features, want.features, rtol=1e-5, atol=1e-5)
