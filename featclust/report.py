@@ -21,6 +21,7 @@ imported only when the map is drawn.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -54,6 +55,10 @@ MAP_THUMB = 56
 SILHOUETTE_SAMPLE = 4000
 #: Files ``featclust scan-k`` may leave in an output folder; the first found is shown.
 KSCAN_FILES = ("kscan.png", "kscan.csv")
+#: t-SNE maps are cached in ``<store root>/maps/`` (a new k costs no new map);
+#: bump when the map of the same features changes.
+MAP_VERSION = 1
+MAP_CACHE_KEEP = 32
 
 _WHITE = (255, 255, 255)
 _TEXT = (20, 20, 20)
@@ -175,7 +180,7 @@ def write_report(out_dir, features=None, model=None, map_method="auto", seed=0,
             Z = model.reduce(features) if model is not None else np.asarray(features, np.float32)
             _silhouettes(Z, labels, clusters, seed)
             method = _resolve_map_method(map_method, len(Z))
-            xy = embed_2d(Z, method, seed)
+            xy = cached_2d(Z, method, seed, _map_cache_dir(info))
             tick(1)
             _write_map(out, xy, labels, paths, n_clusters, method)
             _write_map_thumbnails(out, xy, labels, paths, n_clusters, sources, seed)
@@ -406,6 +411,58 @@ def embed_2d(Z, method="tsne", seed=0):
             return tsne.fit_transform(Z50).astype(np.float32)
     dims = min(2, n, Z.shape[1])
     xy[:, :dims] = PCA(dims, random_state=seed).fit_transform(Z)
+    return xy
+
+
+def _map_cache_dir(info):
+    store = info.get("store")
+    return Path(store).parent.parent / "maps" if store else None
+
+
+def cached_2d(Z, method="tsne", seed=0, cache_dir=None):
+    """:func:`embed_2d`, with t-SNE results cached by the content of ``Z``.
+
+    Sorting the same features again with another k gives the same ``Z``, so
+    the slow t-SNE runs once. A cache that cannot be read or written is
+    ignored.
+
+    Parameters
+    ----------
+    Z : array-like of shape (n_samples, n_features)
+    method : {"tsne", "pca"}
+    seed : int
+    cache_dir : path-like, optional
+        Where the maps are kept; the :data:`MAP_CACHE_KEEP` most recently
+        used stay. ``None``: no cache.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_samples, 2)
+    """
+    from .store import atomic_write
+
+    Z = np.ascontiguousarray(Z, np.float32)
+    if cache_dir is None or method != "tsne":
+        return embed_2d(Z, method, seed)
+    key = hashlib.blake2b(f"{MAP_VERSION}:{method}:{seed}:{Z.shape}".encode(), digest_size=16)
+    key.update(Z.tobytes())
+    path = Path(cache_dir) / f"{method}-{key.hexdigest()}.npy"
+    try:
+        xy = np.load(path, allow_pickle=False)
+        if xy.shape == (len(Z), 2) and np.isfinite(xy).all():
+            os.utime(path)
+            return xy.astype(np.float32)
+    except (OSError, ValueError):
+        pass
+    xy = embed_2d(Z, method, seed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda fh: np.save(fh, xy))
+        old = sorted(path.parent.glob("*.npy"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in old[MAP_CACHE_KEEP:]:
+            stale.unlink()
+    except OSError:
+        pass
     return xy
 
 
@@ -804,5 +861,6 @@ def _index_html(info, clusters, n_images, method, has_kscan, warnings):
 
 
 __all__ = ["ReportResult", "write_report", "check_map_method", "load_features", "embed_2d",
+           "cached_2d",
            "montage_ranks", "montage_tile_box", "map_thumbnail_picks", "cluster_colors",
            "MAP_METHODS", "TSNE_MAX_IMAGES"]

@@ -168,8 +168,17 @@ def test_report_is_recreated_without_touching_foreign_files(demo_out, capsys):
     assert _marker_files(demo_out) == before
     assert json.loads((demo_out / "featclust.json").read_text())["status"] == "complete"
 
-    # A k-scan written into the folder afterwards shows up in the next report.
+    # The t-SNE map is cached in the store root: a new report re-uses it.
     info = json.loads((demo_out / "featclust.json").read_text())
+    cached = list((Path(info["store_root"]) / "maps").glob("tsne-*.npy"))
+    assert len(cached) == 1
+    xy = np.load(cached[0])
+    np.save(cached[0], xy + [1000.0, 0.0])
+    assert main(["report", str(demo_out), "-q"]) == 0
+    xs = [float(r["x"]) for r in read_csv(demo_out / "report" / "map.csv")]
+    assert min(xs) > 900
+
+    # A k-scan written into the folder afterwards shows up in the next report.
     assert main(["scan-k", info["image_dir"], "--k", "2:4", "--weights", "none", "--store",
                  info["store_root"], "--out", str(demo_out), "-q"]) == 0
     assert main(["report", str(demo_out), "-q"]) == 0
