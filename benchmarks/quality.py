@@ -121,7 +121,7 @@ def shipped_default():
     block = int(str(e.get("layer", "block5"))[-1])
     return (FeatureSpec((block,), e["pooling"], False),
             PostSpec(c.get("normalize", False), c.get("pca"), c.get("whiten", False),
-                     c.get("algorithm", "kmeans")))
+                     c.get("method", "kmeans")))
 
 
 def feature_grid():
@@ -347,11 +347,15 @@ def reduce(X, post, seed=0):
 
 
 def cluster(Z, k, method, seed):
-    from sklearn.cluster import AgglomerativeClustering, KMeans
+    """Labels from featclust's own :class:`~featclust.cluster.FeatureKMeans` on reduced ``Z``.
 
-    if method == "ward":
-        return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(Z)
-    return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(Z)
+    As in the product, features longer than 4,096 values (flatten, some
+    grids) are reduced to 256 PCA components first when no PCA is asked for,
+    and Ward's groups end with each image at its nearest group mean.
+    """
+    from featclust.cluster import FeatureKMeans
+
+    return FeatureKMeans(n_clusters=k, seed=seed, method=method).fit(Z).labels_
 
 
 def scores(labels_true, Z, k, method, seeds):
@@ -644,6 +648,26 @@ def write_csv(path, full, tta_full, pixels):
     os.replace(tmp, path)
 
 
+def tta_cost(weights, gray):
+    """Seconds featclust's Embedder takes for ``gray`` without and with ``tta``.
+
+    Both embedders are built and warmed up on one batch first; the two timed
+    runs alternate twice and the faster of each is kept.
+    """
+    from featclust.embed import Embedder
+
+    embedders = [Embedder(weights=weights, tta=t) for t in (False, True)]
+    for e in embedders:
+        e.embed(gray[:1])
+    best = [float("inf"), float("inf")]
+    for _ in range(2):
+        for i, e in enumerate(embedders):
+            t0 = time.perf_counter()
+            e.embed(gray)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--small", action="store_true",
@@ -665,6 +689,9 @@ def build_parser():
     p.add_argument("--pca", type=int, nargs="*", default=[50, 128, 256],
                    help="PCA sizes tried (a size above the number of images is skipped)")
     p.add_argument("--top", type=int, default=8, help="top settings shown")
+    p.add_argument("--tta-cost", type=int, default=0, metavar="N",
+                   help="also time featclust's Embedder on N dot images with and without "
+                        "--tta (default: 0, no timing)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // 2),
                    help="processes for the clustering grid")
@@ -739,6 +766,14 @@ def main(argv=None, out=None):
             if n:
                 print(f"{wl}: {n} forward passes computed in this run, {n / secs:.1f} images/s "
                       f"(TTA costs 8 passes per image)", file=out)
+    if args.tta_cost:
+        paths, _ = make_set(Path(args.cache) / "sets", "dots", args.dot_families,
+                            args.n_per_family, args.seed)
+        gray = decode_all(paths[:args.tta_cost])[0]
+        plain, tta = tta_cost(args.weights[0], gray)
+        print(f"TTA cost, featclust's Embedder ({weights_label(args.weights[0])}, {len(gray)} "
+              f"images, this machine): {len(gray) / plain:.2f} images/s without, "
+              f"{len(gray) / tta:.2f} with --tta: {tta / plain:.1f} times the time", file=out)
     write_csv(Path(args.cache) / "results.csv", full, tta_full, pixels)
     print(f"every combination: {Path(args.cache) / 'results.csv'}; "
           f"{time.perf_counter() - t0:.0f} s", file=out)

@@ -70,6 +70,10 @@ def _cluster_options(p):
                    help="reduce the features to N PCA components first")
     g.add_argument("--normalize", action="store_true",
                    help="L2-normalise the features (cosine k-means)")
+    g.add_argument("--method", choices=("kmeans", "ward"), default="kmeans",
+                   help="k-means (the default) or Ward agglomerative clustering: Ward found "
+                        "the shape families a little better in benchmarks/quality.py, but "
+                        "needs memory for all pairs of images (at most 20,000)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     g.add_argument("--mode", choices=("copy", "symlink", "hardlink"), default="copy",
                    help="how images get into the cluster folders (default: copy)")
@@ -278,7 +282,8 @@ def _cmd_sort(args):
     result = sort_folder(args.image_dir, args.out_dir, args.clusters, _embedder(args),
                          args.store, pca=args.pca, normalize=args.normalize, seed=args.seed,
                          mode=args.mode, progress=_progress(args.quiet),
-                         report=not args.no_report, map_method=args.map, truth=truth)
+                         report=not args.no_report, map_method=args.map, truth=truth,
+                         method=args.method)
     _print_sort(result)
     return 0
 

@@ -22,10 +22,15 @@ NEAREST_BLOCK_ROWS = 4096
 AUTO_PCA_MIN_FEATURES = 4096
 AUTO_PCA = 256
 #: A feature matrix larger than this is never copied whole: it is read block by
-#: block (it may be memory-mapped) and PCA is fitted incrementally.
-MAX_IN_MEMORY_BYTES = 512 << 20
+#: block (it may be memory-mapped, see :data:`featclust.store.MMAP_BYTES`) and
+#: PCA is fitted incrementally.
+MAX_IN_MEMORY_BYTES = 256 << 20
 #: Size of one block of rows in that case.
 BLOCK_BYTES = 64 << 20
+#: Clustering methods: k-means, or Ward agglomerative clustering.
+METHODS = ("kmeans", "ward")
+#: Ward needs the n*(n-1)/2 pairwise distances in memory: 20,000 images take 1.6 GB.
+MAX_WARD_IMAGES = 20000
 
 
 class FeatureKMeans:
@@ -54,6 +59,12 @@ class FeatureKMeans:
         Random state of PCA and k-means.
     n_init : int, default 4
         k-means restarts; the best inertia wins.
+    method : {"kmeans", "ward"}, default "kmeans"
+        ``"ward"``: Ward agglomerative clustering finds the groups, their
+        means are the centres, and each image goes to its nearest centre
+        (so :meth:`predict` gives an image the label it got in the fit).
+        Memory grows with the square of the number of images; at most
+        :data:`MAX_WARD_IMAGES`.
 
     Attributes
     ----------
@@ -75,13 +86,14 @@ class FeatureKMeans:
     """
 
     def __init__(self, n_clusters=8, pca=None, whiten=False, normalize=False, seed=0,
-                 n_init=4):
+                 n_init=4, method="kmeans"):
         self.n_clusters = n_clusters
         self.pca = pca
         self.whiten = whiten
         self.normalize = normalize
         self.seed = seed
         self.n_init = n_init
+        self.method = method
 
     def check_params(self):
         """Validate the parameters that do not depend on the data.
@@ -100,6 +112,8 @@ class FeatureKMeans:
                 raise UsageError(f"pca={self.pca!r} must be a positive integer or None")
         if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
             raise UsageError(f"n_init={self.n_init!r} must be a positive integer")
+        if self.method not in METHODS:
+            raise UsageError(f"method={self.method!r} is not one of {', '.join(METHODS)}")
 
     def _validate(self, X):
         self.check_params()
@@ -110,6 +124,9 @@ class FeatureKMeans:
         k = self.n_clusters
         if k > n:
             raise UsageError(f"n_clusters={k} is larger than the number of images ({n})")
+        if self.method == "ward" and n > MAX_WARD_IMAGES:
+            raise UsageError(f"method='ward' needs memory for all pairs of images: at most "
+                             f"{MAX_WARD_IMAGES} images, got {n}; use k-means")
         if self.pca is not None:
             if self.pca > min(n, d):
                 raise UsageError(f"pca={self.pca} is larger than min(number of images, "
@@ -119,7 +136,7 @@ class FeatureKMeans:
         return X
 
     def fit(self, X):
-        """Fit PCA (if asked) and k-means.
+        """Fit PCA (if asked) and k-means (or Ward).
 
         Parameters
         ----------
@@ -132,10 +149,18 @@ class FeatureKMeans:
         from sklearn.cluster import KMeans
 
         Z = self.fit_reduce(X)
-        km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, random_state=self.seed)
-        labels = km.fit_predict(Z)
+        if self.method == "ward":
+            from sklearn.cluster import AgglomerativeClustering
+
+            labels = AgglomerativeClustering(self.n_clusters, linkage="ward").fit_predict(Z)
+            centers = np.stack([Z[labels == c].mean(axis=0, dtype=np.float64)
+                                for c in range(self.n_clusters)])
+        else:
+            km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, random_state=self.seed)
+            labels = km.fit_predict(Z)
+            centers = km.cluster_centers_
         order = np.argsort(-np.bincount(labels, minlength=self.n_clusters), kind="stable")
-        self.cluster_centers_ = km.cluster_centers_[order].astype(np.float32)
+        self.cluster_centers_ = centers[order].astype(np.float32)
         self.labels_, self.distances_ = self._nearest(Z)
         self.inertia_ = float(np.sum(self.distances_ ** 2))
         self.thresholds_ = np.array(
@@ -246,7 +271,7 @@ class FeatureKMeans:
     def get_params(self, deep=True):
         """Constructor parameters, as scikit-learn estimators report them."""
         return {k: getattr(self, k) for k in
-                ("n_clusters", "pca", "whiten", "normalize", "seed", "n_init")}
+                ("n_clusters", "pca", "whiten", "normalize", "seed", "n_init", "method")}
 
     def save(self, path, extra=None):
         """Save the fitted model as ``.npz`` (arrays and JSON settings; no pickle).

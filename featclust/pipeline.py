@@ -160,7 +160,7 @@ class SortResult:
 
 def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=None,
                 normalize=False, seed=0, mode="copy", progress=None, report=True,
-                map_method="auto", truth=None, **kwargs):
+                map_method="auto", truth=None, method="kmeans", **kwargs):
     """Embed what is missing, cluster with k-means, and copy images into cluster folders.
 
     Parameters
@@ -179,6 +179,8 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
         L2-normalise the features (cosine k-means).
     seed : int
         Random state of the clustering.
+    method : {"kmeans", "ward"}
+        Clustering method (see :class:`featclust.cluster.FeatureKMeans`).
     mode : {"copy", "symlink", "hardlink"}
     report : bool
         Write montages, a 2-D map and ``index.html`` into ``out_dir/report/``
@@ -198,7 +200,7 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     out = OutputFolder(out_dir, image_dir)
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
     model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, normalize=normalize,
-                          seed=seed)
+                          seed=seed, method=method)
     model.check_params()
     if report:
         from .report import check_map_method

@@ -97,3 +97,50 @@ def test_harness_features_are_the_ones_featclust_computes(small_run):
                          pooling="gem")
     np.testing.assert_allclose(gem.embed(gray), quality.derive(maps[0], quality.FeatureSpec(
         (5,), "gem")), rtol=1e-4, atol=1e-4)
+
+
+def test_ward_finds_separated_groups_and_round_trips(tmp_path):
+    from sklearn.metrics import adjusted_rand_score
+
+    from featclust.cluster import FeatureKMeans
+    from featclust.errors import UsageError
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1, 2], [30, 20, 10])
+    X = rng.normal(0, 0.3, (60, 8)) + np.eye(8)[truth] * 5
+    model = FeatureKMeans(3, method="ward").fit(X)
+    assert adjusted_rand_score(truth, model.labels_) == 1.0
+    assert list(np.bincount(model.labels_)) == [30, 20, 10]  # numbered by size
+    np.testing.assert_array_equal(model.predict(X), model.labels_)
+    model.save(tmp_path / "m.npz")
+    loaded, _ = FeatureKMeans.load(tmp_path / "m.npz")
+    assert loaded.method == "ward"
+    np.testing.assert_array_equal(loaded.predict(X), model.labels_)
+    with pytest.raises(UsageError, match="method='single'"):
+        FeatureKMeans(3, method="single").fit(X)
+
+
+def test_cli_tta_features_have_their_own_store_entry_and_ward_sorts_them(tmp_path, capsys):
+    from conftest import make_two_families, read_csv
+
+    from featclust.cli import main
+
+    images = tmp_path / "images"
+    truth = make_two_families(images, n_per_family=2)
+    store = tmp_path / "store"
+    common = ["--weights", "none", "--store", str(store), "--batch-size", "4", "-q"]
+    assert main(["embed", str(images), "--tta", *common]) == 0
+    assert main(["embed", str(images), *common]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"images: {len(truth)} ({len(truth)} embedded, 0 reused)") == 2
+    entries = [p for p in store.glob("*/*") if p.is_dir()]
+    assert len(entries) == 2  # one store entry per feature settings
+
+    sorted_dir = tmp_path / "out"
+    assert main(["sort", str(images), str(sorted_dir), "-k", "2", "--tta", "--method", "ward",
+                 "--no-report", *common]) == 0
+    assert f"(0 embedded, {len(truth)} reused)" in capsys.readouterr().out
+    info = __import__("json").loads((sorted_dir / "featclust.json").read_text())
+    assert info["clustering"]["method"] == "ward"
+    assert info["feature_settings"]["tta"] != "none" and info["embedder"]["tta"] is True
+    assert sorted(r["path"] for r in read_csv(sorted_dir / "labels.csv")) == sorted(truth)
