@@ -112,6 +112,13 @@ def main():
             _, t_tsne = timed(report.embed_2d, sub, "tsne")
             print(f"{size:>7} {t_pca:>8.2f} {t_tsne:>9.1f} ({timed.cpu:6.1f})", flush=True)
 
+        big = Z[: min(args.n, report.TSNE_MAX_IMAGES)]
+        cache = Path(tmp) / "maps"
+        _, t_first = timed(report.cached_2d, big, "tsne", 0, cache)
+        _, t_again = timed(report.cached_2d, big, "tsne", 0, cache)
+        print(f"\nt-SNE map of {len(big)} images through the cache: first {t_first:.1f} s, "
+              f"again (another k, same features) {t_again:.2f} s", flush=True)
+
         print(f"\nwhole report, {args.n} images, {args.k} clusters:")
         res, t_pca_report = timed(report.write_report, out, X, model, "pca")
         files = sum((out / f).stat().st_size for f in res.files)
