@@ -794,10 +794,11 @@ def _index_html(info, clusters, n_images, method, has_kscan, warnings):
          "</head><body>", f"<h1>featclust report: {e(name)}</h1>", "<dl>",
          f"<dt>images</dt><dd>{e(str(info.get('image_dir', '')))} ({n_images} images"
          f"{skipped})</dd>",
-         f"<dt>clusters</dt><dd>{len(clusters)} (k-means; pca={e(str(params.get('pca')))}, "
+         f"<dt>clusters</dt><dd>{len(clusters)} ({e(str(params.get('method', 'kmeans')))}; "
+         f"pca={e(str(params.get('pca')))}, "
          f"normalize={e(str(params.get('normalize')))}, seed={e(str(params.get('seed')))})</dd>",
-         f"<dt>features</dt><dd>VGG16, weights {e(str(emb.get('weights')))}, pooling "
-         f"{e(str(emb.get('pooling')))}</dd>"]
+         f"<dt>features</dt><dd>VGG16 {e(str(emb.get('layer') or ''))}, weights "
+         f"{e(str(emb.get('weights')))}, pooling {e(str(emb.get('pooling')))}</dd>"]
     for key, label in _SCORE_NAMES:
         if key in scores:
             h.append(f"<dt>{e(label)}</dt><dd>{_num(scores[key])}</dd>")
