@@ -210,10 +210,11 @@ def _cmd_embed(args):
 
 
 def _print_sort(result):
+    import numpy as np
+
     _report_embed(result.embed, sys.stdout)
-    sizes = ", ".join(str(s) for s in
-                      __import__("numpy").bincount(result.model.labels_,
-                                                   minlength=result.model.n_clusters))
+    sizes = ", ".join(str(s) for s in np.bincount(result.model.labels_,
+                                                  minlength=result.model.n_clusters))
     print(f"clusters: {result.model.n_clusters} (sizes {sizes})")
     if getattr(result, "kscan", None) is not None:
         print(f"k = {result.kscan.suggested_k_}, suggested by the k scan: {result.kscan.reason_}")

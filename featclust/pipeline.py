@@ -12,7 +12,7 @@ import numpy as np
 
 from . import __version__, images
 from .cluster import FeatureKMeans
-from .errors import NoImagesError
+from .errors import NoImagesError, UnsafeOutputError
 from .sort import OutputFolder, destinations, sort_into_folders, write_labels_csv
 from .store import FeatureStore, default_root
 
@@ -316,13 +316,14 @@ def demo_images(images_dir=None, n_per_family=12, seed=0):
     if images_dir.is_dir() and truth_csv.is_file():
         with open(truth_csv, newline="") as fh:
             return images_dir, {r["path"]: r["label"] for r in csv.DictReader(fh)}
+    if images_dir.exists() and (not images_dir.is_dir() or any(images_dir.iterdir())):
+        raise UnsafeOutputError(f"sample folder {str(images_dir)!r} exists and is not a featclust "
+                                "sample set; choose a new folder")
     images_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=images_dir.parent, prefix=".demo-"))
     try:
         truth = samples.make_image_set(tmp, n_per_family=n_per_family, families=DEMO_FAMILIES,
                                        seed=seed)
-        if images_dir.exists():
-            shutil.rmtree(images_dir)  # an incomplete earlier attempt of ours
         os.replace(tmp, images_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -350,6 +351,6 @@ def demo(out_dir, images_dir=None, n_per_family=12, **kwargs):
     """
     OutputFolder(out_dir)  # refuse an unsafe folder before writing samples
     images_dir, truth = demo_images(images_dir, n_per_family)
-    result = sort_folder(images_dir, out_dir, len(DEMO_FAMILIES), **kwargs)
+    result = sort_folder(images_dir, out_dir, len(DEMO_FAMILIES), truth=truth, **kwargs)
     result.truth = truth
     return result

@@ -146,10 +146,24 @@ def test_help_does_not_import_tensorflow():
 
 
 def test_demo_holds_every_sample(tmp_path, capsys):
+    from featclust.pipeline import demo_images
+
+    demo_images(tmp_path / "samples", n_per_family=3)  # demo reuses a smaller sample set
     code, out, err = run(["demo", str(tmp_path / "demo"), "--weights", "none", "--images",
-                          str(tmp_path / "samples"), "--store", str(tmp_path / "store"), "-q"],
-                         capsys)
+                          str(tmp_path / "samples"), "--store", str(tmp_path / "store"), "-q",
+                          "--no-report"], capsys)
     assert code == 0, err
     samples = sorted(p.name for p in (tmp_path / "samples").iterdir())
     copied = sorted(p.name for p in (tmp_path / "demo").glob("cluster_*/*.png"))
-    assert copied == samples and len(samples) == 48
+    assert copied == samples and len(samples) == 12
+
+
+def test_demo_never_replaces_a_foreign_folder(tmp_path, capsys):
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"not featclust's")
+    code, _, err = run(["demo", str(tmp_path / "demo"), "--weights", "none", "--images",
+                        str(mine), "-q"], capsys)
+    assert code == 2 and "not a featclust sample set" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["holiday.jpg"]
+    assert (mine / "holiday.jpg").read_bytes() == b"not featclust's"
