@@ -5,6 +5,9 @@ Usage::
     python benchmarks/quality.py                  # full run (minutes; cached after the first)
     python benchmarks/quality.py --small          # CI size: 3 families x 6 images, random weights
     python benchmarks/quality.py --weights none --weights /work/hed_vgg16.weights.h5
+    # every combination, TTA on the whole sets, on a GPU machine with PyTorch:
+    KERAS_BACKEND=torch python benchmarks/quality.py --grid full --tta-per-family 25 \
+        --batch-size 64 --jobs 14
 
 The harness writes labelled sets with :mod:`featclust.samples` (dot patterns in
 8 shape families and filled silhouettes in 6, 200x200 PNG), decodes them with
@@ -37,19 +40,22 @@ Clustering settings
 Baselines
     ``pixels``: the 200x200 pixels flattened, TruncatedSVD to 100 components,
     k-means: what people try first. ``thumb32``: the image shrunk to 32x32
-    (area filter), TruncatedSVD to 50 components, L2, k-means: a better pixel
-    method for blob-like shapes.
+    (area filter), TruncatedSVD to 50 components, L2, k-means. ``Hu moments``:
+    the 7 log Hu moment invariants of the dark pixels (blind to position,
+    scale, rotation and mirroring), standardised, k-means: a good pixel method
+    for blob-like shapes.
 
-The full grid (every combination) goes to ``results.csv`` in the cache folder;
-the printed table holds the baselines, the old default (``b5 avg``, raw
+``--grid near`` (the default) scores the settings one change away from the
+old and from the current default, each with k-means and with Ward, and TTA
+for the two defaults; ``--grid full`` scores every combination (hours on 2
+busy cores; 3 minutes on 16 cores with ``--jobs 14``) and TTA for every
+block/pooling without grid. Every score goes to ``results.csv`` in the cache
+folder; the printed table holds the baselines, the old default (``b5 avg``, raw
 features, no PCA, k-means), featclust's current defaults (``DEFAULT``, read
 from the signatures of ``Embedder`` and ``FeatureKMeans``), every setting one
 change away from them, the best settings, and the TTA comparison. The figures
 of the HED backbone are VGG16 fine-tuned from ImageNet for edge detection (see
 benchmarks/HED_WEIGHTS.md), not the ImageNet weights.
-
-Baselines also include ``pixels: 7 Hu moments``: the log Hu moment invariants
-of the dark pixels, which ignore position, scale, rotation and mirroring.
 """
 
 from __future__ import annotations
@@ -429,20 +435,46 @@ def _evaluate_spec(maps_list, labels, spec, posts, seeds):
     return out
 
 
-def evaluate(maps_list, labels, specs, posts, seeds, jobs=1):
-    """Scores of every (feature, post) pair on one set.
+def evaluate(maps_list, labels, pairs, seeds, jobs=1):
+    """Scores of (feature, post) pairs on one set.
 
     ``maps_list`` holds the maps of one or more transforms; their derived
     features are averaged (that is TTA). Returns ``{(spec, post): (ari, nmi)}``.
     """
+    by_spec = {}
+    for spec, post in pairs:
+        by_spec.setdefault(spec, []).append(post)
+    specs = list(by_spec)
     if jobs > 1:
         from joblib import Parallel, delayed
 
-        parts = Parallel(n_jobs=jobs)(delayed(_evaluate_spec)(maps_list, labels, s, posts, seeds)
-                                      for s in specs)
+        parts = Parallel(n_jobs=jobs)(delayed(_evaluate_spec)(maps_list, labels, s, by_spec[s],
+                                                              seeds) for s in specs)
     else:
-        parts = [_evaluate_spec(maps_list, labels, s, posts, seeds) for s in specs]
-    return {(spec, posts[i]): v for spec, part in zip(specs, parts) for i, v in part}
+        parts = [_evaluate_spec(maps_list, labels, s, by_spec[s], seeds) for s in specs]
+    return {(spec, by_spec[spec][i]): v for spec, part in zip(specs, parts) for i, v in part}
+
+
+def grid_pairs(args):
+    """The (spec, post) pairs to score on the whole sets, and those to score with TTA."""
+    default = shipped_default()
+    if args.small:
+        d = default[0]
+        specs = list(dict.fromkeys([d, OLD_DEFAULT[0], FeatureSpec(d.blocks, "gem"),
+                                    FeatureSpec(d.blocks, d.pooling, True),
+                                    FeatureSpec((5,), "flatten"), FeatureSpec((4, 5), "max")]))
+        posts = post_grid(args.pca, whiten=(False,))
+        return ([(s, p) for s in specs for p in posts],
+                [(s, p) for s in (d, OLD_DEFAULT[0]) for p in posts])
+    if args.grid == "full":
+        specs, posts = feature_grid(), post_grid(args.pca)
+        return ([(s, p) for s in specs for p in posts],
+                [(s, p) for s in _tta_specs(specs) for p in posts])
+    near = [OLD_DEFAULT, default]
+    near += one_change_away(*OLD_DEFAULT, args.pca) + one_change_away(*default, args.pca)
+    near += [(s, PostSpec(p.normalize, p.pca, p.whiten, "ward")) for s, p in near]
+    ward = (default[0], PostSpec(default[1].normalize, default[1].pca, default[1].whiten, "ward"))
+    return list(dict.fromkeys(near)), [OLD_DEFAULT, default, ward]
 
 
 # ---------------------------------------------------------------- the run
@@ -460,12 +492,7 @@ def run(args, log):
     cache = Path(args.cache)
     (cache / "sets").mkdir(parents=True, exist_ok=True)
     sets = [("dots", "dots", args.dot_families), ("sil", "silhouettes", args.sil_families)]
-    default = shipped_default()[0]
-    specs = feature_grid() if not args.small else list(dict.fromkeys([
-        default, OLD_DEFAULT[0], FeatureSpec(default.blocks, "gem"),
-        FeatureSpec(default.blocks, default.pooling, True), FeatureSpec((5,), "flatten"),
-        FeatureSpec((4, 5), "max")]))
-    posts = post_grid(args.pca, whiten=(False,) if args.small else (False, True))
+    pairs, tta_pairs = grid_pairs(args)
     pixels = {}    # (None, set, row_name) -> (ari, nmi)
     full = {}      # (weights_label, set, spec, post) -> (ari, nmi)
     tta_full = {}  # (weights_label, set, spec, post, tta) -> (ari, nmi), on the subset
@@ -487,7 +514,7 @@ def run(args, log):
             log(f"{wl} / {set_name}: {len(paths)} images, {len(families)} families")
             maps = cached_maps(cache, set_key, model, gray, [0], log)
             full.update({(wl, set_name) + key: v for key, v in
-                         evaluate(maps, labels, specs, posts, args.seeds, args.jobs).items()})
+                         evaluate(maps, labels, pairs, args.seeds, args.jobs).items()})
             if args.tta_per_family and set_name in args.tta_sets:
                 m = args.tta_per_family
                 idx = _subset(labels, m)
@@ -495,8 +522,7 @@ def run(args, log):
                 all_maps = cached_maps(cache, f"{set_key}-sub{m}", model, gray[idx],
                                        list(range(8)), log)
                 for tta, ml in ((False, all_maps[:1]), (True, all_maps)):
-                    tta_specs = [default, OLD_DEFAULT[0]] if args.small else _tta_specs(specs)
-                    res = evaluate(ml, sub_labels, tta_specs, posts, args.seeds, args.jobs)
+                    res = evaluate(ml, sub_labels, tta_pairs, args.seeds, args.jobs)
                     tta_full.update({(wl, set_name) + key + (tta,): v
                                      for key, v in res.items()})
         timing[wl] = (model.seconds, model.images)
@@ -532,7 +558,7 @@ def rank(full, wl, set_names):
     return scored
 
 
-def one_change_away(spec, post):
+def one_change_away(spec, post, pca_dims=(50, 128, 256)):
     """Settings that differ from (spec, post) in one choice."""
     out = []
     for pooling in ("avg", "max", "gem"):
@@ -546,7 +572,7 @@ def one_change_away(spec, post):
     if spec.pooling != "flatten":
         out.append((FeatureSpec(spec.blocks, spec.pooling, not spec.grid), post))
     out.append((spec, PostSpec(not post.normalize, post.pca, post.whiten, post.method)))
-    for n in (None, 50, 128, 256):
+    for n in (None, *pca_dims):
         for w in ((False,) if n is None else (False, True)):
             if (n, w) != (post.pca, post.whiten):
                 out.append((spec, PostSpec(post.normalize, n, w, post.method)))
@@ -581,7 +607,7 @@ def table(args, pixels, full, tta_full):
     default = shipped_default()
     add_setting("old default", *OLD_DEFAULT)
     add_setting("DEFAULT", *default)
-    for s, p in one_change_away(*default):
+    for s, p in one_change_away(*default, args.pca):
         add_setting("vs default", s, p)
     if best:
         add_setting("best", best[2], best[3])
@@ -688,7 +714,11 @@ def build_parser():
     p.add_argument("--seeds", type=int, default=3, help="k-means random states averaged")
     p.add_argument("--pca", type=int, nargs="*", default=[50, 128, 256],
                    help="PCA sizes tried (a size above the number of images is skipped)")
-    p.add_argument("--top", type=int, default=8, help="top settings shown")
+    p.add_argument("--top", type=int, default=5, help="top settings shown")
+    p.add_argument("--grid", choices=("near", "full"), default="near",
+                   help="near: the settings one change away from the old and the current "
+                        "default, each with k-means and Ward (minutes on 2 cores); full: every "
+                        "combination (%(default)s is the default)")
     p.add_argument("--tta-cost", type=int, default=0, metavar="N",
                    help="also time featclust's Embedder on N dot images with and without "
                         "--tta (default: 0, no timing)")
@@ -754,7 +784,9 @@ def main(argv=None, out=None):
     n_s = len(args.sil_families) * args.n_per_family
     print(f"dots: {len(args.dot_families)} families x {args.n_per_family} = {n_d} images; "
           f"silhouettes: {len(args.sil_families)} x {args.n_per_family} = {n_s}; "
-          f"'subset' rows: {args.tta_per_family} per family.", file=out)
+          f"'subset' rows: {args.tta_per_family} per family; settings scored: "
+          f"{'small' if args.small else args.grid} grid, {len(full) // max(1, len(wls) * 2)} "
+          "per weights and set.", file=out)
     for line in format_table(rows, wls):
         print(line, file=out)
     if best:
