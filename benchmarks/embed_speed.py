@@ -206,6 +206,8 @@ def embed_phases(job):
         assert res.n_embedded == len(files), res
         max_diff = max(max_diff, float(np.abs(res.features - bare).max()))
 
+        if not job["cli"]:
+            continue
         argv = ["embed", part, "--store", str(Path(job["work"]) / f"store-cli-{i}"),
                 "--weights", job["weights"], "--precision", job["precision"],
                 "--pooling", job["pooling"], "--layer", job["layer"], "-q"]
@@ -220,7 +222,8 @@ def embed_phases(job):
     np.save(job["features"], np.concatenate(feats))
     return {"n": n, "batch": emb.batch, "precision": emb.settings()["precision"],
             "build_s": build_s, "store_vs_bare_max_abs_diff": max_diff,
-            **{k: n / v for k, v in t.items()}, **{f"{k}_cpu_s": v / n for k, v in cpu.items()}}
+            **{k: n / v if v else float("nan") for k, v in t.items()},
+            **{f"{k}_cpu_s": v / n for k, v in cpu.items()}}
 
 
 def cluster_memory(job):
@@ -350,6 +353,8 @@ def main():
     p.add_argument("--cluster-sizes", default="",
                    help="e.g. 2000,8000: peak memory of clustering flatten features")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--no-cli", action="store_true",
+                   help="skip the CLI pass (on a GPU its time is mostly XLA compilation)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -373,7 +378,7 @@ def report(args, work):
     folders, labels = make_images(work, total, args.unique or total, 1)
     all_files = sorted(folders[0].iterdir())
     common = {"work": str(work), "weights": args.weights, "layer": args.layer,
-              "pooling": args.pooling, "batch_size": args.batch_size}
+              "pooling": args.pooling, "batch_size": args.batch_size, "cli": not args.no_cli}
     results = {"machine": machine(), "images": n, "weights": args.weights,
                "layer": args.layer, "pooling": args.pooling}
 
@@ -410,8 +415,9 @@ def report(args, work):
                      r["bare_cpu_s"], None))
         rows.append(("featclust embed: embed_folder, model built", label, r["n"], r["library"],
                      r["library_cpu_s"], None))
-        rows.append(("featclust embed: CLI main(), incl. model build", label, r["n"], r["cli"],
-                     r["cli_cpu_s"], r["child_peak_rss_mb"]))
+        if not args.no_cli:
+            rows.append(("featclust embed: CLI main(), incl. model build", label, r["n"],
+                         r["cli"], r["cli_cpu_s"], r["child_peak_rss_mb"]))
         print(f"  [{label}] backend {r['backend']}, device {r['device']}, batch {r['batch']}, "
               f"model build + first batch {r['build_s']:.1f} s, store rows vs bare features: "
               f"max abs diff {r['store_vs_bare_max_abs_diff']:.2g}", flush=True)
@@ -448,8 +454,9 @@ def report(args, work):
         if prec == "auto" or r is not runs.get("auto"):
             print(f"[{prec if prec != 'auto' else 'auto -> ' + r['precision']}] "
                   f"embed_folder / bare model: {r['library'] / r['bare']:.1%} "
-                  f"(CPU time per image: {r['bare_cpu_s'] / r['library_cpu_s']:.1%});  "
-                  f"CLI incl. model build / bare model: {r['cli'] / r['bare']:.1%}")
+                  f"(CPU time per image: {r['bare_cpu_s'] / r['library_cpu_s']:.1%})"
+                  + ("" if args.no_cli else
+                     f";  CLI incl. model build / bare model: {r['cli'] / r['bare']:.1%}"))
     if "float32" in runs and "bfloat16" in runs:
         r32, r16 = runs["float32"], runs["bfloat16"]
         f32, b16 = np.load(r32["features_path"]), np.load(r16["features_path"])

@@ -23,10 +23,12 @@ AUTO_PCA_MIN_FEATURES = 4096
 AUTO_PCA = 256
 #: A feature matrix larger than this is never copied whole: it is read block by
 #: block (it may be memory-mapped, see :data:`featclust.store.MMAP_BYTES`) and
-#: PCA is fitted incrementally.
-MAX_IN_MEMORY_BYTES = 256 << 20
+#: PCA is a randomized PCA whose passes over the data go block by block
+#: (:func:`blockwise_pca`). Whole-matrix PCA needs about 4 times the matrix; the
+#: blockwise one a few blocks plus (rows + features) x (components + 10) values.
+MAX_IN_MEMORY_BYTES = 64 << 20
 #: Size of one block of rows in that case.
-BLOCK_BYTES = 64 << 20
+BLOCK_BYTES = 16 << 20
 #: Clustering methods: k-means, or Ward agglomerative clustering.
 METHODS = ("kmeans", "ward")
 #: Ward needs the n*(n-1)/2 pairwise distances in memory: 20,000 images take 1.6 GB.
@@ -49,7 +51,7 @@ class FeatureKMeans:
         values as they are and reduces longer ones (flatten pooling) to
         ``min(256, n_samples)`` components. A matrix larger than
         :data:`MAX_IN_MEMORY_BYTES` is reduced block by block
-        (:class:`sklearn.decomposition.IncrementalPCA`), so it can be a
+        (:func:`blockwise_pca`, a randomized PCA), so it can be a
         memory-mapped array larger than memory.
     whiten : bool, default False
         Whiten the PCA components.
@@ -183,7 +185,7 @@ class FeatureKMeans:
         -------
         ndarray of shape (n_samples, n_reduced)
         """
-        from sklearn.decomposition import PCA, IncrementalPCA
+        from sklearn.decomposition import PCA
 
         X = self._validate(X)
         n, d = X.shape
@@ -195,15 +197,14 @@ class FeatureKMeans:
         self.n_components_ = c
         if c is not None:
             if X.nbytes > MAX_IN_MEMORY_BYTES:
-                pca = IncrementalPCA(n_components=c, whiten=self.whiten)
-                for block in _blocks(X, min_rows=c):
-                    pca.partial_fit(_l2(block) if self.normalize else block)
+                mean, components, variance = blockwise_pca(X, c, self.normalize, self.seed)
             else:
-                pca = PCA(n_components=c, whiten=self.whiten, random_state=self.seed)
-                pca.fit(_l2(X) if self.normalize else X)
-            self.pca_mean_ = pca.mean_.astype(np.float32)
-            self.pca_components_ = pca.components_.astype(np.float32)
-            scale = np.sqrt(pca.explained_variance_) if self.whiten else np.ones(c)
+                pca = PCA(n_components=c, random_state=self.seed).fit(_l2(X) if self.normalize
+                                                                      else X)
+                mean, components, variance = pca.mean_, pca.components_, pca.explained_variance_
+            self.pca_mean_ = mean.astype(np.float32)
+            self.pca_components_ = components.astype(np.float32)
+            scale = np.sqrt(variance) if self.whiten else np.ones(c)
             self.pca_scale_ = np.where(scale > 0, scale, 1.0).astype(np.float32)
         return self.reduce(X)
 
@@ -320,6 +321,66 @@ class FeatureKMeans:
         except (OSError, ValueError, KeyError) as e:
             raise ModelMismatchError(f"cannot read model file {str(path)!r}: {e}") from None
         return model, meta["extra"]
+
+
+def blockwise_pca(X, n_components, normalize=False, seed=0, n_iter=4, n_oversamples=10):
+    """Randomized PCA (Halko, Martinsson and Tropp, 2011) reading ``X`` block by block.
+
+    Every pass over the data multiplies one block of rows at a time, so ``X``
+    can be a memory-mapped matrix larger than memory: besides a block, only
+    ``(n_samples + n_features) x (n_components + n_oversamples)`` values are
+    held. The data are centred on the fly, never copied.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    n_components : int
+    normalize : bool
+        L2-normalise each row before the PCA.
+    seed : int
+    n_iter : int
+        Power iterations (``n_iter + 3`` passes over the data in all).
+    n_oversamples : int
+
+    Returns
+    -------
+    mean : ndarray of shape (n_features,)
+    components : ndarray of shape (n_components, n_features)
+        Rows of unit length, largest variance first, signs as scikit-learn's.
+    explained_variance : ndarray of shape (n_components,)
+    """
+    from sklearn.utils.extmath import svd_flip
+
+    n, d = X.shape
+    blocks = _blocks(X)
+
+    def rows(block):
+        return (_l2(block) if normalize else block).astype(np.float32, copy=False)
+
+    mean = sum(rows(b).sum(axis=0, dtype=np.float64) for b in blocks) / n
+    mean32 = mean.astype(np.float32)
+
+    def centred_times(Q):  # (X - mean) @ Q
+        return np.concatenate([rows(b) @ Q for b in blocks]) - mean32 @ Q
+
+    def centred_t_times(Y):  # (X - mean).T @ Y
+        out = np.zeros((d, Y.shape[1]), np.float32)
+        start = 0
+        for b in blocks:
+            out += rows(b).T @ Y[start:start + len(b)]
+            start += len(b)
+        return out - np.outer(mean32, Y.sum(axis=0))
+
+    k = min(n_components + n_oversamples, n, d)
+    Q = np.random.default_rng(seed).standard_normal((d, k)).astype(np.float32)
+    Y = centred_times(Q)
+    for _ in range(n_iter):
+        Y = np.linalg.qr(Y)[0]
+        Y = centred_times(np.linalg.qr(centred_t_times(Y))[0])
+    Y = np.linalg.qr(Y)[0]
+    U, S, Vt = np.linalg.svd(centred_t_times(Y).T.astype(np.float64), full_matrices=False)
+    U, Vt = svd_flip(U, Vt, u_based_decision=False)
+    return mean, Vt[:n_components], S[:n_components] ** 2 / max(n - 1, 1)
 
 
 def _blocks(X, min_rows=1):
