@@ -265,7 +265,7 @@ def _run_info(image_dir, emb, model, embedder, mode, store):
                      "precision": embedder.precision, "batch_size": embedder.batch_size,
                      "seed": embedder.seed, "layer": embedder.layer, "tta": embedder.tta},
         "feature_settings": emb.settings,
-        "clustering": model.get_params(),
+        "clustering": {**model.get_params(), "pca_components": model.n_components_},
         "counts": {"images": len(emb.paths), "embedded": emb.n_embedded,
                    "reused": emb.n_reused, "bad_files": len(emb.bad_files),
                    "cluster_sizes": [int(s) for s in sizes]},
