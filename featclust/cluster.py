@@ -105,15 +105,9 @@ class FeatureKMeans:
         UsageError
             Naming the parameter and the value received.
         """
-        k = self.n_clusters
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise UsageError(f"n_clusters={k!r} must be a positive integer")
-        if self.pca is not None:
-            if not isinstance(self.pca, (int, np.integer)) or isinstance(self.pca, bool) \
-                    or self.pca < 1:
-                raise UsageError(f"pca={self.pca!r} must be a positive integer or None")
-        if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
-            raise UsageError(f"n_init={self.n_init!r} must be a positive integer")
+        check_int("n_clusters", self.n_clusters)
+        check_int("pca", self.pca, none_ok=True)
+        check_int("n_init", self.n_init)
         if self.method not in METHODS:
             raise UsageError(f"method={self.method!r} is not one of {', '.join(METHODS)}")
 
@@ -395,6 +389,18 @@ def _blocks(X, min_rows=1):
     count = n // rows  # every block gets at least ``rows`` rows
     bounds = np.linspace(0, n, count + 1).astype(int)
     return [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def check_int(name, value, low=1, none_ok=False):
+    """Raise :class:`UsageError` unless ``value`` is an integer of at least ``low``.
+
+    The message names the parameter and the value received.
+    """
+    if value is None and none_ok:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        wanted = "a positive integer" if low == 1 else f"an integer of at least {low}"
+        raise UsageError(f"{name}={value!r} must be {wanted}" + (" or None" if none_ok else ""))
 
 
 def _l2(X):

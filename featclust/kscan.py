@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cluster import FeatureKMeans
+from .cluster import FeatureKMeans, check_int
 from .errors import UsageError
 from .scores import (SILHOUETTE_SAMPLE, SilhouetteSample, cluster_scores, cluster_table,
                      cluster_table_csv, compare_with_truth, json_safe, stability)
@@ -137,10 +137,7 @@ class KScan:
         if not ks or ks[0] < 2:
             raise UsageError(f"ks={self.ks!r} must be integers of at least 2")
         for name in ("n_runs", "n_init", "sample_size", "fit_size", "fit_dims"):
-            value = getattr(self, name)
-            low = 2 if name in ("n_runs", "sample_size") else 1
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise UsageError(f"{name}={value!r} must be an integer of at least {low}")
+            check_int(name, getattr(self, name), low=2 if name in ("n_runs", "sample_size") else 1)
         if not 0 <= self.min_stability <= 1:
             raise UsageError(f"min_stability={self.min_stability!r} must be between 0 and 1")
         return ks
@@ -305,15 +302,12 @@ def plot_kscan(rows, suggested_k, fh):
 
 def write_kscan_files(out, scan):
     """Write ``kscan.csv`` and ``kscan.png`` into an output folder that claimed them."""
-    from .sort import _output_error
-    from .store import atomic_write
+    import io
 
     out.write_text(KSCAN_CSV, kscan_csv(scan.scores_, scan.suggested_k_))
-    png = out.path / KSCAN_PNG
-    try:
-        atomic_write(png, lambda fh: plot_kscan(scan.scores_, scan.suggested_k_, fh))
-    except OSError as e:
-        raise _output_error(png, e) from None
+    png = io.BytesIO()
+    plot_kscan(scan.scores_, scan.suggested_k_, png)
+    out.write_bytes(KSCAN_PNG, png.getvalue())
 
 
 def kscan_info(scan):

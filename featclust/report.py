@@ -251,7 +251,7 @@ def load_features(info, paths):
     problem : str or None
         Why not, in words for the user.
     """
-    from .store import STORE_FORMAT, FeatureStore
+    from .store import FeatureStore
 
     store = info.get("store")
     image_dir = info.get("image_dir")
@@ -259,23 +259,19 @@ def load_features(info, paths):
     if not store or not image_dir or not settings:
         return None, "featclust.json does not say where the features are stored"
     store = Path(store)
-    settings_file = store / "settings.json"
-    expected = {"store_format": STORE_FORMAT, "image_dir": os.path.realpath(image_dir),
-                "settings": settings}
-    try:
-        found = json.loads(settings_file.read_text(encoding="ascii"))
-    except FileNotFoundError:
-        return None, (f"the feature store {str(store)!r} no longer exists (run featclust sort "
-                      "again to rebuild it)")
-    except (OSError, ValueError) as e:
-        return None, f"the feature store {str(store)!r} cannot be read ({e})"
-    # Opening a store whose settings differ would rebuild it: check first.
-    if found != expected:
-        return None, (f"the feature store {str(store)!r} now holds features made with other "
-                      "settings or for another folder")
     st = FeatureStore(image_dir, settings, store.parent.parent)
     if st.path != store:
         return None, f"the feature store {str(store)!r} no longer belongs to {image_dir!r}"
+    found = st.read_settings()
+    if found is None:
+        return None, (f"the feature store {str(store)!r} no longer exists (run featclust sort "
+                      "again to rebuild it)")
+    if isinstance(found, Exception):
+        return None, f"the feature store {str(store)!r} cannot be read ({found})"
+    # Opening a store whose settings differ would rebuild it: check first.
+    if not st.settings_match(found):
+        return None, (f"the feature store {str(store)!r} now holds features made with other "
+                      "settings or for another folder")
     try:
         with st:
             missing = [p for p in paths if p not in st]

@@ -249,16 +249,35 @@ class FeatureStore:
             self._pending = []
         self._release()
 
-    def _check_settings(self):
-        expected = {"store_format": STORE_FORMAT, "image_dir": self.image_dir,
-                    "settings": self.settings}
-        path = self.path / "settings.json"
+    def _expected_settings(self):
+        return {"store_format": STORE_FORMAT, "image_dir": self.image_dir,
+                "settings": self.settings}
+
+    def read_settings(self):
+        """Read the store's ``settings.json`` without opening (or emptying) the store.
+
+        Returns
+        -------
+        dict, None or Exception
+            The recorded settings, ``None`` if there are none, or the error
+            that made them unreadable. They match this store exactly when
+            :meth:`settings_match` is true.
+        """
         try:
-            found = json.loads(path.read_text(encoding="ascii"))
+            return json.loads((self.path / "settings.json").read_text(encoding="ascii"))
         except FileNotFoundError:
-            found = None
+            return None
         except (OSError, ValueError) as e:
-            found = e
+            return e
+
+    def settings_match(self, found):
+        """Whether settings from :meth:`read_settings` are this store's own."""
+        return found == self._expected_settings()
+
+    def _check_settings(self):
+        expected = self._expected_settings()
+        path = self.path / "settings.json"
+        found = self.read_settings()
         if found == expected:
             return
         if isinstance(found, Exception):
