@@ -157,3 +157,22 @@ def test_kmeans_errors_name_parameter_and_value(params, message):
     with pytest.raises(UsageError) as err:
         FeatureKMeans(**params).fit(np.random.default_rng(0).normal(size=(10, 4)))
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["copy", "symlink", "hardlink"])
+def test_sort_modes_place_every_image(tmp_path, mode):
+    from featclust.sort import OutputFolder, destinations, sort_into_folders
+
+    write_images(tmp_path / "img", [0, 100, 200])
+    paths = sorted(p.name for p in (tmp_path / "img").iterdir())
+    out = OutputFolder(tmp_path / "out", tmp_path / "img")
+    out.claim(destinations(paths, [0, 1, 0], 2))
+    dests = sort_into_folders(tmp_path / "img", out, paths, [0, 1, 0], 2, mode)
+    assert dests == ["cluster_00/im00.png", "cluster_01/im01.png", "cluster_00/im02.png"]
+    for src, rel in zip(paths, dests):
+        dst = tmp_path / "out" / rel
+        assert dst.read_bytes() == (tmp_path / "img" / src).read_bytes()
+        assert dst.is_symlink() == (mode == "symlink")
+        same_inode = os.stat(dst).st_ino == os.stat(tmp_path / "img" / src).st_ino
+        assert same_inode == (mode != "copy")
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == paths
