@@ -110,7 +110,7 @@ def worker(job):
         t0 = time.perf_counter()
         import keras
 
-        from featclust import embed
+        from featclust import device
 
         out = {"import_s": time.perf_counter() - t0, "backend": keras.backend.backend(),
                "keras": keras.__version__}
@@ -118,7 +118,7 @@ def worker(job):
             import tensorflow as tf
 
             out["tensorflow"] = tf.__version__
-        out["device"], cc = embed.accelerator()
+        out["device"], cc = device.accelerator()
         if out["device"] == "gpu":
             out["device"] += f" (compute capability {cc[0]}.{cc[1]})"
         out.update((baseline if job["phase"] == "baseline" else embed_phases)(job))
@@ -137,7 +137,7 @@ def baseline(job):
     from featclust.embed import Embedder
 
     emb = Embedder(weights=job["weights"], precision="float32", layer="block5")
-    model = emb._load_model(keras)
+    model = emb.load_vgg16()
     files = _files(job["images"])[:job["count"]]
 
     def one(path):
@@ -175,7 +175,8 @@ def embed_phases(job):
     from concurrent.futures import ThreadPoolExecutor
 
     from featclust import cli, images
-    from featclust.embed import Embedder, cpu_count
+    from featclust.device import cpu_count
+    from featclust.embed import Embedder
     from featclust.pipeline import embed_folder
 
     emb = Embedder(weights=job["weights"], pooling=job["pooling"], precision=job["precision"],
@@ -252,7 +253,7 @@ def cluster_memory(job):
     start = time.perf_counter()
     with FeatureStore(folder / "images", settings, folder / "store") as st:
         X = st.load([f.path for f in files])
-    model = FeatureKMeans(n_clusters=8, seed=0).fit(X)
+    model = FeatureKMeans(n_clusters=8, random_state=0).fit(X)
     elapsed = time.perf_counter() - start
     from sklearn.metrics import adjusted_rand_score
 
@@ -325,9 +326,9 @@ def agreement(f32, b16, labels, seed=0):
     m = min(len(f32), len(b16))
     a, b = f32[:m], b16[:m]
     cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    la = FeatureKMeans(8, seed=seed).fit(a).labels_
-    lb = FeatureKMeans(8, seed=seed).fit(b).labels_
-    la_other_seed = FeatureKMeans(8, seed=seed + 1).fit(a).labels_
+    la = FeatureKMeans(8, random_state=seed).fit(a).labels_
+    lb = FeatureKMeans(8, random_state=seed).fit(b).labels_
+    la_other_seed = FeatureKMeans(8, random_state=seed + 1).fit(a).labels_
     return {"n": m, "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
             "ari": adjusted_rand_score(la, lb),
             "ari_f32_other_seed": adjusted_rand_score(la, la_other_seed),

@@ -272,7 +272,7 @@ class MapModel:
 
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        base = self.embedder._load_model(keras)
+        base = self.embedder.load_vgg16()
         self._model = keras.Model(base.input,
                                   [base.get_layer(BLOCKS[b]).output for b in (3, 4, 5)])
         self._preprocess = keras.applications.vgg16.preprocess_input
@@ -361,7 +361,7 @@ def cluster(Z, k, method, seed):
     """
     from featclust.cluster import FeatureKMeans
 
-    return FeatureKMeans(n_clusters=k, seed=seed, method=method).fit(Z).labels_
+    return FeatureKMeans(n_clusters=k, random_state=seed, method=method).fit(Z).labels_
 
 
 def scores(labels_true, Z, k, method, seeds):

@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import tempfile
@@ -29,7 +30,8 @@ import numpy as np
 
 from featclust import report, samples
 from featclust.cluster import FeatureKMeans
-from featclust.sort import OutputFolder, write_labels_csv
+from featclust.output import LABELS_CSV, MODEL_NPZ, OutputFolder, RunRecord
+from featclust.tables import labels_csv
 
 
 def make_output(root, n, k, seed=0):
@@ -52,17 +54,18 @@ def make_output(root, n, k, seed=0):
         paths.append(rel)
     print(f"wrote {n} 64x64 images in {time.perf_counter() - t:.1f} s")
 
-    model = FeatureKMeans(n_clusters=k, seed=seed, n_init=1).fit(X)
+    model = FeatureKMeans(n_clusters=k, random_state=seed, n_init=1).fit(X)
     out = OutputFolder(root / "out", image_dir)
-    info = {"image_dir": str(image_dir), "store": None, "feature_settings": None,
-            "clustering": model.get_params(), "created": "benchmark",
-            "embedder": {"weights": "synthetic", "pooling": "avg"},
-            "counts": {"images": n, "bad_files": 0}}
-    out.claim(["labels.csv", "model.npz"], info)
-    out.write_text("labels.csv", write_labels_csv(paths, model.labels_, model.distances_))
-    with open(out.path / "model.npz", "wb") as fh:
-        model.save(fh)
-    out.write_marker(info, "complete")
+    record = RunRecord(command="sort", created="benchmark", image_dir=str(image_dir),
+                       feature_settings={}, clustering=model.get_params(),
+                       embedder={"weights": "synthetic", "pooling": "avg"},
+                       counts={"images": n, "bad_files": 0})
+    out.claim([LABELS_CSV, MODEL_NPZ], record)
+    out.write_text(LABELS_CSV, labels_csv(paths, model.labels_, model.distances_))
+    buf = io.BytesIO()
+    model.save(buf)
+    out.write_bytes(MODEL_NPZ, buf.getvalue())
+    out.write_marker(None, "complete")
     return out.path, X, model
 
 
@@ -75,11 +78,11 @@ def timed(fn, *args, **kwargs):
 
 
 def embed_rate(m):
-    from featclust import make_embedder
+    from featclust.embed import Embedder
 
-    emb = make_embedder(weights="none")
+    emb = Embedder(weights="none")
     gray = np.full((m, 224, 224), 255, np.uint8)
-    emb.embed(gray[:emb.batch_size])  # build and trace once
+    emb.embed(gray[:emb.batch])  # build and trace once
     _, s = timed(emb.embed, gray)
     return m / s
 

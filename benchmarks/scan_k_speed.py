@@ -60,7 +60,8 @@ def main():
 
     from sklearn.metrics import adjusted_rand_score
 
-    from featclust.kscan import KScan, kscan_table, parse_k_range
+    from featclust.kscan import KScan, parse_k_range
+    from featclust.tables import kscan_table
 
     if args.features:
         X, y = np.load(args.features).astype(np.float32), None
@@ -73,7 +74,7 @@ def main():
           f"load average before: {os.getloadavg()[0]:.2f}")
 
     t = time.perf_counter()
-    scan = KScan(ks=ks, seed=args.seed).fit(X)
+    scan = KScan(ks=ks, random_state=args.seed).fit(X)
     elapsed = time.perf_counter() - t
     print(kscan_table(scan.scores_, scan.suggested_k_), end="")
     print(f"suggested k = {scan.suggested_k_}: {scan.reason_}")
@@ -91,7 +92,7 @@ def main():
         for k in ref_ks:
             labels, sil, dt = reference(X, k, args.seed)
             total += dt
-            row = next(r for r in scan.scores_ if r["k"] == k)
+            row = {c: v[list(scan.scores_["k"]).index(k)] for c, v in scan.scores_.items()}
             agree = adjusted_rand_score(labels, scan.labels_[k])
             print(f"  k={k:3d}: {dt:6.1f} s; silhouette {sil:.4f} (scan {row['silhouette']:.4f}); "
                   f"ARI reference vs scan clustering {agree:.3f}"

@@ -5,16 +5,20 @@ the features are clustered with k-means, and the images are copied into one
 folder per cluster. TensorFlow is imported only when images are embedded.
 """
 
-__version__ = "0.1.0"
-
-from .cluster import FeatureKMeans
-from .errors import (FeatclustError, ModelMismatchError, NoImagesError, OutputError,
-                     StoreError, StoreLockedError, UnsafeOutputError, UsageError, WeightsError)
-from .estimator import ImageClusterer
+from ._version import __version__
 from .assign import Assignment, assign_images
+from .cluster import FeatureKMeans
+from .demo import demo
+from .embed import Embedder
+from .errors import (FeatclustError, FeaturesUnavailableError, ModelMismatchError,
+                     NoImagesError, OutputError, OutputFormatError, StoreError,
+                     StoreLockedError, UnsafeOutputError, UsageError, WeightsError)
+from .estimator import ImageClusterer
 from .images import BadFile, ImageFile, scan
 from .kscan import KScan
-from .pipeline import EmbedResult, SortResult, demo, embed_folder, make_embedder, sort_folder
+from .output import RunRecord, SortedFolder, open_sorted
+from .pipeline import EmbedResult, SortResult, embed_folder, embed_inputs, sort_folder
+from .reduce import Reducer
 from .report import ReportResult, write_report
 
 __all__ = [
@@ -22,16 +26,22 @@ __all__ = [
     "Assignment",
     "BadFile",
     "EmbedResult",
+    "Embedder",
     "FeatclustError",
     "FeatureKMeans",
+    "FeaturesUnavailableError",
     "ImageClusterer",
     "ImageFile",
     "KScan",
     "ModelMismatchError",
     "NoImagesError",
     "OutputError",
+    "OutputFormatError",
+    "Reducer",
     "ReportResult",
+    "RunRecord",
     "SortResult",
+    "SortedFolder",
     "StoreError",
     "StoreLockedError",
     "UnsafeOutputError",
@@ -40,7 +50,8 @@ __all__ = [
     "assign_images",
     "demo",
     "embed_folder",
-    "make_embedder",
+    "embed_inputs",
+    "open_sorted",
     "scan",
     "sort_folder",
     "write_report",

@@ -8,21 +8,35 @@ the output cannot be written, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 
-from . import __version__
+from ._version import __version__
+from .checks import MAX_SEED
+from .cluster import METHODS
+from .embed import LAYERS, POOLINGS, PRECISIONS
 from .errors import FeatclustError
+from .report import MAP_METHODS
+from .sort import MODES
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def _int_type(low=1, high=None):
+    """An argparse type: an integer within ``[low, high]``, checked before any work starts."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"{text!r} must be an integer {bounds}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_type(1)
 
 
 def _k_value(text):
@@ -41,17 +55,17 @@ def _feature_options(p):
                    help="VGG16 weights: 'imagenet' (downloaded once by Keras, the default), "
                         "'none' (random, seeded: for trying things offline) or a local "
                         ".h5/.weights.h5 file")
-    g.add_argument("--layer", choices=("block3", "block4", "block5"), default="block4",
+    g.add_argument("--layer", choices=tuple(LAYERS), default="block4",
                    help="the VGG16 block whose pooled output is the feature map "
                         "(default: block4, 14x14x512; see benchmarks/quality.py)")
-    g.add_argument("--pooling", choices=("avg", "max", "gem", "flatten"), default="max",
+    g.add_argument("--pooling", choices=POOLINGS, default="max",
                    help="how the feature map becomes a vector: mean, maximum, generalised "
                         "mean (p=3) or the whole map (default: max)")
     g.add_argument("--tta", action="store_true",
                    help="average the features of the 8 flips and 90-degree rotations of each "
                         "image, for shapes whose orientation should not matter; 8 times the "
                         "embedding time, stored apart from the plain features")
-    g.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
+    g.add_argument("--precision", choices=PRECISIONS,
                    default="auto", help="compute precision of the model (default: auto)")
     g.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="images per forward pass (default: 16 on a CPU, 256 on a GPU)")
@@ -70,12 +84,13 @@ def _cluster_options(p):
                    help="reduce the features to N PCA components first")
     g.add_argument("--normalize", action="store_true",
                    help="L2-normalise the features (cosine k-means)")
-    g.add_argument("--method", choices=("kmeans", "ward"), default="kmeans",
+    g.add_argument("--method", choices=METHODS, default="kmeans",
                    help="k-means (the default) or Ward agglomerative clustering: Ward found "
                         "the shape families a little better in benchmarks/quality.py, but "
                         "needs memory for all pairs of images (at most 20,000)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    g.add_argument("--mode", choices=("copy", "symlink", "hardlink"), default="copy",
+    g.add_argument("--seed", type=_int_type(0, MAX_SEED), default=0, metavar="N",
+                   help=f"random seed, 0 to {MAX_SEED} (default: 0)")
+    g.add_argument("--mode", choices=MODES, default="copy",
                    help="how images get into the cluster folders (default: copy)")
 
 
@@ -84,7 +99,7 @@ def _report_options(p, with_switch=True):
     if with_switch:
         g.add_argument("--no-report", action="store_true",
                        help="do not write OUT_DIR/report/ (montages, map, index.html)")
-    g.add_argument("--map", choices=("auto", "tsne", "pca"), default="auto",
+    g.add_argument("--map", choices=MAP_METHODS, default="auto",
                    help="2-D map of the report: t-SNE, PCA (fast, for very large sets) or "
                         "auto (t-SNE up to 10,000 images; the default)")
 
@@ -129,7 +144,8 @@ def build_parser():
                    help="reduce the features to N PCA components first, as sort --pca")
     p.add_argument("--normalize", action="store_true",
                    help="L2-normalise the features, as sort --normalize")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_int_type(0, MAX_SEED), default=0, metavar="N",
+                   help=f"random seed, 0 to {MAX_SEED} (default: 0)")
     p.add_argument("--out", metavar="DIR",
                    help="write kscan.csv and kscan.png (the scores against k) into DIR: a "
                         "new or empty folder, or a featclust output such as a sorted folder")
@@ -183,13 +199,14 @@ def _progress(quiet):
 
 
 def _embedder(args):
-    from .pipeline import make_embedder
+    from .embed import Embedder
 
     if args.weights == "none":
         print("featclust: warning: --weights none uses random weights; clusters will not "
               "reflect pretrained features", file=sys.stderr)
-    return make_embedder(args.weights, args.pooling, args.precision, args.batch_size,
-                         getattr(args, "seed", 0), layer=args.layer, tta=args.tta)
+    return Embedder(weights=args.weights, pooling=args.pooling, precision=args.precision,
+                    batch_size=args.batch_size, seed=getattr(args, "seed", 0),
+                    layer=args.layer, tta=args.tta)
 
 
 def _report_embed(emb, out):
@@ -216,10 +233,9 @@ def _print_sort(result):
     sizes = ", ".join(str(s) for s in np.bincount(result.model.labels_,
                                                   minlength=result.model.n_clusters))
     print(f"clusters: {result.model.n_clusters} (sizes {sizes})")
-    if getattr(result, "kscan", None) is not None:
+    if result.kscan is not None:
         print(f"k = {result.kscan.suggested_k_}, suggested by the k scan: {result.kscan.reason_}")
-    if getattr(result, "judgement", None) is not None:
-        _print_judgement(result.judgement, len(result.embed.paths))
+    _print_judgement(result.judgement, len(result.embed.paths))
     print(f"output: {result.out_dir}")
     if result.report is not None:
         _print_report(result.report)
@@ -239,25 +255,25 @@ def _cmd_report(args):
     return 0
 
 
-def _fmt_score(x, digits=3):
-    import math
-
-    return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}f}"
-
-
 def _print_judgement(judged, n_images):
+    from .fileio import fmt_num
+    from .scores import LOOSE_FACTOR
+
+    def score(name, digits=3):
+        return fmt_num(s[name], digits) or "n/a"
+
     s = judged.scores
-    print(f"scores: silhouette {_fmt_score(s['silhouette'])}, Davies-Bouldin "
-          f"{_fmt_score(s['davies_bouldin'])}, Calinski-Harabasz "
-          f"{_fmt_score(s['calinski_harabasz'], 1)}, stability {_fmt_score(s['stability'])}")
+    print(f"scores: silhouette {score('silhouette')}, Davies-Bouldin "
+          f"{score('davies_bouldin')}, Calinski-Harabasz "
+          f"{score('calinski_harabasz', 5)}, stability {score('stability')}")
     for r in judged.clusters:
         if r["tiny"]:
             print(f"featclust: warning: cluster {r['cluster']} is tiny ({r['size']} of "
                   f"{n_images} images)", file=sys.stderr)
         if r["loose"]:
             print(f"featclust: warning: the members of cluster {r['cluster']} sit far from "
-                  f"its centre (mean distance {r['mean_distance']:.4g}, more than 1.5 times "
-                  "the median over the clusters)", file=sys.stderr)
+                  f"its centre (mean distance {fmt_num(r['mean_distance'], 4)}, more than "
+                  f"{LOOSE_FACTOR:g} times the median over the clusters)", file=sys.stderr)
     t = judged.truth
     if t is not None:
         print(f"truth: adjusted Rand index {t.ari:.3f}, NMI {t.nmi:.3f} on {t.n_labelled} "
@@ -277,55 +293,57 @@ def _cmd_sort(args):
 
     truth = None
     if args.truth:
-        from .scores import read_truth_csv
+        from .tables import read_truth_csv
 
         truth = read_truth_csv(args.truth)
     result = sort_folder(args.image_dir, args.out_dir, args.clusters, _embedder(args),
-                         args.store, pca=args.pca, normalize=args.normalize, seed=args.seed,
-                         mode=args.mode, progress=_progress(args.quiet),
-                         report=not args.no_report, map_method=args.map, truth=truth,
-                         method=args.method)
+                         args.store, pca=args.pca, normalize=args.normalize,
+                         random_state=args.seed, mode=args.mode,
+                         progress=_progress(args.quiet), report=not args.no_report,
+                         map_method=args.map, truth=truth, method=args.method)
     _print_sort(result)
     return 0
 
 
 def _cmd_scan_k(args):
-    from .kscan import KScan, kscan_table, parse_k_range, save_kscan
+    import os
+
+    from .kscan import KScan, parse_k_range
+    from .output import OutputFolder, RunRecord, save_kscan
     from .pipeline import embed_folder
+    from .tables import kscan_table
 
     ks = parse_k_range(args.k, args.step)
-    scan = KScan(ks=ks, pca=args.pca, normalize=args.normalize, seed=args.seed)
+    scan = KScan(ks=ks, pca=args.pca, normalize=args.normalize, random_state=args.seed)
     scan.check_params()
     if args.out:
-        from .sort import OutputFolder
-
         OutputFolder(args.out, args.image_dir)  # refuse an unsafe folder before embedding
     emb = embed_folder(args.image_dir, _embedder(args), args.store,
                        exclude=[args.out] if args.out else (), progress=_progress(args.quiet))
     _report_embed(emb, sys.stdout)
     scan.fit(emb.features)
-    if scan.ks_ != ks:
+    if list(scan.ks_) != ks:
         print(f"featclust: warning: k above {len(emb.paths) - 1} left out: k-means needs more "
               f"images than clusters ({len(emb.paths)} images)", file=sys.stderr)
     print(kscan_table(scan.scores_, scan.suggested_k_), end="")
     print(f"suggested k: {scan.suggested_k_} ({scan.reason_})")
     if args.out:
-        import os
-
-        info = {"featclust_version": __version__, "command": "scan-k",
-                "image_dir": os.path.abspath(args.image_dir), "feature_settings": emb.settings}
-        for path in save_kscan(args.out, scan, args.image_dir, info):
+        record = RunRecord(command="scan-k", status="writing",
+                           image_dir=os.path.abspath(args.image_dir),
+                           feature_settings=emb.settings)
+        for path in save_kscan(args.out, scan, record, args.image_dir):
             print(f"wrote {path}")
     return 0
 
 
 def _cmd_assign(args):
-    from .assign import assign_images, embedder_for, load_output
+    from .assign import assign_images, embedder_for
+    from .output import open_sorted
 
-    saved = load_output(args.out_dir)
-    embedder = embedder_for(saved, **{k: getattr(args, k, None) for k in _MODEL_FEATURES},
+    folder = open_sorted(args.out_dir)
+    embedder = embedder_for(folder, **{k: getattr(args, k, None) for k in _MODEL_FEATURES},
                             batch_size=args.batch_size)
-    result = assign_images(saved, args.inputs, embedder, args.store,
+    result = assign_images(folder, args.inputs, embedder, args.store,
                            progress=_progress(args.quiet))
     for b in result.bad_files:
         print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
@@ -334,7 +352,7 @@ def _cmd_assign(args):
 
 
 def _cmd_demo(args):
-    from .pipeline import demo
+    from .demo import demo
 
     result = demo(args.out_dir, images_dir=args.images, embedder=_embedder(args),
                   store=args.store, progress=_progress(args.quiet),
@@ -345,6 +363,19 @@ def _cmd_demo(args):
 
 COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo,
             "scan-k": _cmd_scan_k, "assign": _cmd_assign, "report": _cmd_report}
+
+
+#: Python parameters named in library messages, and the options that set them.
+_FLAGS = {"n_clusters": "-k", "random_state": "--seed", "batch_size": "--batch-size",
+          "map_method": "--map", **{name: f"--{name}" for name in (
+              "weights", "pooling", "precision", "layer", "pca", "mode", "method", "store")}}
+_PARAM = re.compile(r"\b(" + "|".join(_FLAGS) + r")=(?=[A-Z]+\b)")
+
+
+def _in_flags(message):
+    """A library message's advice in the command line's words: ``weights=PATH`` becomes
+    ``--weights PATH`` (values received, ``pca=300``, are left as they are)."""
+    return _PARAM.sub(lambda m: _FLAGS[m.group(1)] + " ", message)
 
 
 def main(argv=None):
@@ -366,7 +397,7 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args)
     except FeatclustError as e:
-        print(f"featclust: error: {e}", file=sys.stderr)
+        print(f"featclust: error: {_in_flags(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("featclust: interrupted; features computed so far are kept in the store, "

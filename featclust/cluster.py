@@ -1,4 +1,4 @@
-"""k-means on feature vectors, with optional PCA and L2 normalisation.
+"""k-means (or Ward) on feature vectors, in the space of :class:`~featclust.reduce.Reducer`.
 
 No TensorFlow here: this module works on arrays only.
 """
@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
+from .checks import check_bool, check_choice, check_int, check_random_state
 from .errors import ModelMismatchError, UsageError
+from .reduce import Reducer, check_features
 
 MODEL_FORMAT = 1
 #: Members of a cluster farther from its centre than this percentile of their
@@ -17,31 +21,22 @@ MODEL_FORMAT = 1
 OUTLIER_PERCENTILE = 95
 #: Rows per block when finding the nearest centres.
 NEAREST_BLOCK_ROWS = 4096
-#: With ``pca=None``, features longer than this (``--pooling flatten``: 25,088)
-#: are reduced to :data:`AUTO_PCA` components before k-means.
-AUTO_PCA_MIN_FEATURES = 4096
-AUTO_PCA = 256
-#: A feature matrix larger than this is never copied whole: it is read block by
-#: block (it may be memory-mapped, see :data:`featclust.store.MMAP_BYTES`) and
-#: PCA is a randomized PCA whose passes over the data go block by block
-#: (:func:`blockwise_pca`). Whole-matrix PCA needs about 4 times the matrix; the
-#: blockwise one a few blocks plus (rows + features) x (components + 10) values.
-MAX_IN_MEMORY_BYTES = 64 << 20
-#: Size of one block of rows in that case.
-BLOCK_BYTES = 16 << 20
 #: Clustering methods: k-means, or Ward agglomerative clustering.
 METHODS = ("kmeans", "ward")
 #: Ward needs the n*(n-1)/2 pairwise distances in memory: 20,000 images take 1.6 GB.
 MAX_WARD_IMAGES = 20000
+#: Constructor parameters, in order (also the ``params`` a model file records).
+PARAMS = ("n_clusters", "pca", "whiten", "normalize", "random_state", "n_init", "method")
 
 
-class FeatureKMeans:
-    """k-means on feature vectors, scikit-learn style.
+class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """k-means on feature vectors, a scikit-learn estimator.
 
-    The features are optionally L2-normalised, reduced with PCA and
-    normalised again (cosine, or spherical, k-means), then clustered with
-    :class:`sklearn.cluster.KMeans`. Clusters are numbered by size, largest
-    first, so ``cluster 0`` is the biggest group.
+    The features are reduced by a :class:`~featclust.reduce.Reducer`
+    (optional L2 normalisation and PCA, cosine or spherical k-means when
+    normalised), then clustered with :class:`sklearn.cluster.KMeans`.
+    Clusters are numbered by size, largest first, so ``cluster 0`` is the
+    biggest group.
 
     Parameters
     ----------
@@ -49,15 +44,14 @@ class FeatureKMeans:
     pca : int or None, default None
         Number of PCA components; ``None`` keeps features of up to 4,096
         values as they are and reduces longer ones (flatten pooling) to
-        ``min(256, n_samples)`` components. A matrix larger than
-        :data:`MAX_IN_MEMORY_BYTES` is reduced block by block
-        (:func:`blockwise_pca`, a randomized PCA), so it can be a
+        ``min(256, n_samples)`` components. A large matrix is reduced block
+        by block (:func:`featclust.reduce.blockwise_pca`), so it can be a
         memory-mapped array larger than memory.
     whiten : bool, default False
         Whiten the PCA components.
     normalize : bool, default False
         L2-normalise the vectors before and after PCA.
-    seed : int, default 0
+    random_state : int, default 0
         Random state of PCA and k-means.
     n_init : int, default 4
         k-means restarts; the best inertia wins.
@@ -70,6 +64,8 @@ class FeatureKMeans:
 
     Attributes
     ----------
+    reducer_ : featclust.reduce.Reducer
+        The fitted reduction.
     labels_ : ndarray of shape (n_samples,)
     cluster_centers_ : ndarray of shape (n_clusters, n_reduced)
         Centres in the reduced (and normalised) space.
@@ -83,22 +79,26 @@ class FeatureKMeans:
     n_features_in_ : int
     n_components_ : int or None
         PCA components used (``pca``, or the automatic choice above).
-    pca_mean_, pca_components_, pca_scale_ : ndarray or None
-        The fitted projection (``None`` without PCA).
+
+    A model read by :meth:`load` has no ``labels_``, ``distances_`` or
+    ``inertia_`` (they belong to the fitted images).
     """
 
-    def __init__(self, n_clusters=8, pca=None, whiten=False, normalize=False, seed=0,
+    def __init__(self, n_clusters=8, pca=None, whiten=False, normalize=False, random_state=0,
                  n_init=4, method="kmeans"):
         self.n_clusters = n_clusters
         self.pca = pca
         self.whiten = whiten
         self.normalize = normalize
-        self.seed = seed
+        self.random_state = random_state
         self.n_init = n_init
         self.method = method
 
     def check_params(self):
-        """Validate the parameters that do not depend on the data.
+        """Validate the parameters that do not depend on the data (:meth:`fit` does too).
+
+        Callers that do expensive work before fitting (embedding a folder)
+        call this first to fail fast.
 
         Raises
         ------
@@ -107,134 +107,92 @@ class FeatureKMeans:
         """
         check_int("n_clusters", self.n_clusters)
         check_int("pca", self.pca, none_ok=True)
+        check_bool("whiten", self.whiten)
+        check_bool("normalize", self.normalize)
+        check_random_state("random_state", self.random_state)
         check_int("n_init", self.n_init)
-        if self.method not in METHODS:
-            raise UsageError(f"method={self.method!r} is not one of {', '.join(METHODS)}")
+        check_choice("method", self.method, METHODS)
 
-    def _validate(self, X):
-        self.check_params()
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2:
-            raise UsageError(f"features must be a 2-D array, got shape {X.shape}")
-        n, d = X.shape
-        k = self.n_clusters
-        if k > n:
-            raise UsageError(f"n_clusters={k} is larger than the number of images ({n})")
-        if self.method == "ward" and n > MAX_WARD_IMAGES:
-            raise UsageError(f"method='ward' needs memory for all pairs of images: at most "
-                             f"{MAX_WARD_IMAGES} images, got {n}; use k-means")
-        if self.pca is not None:
-            if self.pca > min(n, d):
-                raise UsageError(f"pca={self.pca} is larger than min(number of images, "
-                                 f"feature length) = {min(n, d)}")
-        if not all(np.isfinite(block).all() for block in _blocks(X)):
-            raise UsageError("features contain NaN or infinite values")
-        return X
-
-    def fit(self, X):
-        """Fit PCA (if asked) and k-means (or Ward).
+    def fit(self, X, y=None):
+        """Fit the reduction, then k-means (or Ward).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        y : ignored
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        UsageError
+            Naming the parameter and the value received, or describing ``X``.
         """
         from sklearn.cluster import KMeans
 
-        Z = self.fit_reduce(X)
+        self.check_params()
+        X = check_features(self, X, reset=True)
+        n, k = len(X), self.n_clusters
+        if k > n:
+            raise UsageError(f"n_clusters={k} is larger than the number of images ({n})"
+                             + ("; X holds only 1 sample" if n == 1 else ""))
+        if self.method == "ward" and n > MAX_WARD_IMAGES:
+            raise UsageError(f"method='ward' needs memory for all pairs of images: at most "
+                             f"{MAX_WARD_IMAGES} images, got {n}; use method='kmeans'")
+        reducer = Reducer(self.pca, self.whiten, self.normalize, self.random_state)
+        reducer._fit(X)  # X is checked
+        Z = reducer._transform(X)
         if self.method == "ward":
             from sklearn.cluster import AgglomerativeClustering
 
-            labels = AgglomerativeClustering(self.n_clusters, linkage="ward").fit_predict(Z)
+            labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(Z)
             centers = np.stack([Z[labels == c].mean(axis=0, dtype=np.float64)
-                                for c in range(self.n_clusters)])
+                                for c in range(k)])
         else:
-            km = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, random_state=self.seed)
+            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
             labels = km.fit_predict(Z)
             centers = km.cluster_centers_
-        order = np.argsort(-np.bincount(labels, minlength=self.n_clusters), kind="stable")
+        order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
+        self.reducer_ = reducer
+        self.n_components_ = reducer.n_components_
         self.cluster_centers_ = centers[order].astype(np.float32)
         self.labels_, self.distances_ = self._nearest(Z)
         self.inertia_ = float(np.sum(self.distances_ ** 2))
         self.thresholds_ = np.array(
             [np.percentile(self.distances_[self.labels_ == c], OUTLIER_PERCENTILE)
-             if np.any(self.labels_ == c) else 0.0 for c in range(self.n_clusters)],
-            dtype=np.float32)
+             if np.any(self.labels_ == c) else 0.0 for c in range(k)], dtype=np.float32)
         return self
 
-    def fit_reduce(self, X):
-        """Fit the reduction only (normalisation and PCA) and return the reduced features.
-
-        :meth:`fit` starts with this; the k scan (:mod:`featclust.kscan`)
-        uses it to work in the same space as the clustering.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
+    def reduce(self, X):
+        """Map features into the space the centres live in (as ``reducer_.transform``).
 
         Returns
         -------
-        ndarray of shape (n_samples, n_reduced)
+        ndarray of shape (n_samples, n_reduced), float32
         """
-        from sklearn.decomposition import PCA
+        check_is_fitted(self, "cluster_centers_")
+        X = check_features(self, X, reset=False)
+        return self.reducer_._transform(X)
 
-        X = self._validate(X)
-        n, d = X.shape
-        self.n_features_in_ = d
-        self.pca_mean_ = self.pca_components_ = self.pca_scale_ = None
-        c = self.pca
-        if c is None and d > AUTO_PCA_MIN_FEATURES:
-            c = min(AUTO_PCA, n, d)
-        self.n_components_ = c
-        if c is not None:
-            if X.nbytes > MAX_IN_MEMORY_BYTES:
-                mean, components, variance = blockwise_pca(X, c, self.normalize, self.seed)
-            else:
-                pca = PCA(n_components=c, random_state=self.seed).fit(_l2(X) if self.normalize
-                                                                      else X)
-                mean, components, variance = pca.mean_, pca.components_, pca.explained_variance_
-            self.pca_mean_ = mean.astype(np.float32)
-            self.pca_components_ = components.astype(np.float32)
-            scale = np.sqrt(variance) if self.whiten else np.ones(c)
-            self.pca_scale_ = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        return self.reduce(X)
-
-    def reduce(self, X):
-        """Map features into the space the centres live in (block by block)."""
-        X = np.asarray(X, dtype=np.float32)
-        if X.nbytes <= BLOCK_BYTES:
-            return self._reduce_block(X)
-        return np.concatenate([self._reduce_block(block) for block in _blocks(X)])
-
-    def _reduce_block(self, Z):
-        if self.normalize:
-            Z = _l2(Z)
-        if self.pca_components_ is not None:
-            # float64, so that an image gets the same reduced vector (to float32
-            # precision) whether it is projected alone or among thousands.
-            W = self.pca_components_.T.astype(np.float64)
-            Z = (((Z.astype(np.float64) - self.pca_mean_) @ W) / self.pca_scale_).astype(np.float32)
-            if self.normalize:
-                Z = _l2(Z)
-        return Z
-
-    def _nearest(self, Z):
+    def _squared_distances(self, Z):
         # float64 and in blocks: the squared-distance expansion loses digits to
         # cancellation in float32, enough to flip a near tie between the sort and
         # a later predict of the same image; float64 leaves no practical tie.
         C = np.asarray(self.cluster_centers_, dtype=np.float64)
         c2 = np.sum(C ** 2, axis=1)
-        labels = np.empty(len(Z), np.int64)
-        dist = np.empty(len(Z), np.float32)
         for start in range(0, len(Z), NEAREST_BLOCK_ROWS):
             B = np.asarray(Z[start:start + NEAREST_BLOCK_ROWS], dtype=np.float64)
-            d2 = np.sum(B ** 2, axis=1)[:, None] - 2 * B @ C.T + c2[None, :]
+            yield start, np.sum(B ** 2, axis=1)[:, None] - 2 * B @ C.T + c2[None, :]
+
+    def _nearest(self, Z):
+        labels = np.empty(len(Z), np.int64)
+        dist = np.empty(len(Z), np.float32)
+        for start, d2 in self._squared_distances(Z):
             best = np.argmin(d2, axis=1)
-            labels[start:start + len(B)] = best
-            dist[start:start + len(B)] = np.sqrt(np.maximum(d2[np.arange(len(B)), best], 0.0))
+            labels[start:start + len(d2)] = best
+            dist[start:start + len(d2)] = np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0.0))
         return labels, dist
 
     def predict(self, X):
@@ -249,24 +207,28 @@ class FeatureKMeans:
 
         Returns
         -------
-        labels : ndarray of shape (n_samples,)
-        distances : ndarray of shape (n_samples,)
+        labels : ndarray of shape (n_samples,), int64
+        distances : ndarray of shape (n_samples,), float32
         """
-        self._check_fitted()
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise UsageError(f"features of shape {X.shape} do not match the "
-                             f"{self.n_features_in_} features the model was fitted on")
         return self._nearest(self.reduce(X))
 
-    def _check_fitted(self):
-        if not hasattr(self, "cluster_centers_"):
-            raise UsageError("this FeatureKMeans is not fitted yet; call fit first")
+    def transform(self, X):
+        """Distance of each feature vector to every centre (as ``KMeans.transform``).
 
-    def get_params(self, deep=True):
-        """Constructor parameters, as scikit-learn estimators report them."""
-        return {k: getattr(self, k) for k in
-                ("n_clusters", "pca", "whiten", "normalize", "seed", "n_init", "method")}
+        Returns
+        -------
+        ndarray of shape (n_samples, n_clusters), float32
+        """
+        Z = self.reduce(X)
+        out = np.empty((len(Z), len(self.cluster_centers_)), np.float32)
+        for start, d2 in self._squared_distances(Z):
+            out[start:start + len(d2)] = np.sqrt(np.maximum(d2, 0.0))
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
 
     def save(self, path, extra=None):
         """Save the fitted model as ``.npz`` (arrays and JSON settings; no pickle).
@@ -277,25 +239,30 @@ class FeatureKMeans:
         extra : dict, optional
             JSON-able metadata stored with the model (e.g. feature settings).
         """
-        self._check_fitted()
+        check_is_fitted(self, "cluster_centers_")
         meta = {"format": MODEL_FORMAT, "params": self.get_params(),
                 "n_features_in": int(self.n_features_in_), "extra": extra or {}}
         arrays = {"cluster_centers": self.cluster_centers_, "thresholds": self.thresholds_,
                   "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
-        if self.pca_components_ is not None:
-            arrays.update(pca_mean=self.pca_mean_, pca_components=self.pca_components_,
-                          pca_scale=self.pca_scale_)
+        r = self.reducer_
+        if r.components_ is not None:
+            arrays.update(pca_mean=r.mean_, pca_components=r.components_, pca_scale=r.scale_)
         np.savez(path, **arrays)
 
     @classmethod
     def load(cls, path):
-        """Load a model written by :meth:`save`.
+        """Load a model written by :meth:`save` (also by featclust versions that said ``seed``).
 
         Returns
         -------
         model : FeatureKMeans
         extra : dict
             The metadata given to :meth:`save`.
+
+        Raises
+        ------
+        ModelMismatchError
+            If the file cannot be read or is of another format.
         """
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -303,106 +270,62 @@ class FeatureKMeans:
                 if meta.get("format") != MODEL_FORMAT:
                     raise ModelMismatchError(f"model file {str(path)!r} has format "
                                              f"{meta.get('format')}, expected {MODEL_FORMAT}")
-                model = cls(**meta["params"])
-                model.n_features_in_ = meta["n_features_in"]
+                params = dict(meta["params"])
+                if "seed" in params:
+                    params["random_state"] = params.pop("seed")
+                model = cls(**{k: v for k, v in params.items() if k in PARAMS})
+                pca = "pca_components" in data
+                r = Reducer(model.pca, model.whiten, model.normalize, model.random_state)
+                r.n_features_in_ = model.n_features_in_ = int(meta["n_features_in"])
+                r.mean_ = data["pca_mean"] if pca else None
+                r.components_ = data["pca_components"] if pca else None
+                r.scale_ = data["pca_scale"] if pca else None
+                r.n_components_ = model.n_components_ = len(r.components_) if pca else None
+                model.reducer_ = r
                 model.cluster_centers_ = data["cluster_centers"]
                 model.thresholds_ = data["thresholds"]
-                pca = "pca_components" in data
-                model.pca_mean_ = data["pca_mean"] if pca else None
-                model.pca_components_ = data["pca_components"] if pca else None
-                model.pca_scale_ = data["pca_scale"] if pca else None
-                model.n_components_ = len(model.pca_components_) if pca else None
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelMismatchError(f"cannot read model file {str(path)!r}: {e}") from None
         return model, meta["extra"]
 
 
-def blockwise_pca(X, n_components, normalize=False, seed=0, n_iter=4, n_oversamples=10):
-    """Randomized PCA (Halko, Martinsson and Tropp, 2011) reading ``X`` block by block.
+def subsample_kmeans(F, k, n_runs, n_init, fit_size, rng):
+    """``n_runs`` fast k-means fits, each on a random subsample of ``fit_size`` rows.
 
-    Every pass over the data multiplies one block of rows at a time, so ``X``
-    can be a memory-mapped matrix larger than memory: besides a block, only
-    ``(n_samples + n_features) x (n_components + n_oversamples)`` values are
-    held. The data are centred on the fly, never copied.
+    Every row then gets its nearest centre. The k scan and the stability
+    score of a model (:func:`featclust.scores.model_scores`) run k-means so.
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-    n_components : int
-    normalize : bool
-        L2-normalise each row before the PCA.
-    seed : int
-    n_iter : int
-        Power iterations (``n_iter + 3`` passes over the data in all).
-    n_oversamples : int
+    F : ndarray of shape (n_samples, n_features)
+        Usually :func:`featclust.reduce.fitting_space` of the reduced features.
+    k, n_runs, n_init, fit_size : int
+    rng : numpy.random.Generator
+        Draws the subsamples and the k-means seeds.
 
     Returns
     -------
-    mean : ndarray of shape (n_features,)
-    components : ndarray of shape (n_components, n_features)
-        Rows of unit length, largest variance first, signs as scikit-learn's.
-    explained_variance : ndarray of shape (n_components,)
+    labels : ndarray of shape (n_samples,)
+        Labels of the run of lowest inertia.
+    runs : list of ndarray
+        The labels of every run (their agreement is the stability).
     """
-    from sklearn.utils.extmath import svd_flip
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
-    n, d = X.shape
-    blocks = _blocks(X)
-
-    def rows(block):
-        return (_l2(block) if normalize else block).astype(np.float32, copy=False)
-
-    mean = sum(rows(b).sum(axis=0, dtype=np.float64) for b in blocks) / n
-    mean32 = mean.astype(np.float32)
-
-    def centred_times(Q):  # (X - mean) @ Q
-        return np.concatenate([rows(b) @ Q for b in blocks]) - mean32 @ Q
-
-    def centred_t_times(Y):  # (X - mean).T @ Y
-        out = np.zeros((d, Y.shape[1]), np.float32)
-        start = 0
-        for b in blocks:
-            out += rows(b).T @ Y[start:start + len(b)]
-            start += len(b)
-        return out - np.outer(mean32, Y.sum(axis=0))
-
-    k = min(n_components + n_oversamples, n, d)
-    Q = np.random.default_rng(seed).standard_normal((d, k)).astype(np.float32)
-    Y = centred_times(Q)
-    for _ in range(n_iter):
-        Y = np.linalg.qr(Y)[0]
-        Y = centred_times(np.linalg.qr(centred_t_times(Y))[0])
-    Y = np.linalg.qr(Y)[0]
-    U, S, Vt = np.linalg.svd(centred_t_times(Y).T.astype(np.float64), full_matrices=False)
-    U, Vt = svd_flip(U, Vt, u_based_decision=False)
-    return mean, Vt[:n_components], S[:n_components] ** 2 / max(n - 1, 1)
-
-
-def _blocks(X, min_rows=1):
-    """Consecutive row blocks of ``X`` of about :data:`BLOCK_BYTES` each (one if smaller).
-
-    Every block has at least ``min_rows`` rows when ``X`` has that many.
-    """
-    n = len(X)
-    rows = max(min_rows, BLOCK_BYTES // max(1, X.itemsize * int(np.prod(X.shape[1:]))), 1)
-    if X.nbytes <= BLOCK_BYTES or n <= rows:
-        return [X]
-    count = n // rows  # every block gets at least ``rows`` rows
-    bounds = np.linspace(0, n, count + 1).astype(int)
-    return [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def check_int(name, value, low=1, none_ok=False):
-    """Raise :class:`UsageError` unless ``value`` is an integer of at least ``low``.
-
-    The message names the parameter and the value received.
-    """
-    if value is None and none_ok:
-        return
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        wanted = "a positive integer" if low == 1 else f"an integer of at least {low}"
-        raise UsageError(f"{name}={value!r} must be {wanted}" + (" or None" if none_ok else ""))
-
-
-def _l2(X):
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0)
+    n = len(F)
+    sq = np.sum(F ** 2, axis=1)
+    runs, inertias = [], []
+    for _ in range(n_runs):
+        rows = np.sort(rng.choice(n, fit_size, replace=False)) if n > fit_size else slice(None)
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=int(rng.integers(2 ** 31)))
+        # One thread: on a few thousand rows, syncing threads costs more than it
+        # saves (3-10 times slower on a busy 2-core machine).
+        with threadpool_limits(1):
+            km.fit(F[rows])
+        centers = km.cluster_centers_.astype(np.float32)
+        d2 = sq[:, None] - 2 * (F @ centers.T) + np.sum(centers ** 2, axis=1)[None, :]
+        labels = np.argmin(d2, axis=1)
+        runs.append(labels)
+        inertias.append(float(np.sum(np.maximum(d2[np.arange(n), labels], 0))))
+    return runs[int(np.argmin(inertias))], runs

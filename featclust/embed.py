@@ -1,9 +1,10 @@
 """Turning decoded images into feature vectors with VGG16.
 
 This is the only module that imports TensorFlow and Keras, and it does so
-lazily, when a model is first built. The whole path from the uint8 grayscale
-batch to the pooled vector is one Keras model, run as a compiled predict step
-on fixed-size batches, so it runs on any Keras backend: TensorFlow by default,
+lazily, when a model is first built (or :mod:`featclust.device` asks the
+backend about a GPU). The whole path from the uint8 grayscale batch to the
+pooled vector is one Keras model, run as a compiled predict step on
+fixed-size batches, so it runs on any Keras backend: TensorFlow by default,
 JAX with ``KERAS_BACKEND=jax``.
 """
 
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from . import images
+from .checks import check_bool, check_choice, check_int
+from .device import PRECISIONS, cpu_count, gpu_available, resolve_precision
 from .errors import UsageError, WeightsError
 
 POOLINGS = ("avg", "max", "gem", "flatten")
@@ -25,8 +26,7 @@ POOLINGS = ("avg", "max", "gem", "flatten")
 LAYERS = {"block3": (28, 256), "block4": (14, 512), "block5": (7, 512)}
 #: Exponent of generalised-mean pooling.
 GEM_P = 3.0
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-INPUT_SIZE = 224
+INPUT_SIZE = images.INPUT_SIZE
 #: Bumped whenever the features for the same pixels and settings change.
 FEATURE_VERSION = 1
 IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -41,6 +41,8 @@ VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 256
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+#: The constructor parameters of :class:`Embedder`.
+_PARAMS = ("weights", "pooling", "precision", "batch_size", "seed", "jit_compile", "layer", "tta")
 
 
 def _keras():
@@ -85,14 +87,6 @@ def _configure_tensorflow(tf):
         pass
 
 
-def cpu_count():
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def keras_weights_path():
     """Where Keras keeps (and looks for) the downloaded ImageNet weights file."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -123,77 +117,6 @@ def weights_identity(weights, seed=0):
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return f"file:sha256={digest.hexdigest()}"
-
-
-def accelerator():
-    """The GPU the Keras backend will use, if any.
-
-    Returns
-    -------
-    kind : {"gpu", "cpu"}
-    compute_capability : tuple of int or None
-        ``(major, minor)`` of the first GPU, ``(0, 0)`` if unknown.
-    """
-    keras, tf = _keras()
-    backend = keras.backend.backend()
-    if tf is not None:
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-            return "gpu", tuple(cc or (0, 0))
-    elif backend == "jax":
-        import jax
-
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        if gpus:
-            return "gpu", _version_tuple(getattr(gpus[0], "compute_capability", "0.0"))
-    elif backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            return "gpu", tuple(torch.cuda.get_device_capability(0))
-    return "cpu", None
-
-
-def _version_tuple(text):
-    try:
-        return tuple(int(p) for p in str(text).split(".")[:2])
-    except ValueError:
-        return (0, 0)
-
-
-def gpu_available():
-    """Whether the Keras backend sees a GPU."""
-    return accelerator()[0] == "gpu"
-
-
-def resolve_precision(precision):
-    """Turn ``"auto"`` into the precision the hardware runs fastest.
-
-    ``auto`` is bfloat16 on a GPU of compute capability 8.0 or later and on a
-    CPU with AMX or AVX512-BF16 (which multiply bfloat16 in hardware), float32
-    elsewhere: without them bfloat16 is emulated and slower than float32.
-    """
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    kind, cc = accelerator()
-    if kind == "gpu":
-        return "bfloat16" if cc >= (8, 0) else "float32"
-    return "bfloat16" if cpu_has_bf16() else "float32"
-
-
-def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
-    """Whether the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16 flags)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return bool({"amx_bf16", "avx512_bf16"} & set(line.split(":", 1)[-1].split()))
-    return False
 
 
 class Embedder:
@@ -236,17 +159,13 @@ class Embedder:
 
     def __init__(self, weights="imagenet", pooling="max", precision="auto", batch_size=None,
                  seed=0, jit_compile=None, layer="block4", tta=False):
-        if pooling not in POOLINGS:
-            raise UsageError(f"pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
-        if layer not in LAYERS:
-            raise UsageError(f"layer={layer!r} is not one of {', '.join(LAYERS)}")
-        if not isinstance(tta, bool):
-            raise UsageError(f"tta={tta!r} must be True or False")
-        if batch_size is not None and (not isinstance(batch_size, int)
-                                       or isinstance(batch_size, bool) or batch_size < 1):
-            raise UsageError(f"batch_size={batch_size!r} must be a positive integer or None")
-        if precision not in PRECISIONS:
-            raise UsageError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+        check_choice("pooling", pooling, POOLINGS)
+        check_choice("layer", layer, tuple(LAYERS))
+        check_bool("tta", tta)
+        check_int("batch_size", batch_size, none_ok=True)
+        check_choice("precision", precision, PRECISIONS)
+        check_int("seed", seed, low=0)
+        check_choice("jit_compile", jit_compile, (None, True, False))
         self.weights = str(weights)
         self.pooling = pooling
         self.precision = precision
@@ -259,6 +178,38 @@ class Embedder:
         self._precision = None
         self._batch = None
         self._model = None
+
+    def get_params(self):
+        """The constructor's parameters, as given (``weights`` as a string).
+
+        Returns
+        -------
+        dict
+            JSON-able; ``Embedder.from_params(e.get_params())`` makes the same
+            features as ``e``.
+        """
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    @classmethod
+    def from_params(cls, params, **overrides):
+        """An embedder from saved parameters (as :meth:`get_params` returns them).
+
+        Parameters
+        ----------
+        params : dict
+            Keys that are not parameters of :class:`Embedder` are ignored, so
+            a record written by another featclust version can be read.
+        **overrides
+            Parameters that replace the saved ones; those given as ``None``
+            are ignored (keep the saved value).
+
+        Returns
+        -------
+        Embedder
+        """
+        kwargs = {k: v for k, v in params.items() if k in _PARAMS}
+        kwargs.update((k, v) for k, v in overrides.items() if v is not None and k in _PARAMS)
+        return cls(**kwargs)
 
     @property
     def dim(self):
@@ -307,7 +258,7 @@ class Embedder:
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(_POLICIES[precision])
         try:
-            vgg = self._load_model(keras)
+            vgg = self.load_vgg16()
             if self.layer != "block5":
                 vgg = keras.Model(vgg.input, vgg.get_layer(f"{self.layer}_pool").output)
         finally:
@@ -324,7 +275,23 @@ class Embedder:
         self._model = model
         return model
 
-    def _load_model(self, keras):
+    def load_vgg16(self):
+        """Keras' VGG16 without its top (up to ``block5_pool``), with these weights.
+
+        The model is made in the current Keras dtype policy; :meth:`build`
+        wraps it into the feature model. Benchmarks use it directly.
+
+        Returns
+        -------
+        keras.Model
+            From ``(batch, 224, 224, 3)`` preprocessed input to the block5 maps.
+
+        Raises
+        ------
+        WeightsError
+            If the weights cannot be downloaded or loaded.
+        """
+        keras, _ = _keras()
         shape = (INPUT_SIZE, INPUT_SIZE, 3)
         if self.weights == "imagenet":
             try:
@@ -335,7 +302,7 @@ class Embedder:
                     f"cannot get the ImageNet weights of VGG16 ({_first_line(e)}). "
                     f"Keras expects the file {IMAGENET_FILE} at {keras_weights_path()}: "
                     f"download it from {IMAGENET_URL} on a machine with internet and put it "
-                    f"there, or pass --weights PATH with a local weights file"
+                    f"there, or pass weights=PATH with a local weights file"
                 ) from None
         model = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
         if self.weights == "none":
@@ -345,7 +312,7 @@ class Embedder:
             model.load_weights(self.weights)
         except Exception as e:  # h5py and Keras raise many types for a bad file
             raise WeightsError(
-                f"cannot load weights file {self.weights!r} into VGG16 without top: "
+                f"cannot load weights={self.weights!r} into VGG16 without top: "
                 f"{_first_line(e)}"
             ) from None
         return model
@@ -439,67 +406,3 @@ def _random_weights(model, seed):
 def _first_line(exc):
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def iter_features(files, embedder, workers=None, prefetch_batches=2):
-    """Decode files in background threads and embed them batch by batch.
-
-    While the model runs on one batch, the threads decode the next ones, so
-    decoding is hidden behind the model. Memory holds at most
-    ``prefetch_batches + 1`` batches of pixels, however many files there are.
-
-    Parameters
-    ----------
-    files : iterable of featclust.images.ImageFile
-        Files to embed, in order.
-    embedder : Embedder
-    workers : int, optional
-        Decoding threads; defaults to the number of CPUs.
-    prefetch_batches : int
-        How many batches to decode ahead of the model.
-
-    Yields
-    ------
-    good : list of (ImageFile, str)
-        The files of this batch that decoded, with their content hashes.
-    features : numpy.ndarray
-        ``(len(good), dim)`` float32.
-    bad : list of featclust.images.BadFile
-        Files of this batch that could not be used.
-    """
-    bs = embedder.batch
-    workers = workers or cpu_count()
-
-    def work(f):
-        try:
-            pixels, digest = images.load(f, INPUT_SIZE)
-            return f, digest, pixels, None
-        except images.BadImageError as e:
-            return f, None, None, str(e)
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="featclust-decode") as pool:
-        pending = deque()
-        it = iter(files)
-        limit = bs * (prefetch_batches + 1)
-
-        def fill():
-            while len(pending) < limit:
-                f = next(it, None)
-                if f is None:
-                    return
-                pending.append(pool.submit(work, f))
-
-        fill()
-        while pending:
-            good, stack, bad = [], [], []
-            while pending and len(stack) < bs:
-                f, digest, pixels, reason = pending.popleft().result()
-                fill()
-                if reason is None:
-                    good.append((f, digest))
-                    stack.append(pixels)
-                else:
-                    bad.append(images.BadFile(f.path, reason))
-            feats = (embedder.embed_batch(np.stack(stack)) if stack
-                     else np.zeros((0, embedder.dim), np.float32))
-            yield good, feats, bad

@@ -47,3 +47,12 @@ class OutputError(FeatclustError):
     """Writing the output folder failed (disk full, no permission) (exit code 4)."""
 
     exit_code = 4
+
+
+class OutputFormatError(FeatclustError):
+    """An output folder's record (``featclust.json``) or a file beside it is of
+    another format version, or damaged."""
+
+
+class FeaturesUnavailableError(StoreError):
+    """The features a sorted folder was made from are no longer in the store."""

@@ -1,29 +1,47 @@
-"""A scikit-learn-style estimator over the whole pipeline."""
+"""A scikit-learn estimator over the whole pipeline: image files in, clusters out."""
 
 from __future__ import annotations
 
 import os
 
-from .assign import Assignment, assign_features, embed_paths, embedder_for, load_output
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .checks import check_int
 from .cluster import FeatureKMeans
-from .errors import UsageError
-from .kscan import choose_k
-from .pipeline import embed_folder, make_embedder
+from .errors import NoImagesError, UsageError
 
 
-class ImageClusterer:
-    """Cluster the images of a folder by their VGG16 features.
+def _inputs(X):
+    """``X`` (a folder, an image path, or a list of them) as a list of paths."""
+    if isinstance(X, (str, os.PathLike)):
+        return [X]
+    if isinstance(X, (list, tuple)) and X and all(isinstance(x, (str, os.PathLike)) for x in X):
+        return list(X)
+    raise UsageError(f"X={X!r} must be a folder, an image file or a non-empty list of folders "
+                     "and image files")
+
+
+class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Cluster images by their VGG16 features.
+
+    :meth:`fit`, :meth:`predict`, :meth:`transform` and :meth:`assign` all
+    take ``X`` as a folder (its images, found as ``featclust sort`` finds
+    them), one image file, or a list of folders and image files. Features
+    go through the feature store, so an image is embedded once.
 
     Parameters
     ----------
     n_clusters : int or "auto", default 8
         ``"auto"``: the k a scan of 2..30 suggests (see ``kscan_``).
     weights : str, default "imagenet"
-        ``"imagenet"``, ``"none"`` (random, seeded) or a weights file path.
+        ``"imagenet"``, ``"none"`` (random, seeded with ``random_state``) or
+        a weights file path.
     pooling : {"avg", "max", "gem", "flatten"}, default "max"
     pca : int or None, default None
     normalize : bool, default False
-    seed : int, default 0
+    random_state : int, default 0
+        Random state of the clustering (and of the random weights).
     store : path-like or None, default None
         Feature store root; default under the user's cache folder.
     batch_size : int or None, default None
@@ -33,83 +51,124 @@ class ImageClusterer:
         The VGG16 block whose output is pooled.
     tta : bool, default False
         Average the features of the 8 flips and 90-degree rotations.
+    method : {"kmeans", "ward"}, default "kmeans"
+        See :class:`featclust.cluster.FeatureKMeans`.
 
     Attributes
     ----------
     paths_ : list of str
-        Relative paths of the clustered images.
+        The clustered images: relative to the folder for a folder, as given
+        otherwise.
     features_ : ndarray of shape (n_images, n_features)
     labels_ : ndarray of shape (n_images,)
     cluster_centers_ : ndarray of shape (n_clusters, n_reduced)
     distances_ : ndarray of shape (n_images,)
-    model_ : FeatureKMeans
+    model_ : featclust.cluster.FeatureKMeans
+    embedder_ : featclust.embed.Embedder
     kscan_ : featclust.kscan.KScan or None
         The scan that chose k (with ``n_clusters="auto"``).
-    image_dir_ : str
-        The clustered folder.
-    embed_result_ : featclust.EmbedResult
+    image_dir_ : str or None
+        The clustered folder (``None`` when ``X`` was not one folder).
+    embed_result_ : featclust.pipeline.EmbedResult or None
+        What embedding the folder did (``None`` when ``X`` was not one folder).
+    bad_files_ : list of featclust.images.BadFile
+        Inputs that could not be used, left out of the clustering.
 
     Examples
     --------
     >>> est = ImageClusterer(n_clusters=4, weights="none").fit("images/")  # doctest: +SKIP
-    >>> est.predict(["images/new.png"])                                     # doctest: +SKIP
+    >>> est.predict("images/new.png")                                       # doctest: +SKIP
     """
 
     def __init__(self, n_clusters=8, weights="imagenet", pooling="max", pca=None,
-                 normalize=False, seed=0, store=None, batch_size=None, precision="auto",
-                 layer="block4", tta=False):
+                 normalize=False, random_state=0, store=None, batch_size=None,
+                 precision="auto", layer="block4", tta=False, method="kmeans"):
         self.n_clusters = n_clusters
         self.weights = weights
         self.pooling = pooling
         self.pca = pca
         self.normalize = normalize
-        self.seed = seed
+        self.random_state = random_state
         self.store = store
         self.batch_size = batch_size
         self.precision = precision
         self.layer = layer
         self.tta = tta
+        self.method = method
 
-    def _embedder(self):
-        if getattr(self, "_embedder_", None) is None:
-            self._embedder_ = make_embedder(self.weights, self.pooling, self.precision,
-                                            self.batch_size, self.seed, layer=self.layer,
-                                            tta=self.tta)
-        return self._embedder_
+    def _model(self, n_clusters):
+        model = FeatureKMeans(n_clusters, pca=self.pca, normalize=self.normalize,
+                              random_state=self.random_state, method=self.method)
+        model.check_params()
+        return model
 
-    def fit(self, image_dir, y=None):
-        """Embed the folder's images (reusing the store) and cluster them.
+    def fit(self, X, y=None):
+        """Embed the images (reusing the store) and cluster them.
 
         Parameters
         ----------
-        image_dir : path-like
+        X : path-like or list of path-like
+            A folder, an image file, or a list of folders and image files.
         y : ignored
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        UsageError
+            For an invalid parameter (before anything is embedded) or input.
+        NoImagesError
+            If no input is a usable image.
         """
+        from .embed import Embedder
+        from .kscan import choose_k
+        from .pipeline import embed_folder, embed_inputs
+
         auto = isinstance(self.n_clusters, str) and self.n_clusters == "auto"
-        model = FeatureKMeans(2 if auto else self.n_clusters, pca=self.pca,
-                              normalize=self.normalize, seed=self.seed)
-        model.check_params()
-        self._embedder_ = None
-        emb = embed_folder(image_dir, self._embedder(), self.store)
-        self.kscan_ = None
+        if not auto:
+            check_int("n_clusters", self.n_clusters)
+        model = self._model(2 if auto else self.n_clusters)
+        inputs = _inputs(X)
+        embedder = Embedder(weights=self.weights, pooling=self.pooling,
+                            precision=self.precision, batch_size=self.batch_size,
+                            seed=self.random_state, layer=self.layer, tta=self.tta)
+        if len(inputs) == 1 and os.path.isdir(inputs[0]):
+            emb = embed_folder(inputs[0], embedder, self.store)
+            paths, features, bad = emb.paths, emb.features, emb.bad_files
+            image_dir = os.path.abspath(inputs[0])
+        else:
+            paths, features, bad = embed_inputs(inputs, embedder, self.store, image_dir=None)
+            emb = image_dir = None
+            if not paths:
+                raise NoImagesError("none of the inputs is a usable image"
+                                    + (f" ({bad[0].path}: {bad[0].reason})" if bad else ""))
+        kscan = None
         if auto:
-            self.kscan_ = choose_k(emb.features, pca=self.pca, normalize=self.normalize,
-                                   seed=self.seed)
-            model.n_clusters = self.kscan_.suggested_k_
-        model.fit(emb.features)
-        self.image_dir_ = os.path.abspath(image_dir)
+            kscan = choose_k(features, pca=self.pca, normalize=self.normalize,
+                             random_state=self.random_state)
+            model.set_params(n_clusters=kscan.suggested_k_)
+        model.fit(features)
+        self.embedder_ = embedder
+        self.kscan_ = kscan
+        self.image_dir_ = image_dir
         self.embed_result_ = emb
-        self.paths_ = emb.paths
-        self.features_ = emb.features
-        self.model_ = model
+        self.bad_files_ = list(bad)
+        self.paths_ = list(paths)
+        self.features_ = features
+        self._set_model(model)
         self.labels_ = model.labels_
-        self.cluster_centers_ = model.cluster_centers_
         self.distances_ = model.distances_
         return self
+
+    def _set_model(self, model):
+        self.model_ = model
+        self.cluster_centers_ = model.cluster_centers_
+
+    def fit_transform(self, X, y=None):
+        """Fit and return ``features_``."""
+        return self.fit(X).features_
 
     @classmethod
     def from_output(cls, out_dir, store=None):
@@ -125,34 +184,53 @@ class ImageClusterer:
         Returns
         -------
         ImageClusterer
-            With ``model_``, ``cluster_centers_`` and ``image_dir_`` set, ready
-            for :meth:`predict` and :meth:`assign`.
+            With ``model_``, ``embedder_``, ``cluster_centers_`` and
+            ``image_dir_`` set, ready for :meth:`predict`, :meth:`transform`
+            and :meth:`assign` (the clustered images' ``labels_`` are in the
+            folder's ``labels.csv``).
 
         Raises
         ------
+        UsageError, OutputFormatError
+            If ``out_dir`` holds no complete sort of a known format.
         ModelMismatchError
-            If the model cannot be read or its weights file changed.
+            If the model cannot be used with the embedder it was made with
+            (its weights file changed, say).
         """
-        saved = load_output(out_dir)
-        e, model = saved.info["embedder"], saved.model
+        from .assign import embedder_for
+        from .output import open_sorted
+
+        sorted_folder = open_sorted(out_dir)
+        record, model = sorted_folder.record, sorted_folder.model
+        embedder = embedder_for(sorted_folder)
+        e = embedder.get_params()
         est = cls(n_clusters=model.n_clusters, weights=e["weights"], pooling=e["pooling"],
-                  pca=model.pca, normalize=model.normalize, seed=model.seed,
-                  store=store if store is not None else saved.store_root,
-                  batch_size=e["batch_size"], precision=saved.info["feature_settings"]["precision"],
-                  layer=e.get("layer", "block5"), tta=e.get("tta", False))
-        est._embedder_ = embedder_for(saved)
-        est.model_ = model
-        est.cluster_centers_ = model.cluster_centers_
-        est.image_dir_ = saved.image_dir
+                  pca=model.pca, normalize=model.normalize, random_state=model.random_state,
+                  store=store if store is not None else record.store_root,
+                  batch_size=e["batch_size"], precision=e["precision"], layer=e["layer"],
+                  tta=e["tta"], method=model.method)
+        est.embedder_ = embedder
+        est.image_dir_ = record.image_dir
+        est._set_model(model)
         return est
 
-    def transform(self, files):
-        """Features of image files, through the feature store (so they are cached).
+    def _embed(self, X):
+        from .pipeline import embed_inputs
+
+        check_is_fitted(self, ("model_", "embedder_"))
+        paths, features, bad = embed_inputs(_inputs(X), self.embedder_, self.store,
+                                            self.image_dir_)
+        if bad:
+            raise UsageError(f"cannot use {bad[0].path!r}: {bad[0].reason}")
+        return paths, features
+
+    def transform(self, X):
+        """VGG16 features of the images, through the feature store.
 
         Parameters
         ----------
-        files : list of path-like
-            Image files; a folder stands for the images in it.
+        X : path-like or list of path-like
+            A folder, an image file, or a list of folders and image files.
 
         Returns
         -------
@@ -161,18 +239,11 @@ class ImageClusterer:
         Raises
         ------
         UsageError
-            If a file cannot be used as an image.
+            If an input cannot be used as an image.
         """
-        return self._embed(files)[1]
+        return self._embed(X)[1]
 
-    def _embed(self, files):
-        paths, feats, bad = embed_paths(files, self._embedder(), self.store,
-                                        getattr(self, "image_dir_", None))
-        if bad:
-            raise UsageError(f"cannot use {bad[0].path!r}: {bad[0].reason}")
-        return paths, feats
-
-    def assign(self, files):
+    def assign(self, X):
         """Cluster, distance to its centre and outlier flag of each image.
 
         An image is an outlier when it is farther from its cluster's centre
@@ -180,19 +251,19 @@ class ImageClusterer:
 
         Parameters
         ----------
-        files : list of path-like
-            Image files; a folder stands for the images in it.
+        X : path-like or list of path-like
+            A folder, an image file, or a list of folders and image files.
 
         Returns
         -------
         featclust.assign.Assignment
         """
-        if not hasattr(self, "model_"):
-            raise UsageError("this ImageClusterer is not fitted yet; call fit first")
-        paths, feats = self._embed(files)
-        return Assignment(paths, *assign_features(self.model_, feats))
+        from .assign import Assignment, assign_features
 
-    def predict(self, files):
+        paths, features = self._embed(X)
+        return Assignment(paths, *assign_features(self.model_, features))
+
+    def predict(self, X):
         """Cluster of each image: the nearest fitted centre.
 
         Images that were part of the clustering get the cluster they were
@@ -200,15 +271,11 @@ class ImageClusterer:
 
         Parameters
         ----------
-        files : list of path-like
-            Image files; a folder stands for the images in it.
+        X : path-like or list of path-like
+            A folder, an image file, or a list of folders and image files.
 
         Returns
         -------
         ndarray of shape (n_images,)
         """
-        return self.assign(files).labels
-
-    def fit_predict(self, image_dir, y=None):
-        """Fit and return ``labels_``."""
-        return self.fit(image_dir).labels_
+        return self.assign(X).labels

@@ -2,12 +2,13 @@
 
 Files are recognised by content: :func:`scan` lists every regular file, and
 :func:`decode` decides, with Pillow, whether it is an image. A file that is
-not is reported with the reason, never a crash.
+not is reported with the reason, never a crash. :func:`thumbnail` makes the
+colour pictures of the report with the same rules (first frame, EXIF
+orientation, transparency on white, 16-bit and float images scaled).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import stat
@@ -17,10 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .checks import check_int
 from .errors import FeatclustError, UsageError
+from .fileio import content_hash
 
 #: Bumped whenever decoding changes the pixels handed to the model.
 DECODE_VERSION = 1
+#: Side of the square images the model sees.
+INPUT_SIZE = 224
 #: Marker files that make :func:`scan` skip a folder (featclust's own outputs).
 OUTPUT_MARKER = "featclust.json"
 STORE_MARKER = "featclust-store.json"
@@ -162,12 +167,7 @@ def read_bytes(file):
     return data, content_hash(data)
 
 
-def content_hash(data):
-    """Hex digest used to recognise a file's content."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def decode(data, size=224):
+def decode(data, size=INPUT_SIZE):
     """Decode image bytes to a ``size`` x ``size`` uint8 grayscale array.
 
     The first frame is used; EXIF orientation is applied; transparent areas
@@ -194,6 +194,14 @@ def decode(data, size=224):
     BadImageError
         With a readable reason, for anything that is not a decodable image.
     """
+    return _square_resize(_open(data, "L", size, _to_gray), size)
+
+
+def _open(data, draft_mode, size, convert):
+    """``convert(image)`` of the first frame of ``data``, EXIF-rotated.
+
+    Every failure becomes a :class:`BadImageError` with a readable reason.
+    """
     if not data:
         raise BadImageError("empty file")
     try:
@@ -204,9 +212,9 @@ def decode(data, size=224):
                     f"image of {w}x{h} pixels exceeds Pillow's limit of "
                     f"{Image.MAX_IMAGE_PIXELS} pixels (decompression bomb guard)"
                 )
-            im.draft("L", (size, size))
+            im.draft(draft_mode, (size, size))
             im = ImageOps.exif_transpose(im)
-            gray = _to_gray(im)
+            return convert(im)
     except BadImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -216,12 +224,11 @@ def decode(data, size=224):
                             "(Pillow cannot identify the format)") from None
     except Exception as e:  # Pillow raises many types (struct.error too) on damaged files
         raise BadImageError(f"cannot decode: {type(e).__name__}: {e}") from None
-    return _square_resize(gray, size)
 
 
 def _to_gray(im):
     mode = im.mode
-    if mode.startswith("I") or mode == "F":
+    if _is_wide(im):
         # Pillow's convert("L") would clamp these to 0-255 instead of scaling.
         arr = np.asarray(im).astype(np.float64)
         shown = np.isfinite(arr)
@@ -233,13 +240,34 @@ def _to_gray(im):
         scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.full(arr.shape, 255.0)
         scaled[~shown] = 255.0
         return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("L")
+    if _has_alpha(im):
+        return _on_white(im).convert("L")
     if mode == "CMYK":
         return im.convert("RGB").convert("L")
     return im.convert("L")
+
+
+def _to_rgb(im):
+    if _is_wide(im):
+        return _to_gray(im).convert("RGB")
+    if _has_alpha(im):
+        return _on_white(im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _is_wide(im):
+    """16-bit, 32-bit and float images, which are scaled by their range."""
+    return im.mode.startswith("I") or im.mode == "F"
+
+
+def _has_alpha(im):
+    return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+
+
+def _on_white(im):
+    rgba = im.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba)
 
 
 def _square_resize(gray, size):
@@ -254,7 +282,7 @@ def _square_resize(gray, size):
     return np.asarray(gray, dtype=np.uint8)
 
 
-def load(file, size=224):
+def load(file, size=INPUT_SIZE):
     """Read and decode one :class:`ImageFile`.
 
     Returns
@@ -266,3 +294,44 @@ def load(file, size=224):
     """
     data, digest = read_bytes(file)
     return decode(data, size), digest
+
+
+def thumbnail(path, size):
+    """A colour picture of an image file that fits in ``size`` x ``size``.
+
+    Decoded as :func:`decode` does, in colour: the first frame, EXIF
+    orientation applied, transparent areas white, 16-bit, 32-bit and float
+    images scaled by the range of their values (as gray); then shrunk,
+    aspect ratio kept (never enlarged).
+
+    Parameters
+    ----------
+    path : path-like
+    size : int
+        The longest side of the picture, in pixels.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"RGB"``, at most ``size`` pixels wide and high.
+
+    Raises
+    ------
+    BadImageError
+        If the file cannot be read or decoded, with the reason.
+    """
+    size = check_int("size", size)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise BadImageError(f"{READ_FAILURE}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BadImageError(f"file is larger than {MAX_FILE_BYTES >> 20} MiB")
+
+    def shrink(im):
+        rgb = _to_rgb(im)
+        rgb.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return rgb
+
+    return _open(data, "RGB", size, shrink)

@@ -1,8 +1,8 @@
-"""The main jobs, composed from the modules: embed a folder, sort it, run the demo."""
+"""The main jobs, composed from the modules: embed a folder or a list of files, sort a folder."""
 
 from __future__ import annotations
 
-import datetime
+import functools
 import io
 import os
 from dataclasses import dataclass, field
@@ -10,11 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, images
+from . import images
+from .checks import check_choice
 from .cluster import FeatureKMeans
-from .errors import NoImagesError, UnsafeOutputError
-from .sort import OutputFolder, destinations, sort_into_folders, write_labels_csv
+from .decoding import iter_features
+from .embed import Embedder
+from .errors import NoImagesError, UsageError
+from .fileio import inside
+from .output import (BAD_FILES_CSV, CLUSTERS_CSV, KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ,
+                     TRUTH_CSV, OutputFolder, RunRecord, kscan_info, write_kscan)
+from .sort import MODES, destinations, sort_into_folders
 from .store import FeatureStore, default_root
+from .tables import bad_files_csv, clusters_csv, labels_csv, truth_csv
 
 
 @dataclass
@@ -48,13 +55,13 @@ class EmbedResult:
     problems: list = field(default_factory=list)
 
 
-def make_embedder(weights="imagenet", pooling="max", precision="auto", batch_size=None, seed=0,
-                  layer="block4", tta=False):
-    """Build an :class:`~featclust.embed.Embedder` (Keras is loaded on first use)."""
-    from .embed import Embedder
-
-    return Embedder(weights=weights, pooling=pooling, precision=precision,
-                    batch_size=batch_size, seed=seed, layer=layer, tta=tta)
+def _embedder(embedder, kwargs):
+    if embedder is not None:
+        if kwargs:
+            raise UsageError(f"give either embedder or embedder parameters "
+                             f"({', '.join(sorted(kwargs))}), not both")
+        return embedder
+    return Embedder(**kwargs)
 
 
 def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None, **kwargs):
@@ -68,7 +75,7 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
     image_dir : path-like
     embedder : featclust.embed.Embedder, optional
         Built from ``kwargs`` (``weights``, ``pooling``, ``precision``,
-        ``batch_size``, ``seed``) when not given.
+        ``batch_size``, ``seed``, ``layer``, ``tta``) when not given.
     store : path-like, optional
         Store root; default under the user's cache folder.
     exclude : iterable of path-like
@@ -86,7 +93,7 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
     NoImagesError
         If the folder holds no usable image.
     """
-    embedder = embedder or make_embedder(**kwargs)
+    embedder = _embedder(embedder, kwargs)
     root = Path(store) if store is not None else default_root()
     files, problems = images.scan(image_dir, exclude=[*exclude, root])
     if not files:
@@ -94,40 +101,114 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
                       f"{problems[0].reason})" if problems else "")
         raise NoImagesError(f"no files found in {str(image_dir)!r}{unreadable}")
     settings = embedder.settings()
-    n_embedded = 0
     with FeatureStore(image_dir, settings, root) as st:
-        cached, bad, missing = st.split(files)
+        cached, bad, n_embedded = st.update(
+            files, functools.partial(iter_features, embedder=embedder), progress)
         bad = list(problems) + bad
-        if missing:
-            bar = progress("embedding", len(missing)) if progress else None
-            by_path = {f.path: f for f in missing}
-            try:
-                for good, feats, failed in _features(missing, embedder):
-                    st.add(good, feats)
-                    st.add_bad(by_path, failed)
-                    bad.extend(failed)
-                    n_embedded += len(good)
-                    if bar:
-                        bar.update(len(good) + len(failed))
-            finally:
-                if bar:
-                    bar.close()
         st.finish(files, bad)
         bad_paths = {b.path for b in bad}
         paths = [f.path for f in files if f.path not in bad_paths]
         features = st.load(paths)
-        problems = list(st.problems)
+        repaired = list(st.problems)
     bad.sort(key=lambda b: b.path)
     if not paths:
         raise NoImagesError(f"none of the {len(files)} files in {str(image_dir)!r} is a readable "
-                            f"image (see {st.path / 'bad_files.csv'})")
-    return EmbedResult(paths, features, n_embedded, len(cached), bad, st.path, settings, problems)
+                            f"image (see {st.path / BAD_FILES_CSV})")
+    return EmbedResult(paths, features, n_embedded, len(cached), bad, st.path, settings,
+                       repaired)
 
 
-def _features(files, embedder):
-    from .embed import iter_features
+def embed_inputs(inputs, embedder=None, store=None, image_dir=None, progress=None, **kwargs):
+    """Features of image files and of the images in folders, through the store.
 
-    return iter_features(files, embedder)
+    Each file is looked up in (and added to) the store of ``image_dir`` when
+    it lies inside it, else the store of the folder given (or of the file's
+    own folder), so an image that was part of a clustering is never embedded
+    again. Nothing is removed from any store.
+
+    Parameters
+    ----------
+    inputs : path-like or list of path-like
+        Image files and folders (folders are scanned as ``sort`` does).
+    embedder : featclust.embed.Embedder, optional
+        Built from ``kwargs`` when not given.
+    store : path-like, optional
+        Store root; default under the user's cache folder.
+    image_dir : path-like, optional
+        The folder a model was made from.
+    progress : callable, optional
+        As in :func:`embed_folder`.
+
+    Returns
+    -------
+    paths : list of str
+        The usable images, in input order (files inside a given folder joined to it).
+    features : ndarray of shape (len(paths), dim)
+    bad : list of featclust.images.BadFile
+        Files that could not be used (path as given).
+
+    Raises
+    ------
+    UsageError
+        If an input does not exist.
+    """
+    embedder = _embedder(embedder, kwargs)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    root_dir = Path(store) if store is not None else default_root()
+    sorted_dir = os.path.realpath(image_dir) if image_dir else None
+    entries, bad, seen = [], [], set()
+
+    def add(shown, path, base):
+        real = os.path.realpath(path)
+        folder = sorted_dir if sorted_dir and inside(real, sorted_dir) else base
+        rel = Path(os.path.relpath(real, folder)).as_posix()
+        if (folder, rel) in seen:
+            return
+        seen.add((folder, rel))
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            bad.append(images.BadFile(shown, f"cannot stat: {e.strerror}"))
+            return
+        entries.append((shown, folder, images.ImageFile(rel, os.path.abspath(path),
+                                                        st.st_size, st.st_mtime_ns)))
+
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            found, problems = images.scan(item, exclude=[root_dir])
+            bad.extend(images.BadFile(os.path.join(item, b.path), b.reason) for b in problems)
+            base = os.path.realpath(item)
+            for f in found:
+                add(os.path.join(item, f.path), f.abspath, base)
+        elif os.path.isfile(item):
+            add(item, item, os.path.dirname(os.path.realpath(item)))
+        else:
+            raise UsageError(f"{item!r} is neither an image file nor a folder")
+
+    settings = embedder.settings()
+    embed_files = functools.partial(iter_features, embedder=embedder)
+    features, by_folder = {}, {}
+    for shown, folder, f in entries:
+        by_folder.setdefault(folder, []).append((shown, f))
+    for folder, group in by_folder.items():
+        files = [f for _, f in group]
+        shown_of = {f.path: shown for shown, f in group}
+        with FeatureStore(folder, settings, root_dir) as st:
+            _, failed, _ = st.update(files, embed_files, progress)
+            st.flush()
+            failed_paths = {b.path for b in failed}
+            good = [f for f in files if f.path not in failed_paths]
+            for f, vec in zip(good, st.load([f.path for f in good])):
+                features[(folder, f.path)] = vec
+        bad.extend(images.BadFile(shown_of[b.path], b.reason) for b in failed)
+    order = [(shown, (folder, f.path)) for shown, folder, f in entries
+             if (folder, f.path) in features]
+    paths = [shown for shown, _ in order]
+    feats = (np.stack([features[key] for _, key in order]) if order
+             else np.zeros((0, int(settings["dim"])), np.float32))
+    return paths, feats, bad
 
 
 @dataclass
@@ -143,10 +224,12 @@ class SortResult:
         Where each image of ``embed.paths`` went, relative to ``out_dir``.
     report : featclust.report.ReportResult or None
         The report written into ``out_dir/report/`` (``None`` with ``report=False``).
-    judgement : featclust.kscan.Judgement or None
+    judgement : featclust.scores.Judgement
         Scores, cluster sizes and flags, agreement with known classes.
     kscan : featclust.kscan.KScan or None
         The scan that chose k (with ``n_clusters="auto"``).
+    record : featclust.output.RunRecord
+        What ``featclust.json`` records.
     """
 
     embed: EmbedResult
@@ -156,12 +239,13 @@ class SortResult:
     report: object = None
     judgement: object = None
     kscan: object = None
+    record: object = None
 
 
 def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=None,
-                normalize=False, seed=0, mode="copy", progress=None, report=True,
+                normalize=False, random_state=0, mode="copy", progress=None, report=True,
                 map_method="auto", truth=None, method="kmeans", **kwargs):
-    """Embed what is missing, cluster with k-means, and copy images into cluster folders.
+    """Embed what is missing, cluster, and copy images into cluster folders.
 
     Parameters
     ----------
@@ -174,10 +258,10 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     embedder, store, progress, kwargs
         As in :func:`embed_folder`.
     pca : int, optional
-        PCA components before k-means.
+        PCA components before clustering.
     normalize : bool
         L2-normalise the features (cosine k-means).
-    seed : int
+    random_state : int
         Random state of the clustering.
     method : {"kmeans", "ward"}
         Clustering method (see :class:`featclust.cluster.FeatureKMeans`).
@@ -195,162 +279,83 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     -------
     SortResult
     """
-    from .kscan import KSCAN_CSV, KSCAN_PNG, choose_k, judge, kscan_info, write_kscan_files
+    from .kscan import choose_k
+    from .scores import judge
 
     out = OutputFolder(out_dir, image_dir)
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
     model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, normalize=normalize,
-                          seed=seed, method=method)
+                          random_state=random_state, method=method)
     model.check_params()
+    check_choice("mode", mode, MODES)
     if report:
         from .report import check_map_method
 
         check_map_method(map_method)
-    embedder = embedder or make_embedder(**kwargs)
+    embedder = _embedder(embedder, kwargs)
     emb = embed_folder(image_dir, embedder, store, exclude=[out_dir], progress=progress)
     scan = None
     if auto:
-        scan = choose_k(emb.features, pca=pca, normalize=normalize, seed=seed)
-        n_clusters = model.n_clusters = scan.suggested_k_
+        scan = choose_k(emb.features, pca=pca, normalize=normalize, random_state=random_state)
+        model.set_params(n_clusters=scan.suggested_k_)
     model.fit(emb.features)
-    judged = judge(model, emb.features, emb.paths, truth, seed)
-    dests = destinations(emb.paths, model.labels_, n_clusters)
-    own = ["labels.csv", "model.npz", "bad_files.csv"] + judged.files()
+    k = model.n_clusters
+    judged = judge(model, emb.features, emb.paths, truth, random_state)
+    dests = destinations(emb.paths, model.labels_, k)
+    own = [LABELS_CSV, MODEL_NPZ, BAD_FILES_CSV, CLUSTERS_CSV]
+    if judged.truth is not None:
+        own.append(TRUTH_CSV)
     if scan is not None:
         own += [KSCAN_CSV, KSCAN_PNG]
     out.check_free(dests + own)
     out.clear()
-    info = _run_info(image_dir, emb, model, embedder, mode, store)
-    info.update(judged.info())
-    if scan is not None:
-        info["kscan"] = kscan_info(scan)
-    out.claim(dests + own, info, status="writing")
+    record = _record(image_dir, emb, model, embedder, mode, store, judged, scan)
+    out.claim(dests + own, record, status="writing")
     bar = progress("copying", len(dests)) if progress else None
     try:
-        sort_into_folders(image_dir, out, emb.paths, model.labels_, n_clusters, mode,
+        sort_into_folders(image_dir, out, emb.paths, model.labels_, k, mode,
                           bar.update if bar else None)
     finally:
         if bar:
             bar.close()
-    out.write_text("labels.csv", write_labels_csv(emb.paths, model.labels_, model.distances_))
-    out.write_text("bad_files.csv", _bad_csv(emb.bad_files))
-    judged.write(out)
+    out.write_text(LABELS_CSV, labels_csv(emb.paths, model.labels_, model.distances_))
+    out.write_text(BAD_FILES_CSV, bad_files_csv(emb.bad_files))
+    out.write_text(CLUSTERS_CSV, clusters_csv(judged.clusters))
+    if judged.truth is not None:
+        out.write_text(TRUTH_CSV, truth_csv(judged.truth))
     if scan is not None:
-        write_kscan_files(out, scan)
+        write_kscan(out, scan)
     buf = io.BytesIO()
-    model.save(buf, extra={"feature_settings": emb.settings, "embedder": info["embedder"]})
-    out.write_bytes("model.npz", buf.getvalue())
-    out.write_marker(info, status="complete")
+    model.save(buf, extra={"feature_settings": emb.settings, "embedder": record.embedder})
+    out.write_bytes(MODEL_NPZ, buf.getvalue())
+    out.write_marker(None, status="complete")
     written = None
     if report:
         from .report import write_report
 
-        written = write_report(out.path, emb.features, model, map_method, seed, progress)
-    return SortResult(emb, model, out.path, dests, written, judged, scan)
+        written = write_report(out.path, emb.features, model, map_method, random_state,
+                               progress)
+    return SortResult(emb, model, out.path, dests, written, judged, scan, out.record)
 
 
-def _run_info(image_dir, emb, model, embedder, mode, store):
-    weights = embedder.weights
-    if weights not in ("imagenet", "none"):
-        weights = os.path.abspath(weights)
+def _record(image_dir, emb, model, embedder, mode, store, judged, scan):
+    params = embedder.get_params()
+    if params["weights"] not in ("imagenet", "none"):
+        params["weights"] = os.path.abspath(params["weights"])
     sizes = np.bincount(model.labels_, minlength=model.n_clusters)
-    return {
-        "featclust_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "image_dir": os.path.abspath(image_dir),
-        "store": str(emb.store_path),
-        "store_root": str(Path(store).resolve()) if store is not None else None,
-        "mode": mode,
-        "embedder": {"weights": weights, "pooling": embedder.pooling,
-                     "precision": embedder.precision, "batch_size": embedder.batch_size,
-                     "seed": embedder.seed, "layer": embedder.layer, "tta": embedder.tta},
-        "feature_settings": emb.settings,
-        "clustering": {**model.get_params(), "pca_components": model.n_components_},
-        "counts": {"images": len(emb.paths), "embedded": emb.n_embedded,
-                   "reused": emb.n_reused, "bad_files": len(emb.bad_files),
-                   "cluster_sizes": [int(s) for s in sizes]},
-    }
+    return RunRecord(
+        command="sort",
+        image_dir=os.path.abspath(image_dir),
+        store=str(emb.store_path),
+        store_root=str(Path(store).resolve()) if store is not None else None,
+        mode=mode,
+        embedder=params,
+        feature_settings=emb.settings,
+        clustering={**model.get_params(), "pca_components": model.n_components_},
+        counts={"images": len(emb.paths), "embedded": emb.n_embedded,
+                "reused": emb.n_reused, "bad_files": len(emb.bad_files),
+                "cluster_sizes": [int(s) for s in sizes]},
+        kscan=kscan_info(scan) if scan is not None else None,
+        **judged.info(),
+    )
 
-
-def _bad_csv(bad):
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "reason"])
-    for b in bad:
-        w.writerow([b.path, b.reason])
-    return buf.getvalue()
-
-
-DEMO_FAMILIES = ("ring", "line", "grid", "clusters")
-
-
-def demo_images(images_dir=None, n_per_family=12, seed=0):
-    """Write (once) the built-in sample set of dot-pattern images.
-
-    Parameters
-    ----------
-    images_dir : path-like, optional
-        Default: ``demo-images`` under featclust's cache folder.
-    n_per_family : int
-    seed : int
-
-    Returns
-    -------
-    images_dir : pathlib.Path
-    truth : dict
-        Relative path to shape family.
-    """
-    import csv
-    import shutil
-    import tempfile
-
-    from . import samples
-
-    if images_dir is None:
-        images_dir = default_root().parent / f"demo-images-{n_per_family}-{seed}"
-    images_dir = Path(images_dir)
-    truth_csv = images_dir.parent / f"{images_dir.name}-truth.csv"
-    if images_dir.is_dir() and truth_csv.is_file():
-        with open(truth_csv, newline="") as fh:
-            return images_dir, {r["path"]: r["label"] for r in csv.DictReader(fh)}
-    if images_dir.exists() and (not images_dir.is_dir() or any(images_dir.iterdir())):
-        raise UnsafeOutputError(f"sample folder {str(images_dir)!r} exists and is not a featclust "
-                                "sample set; choose a new folder")
-    images_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=images_dir.parent, prefix=".demo-"))
-    try:
-        truth = samples.make_image_set(tmp, n_per_family=n_per_family, families=DEMO_FAMILIES,
-                                       seed=seed)
-        os.replace(tmp, images_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    samples.write_truth_csv(truth, truth_csv)
-    return images_dir, truth
-
-
-def demo(out_dir, images_dir=None, n_per_family=12, **kwargs):
-    """Sort the built-in sample set into ``out_dir``.
-
-    Parameters
-    ----------
-    out_dir : path-like
-    images_dir : path-like, optional
-        Where the sample images are written (see :func:`demo_images`).
-    n_per_family : int
-    kwargs
-        Passed to :func:`sort_folder` (``weights``, ``store``, ``progress`` ...).
-
-    Returns
-    -------
-    SortResult
-        With ``truth`` (relative path to family) set as an extra attribute.
-    """
-    OutputFolder(out_dir)  # refuse an unsafe folder before writing samples
-    images_dir, truth = demo_images(images_dir, n_per_family)
-    result = sort_folder(images_dir, out_dir, len(DEMO_FAMILIES), truth=truth, **kwargs)
-    result.truth = truth
-    return result

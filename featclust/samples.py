@@ -19,13 +19,14 @@ seed and uses only NumPy and Pillow.
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .checks import check_choice, check_int
+from .errors import UsageError
+from .fileio import atomic_write, csv_text
 
 __all__ = [
     "DOT_FAMILIES",
@@ -36,7 +37,7 @@ __all__ = [
     "write_truth_csv",
 ]
 
-DOT_FAMILIES: tuple[str, ...] = (
+DOT_FAMILIES = (
     "ring",
     "line",
     "cross",
@@ -47,7 +48,7 @@ DOT_FAMILIES: tuple[str, ...] = (
     "spiral",
 )
 
-SILHOUETTE_FAMILIES: tuple[str, ...] = (
+SILHOUETTE_FAMILIES = (
     "disk",
     "square",
     "star",
@@ -56,14 +57,14 @@ SILHOUETTE_FAMILIES: tuple[str, ...] = (
     "heart",
 )
 
-KINDS: tuple[str, ...] = ("dots", "silhouettes")
+KINDS = ("dots", "silhouettes")
 
 # Reference canvas size for the pixel constants below; they scale with size.
 _REF_SIZE = 200
 _MIN_SIZE = 32
 
 # Dot radius range in pixels at the reference size, per family.
-_DOT_RADIUS: Dict[str, tuple[float, float]] = {
+_DOT_RADIUS = {
     "ring": (2.0, 5.0),
     "line": (2.0, 5.0),
     "cross": (2.0, 5.0),
@@ -80,42 +81,23 @@ _SIL_SCALE = (0.45, 0.9)
 
 
 # --------------------------------------------------------------------------
-# validation helpers
-# --------------------------------------------------------------------------
-
-
-def _check_choice(name: str, value, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {choices!r}.")
-
-
-def _check_size(size) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise ValueError(f"size={size!r} must be an integer >= {_MIN_SIZE}.")
-    if size < _MIN_SIZE:
-        raise ValueError(f"size={size!r} must be an integer >= {_MIN_SIZE}.")
-    return int(size)
-
-
-# --------------------------------------------------------------------------
 # shape point generators (unit coordinates, roughly within [-1, 1]^2)
 # --------------------------------------------------------------------------
 
 
-def _pts_ring(rng: np.random.Generator, n: int) -> np.ndarray:
+def _pts_ring(rng, n):
     # Evenly spaced angles with a random phase and a little angular noise.
     theta = rng.uniform(0, 2 * np.pi) + np.linspace(0, 2 * np.pi, n, endpoint=False)
     theta = theta + rng.normal(0.0, 0.3 * np.pi / n, n)
     return np.column_stack([np.cos(theta), np.sin(theta)])
 
 
-def _pts_line(rng: np.random.Generator, n: int) -> np.ndarray:
+def _pts_line(rng, n):
     t = np.sort(rng.uniform(-1.0, 1.0, n))
     return np.column_stack([t, np.zeros(n)])
 
 
-def _pts_cross(rng: np.random.Generator, n: int) -> np.ndarray:
+def _pts_cross(rng, n):
     n1 = n // 2
     n2 = n - n1
     # The second arm crosses the first at a random angle between 60 and 90
@@ -129,7 +111,7 @@ def _pts_cross(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.vstack([a, b])
 
 
-def _pts_triangle(rng: np.random.Generator, n: int) -> np.ndarray:
+def _pts_triangle(rng, n):
     # Roughly equilateral triangle: vertex angles perturbed a little.
     base = np.array([np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3])
     ang = base + rng.uniform(-0.15, 0.15, 3)
@@ -145,7 +127,7 @@ def _pts_triangle(rng: np.random.Generator, n: int) -> np.ndarray:
     return v[k] + frac[:, None] * edges[k]
 
 
-def _pts_grid(rng: np.random.Generator, n: int) -> np.ndarray:
+def _pts_grid(rng, n):
     # Regular lattice; the dot count is set by the lattice (not by n).
     rows = int(rng.integers(4, 9))
     cols = int(rng.integers(4, 9))
@@ -156,7 +138,7 @@ def _pts_grid(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.column_stack([gx.ravel(), gy.ravel()])
 
 
-def _pts_clusters(rng: np.random.Generator, n: int) -> np.ndarray:
+def _pts_clusters(rng, n):
     k = int(rng.integers(2, 5))
     # Cluster centres: well separated points (rejection sampling, bounded).
     centres = []
@@ -176,11 +158,11 @@ def _pts_clusters(rng: np.random.Generator, n: int) -> np.ndarray:
     return centres[labels] + rng.normal(0.0, sigma, (n, 2))
 
 
-def _pts_scatter(rng: np.random.Generator, n: int) -> np.ndarray:
+def _pts_scatter(rng, n):
     return rng.uniform(-1.0, 1.0, (n, 2))
 
 
-def _pts_spiral(rng: np.random.Generator, n: int) -> np.ndarray:
+def _pts_spiral(rng, n):
     turns = rng.uniform(2.0, 3.0)
     tmax = turns * 2 * np.pi
     # Arc length of r = a*theta grows ~ theta^2, so sqrt spacing gives
@@ -192,7 +174,7 @@ def _pts_spiral(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.column_stack([r * np.cos(theta), sign * r * np.sin(theta)])
 
 
-_DOT_GENERATORS: Dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+_DOT_GENERATORS = {
     "ring": _pts_ring,
     "line": _pts_line,
     "cross": _pts_cross,
@@ -209,27 +191,27 @@ _DOT_GENERATORS: Dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 # --------------------------------------------------------------------------
 
 
-def _circle(n: int = 96) -> np.ndarray:
+def _circle(n=96):
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.column_stack([np.cos(t), np.sin(t)])
 
 
-def _sil_disk(rng: np.random.Generator) -> np.ndarray:
+def _sil_disk(rng):
     return _circle()
 
 
-def _sil_square(rng: np.random.Generator) -> np.ndarray:
+def _sil_square(rng):
     return np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 
 
-def _sil_star(rng: np.random.Generator) -> np.ndarray:
+def _sil_star(rng):
     inner = rng.uniform(0.38, 0.5)
     t = np.pi / 2 + np.arange(10) * np.pi / 5
     r = np.where(np.arange(10) % 2 == 0, 1.0, inner)
     return np.column_stack([r * np.cos(t), r * np.sin(t)])
 
 
-def _sil_crescent(rng: np.random.Generator) -> np.ndarray:
+def _sil_crescent(rng):
     # Outer unit circle minus an inner circle of radius r2 centred at (d, 0).
     r2 = rng.uniform(0.8, 0.9)
     d = rng.uniform(0.35, 0.5)
@@ -244,13 +226,13 @@ def _sil_crescent(rng: np.random.Generator) -> np.ndarray:
     return np.vstack([p_out, p_in])
 
 
-def _sil_ellipse_bar(rng: np.random.Generator) -> np.ndarray:
+def _sil_ellipse_bar(rng):
     aspect = rng.uniform(0.22, 0.4)
     c = _circle()
     return c * np.array([1.0, aspect])
 
 
-def _sil_heart(rng: np.random.Generator) -> np.ndarray:
+def _sil_heart(rng):
     t = np.linspace(0, 2 * np.pi, 120, endpoint=False)
     x = 16 * np.sin(t) ** 3
     y = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
@@ -258,7 +240,7 @@ def _sil_heart(rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([x, -y]) / 16.0
 
 
-_SIL_GENERATORS: Dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+_SIL_GENERATORS = {
     "disk": _sil_disk,
     "square": _sil_square,
     "star": _sil_star,
@@ -273,13 +255,7 @@ _SIL_GENERATORS: Dict[str, Callable[[np.random.Generator], np.ndarray]] = {
 # --------------------------------------------------------------------------
 
 
-def _place(
-    pts: np.ndarray,
-    rng: np.random.Generator,
-    size: int,
-    margin: float,
-    scale_range: tuple[float, float],
-) -> np.ndarray:
+def _place(pts, rng, size, margin, scale_range):
     """Randomly rotate, scale and shift unit points into the canvas.
 
     The largest side of the rotated bounding box becomes a random fraction
@@ -307,7 +283,7 @@ def _place(
 # --------------------------------------------------------------------------
 
 
-def draw_dots(family: str, rng: np.random.Generator, size: int = 200) -> Image.Image:
+def draw_dots(family, rng, size=200):
     """Draw one image of black dots arranged in the shape of a family.
 
     The dots are filled black (0) ellipses on a white (255) canvas.  The
@@ -339,11 +315,11 @@ def draw_dots(family: str, rng: np.random.Generator, size: int = 200) -> Image.I
 
     Raises
     ------
-    ValueError
+    UsageError
         If ``family`` is not a dot family or ``size`` is too small.
     """
-    _check_choice("family", family, DOT_FAMILIES)
-    size = _check_size(size)
+    check_choice("family", family, DOT_FAMILIES)
+    size = check_int("size", size, low=_MIN_SIZE)
     px = size / _REF_SIZE
 
     r_lo, r_hi = _DOT_RADIUS[family]
@@ -365,7 +341,7 @@ def draw_dots(family: str, rng: np.random.Generator, size: int = 200) -> Image.I
     return img
 
 
-def draw_silhouette(family: str, rng: np.random.Generator, size: int = 200) -> Image.Image:
+def draw_silhouette(family, rng, size=200):
     """Draw one filled black shape of a family on a white canvas.
 
     The shape is randomly rotated, scaled to 45-90 % of the usable canvas
@@ -392,11 +368,11 @@ def draw_silhouette(family: str, rng: np.random.Generator, size: int = 200) -> I
 
     Raises
     ------
-    ValueError
+    UsageError
         If ``family`` is not a silhouette family or ``size`` is too small.
     """
-    _check_choice("family", family, SILHOUETTE_FAMILIES)
-    size = _check_size(size)
+    check_choice("family", family, SILHOUETTE_FAMILIES)
+    size = check_int("size", size, low=_MIN_SIZE)
     outline = _SIL_GENERATORS[family](rng)
     xy = _place(outline, rng, size, 2.0, _SIL_SCALE)
     img = Image.new("L", (size, size), 255)
@@ -409,15 +385,8 @@ def draw_silhouette(family: str, rng: np.random.Generator, size: int = 200) -> I
 # --------------------------------------------------------------------------
 
 
-def make_image_set(
-    out_dir: Union[str, "os.PathLike[str]"],
-    n_per_family: int = 10,
-    families: Optional[Iterable[str]] = None,
-    kind: str = "dots",
-    size: int = 200,
-    seed: int = 0,
-    subfolders: bool = False,
-) -> dict[str, str]:
+def make_image_set(out_dir, n_per_family=10, families=None, kind="dots", size=200, seed=0,
+                   subfolders=False):
     """Write a labelled synthetic image set as PNG files.
 
     ``n_per_family`` images are drawn for every family and written in a
@@ -456,7 +425,7 @@ def make_image_set(
 
     Raises
     ------
-    ValueError
+    UsageError
         If ``kind`` or a family is unknown, a family is repeated, or
         ``n_per_family`` or ``size`` is invalid.
     FileExistsError
@@ -464,7 +433,7 @@ def make_image_set(
         anything is written, and files are opened in exclusive-create mode,
         so existing files are never overwritten.
     """
-    _check_choice("kind", kind, KINDS)
+    check_choice("kind", kind, KINDS)
     all_families = DOT_FAMILIES if kind == "dots" else SILHOUETTE_FAMILIES
     draw = draw_dots if kind == "dots" else draw_silhouette
 
@@ -473,23 +442,17 @@ def make_image_set(
     else:
         fams = [families] if isinstance(families, str) else list(families)
         if not fams:
-            raise ValueError("families=[] must name at least one family.")
+            raise UsageError("families=[] must name at least one family")
         for fam in fams:
-            _check_choice("family", fam, all_families)
+            check_choice("family", fam, all_families)
         dupes = sorted({f for f in fams if fams.count(f) > 1})
         if dupes:
-            raise ValueError(f"families={fams!r} contains duplicates: {dupes!r}.")
-
-    if (
-        isinstance(n_per_family, bool)
-        or not isinstance(n_per_family, (int, np.integer))
-        or n_per_family < 1
-    ):
-        raise ValueError(f"n_per_family={n_per_family!r} must be an integer >= 1.")
-    size = _check_size(size)
+            raise UsageError(f"families={fams!r} names {', '.join(dupes)} more than once")
+    n_per_family = check_int("n_per_family", n_per_family)
+    size = check_int("size", size, low=_MIN_SIZE)
 
     out = Path(out_dir)
-    labels = [fam for fam in fams for _ in range(int(n_per_family))]
+    labels = [fam for fam in fams for _ in range(n_per_family)]
     ss = np.random.SeedSequence(seed)
     order_ss, images_ss = ss.spawn(2)
     order = np.random.default_rng(order_ss).permutation(len(labels))
@@ -514,7 +477,7 @@ def make_image_set(
         for fam in fams:
             (out / fam).mkdir(exist_ok=True)
 
-    truth: dict[str, str] = {}
+    truth = {}
     for rel, fam, child in zip(rel_paths, labels, image_seeds):
         img = draw(fam, np.random.default_rng(child), size)
         with open(out / rel, "xb") as fh:
@@ -523,9 +486,7 @@ def make_image_set(
     return truth
 
 
-def write_truth_csv(
-    truth: dict[str, str], path: Union[str, "os.PathLike[str]"]
-) -> None:
+def write_truth_csv(truth, path):
     """Write a ground-truth mapping as a CSV file with header ``path,label``.
 
     Parameters
@@ -540,8 +501,5 @@ def write_truth_csv(
     -------
     None
     """
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["path", "label"])
-        for rel, label in truth.items():
-            writer.writerow([rel, label])
+    text = csv_text(["path", "label"], truth.items())
+    atomic_write(path, lambda fh: fh.write(text), "w")

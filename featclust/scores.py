@@ -7,22 +7,26 @@ Calinski-Harabasz are computed here from the cluster means in one pass over the
 features; the silhouette is computed on a fixed random sample, so no
 N x N matrix is ever built.
 
-No TensorFlow here: this module works on arrays only.
+:func:`judge` is what ``sort`` records about its clustering (scores, flagged
+clusters, agreement with known classes); the CSV files of those are
+formatted by :mod:`featclust.tables`. No TensorFlow here: this module works
+on arrays only.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from .cluster import subsample_kmeans
 from .errors import UsageError
+from .fileio import norm_relpath
+from .reduce import fitting_space
 
-#: Images in the sample the silhouette is computed on.
+#: Images in the one sample every silhouette is computed on (the scores of a
+#: clustering, the k scan, and the per-cluster silhouettes of the report).
 SILHOUETTE_SAMPLE = 2000
 #: A cluster is tiny when it has fewer members than this ...
 TINY_MIN_SIZE = 3
@@ -45,7 +49,7 @@ class SilhouetteSample:
     Z : ndarray of shape (n_samples, n_features)
     size : int
         Largest sample; all rows are used when there are fewer.
-    seed : int
+    random_state : int
         Random state of the sample.
 
     Attributes
@@ -54,12 +58,13 @@ class SilhouetteSample:
         The rows in the sample, sorted.
     """
 
-    def __init__(self, Z, size=SILHOUETTE_SAMPLE, seed=0):
+    def __init__(self, Z, size=SILHOUETTE_SAMPLE, random_state=0):
         from sklearn.metrics import pairwise_distances
 
         n = len(Z)
         if n > size:
-            self.index = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+            self.index = np.sort(np.random.default_rng(random_state).choice(n, size,
+                                                                           replace=False))
         else:
             self.index = np.arange(n)
         self._dist = pairwise_distances(np.asarray(Z)[self.index]).astype(np.float32)
@@ -73,11 +78,55 @@ class SilhouetteSample:
         """
         from sklearn.metrics import silhouette_score
 
-        sub = np.asarray(labels)[self.index]
-        n_labels = len(np.unique(sub))
-        if n_labels < 2 or n_labels > len(sub) - 1:
+        sub = self._defined(labels)
+        if sub is None:
             return math.nan
         return float(silhouette_score(self._dist, sub, metric="precomputed"))
+
+    def per_cluster(self, labels, n_clusters):
+        """Mean silhouette of each cluster's sampled members.
+
+        Returns
+        -------
+        list of float or None
+            One per cluster; ``None`` for a cluster without sampled members,
+            and for all when the silhouette is undefined (see :meth:`score`).
+        """
+        from sklearn.metrics import silhouette_samples
+
+        sub = self._defined(labels)
+        if sub is None:
+            return [None] * n_clusters
+        s = silhouette_samples(self._dist, sub, metric="precomputed")
+        return [float(s[sub == c].mean()) if np.any(sub == c) else None
+                for c in range(n_clusters)]
+
+    def _defined(self, labels):
+        """The sample's labels, or None where the silhouette is undefined."""
+        sub = np.asarray(labels)[self.index]
+        n_labels = len(np.unique(sub))
+        return None if n_labels < 2 or n_labels > len(sub) - 1 else sub
+
+
+def cluster_silhouettes(Z, labels, n_clusters, sample_size=SILHOUETTE_SAMPLE, random_state=0):
+    """Mean silhouette of every cluster, on one fixed random sample of the rows.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n_samples, n_features)
+        The features in the clustering space (``model.reduce(X)``).
+    labels : ndarray of shape (n_samples,)
+    n_clusters : int
+    sample_size : int
+        Largest sample (the sample :func:`cluster_scores` uses by default).
+    random_state : int
+
+    Returns
+    -------
+    list of float or None
+        One per cluster (see :meth:`SilhouetteSample.per_cluster`).
+    """
+    return SilhouetteSample(Z, sample_size, random_state).per_cluster(labels, n_clusters)
 
 
 def cluster_scores(Z, labels, silhouette=None):
@@ -193,28 +242,6 @@ def cluster_table(labels, distances, n_clusters):
     return rows
 
 
-def cluster_table_csv(rows):
-    """The text of ``clusters.csv``: one row per cluster, flags as ``tiny``/``loose``."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"])
-    for r in rows:
-        flags = ";".join(f for f in ("tiny", "loose") if r[f])
-        w.writerow([r["cluster"], r["size"], _fmt(r["mean_distance"]),
-                    _fmt(r["p95_distance"]), _fmt(r["max_distance"]), flags])
-    return buf.getvalue()
-
-
-def _fmt(x):
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
-
-
-def json_safe(scores):
-    """``scores`` with NaN replaced by ``None`` (JSON has no NaN)."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in scores.items()}
-
-
 # -- known classes ---------------------------------------------------------------------
 
 @dataclass
@@ -244,64 +271,10 @@ class TruthComparison:
     classes: list
     contingency: np.ndarray
 
-    def csv(self):
-        """The contingency table as CSV: ``label,cluster_0,...,total``."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        k = self.contingency.shape[1]
-        w.writerow(["label"] + [f"cluster_{c}" for c in range(k)] + ["total"])
-        for name, row in zip(self.classes, self.contingency):
-            w.writerow([name] + [int(x) for x in row] + [int(row.sum())])
-        w.writerow(["total"] + [int(x) for x in self.contingency.sum(axis=0)]
-                   + [int(self.contingency.sum())])
-        return buf.getvalue()
-
     def summary(self):
         """Scores as a JSON-able dict."""
         return {"ari": self.ari, "nmi": self.nmi, "n_labelled": self.n_labelled,
                 "n_unknown": self.n_unknown}
-
-
-def _norm_path(p):
-    return os.path.normpath(p.strip().replace("\\", "/")).replace(os.sep, "/")
-
-
-def read_truth_csv(path):
-    """Read a file of known classes: CSV with columns ``path,label``.
-
-    Paths are relative to the image folder, as in ``labels.csv``.
-
-    Returns
-    -------
-    dict
-        Path to label.
-
-    Raises
-    ------
-    UsageError
-        If the file cannot be read, lacks the two columns, or names a path twice
-        with different labels.
-    """
-    try:
-        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-                raise UsageError(f"truth file {str(path)!r} must have the columns path,label "
-                                 f"(found {','.join(reader.fieldnames or [])!r})")
-            truth = {}
-            for row in reader:
-                if not row["path"]:
-                    continue
-                p, label = _norm_path(row["path"]), (row["label"] or "").strip()
-                if truth.get(p, label) != label:
-                    raise UsageError(f"truth file {str(path)!r} gives {p!r} two labels: "
-                                     f"{truth[p]!r} and {label!r}")
-                truth[p] = label
-    except OSError as e:
-        raise UsageError(f"cannot read truth file {str(path)!r}: {e.strerror or e}") from None
-    except csv.Error as e:
-        raise UsageError(f"truth file {str(path)!r} is not valid CSV: {e}") from None
-    return truth
 
 
 def compare_with_truth(paths, labels, truth, n_clusters=None):
@@ -313,8 +286,9 @@ def compare_with_truth(paths, labels, truth, n_clusters=None):
         Relative paths of the clustered images.
     labels : ndarray of shape (len(paths),)
     truth : dict
-        Path to known class (see :func:`read_truth_csv`); images without an
-        entry are left out.
+        Path to known class (see :func:`featclust.tables.read_truth_csv`);
+        paths are compared after :func:`featclust.fileio.norm_relpath`; images without an entry
+        are left out.
     n_clusters : int, optional
         Columns of the table; default ``labels.max() + 1``.
 
@@ -330,7 +304,7 @@ def compare_with_truth(paths, labels, truth, n_clusters=None):
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     labels = np.asarray(labels)
-    truth = {_norm_path(p): v for p, v in truth.items()}
+    truth = {norm_relpath(p): v for p, v in truth.items()}
     pairs = [(truth[p], int(c)) for p, c in zip(paths, labels) if p in truth]
     if not pairs:
         raise UsageError(f"none of the {len(truth)} paths of the truth file is a clustered "
@@ -347,3 +321,102 @@ def compare_with_truth(paths, labels, truth, n_clusters=None):
         nmi=float(normalized_mutual_info_score(known, clusters)),
         n_labelled=len(pairs), n_unknown=len(truth) - len(pairs), classes=classes,
         contingency=table)
+
+
+# -- judging a fitted model ------------------------------------------------------------
+
+def model_scores(model, X, random_state=0, n_runs=3, n_init=3, sample_size=SILHOUETTE_SAMPLE,
+                 fit_size=5000, fit_dims=64):
+    """The k scan's scores for a fitted model, on the features it was fitted on.
+
+    Parameters
+    ----------
+    model : featclust.cluster.FeatureKMeans
+        Fitted on ``X``.
+    X : array-like of shape (n_samples, n_features)
+    random_state, n_runs, n_init, sample_size, fit_size, fit_dims
+        As in :class:`featclust.kscan.KScan`: the stability comes from
+        ``n_runs`` new k-means runs at the model's k, made as the scan makes
+        them.
+
+    Returns
+    -------
+    dict
+        Keys :data:`featclust.kscan.COLUMNS`; NaN where a score is undefined.
+    """
+    Z = model.reduce(X)
+    k = model.n_clusters
+    scores = cluster_scores(Z, model.labels_, SilhouetteSample(Z, sample_size, random_state))
+    stab = math.nan
+    if 2 <= k <= len(Z) - 1:
+        rng = np.random.default_rng(random_state)
+        F = fitting_space(Z, fit_dims, fit_size, rng, random_state)
+        stab = stability(subsample_kmeans(F, k, n_runs, n_init, fit_size, rng)[1])
+    return {"k": k, **scores, "stability": stab}
+
+
+@dataclass
+class Judgement:
+    """How good a clustering looks: scores, per-cluster sizes and flags, known classes.
+
+    Attributes
+    ----------
+    scores : dict
+        As :func:`model_scores` returns.
+    clusters : list of dict
+        As :func:`cluster_table` returns.
+    truth : TruthComparison or None
+    """
+
+    scores: dict
+    clusters: list
+    truth: object = None
+
+    @property
+    def tiny(self):
+        """Clusters flagged tiny."""
+        return [r["cluster"] for r in self.clusters if r["tiny"]]
+
+    @property
+    def loose(self):
+        """Clusters flagged loose (members far from the centre)."""
+        return [r["cluster"] for r in self.clusters if r["loose"]]
+
+    def info(self):
+        """What the output folder's record keeps: scores (NaN as None), flags, truth summary.
+
+        Returns
+        -------
+        dict
+            ``{"scores": ..., "flags": {"tiny": [...], "loose": [...]},
+            "truth": ... or None}``, JSON-able.
+        """
+        scores = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                  for k, v in self.scores.items()}
+        return {"scores": scores, "flags": {"tiny": self.tiny, "loose": self.loose},
+                "truth": self.truth.summary() if self.truth is not None else None}
+
+
+def judge(model, X, paths=None, truth=None, random_state=0):
+    """Score a fitted model, size and flag its clusters, compare with known classes.
+
+    Parameters
+    ----------
+    model : featclust.cluster.FeatureKMeans
+        Fitted on ``X``.
+    X : array-like of shape (n_samples, n_features)
+    paths : list of str, optional
+        Relative paths of the rows; needed with ``truth``.
+    truth : dict, optional
+        Path to known class (see :func:`featclust.tables.read_truth_csv`).
+    random_state : int
+
+    Returns
+    -------
+    Judgement
+    """
+    table = cluster_table(model.labels_, model.distances_, model.n_clusters)
+    compared = None
+    if truth is not None:
+        compared = compare_with_truth(paths, model.labels_, truth, model.n_clusters)
+    return Judgement(model_scores(model, X, random_state), table, compared)

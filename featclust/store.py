@@ -1,5 +1,10 @@
 """The feature store: features on disk, never served stale.
 
+This module is longer than the others because it is the single owner of the
+store's file format: layout, chunk commit, locking, repair and the rules for
+serving a row live together so that no other module writes or reads a store's
+files.
+
 Layout::
 
     ROOT/featclust-store.json               marker, so scans skip the store
@@ -19,11 +24,13 @@ A row is served only if the file's path, size and modification time still
 match (and, for files changed within two seconds of being stored, its content
 hash); otherwise it is re-embedded. Rows of deleted or changed images are
 dropped by compaction.
+
+:meth:`FeatureStore.update` is the one loop that fills a store;
+:meth:`FeatureStore.read_features` reads one back without ever changing it.
 """
 
 from __future__ import annotations
 
-import csv
 import errno
 import fcntl
 import hashlib
@@ -39,7 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from . import images
-from .errors import StoreError, StoreLockedError, UsageError
+from .checks import check_int
+from .errors import FeaturesUnavailableError, StoreError, StoreLockedError, UsageError
+from .fileio import atomic_write, content_hash, json_bytes
+from .tables import bad_files_csv
 
 STORE_FORMAT = 2
 #: Files modified this close to the time they were stored are re-hashed.
@@ -74,41 +84,9 @@ def store_path(image_dir, settings, root=None):
     return Path(root or default_root()) / folder / settings_key(settings)
 
 
-def atomic_write(path, write, mode="wb"):
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    Parameters
-    ----------
-    path : path-like
-    write : callable
-        Called with the open temporary file.
-    mode : str
-        ``"wb"`` or ``"w"`` (UTF-8 text, surrogates kept).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        kwargs = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape",
-                                          "newline": ""}
-        with os.fdopen(fd, mode, **kwargs) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _json_dump(obj):
-    return lambda fh: fh.write(json.dumps(obj, indent=1, sort_keys=True).encode("ascii"))
-
-
-def _digest(data):
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+def _json_writer(obj):
+    data = json_bytes(obj)
+    return lambda fh: fh.write(data)
 
 
 def _chunk_size(chunk_size):
@@ -122,9 +100,7 @@ def _chunk_size(chunk_size):
             chunk_size = 0
         if chunk_size < 1:
             raise UsageError(f"FEATCLUST_CHUNK_SIZE={text!r} must be a positive integer")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise UsageError(f"chunk_size={chunk_size!r} must be a positive integer")
-    return chunk_size
+    return check_int("chunk_size", chunk_size)
 
 
 def _valid_bad_entry(entry):
@@ -192,7 +168,7 @@ class FeatureStore:
             self.path.mkdir(parents=True, exist_ok=True)
             marker = self.root / images.STORE_MARKER
             if not marker.exists():
-                atomic_write(marker, _json_dump({"featclust_store": STORE_FORMAT}))
+                atomic_write(marker, _json_writer({"featclust_store": STORE_FORMAT}))
             self._lock_fh = open(self.path / "lock", "a+")
         except OSError as e:
             raise _store_error(self.path, e) from None
@@ -208,6 +184,9 @@ class FeatureStore:
                 f"feature store {str(self.path)!r} is in use by another featclust run{by}; "
                 "wait for it to finish"
             ) from None
+        # A store opened again reads its files afresh.
+        self._rows, self._chunks, self._bad, self._pending = {}, {}, {}, []
+        self._next_chunk = 0
         try:
             self._lock_fh.truncate(0)
             self._lock_fh.write(str(os.getpid()))
@@ -253,35 +232,47 @@ class FeatureStore:
         return {"store_format": STORE_FORMAT, "image_dir": self.image_dir,
                 "settings": self.settings}
 
-    def read_settings(self):
-        """Read the store's ``settings.json`` without opening (or emptying) the store.
+    def _read_settings(self):
+        """``(settings, None)``, ``(None, None)`` without a file, ``(None, error)``."""
+        try:
+            return json.loads((self.path / "settings.json").read_text(encoding="ascii")), None
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError) as e:
+            return None, e
+
+    def state(self):
+        """What is on disk for this store, found without opening or changing anything.
 
         Returns
         -------
-        dict, None or Exception
-            The recorded settings, ``None`` if there are none, or the error
-            that made them unreadable. They match this store exactly when
-            :meth:`settings_match` is true.
+        {"ready", "missing", "damaged", "other"}
+            ``"ready"``: its ``settings.json`` is this store's own;
+            ``"missing"``: no store (or an empty one); ``"damaged"``: the
+            settings are unreadable, or features lie there without them;
+            ``"other"``: written by another featclust version, with other
+            settings or for another folder. :meth:`open` empties a store in
+            any state but ``"ready"``.
         """
-        try:
-            return json.loads((self.path / "settings.json").read_text(encoding="ascii"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            return e
-
-    def settings_match(self, found):
-        """Whether settings from :meth:`read_settings` are this store's own."""
-        return found == self._expected_settings()
+        found, error = self._read_settings()
+        if error is not None:
+            return "damaged"
+        if found is None:
+            try:
+                names = os.listdir(self.path)
+            except OSError:
+                return "missing"
+            return "damaged" if any(_CHUNK.match(n) for n in names) else "missing"
+        return "ready" if found == self._expected_settings() else "other"
 
     def _check_settings(self):
         expected = self._expected_settings()
         path = self.path / "settings.json"
-        found = self.read_settings()
+        found, error = self._read_settings()
         if found == expected:
             return
-        if isinstance(found, Exception):
-            self.problems.append(f"settings.json is damaged ({found}); store emptied and rebuilt")
+        if error is not None:
+            self.problems.append(f"settings.json is damaged ({error}); store emptied and rebuilt")
         elif found is not None:
             self.problems.append("store written by another featclust version or with other "
                                  "settings; store emptied and rebuilt")
@@ -289,7 +280,7 @@ class FeatureStore:
             self.problems.append("store has features but no settings.json; store emptied "
                                  "and rebuilt")
         self._wipe()
-        self._write(path, _json_dump(expected))
+        self._write(path, _json_writer(expected))
 
     def _wipe(self):
         try:
@@ -352,7 +343,7 @@ class FeatureStore:
                 raise ValueError("unexpected row in index")
             row["written_ns"] = written_ns
         data = (self.path / f"chunk-{n:06d}.npy").read_bytes()
-        if _digest(data) != meta["digest"]:
+        if content_hash(data) != meta["digest"]:
             raise ValueError("features file does not match its hash")
         feats = np.load(io.BytesIO(data), allow_pickle=False)
         if feats.dtype != np.float32 or feats.shape != (len(rows), self.dim):
@@ -471,6 +462,56 @@ class FeatureStore:
     def __len__(self):
         return len(self._rows)
 
+    def read_features(self, paths):
+        """Stored features of ``paths``, for a reader that must not change the store.
+
+        The state is checked first, so a store of other settings is never
+        emptied; the store is opened (locked) only to read. Rows are served
+        as stored, whether or not the image files changed since.
+
+        Parameters
+        ----------
+        paths : list of str
+            Relative image paths.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(paths), dim)`` float32 (see :meth:`load`).
+
+        Raises
+        ------
+        FeaturesUnavailableError
+            Saying in words why: the store is gone, holds other settings or
+            another folder, is damaged, lacks some of the rows, or is in use
+            by another run.
+        """
+        where = f"the feature store {str(self.path)!r}"
+        state = self.state()
+        if state != "ready":
+            raise FeaturesUnavailableError(where + {
+                "missing": " no longer exists (sort the folder again to rebuild it)",
+                "other": " now holds features made with other settings or for another folder",
+                "damaged": " is damaged (its settings cannot be read); sort the folder again "
+                           "to rebuild it",
+            }[state])
+        try:
+            self.open()
+        except StoreLockedError:
+            raise FeaturesUnavailableError(f"{where} is in use by another featclust run; try "
+                                           "again when it has finished") from None
+        except StoreError as e:
+            raise FeaturesUnavailableError(str(e)) from None
+        try:
+            missing = sum(p not in self._rows for p in paths)
+            if missing:
+                raise FeaturesUnavailableError(
+                    f"{where} no longer holds the features of {missing} of the {len(paths)} "
+                    "images (the image folder changed since the sort; sort it again)")
+            return self.load(paths)
+        finally:
+            self.close()
+
     # -- writing -------------------------------------------------------------
     def add(self, good, features):
         """Queue rows; whole chunks are written as soon as they fill.
@@ -504,8 +545,64 @@ class FeatureStore:
             if not b.reason.startswith(images.READ_FAILURE):
                 self._bad[b.path] = {"size": f.size, "mtime_ns": f.mtime_ns, "reason": b.reason}
 
+    def update(self, files, embed_files, progress=None):
+        """Embed the files that have no valid row yet and store their features.
+
+        The one loop that fills a store. Rows are written chunk by chunk as
+        they come, so an interrupted update keeps what it computed. Rows of
+        files not in ``files`` are kept (see :meth:`finish`).
+
+        Parameters
+        ----------
+        files : list of featclust.images.ImageFile
+        embed_files : callable
+            ``embed_files(missing)`` for the list of files to embed returns an
+            iterator of ``(good, features, bad)`` batches, as
+            :func:`featclust.decoding.iter_features` bound to an embedder
+            (``functools.partial(iter_features, embedder=embedder)``).
+        progress : callable, optional
+            ``progress(description, total)`` returning an object with
+            ``update(n)`` and ``close()`` (a ``tqdm`` does); called only when
+            something is embedded.
+
+        Returns
+        -------
+        cached : list of ImageFile
+            Files served from the store.
+        bad : list of featclust.images.BadFile
+            Files known to be undecodable, then those that failed now.
+        n_embedded : int
+            Files embedded now.
+
+        Raises
+        ------
+        StoreError
+            If the store is not open, or cannot be written.
+        """
+        if self._lock_fh is None:
+            raise StoreError(f"feature store {str(self.path)!r} is not open; open it (or use "
+                             "it in a with statement) before updating it")
+        cached, bad, missing = self.split(files)
+        n_embedded = 0
+        if not missing:
+            return cached, bad, n_embedded
+        bar = progress("embedding", len(missing)) if progress else None
+        by_path = {f.path: f for f in missing}
+        try:
+            for good, feats, failed in embed_files(missing):
+                self.add(good, feats)
+                self.add_bad(by_path, failed)
+                bad.extend(failed)
+                n_embedded += len(good)
+                if bar:
+                    bar.update(len(good) + len(failed))
+        finally:
+            if bar:
+                bar.close()
+        return cached, bad, n_embedded
+
     def flush(self):
-        """Write queued rows as a (possibly short) chunk and the bad-file list."""
+        """Write queued rows as a (possibly short) chunk (:meth:`finish` writes the bad files)."""
         if self._pending:
             self._write_chunk(self._pending)
             self._pending = []
@@ -523,7 +620,7 @@ class FeatureStore:
         data = buf.getvalue()
         self._write(self.path / f"chunk-{n:06d}.npy", lambda fh: fh.write(data))
         self._write(self.path / f"chunk-{n:06d}.json",
-                    _json_dump({"rows": rows, "written_ns": written_ns, "digest": _digest(data)}))
+                    _json_writer({"rows": rows, "written_ns": written_ns, "digest": content_hash(data)}))
         self._chunks[n] = rows
         for i, row in enumerate(rows):
             row["written_ns"] = written_ns
@@ -551,7 +648,7 @@ class FeatureStore:
         self._bad = {p: v for p, v in self._bad.items() if p in live}
         if bad_files is None:
             bad_files = [images.BadFile(p, v["reason"]) for p, v in self._bad.items()]
-        self._write(self.path / "bad.json", _json_dump(self._bad))
+        self._write(self.path / "bad.json", _json_writer(self._bad))
         self._write(self.path / "bad_files.csv",
                     lambda fh: fh.write(bad_files_csv(bad_files)), "w")
         dropped = 0
@@ -577,12 +674,3 @@ class FeatureStore:
             self._delete_chunk(n)
         return dropped
 
-
-def bad_files_csv(bad_files):
-    """The text of ``bad_files.csv``: ``path,reason``, one row per skipped file, by path."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "reason"])
-    for b in sorted(bad_files, key=lambda b: b.path):
-        w.writerow([b.path, b.reason])
-    return buf.getvalue()

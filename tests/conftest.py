@@ -34,9 +34,9 @@ def _private_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedder():
     """One random-weights VGG16 for the whole session (built on first use)."""
-    from featclust import make_embedder
+    from featclust import Embedder
 
-    return make_embedder(weights="none", batch_size=8)
+    return Embedder(weights="none", batch_size=8)
 
 
 CONTRAST_FAMILIES = {"heavy": (60, 7), "light": (15, 2)}  # dot count, dot radius

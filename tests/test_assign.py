@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw
 
 from conftest import read_csv
 from featclust import ImageClusterer, ModelMismatchError, samples
-from featclust.assign import embedder_for, load_output
+from featclust.assign import embedder_for
+from featclust.output import open_sorted
 from featclust.cli import main
 
 #: Random weights, block5 with average pooling: the settings that separate the
@@ -61,10 +62,10 @@ def sorted_out(two_families, tmp_path_factory):
 @pytest.fixture
 def no_embedding(monkeypatch):
     """Make any forward pass fail: what runs under it must come from the store."""
-    def boom(*args, **kwargs):
+    def boom(self, gray):
         raise AssertionError("an image was embedded again")
 
-    monkeypatch.setattr("featclust.embed.iter_features", boom)
+    monkeypatch.setattr("featclust.embed.Embedder.embed_batch", boom)
 
 
 def parse_assign(stdout):
@@ -149,17 +150,18 @@ def test_foreign_image_is_an_outlier_and_is_cached(sorted_out, tmp_path, monkeyp
     assert "skipped" in stderr and "notes.txt" in stderr
     import featclust.embed
 
-    seen, real = [], featclust.embed.iter_features
+    seen, real = [], featclust.embed.Embedder.embed_batch
 
-    def recording(files, embedder, **kwargs):
-        seen.extend(f.path for f in files)
-        return real(files, embedder, **kwargs)
+    def recording(self, gray):
+        seen.append(len(gray))
+        return real(self, gray)
 
-    monkeypatch.setattr("featclust.embed.iter_features", recording)
+    monkeypatch.setattr("featclust.embed.Embedder.embed_batch", recording)
     code, again, stderr = run("assign", sorted_out["out"], new)
     assert code == 0, stderr
     assert parse_assign(again)[0]["distance"] == row["distance"]
-    assert seen == ["notes.txt"]  # the image came from the store; the text file is tried again
+    assert seen == []  # the image came from the store ...
+    assert "notes.txt" in stderr  # ... and the text file was tried again, and skipped again
 
 
 def test_estimator_predict_matches_the_sort(sorted_out, tmp_path, no_embedding):
@@ -192,13 +194,13 @@ def test_model_whose_weights_file_is_gone_or_changed_is_refused(sorted_out, tmp_
     info["feature_settings"]["weights"] = "file:sha256=" + "0" * 64
     (copy / "featclust.json").write_text(json.dumps(info))
     with pytest.raises(ModelMismatchError, match="cannot be used now"):
-        embedder_for(load_output(copy))
+        embedder_for(open_sorted(copy))
     changed = tmp_path / "w.weights.h5"
     changed.write_bytes(b"other bytes")
     info["embedder"]["weights"] = str(changed)
     (copy / "featclust.json").write_text(json.dumps(info))
     with pytest.raises(ModelMismatchError, match="weights: 'file:sha256=0000"):
-        embedder_for(load_output(copy))
+        embedder_for(open_sorted(copy))
 
 
 def test_assign_needs_a_sorted_folder(sorted_out, tmp_path):
@@ -258,3 +260,44 @@ def test_estimator_with_auto_k_assigns_through_the_store(sorted_out, no_embeddin
     assert got.labels.tolist() == est.labels_.tolist()
     assert np.allclose(got.distances, est.distances_)
     assert got.outliers.sum() <= 2
+
+
+def test_estimator_takes_a_folder_a_single_path_or_a_list(sorted_out, no_embedding):
+    folder = sorted_out["folder"]
+    names = sorted(sorted_out["labels"])
+    est = ImageClusterer(n_clusters=2, weights="none", layer="block5", pooling="avg",
+                         batch_size=8).fit(folder)
+    sorted_labels = [int(sorted_out["labels"][p]["cluster"]) for p in names]
+    assert est.labels_.tolist() == [sorted_labels[names.index(p)] for p in est.paths_]
+    one = folder / names[0]
+    # A single path is one image, not a list of characters.
+    assert est.predict(one).tolist() == [sorted_labels[0]]
+    assert est.predict(str(one)).tolist() == [sorted_labels[0]]
+    assert est.transform(one).shape == (1, est.features_.shape[1])
+    mixed = est.assign([folder / names[1], folder])  # an image met twice is listed once
+    order = [names[1]] + names[:1] + names[2:]
+    assert [p.rsplit("/", 1)[-1] for p in mixed.paths] == order
+    assert mixed.labels.tolist() == [sorted_labels[names.index(p)] for p in order]
+    # fit on a list of files gives the same clusters as on the folder
+    again = ImageClusterer(n_clusters=2, weights="none", layer="block5", pooling="avg",
+                           batch_size=8).fit([folder / p for p in names])
+    assert again.labels_.tolist() == sorted_labels
+
+
+def test_sorted_folder_opens_through_the_output_module(sorted_out, tmp_path):
+    from featclust import OutputFormatError
+
+    folder = open_sorted(sorted_out["out"])
+    paths, labels, distances = folder.labels()
+    assert sorted(paths) == sorted(sorted_out["labels"])
+    assert folder.n_clusters == 2 and folder.model.n_clusters == 2
+    assert folder.record.embedder["layer"] == "block5"  # no silent fallback to a default
+    copy = tmp_path / "copy"
+    shutil.copytree(sorted_out["out"], copy)
+    info = json.loads((copy / "featclust.json").read_text())
+    info["featclust_output"] = 99
+    (copy / "featclust.json").write_text(json.dumps(info))
+    with pytest.raises(OutputFormatError, match="format version 99"):
+        open_sorted(copy)
+    code, _, stderr = run("assign", copy, sorted_out["folder"] / paths[0])
+    assert code == 2 and "format version 99" in stderr and "Traceback" not in stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from featclust import cluster, images
+from featclust import images, reduce
 from featclust.cluster import FeatureKMeans
 from featclust.store import FeatureStore
 
@@ -29,10 +29,10 @@ def test_long_features_get_automatic_pca_and_stay_out_of_memory(tmp_path, monkey
     # A scaled-down flatten case: 2,000 x 600 features (4.8 MB) count as
     # "long" and exceed a 256 KB budget, so PCA must be fitted block by block
     # on the memory-mapped matrix, never on a copy of it.
-    monkeypatch.setattr(cluster, "AUTO_PCA_MIN_FEATURES", 512)
-    monkeypatch.setattr(cluster, "AUTO_PCA", 8)
-    monkeypatch.setattr(cluster, "MAX_IN_MEMORY_BYTES", 256 << 10)
-    monkeypatch.setattr(cluster, "BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(reduce, "AUTO_PCA_MIN_FEATURES", 512)
+    monkeypatch.setattr(reduce, "AUTO_PCA", 8)
+    monkeypatch.setattr(reduce, "MAX_IN_MEMORY_BYTES", 256 << 10)
+    monkeypatch.setattr(reduce, "BLOCK_BYTES", 64 << 10)
     X, truth = _planted(2000, 600, 4)
     X = _memmap(tmp_path, X)
 
@@ -46,13 +46,13 @@ def test_long_features_get_automatic_pca_and_stay_out_of_memory(tmp_path, monkey
 
     tracemalloc.start()
     try:
-        model = FeatureKMeans(n_clusters=4, normalize=True, seed=0).fit(X)
+        model = FeatureKMeans(n_clusters=4, normalize=True, random_state=0).fit(X)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < X.nbytes / 2, f"peak {peak} bytes for a {X.nbytes}-byte matrix"
     assert model.n_components_ == 8
-    assert model.pca_components_.shape == (8, 600)
+    assert model.reducer_.components_.shape == (8, 600)
     assert model.cluster_centers_.shape == (4, 8)
     assert adjusted_rand_score(truth, model.labels_) == 1.0
     np.testing.assert_array_equal(model.predict(X[:50]), model.labels_[:50])
@@ -61,11 +61,11 @@ def test_long_features_get_automatic_pca_and_stay_out_of_memory(tmp_path, monkey
 def test_blockwise_pca_matches_scikit_learn(monkeypatch):
     from sklearn.decomposition import PCA
 
-    monkeypatch.setattr(cluster, "BLOCK_BYTES", 16 << 10)  # 14 rows per block
+    monkeypatch.setattr(reduce, "BLOCK_BYTES", 16 << 10)  # 14 rows per block
     rng = np.random.default_rng(3)
     X = (rng.normal(size=(500, 12)) * np.arange(12, 0, -1)) @ rng.normal(size=(12, 300))
     X = (X + rng.normal(0, 0.1, X.shape) + 5).astype(np.float32)
-    mean, components, variance = cluster.blockwise_pca(X, 8, seed=1)
+    mean, components, variance = reduce.blockwise_pca(X, 8, random_state=1)
     ref = PCA(8, svd_solver="full").fit(X)
     np.testing.assert_allclose(mean, ref.mean_, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(variance, ref.explained_variance_, rtol=1e-3)
@@ -76,7 +76,7 @@ def test_blockwise_pca_matches_scikit_learn(monkeypatch):
 def test_short_features_keep_their_length_without_pca():
     X, truth = _planted(60, 512, 3)
     model = FeatureKMeans(n_clusters=3).fit(X)
-    assert model.n_components_ is None and model.pca_components_ is None
+    assert model.n_components_ is None and model.reducer_.components_ is None
     assert model.cluster_centers_.shape == (3, 512)
     assert adjusted_rand_score(truth, model.labels_) == 1.0
 

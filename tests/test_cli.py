@@ -146,7 +146,7 @@ def test_help_does_not_import_tensorflow():
 
 
 def test_demo_holds_every_sample(tmp_path, capsys):
-    from featclust.pipeline import demo_images
+    from featclust.demo import demo_images
 
     demo_images(tmp_path / "samples", n_per_family=3)  # demo reuses a smaller sample set
     code, out, err = run(["demo", str(tmp_path / "demo"), "--weights", "none", "--images",

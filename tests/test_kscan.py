@@ -13,11 +13,12 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
 from featclust import FeatureKMeans, UsageError
-from featclust.kscan import (KScan, choose_k, judge, kscan_csv, kscan_table, parse_k_range,
-                             save_kscan, suggest_k)
-from featclust.scores import (SilhouetteSample, cluster_scores, cluster_table,
-                              compare_with_truth, read_truth_csv, stability)
 from featclust.errors import UnsafeOutputError
+from featclust.kscan import KScan, choose_k, parse_k_range, suggest_k
+from featclust.output import save_kscan
+from featclust.scores import (SilhouetteSample, cluster_scores, cluster_silhouettes,
+                              cluster_table, compare_with_truth, judge, stability)
+from featclust.tables import kscan_csv, kscan_table, read_truth_csv, truth_csv
 
 
 def blobs(n=600, dim=32, groups=4, seed=0, std=1.0):
@@ -38,9 +39,9 @@ def test_scores_agree_with_scikit_learn():
 
 def test_silhouette_uses_a_fixed_sample_of_the_requested_size():
     X, y = blobs(n=3000, groups=3)
-    sample = SilhouetteSample(X, size=200, seed=1)
+    sample = SilhouetteSample(X, size=200, random_state=1)
     assert len(sample.index) == 200
-    assert np.array_equal(sample.index, SilhouetteSample(X, size=200, seed=1).index)
+    assert np.array_equal(sample.index, SilhouetteSample(X, size=200, random_state=1).index)
     assert sample.score(y) == pytest.approx(silhouette_score(X[sample.index], y[sample.index]),
                                             abs=1e-5)
     assert math.isnan(sample.score(np.zeros(len(X), int)))
@@ -58,11 +59,11 @@ def test_suggested_k_is_the_true_number_of_groups(groups):
     X, _ = blobs(groups=groups, seed=groups)
     scan = KScan(ks=range(2, 11)).fit(X)
     assert scan.ks_ == list(range(2, 11))
-    assert [r["k"] for r in scan.scores_] == scan.ks_
+    assert list(scan.scores_["k"]) == scan.ks_
     assert scan.suggested_k_ == groups
-    row = scan.scores_[groups - 2]
+    row = {c: v[groups - 2] for c, v in scan.scores_.items()}
     assert row["stability"] > 0.95
-    assert row["silhouette"] == max(r["silhouette"] for r in scan.scores_)
+    assert row["silhouette"] == max(scan.scores_["silhouette"])
     assert "silhouette" in scan.reason_ and "reproducible" in scan.reason_
 
 
@@ -76,13 +77,13 @@ def test_fast_path_pca_and_subsamples_keeps_the_answer():
 
     assert adjusted_rand_score(y, scan.labels_[5]) > 0.99
     full = cluster_scores(X, scan.labels_[5], SilhouetteSample(X, size=300))
-    assert scan.scores_[3]["inertia"] == pytest.approx(full["inertia"])
+    assert scan.scores_["inertia"][3] == pytest.approx(full["inertia"])
 
 
 def test_scan_in_the_space_sort_clusters_in():
     X, _ = blobs(groups=4, dim=16)
-    plain = KScan(ks=[4]).fit(X).scores_[0]
-    reduced = KScan(ks=[4], pca=2, normalize=True).fit(X).scores_[0]
+    plain = {c: v[0] for c, v in KScan(ks=[4]).fit(X).scores_.items()}
+    reduced = {c: v[0] for c, v in KScan(ks=[4], pca=2, normalize=True).fit(X).scores_.items()}
     model = FeatureKMeans(4, pca=2, normalize=True).fit(X)
     Z = model.reduce(X)
     assert reduced["inertia"] < 4 * len(X)  # unit vectors in 2-D: far below the raw inertia
@@ -119,13 +120,13 @@ def test_parse_k_range():
 
 
 def test_suggestion_without_any_reproducible_k_says_so():
-    rows = [{"k": k, "silhouette": s, "stability": st}
-            for k, s, st in ((2, 0.1, 0.5), (3, 0.3, 0.4), (4, 0.2, 0.6))]
-    k, reason = suggest_k(rows)
+    scores = {"k": np.array([2, 3, 4]), "silhouette": np.array([0.1, 0.3, 0.2]),
+              "stability": np.array([0.5, 0.4, 0.6])}
+    k, reason = suggest_k(scores)
     assert k == 3
     assert "no k is reproducible" in reason and "k=4" in reason
-    rows[0]["stability"] = 0.9
-    assert suggest_k(rows)[0] == 2
+    scores["stability"][0] = 0.9
+    assert suggest_k(scores)[0] == 2
 
 
 def test_table_and_csv_mark_the_suggestion():
@@ -195,9 +196,8 @@ def test_judge_scores_the_model_and_compares_with_truth():
     assert judged.truth.n_labelled == len(X) and judged.truth.n_unknown == 1
     assert judged.truth.contingency.sum() == len(X)
     assert sorted(judged.truth.contingency.max(axis=1)) == sorted(np.bincount(y))
-    assert judged.files() == ["clusters.csv", "truth.csv"]
     assert judged.info()["truth"]["ari"] == pytest.approx(1.0)
-    lines = judged.truth.csv().splitlines()
+    lines = truth_csv(judged.truth).splitlines()
     assert lines[0] == "label,cluster_0,cluster_1,cluster_2,total"
     assert lines[-1].startswith("total,") and lines[-1].endswith(f",{len(X)}")
 
@@ -226,3 +226,30 @@ def test_read_truth_csv(tmp_path):
 def test_choose_k_for_sort_auto():
     X, _ = blobs(groups=5, seed=5)
     assert choose_k(X, ks=range(2, 9)).suggested_k_ == 5
+
+
+def test_cluster_silhouettes_are_per_cluster_means_on_one_sample():
+    from sklearn.metrics import silhouette_samples
+
+    X, y = blobs(n=300, groups=3, std=3.0)
+    got = cluster_silhouettes(X, y, 4)
+    s = silhouette_samples(X, y)
+    assert got[:3] == pytest.approx([s[y == c].mean() for c in range(3)], abs=1e-5)
+    assert got[3] is None  # an empty cluster
+    sample = SilhouetteSample(X, size=100, random_state=2)
+    small = cluster_silhouettes(X, y, 3, sample_size=100, random_state=2)
+    s = silhouette_samples(X[sample.index], y[sample.index])
+    sub = y[sample.index]
+    assert small == pytest.approx([s[sub == c].mean() for c in range(3)], abs=1e-5)
+    assert cluster_silhouettes(X, np.zeros(len(X), int), 2) == [None, None]
+
+
+def test_judgement_info_is_json_without_nan():
+    import json
+
+    X, _ = blobs(n=40, groups=2)
+    model = FeatureKMeans(1).fit(X)  # one cluster: silhouette and stability undefined
+    info = judge(model, X).info()
+    assert info["scores"]["silhouette"] is None and info["scores"]["stability"] is None
+    assert info["truth"] is None and set(info["flags"]) == {"tiny", "loose"}
+    json.dumps(info, allow_nan=False)

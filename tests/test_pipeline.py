@@ -133,8 +133,8 @@ def test_other_pooling_gets_its_own_store_entry(tmp_path, two_families):
     for p in sub.iterdir():
         if p.name not in names:
             p.unlink()
-    avg = featclust.make_embedder(weights="none", pooling="avg", batch_size=4)
-    mx = featclust.make_embedder(weights="none", pooling="max", batch_size=4)
+    avg = featclust.Embedder(weights="none", pooling="avg", batch_size=4)
+    mx = featclust.Embedder(weights="none", pooling="max", batch_size=4)
     a = featclust.embed_folder(sub, avg, store)
     b = featclust.embed_folder(sub, mx, store)
     assert (a.n_embedded, b.n_embedded) == (3, 3)
@@ -166,11 +166,11 @@ def test_weights_file_written_by_the_test(tmp_path, two_families):
     for p in sorted(truth)[:2]:
         shutil.copy(folder / p, sub / p)
     # block5: the saved VGG16 must hold all 13 convolutions, as a VGG16 weights file does
-    ref = featclust.make_embedder(weights="none", seed=3, batch_size=2, layer="block5")
+    ref = featclust.Embedder(weights="none", seed=3, batch_size=2, layer="block5")
     vgg = next(layer for layer in ref.build().layers if isinstance(layer, keras.Model))
     path = tmp_path / "vgg16.weights.h5"
     vgg.save_weights(path)
-    from_file = featclust.make_embedder(weights=str(path), batch_size=2, layer="block5")
+    from_file = featclust.Embedder(weights=str(path), batch_size=2, layer="block5")
     got = featclust.embed_folder(sub, from_file, tmp_path / "store")
     want = featclust.embed_folder(sub, ref, tmp_path / "store2")
     np.testing.assert_allclose(got.features, want.features, rtol=1e-5, atol=1e-5)

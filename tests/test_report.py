@@ -14,7 +14,7 @@ from PIL import Image
 from featclust import report, sort_folder
 from featclust.cli import main
 from featclust.errors import UnsafeOutputError
-from featclust.pipeline import demo_images
+from featclust.demo import demo_images
 
 from conftest import read_csv
 
@@ -211,7 +211,7 @@ def test_montages_hold_their_cluster_in_order_of_distance(tmp_path, two_families
                                                          store_root):
     folder, truth = two_families
     result = sort_folder(folder, tmp_path / "out", 2, embedder=embedder, store=store_root,
-                         seed=0)
+                         random_state=0)
     model, emb = result.model, result.embed
     Z = model.reduce(emb.features)
     dist = {p: float(np.linalg.norm(z - model.cluster_centers_[c]))

@@ -58,7 +58,7 @@ def test_deterministic(tmp_path):
     b = make_image_set(tmp_path / "b", n_per_family=3, seed=7)
     assert a == b
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
-    c = make_image_set(tmp_path / "c", n_per_family=3, seed=8)
+    make_image_set(tmp_path / "c", n_per_family=3, seed=8)
     assert _files(tmp_path / "a") != _files(tmp_path / "c")
 
 

@@ -1,5 +1,6 @@
 """Unit tests of the feature store and the clustering model, with a fake embedder."""
 
+import functools
 import json
 import os
 
@@ -9,7 +10,9 @@ from PIL import Image
 
 import featclust
 from featclust.cluster import FeatureKMeans
-from featclust.errors import StoreLockedError, UsageError
+from featclust import images
+from featclust.decoding import iter_features
+from featclust.errors import FeaturesUnavailableError, StoreError, StoreLockedError, UsageError
 from featclust.store import FeatureStore
 
 
@@ -161,7 +164,8 @@ def test_kmeans_errors_name_parameter_and_value(params, message):
 
 @pytest.mark.parametrize("mode", ["copy", "symlink", "hardlink"])
 def test_sort_modes_place_every_image(tmp_path, mode):
-    from featclust.sort import OutputFolder, destinations, sort_into_folders
+    from featclust.output import OutputFolder
+    from featclust.sort import destinations, sort_into_folders
 
     write_images(tmp_path / "img", [0, 100, 200])
     paths = sorted(p.name for p in (tmp_path / "img").iterdir())
@@ -176,3 +180,153 @@ def test_sort_modes_place_every_image(tmp_path, mode):
         same_inode = os.stat(dst).st_ino == os.stat(tmp_path / "img" / src).st_ino
         assert same_inode == (mode != "copy")
     assert sorted(p.name for p in (tmp_path / "img").iterdir()) == paths
+
+
+def fake_embed_files(calls, fail=()):
+    """An ``embed_files`` function without Keras: features from the file size.
+
+    Rows carry the true content hash: files this new are checked by hash.
+    """
+
+    def embed_files(missing):
+        calls.append([f.path for f in missing])
+        for f in missing:
+            if f.path in fail:
+                yield [], np.zeros((0, 3), np.float32), [images.BadFile(f.path, "broken")]
+            else:
+                yield ([(f, images.read_bytes(f)[1])],
+                       np.array([[f.size, len(f.path), 1.0]], np.float32), [])
+
+    return embed_files
+
+
+class Bar:
+    def __init__(self, log, description, total):
+        self.log = log
+        log.append((description, total))
+
+    def update(self, n):
+        self.log.append(n)
+
+    def close(self):
+        self.log.append("closed")
+
+
+def test_update_fills_a_store_and_a_second_update_embeds_nothing(tmp_path):
+    write_images(tmp_path / "img", [0, 100, 200])
+    files, _ = images.scan(tmp_path / "img")
+    settings = {"model": "fake", "dim": 3}
+    calls, log = [], []
+    progress = functools.partial(Bar, log)
+    with FeatureStore(tmp_path / "img", settings, tmp_path / "store", chunk_size=2) as st:
+        cached, bad, n = st.update(files, fake_embed_files(calls, fail={"im01.png"}), progress)
+        assert (cached, n) == ([], 2)
+        assert [(b.path, b.reason) for b in bad] == [("im01.png", "broken")]
+        assert calls == [["im00.png", "im01.png", "im02.png"]]
+        assert log == [("embedding", 3), 1, 1, 1, "closed"]
+        assert not (st.path / "bad_files.csv").exists()  # update() does not finish()
+        feats = st.load(["im00.png", "im02.png"])
+        st.finish(files, bad)
+    np.testing.assert_array_equal(feats[:, 1], [8, 8])
+    with FeatureStore(tmp_path / "img", settings, tmp_path / "store") as st:
+        log.clear()
+        cached, bad, n = st.update(files, fake_embed_files(calls), progress)
+        assert [f.path for f in cached] == ["im00.png", "im02.png"] and n == 0
+        assert [b.path for b in bad] == ["im01.png"]  # known bad, not tried again
+        assert len(calls) == 1 and log == []  # nothing embedded, no progress bar
+        np.testing.assert_array_equal(st.load(["im00.png", "im02.png"]), feats)
+
+
+def test_update_with_iter_features_and_a_fake_embedder(tmp_path):
+    write_images(tmp_path / "img", [0, 100, 200])
+    (tmp_path / "img" / "broken.png").write_bytes(b"not an image")
+    files, _ = images.scan(tmp_path / "img")
+    fake = FakeEmbedder()
+    with FeatureStore(tmp_path / "img", fake.settings(), tmp_path / "store") as st:
+        cached, bad, n = st.update(files, functools.partial(iter_features, embedder=fake))
+        assert n == 3 and fake.seen == 3 and [b.path for b in bad] == ["broken.png"]
+        np.testing.assert_allclose(st.load([f"im0{i}.png" for i in range(3)])[:, 0],
+                                   [0, 100 / 255, 200 / 255], atol=1e-6)
+
+
+def test_update_needs_an_open_store(tmp_path):
+    write_images(tmp_path / "img", [0])
+    files, _ = images.scan(tmp_path / "img")
+    st = FeatureStore(tmp_path / "img", {"dim": 3}, tmp_path / "store")
+    with pytest.raises(StoreError, match="not open"):
+        st.update(files, fake_embed_files([]))
+
+
+def test_state_without_opening(tmp_path):
+    write_images(tmp_path / "img", [0, 100])
+    files, _ = images.scan(tmp_path / "img")
+    settings = {"model": "fake", "dim": 3}
+    st = FeatureStore(tmp_path / "img", settings, tmp_path / "store")
+    assert st.state() == "missing" and not (tmp_path / "store").exists()
+    with st:
+        st.update(files, fake_embed_files([]))
+    assert st.state() == "ready"
+    assert FeatureStore(tmp_path / "img", settings, tmp_path / "store").state() == "ready"
+    settings_file = st.path / "settings.json"
+    good = settings_file.read_text()
+    data = json.loads(good)
+    data["image_dir"] = "/elsewhere"
+    settings_file.write_text(json.dumps(data))
+    assert st.state() == "other"
+    settings_file.write_text("{not json")
+    assert st.state() == "damaged"
+    settings_file.unlink()
+    assert st.state() == "damaged"  # features without settings
+    for chunk in st.path.glob("chunk-*"):
+        chunk.unlink()
+    assert st.state() == "missing"
+    assert sorted(p.name for p in st.path.iterdir()) == ["lock"]  # nothing was changed
+
+
+def test_read_features_reads_and_refuses_in_words(tmp_path):
+    write_images(tmp_path / "img", [0, 100, 200])
+    files, _ = images.scan(tmp_path / "img")
+    settings = {"model": "fake", "dim": 3}
+    root = tmp_path / "store"
+    st = FeatureStore(tmp_path / "img", settings, root)
+    with pytest.raises(FeaturesUnavailableError, match="no longer exists"):
+        st.read_features(["im00.png"])
+    assert not root.exists(), "reading must not create a store"
+    with st:
+        st.update(files, fake_embed_files([]))
+    reader = FeatureStore(tmp_path / "img", settings, root)
+    feats = reader.read_features(["im02.png", "im00.png"])
+    np.testing.assert_array_equal(feats[:, 0], [files[2].size, files[0].size])
+
+    with pytest.raises(FeaturesUnavailableError) as err:
+        reader.read_features(["im00.png", "gone.png", "also-gone.png"])
+    assert "no longer holds the features of 2 of the 3 images" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+    with FeatureStore(tmp_path / "img", settings, root):
+        with pytest.raises(FeaturesUnavailableError, match="in use by another featclust run"):
+            reader.read_features(["im00.png"])
+
+    # A store of other settings is left exactly as it is.
+    settings_file = reader.path / "settings.json"
+    data = json.loads(settings_file.read_text())
+    data["settings"]["model"] = "another"
+    settings_file.write_text(json.dumps(data))
+    before = {p.name: p.read_bytes() for p in reader.path.iterdir()}
+    with pytest.raises(FeaturesUnavailableError, match="other settings"):
+        reader.read_features(["im00.png"])
+    settings_file.write_text("{damaged")
+    before["settings.json"] = settings_file.read_bytes()
+    with pytest.raises(FeaturesUnavailableError, match="damaged"):
+        reader.read_features(["im00.png"])
+    assert {p.name: p.read_bytes() for p in reader.path.iterdir()} == before
+
+
+def test_store_digest_is_the_content_hash(tmp_path):
+    from featclust import fileio, store
+
+    assert not hasattr(store, "_digest")
+    write_images(tmp_path / "img", [7])
+    files, _ = images.scan(tmp_path / "img")
+    data, digest = images.read_bytes(files[0])
+    assert digest == fileio.content_hash(data)

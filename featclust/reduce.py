@@ -1,0 +1,299 @@
+"""The space features are clustered in: L2 normalisation and PCA.
+
+:class:`Reducer` is the one reduction :class:`~featclust.cluster.FeatureKMeans`
+and :class:`~featclust.kscan.KScan` share, so a scan scores the space a sort
+clusters in. A matrix larger than :data:`MAX_IN_MEMORY_BYTES` (flatten
+pooling on many images, often memory-mapped from the store) is never copied
+whole: it is read block by block and its PCA is a randomized PCA whose passes
+go block by block (:func:`blockwise_pca`).
+
+No TensorFlow here: this module works on arrays only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .checks import check_bool, check_int, check_random_state
+from .errors import UsageError
+
+#: With ``pca=None``, features longer than this (``pooling="flatten"``: 25,088)
+#: are reduced to :data:`AUTO_PCA` components.
+AUTO_PCA_MIN_FEATURES = 4096
+AUTO_PCA = 256
+#: A larger feature matrix is read block by block and gets the blockwise PCA.
+#: Whole-matrix PCA needs about 4 times the matrix; the blockwise one a few
+#: blocks plus (rows + features) x (components + 10) values.
+MAX_IN_MEMORY_BYTES = 64 << 20
+#: Size of one block of rows.
+BLOCK_BYTES = 16 << 20
+
+
+def check_features(estimator, X, reset):
+    """``X`` as a finite 2-D float32 array, its width checked against ``n_features_in_``.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        Gets ``n_features_in_`` when ``reset``; otherwise ``X`` must match it.
+    X : array-like of shape (n_samples, n_features)
+        A float32 array (a memory-mapped one, say) is not copied.
+    reset : bool
+        True in ``fit``.
+
+    Raises
+    ------
+    UsageError
+        For another shape, an empty or non-finite ``X`` (scikit-learn's message).
+    TypeError
+        For sparse or non-numeric input.
+    """
+    try:
+        X = validate_data(estimator, X, dtype=np.float32, ensure_all_finite=False, reset=reset)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not all(np.isfinite(block).all() for block in blocks(X)):
+        raise UsageError("X contains NaN or infinite values")
+    return X
+
+
+class Reducer(TransformerMixin, BaseEstimator):
+    """L2 normalisation and PCA, as clustering uses them.
+
+    The features are optionally L2-normalised, reduced with PCA and
+    normalised again (cosine, or spherical, geometry).
+
+    Parameters
+    ----------
+    pca : int or None, default None
+        Number of PCA components; ``None`` keeps features of up to
+        :data:`AUTO_PCA_MIN_FEATURES` values as they are and reduces longer
+        ones to ``min(AUTO_PCA, n_samples)`` components.
+    whiten : bool, default False
+        Divide each component by its standard deviation.
+    normalize : bool, default False
+        L2-normalise the vectors before and after PCA.
+    random_state : int, default 0
+        Random state of the PCA.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+    n_components_ : int or None
+        PCA components used (``pca`` or the automatic choice); None without PCA.
+    mean_, components_, scale_ : ndarray or None
+        The fitted projection (float32; ``None`` without PCA).
+    """
+
+    def __init__(self, pca=None, whiten=False, normalize=False, random_state=0):
+        self.pca = pca
+        self.whiten = whiten
+        self.normalize = normalize
+        self.random_state = random_state
+
+    def _check_params(self):
+        check_int("pca", self.pca, none_ok=True)
+        check_bool("whiten", self.whiten)
+        check_bool("normalize", self.normalize)
+        check_random_state("random_state", self.random_state)
+
+    def fit(self, X, y=None):
+        """Fit the PCA (if any) on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X = check_features(self, X, reset=True)
+        self._fit(X)
+        return self
+
+    def _fit(self, X):
+        from sklearn.decomposition import PCA
+
+        n, d = X.shape
+        self.n_features_in_ = d
+        if self.pca is not None and self.pca > min(n, d):
+            raise UsageError(f"pca={self.pca} is larger than min(number of images, "
+                             f"feature length) = {min(n, d)}")
+        self.mean_ = self.components_ = self.scale_ = None
+        c = self.pca
+        if c is None and d > AUTO_PCA_MIN_FEATURES:
+            c = min(AUTO_PCA, n, d)
+        self.n_components_ = c
+        if c is None:
+            return
+        if X.nbytes > MAX_IN_MEMORY_BYTES:
+            mean, components, variance = blockwise_pca(X, c, self.normalize,
+                                                       self.random_state)
+        else:
+            pca = PCA(n_components=c, random_state=self.random_state)
+            pca.fit(l2(X) if self.normalize else X)
+            mean, components, variance = pca.mean_, pca.components_, pca.explained_variance_
+        self.mean_ = mean.astype(np.float32)
+        self.components_ = components.astype(np.float32)
+        scale = np.sqrt(variance) if self.whiten else np.ones(c)
+        self.scale_ = np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+    def fit_transform(self, X, y=None):
+        """Fit and return the reduced ``X`` (validated once)."""
+        self._check_params()
+        X = check_features(self, X, reset=True)
+        self._fit(X)
+        return self._transform(X)
+
+    def transform(self, X):
+        """Map features into the reduced space, block by block.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components_ or n_features), float32
+        """
+        check_is_fitted(self, "n_components_")
+        return self._transform(check_features(self, X, reset=False))
+
+    def _transform(self, X):
+        if X.nbytes <= BLOCK_BYTES:
+            return self._transform_block(X)
+        return np.concatenate([self._transform_block(block) for block in blocks(X)])
+
+    def _transform_block(self, Z):
+        if self.normalize:
+            Z = l2(Z)
+        if self.components_ is not None:
+            # float64, so that an image gets the same reduced vector (to float32
+            # precision) whether it is projected alone or among thousands.
+            W = self.components_.T.astype(np.float64)
+            Z = (((Z.astype(np.float64) - self.mean_) @ W) / self.scale_).astype(np.float32)
+            if self.normalize:
+                Z = l2(Z)
+        return np.asarray(Z, dtype=np.float32)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+def fitting_space(Z, fit_dims, fit_size, rng, random_state):
+    """At most ``fit_dims`` PCA components of ``Z``, the PCA fitted on ``fit_size`` rows.
+
+    Fast k-means runs (the k scan, the stability of a model) work here: the
+    top components hold the between-cluster directions.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n_samples, n_features)
+    fit_dims, fit_size : int
+    rng : numpy.random.Generator
+        Draws the rows the PCA is fitted on.
+    random_state : int
+        Random state of the PCA.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, min(n_features, fit_dims)), float32
+        ``Z`` itself when it has at most ``fit_dims`` columns.
+    """
+    from sklearn.decomposition import PCA
+
+    n, d = Z.shape
+    if d <= fit_dims:
+        return Z
+    rows = rng.choice(n, fit_size, replace=False) if n > fit_size else slice(None)
+    pca = PCA(n_components=min(fit_dims, len(Z[rows])), random_state=random_state).fit(Z[rows])
+    return pca.transform(Z).astype(np.float32)
+
+
+def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
+                  n_oversamples=10):
+    """Randomized PCA (Halko, Martinsson and Tropp, 2011) reading ``X`` block by block.
+
+    Every pass over the data multiplies one block of rows at a time, so ``X``
+    can be a memory-mapped matrix larger than memory: besides a block, only
+    ``(n_samples + n_features) x (n_components + n_oversamples)`` values are
+    held. The data are centred on the fly, never copied.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    n_components : int
+    normalize : bool
+        L2-normalise each row before the PCA.
+    random_state : int
+        Seed of the random projection.
+    n_iter : int
+        Power iterations (``n_iter + 3`` passes over the data in all).
+    n_oversamples : int
+
+    Returns
+    -------
+    mean : ndarray of shape (n_features,)
+    components : ndarray of shape (n_components, n_features)
+        Rows of unit length, largest variance first, signs as scikit-learn's.
+    explained_variance : ndarray of shape (n_components,)
+    """
+    from sklearn.utils.extmath import svd_flip
+
+    n, d = X.shape
+    parts = blocks(X)
+
+    def rows(block):
+        return (l2(block) if normalize else block).astype(np.float32, copy=False)
+
+    mean = sum(rows(b).sum(axis=0, dtype=np.float64) for b in parts) / n
+    mean32 = mean.astype(np.float32)
+
+    def centred_times(Q):  # (X - mean) @ Q
+        return np.concatenate([rows(b) @ Q for b in parts]) - mean32 @ Q
+
+    def centred_t_times(Y):  # (X - mean).T @ Y
+        out = np.zeros((d, Y.shape[1]), np.float32)
+        start = 0
+        for b in parts:
+            out += rows(b).T @ Y[start:start + len(b)]
+            start += len(b)
+        return out - np.outer(mean32, Y.sum(axis=0))
+
+    k = min(n_components + n_oversamples, n, d)
+    Q = np.random.default_rng(random_state).standard_normal((d, k)).astype(np.float32)
+    Y = centred_times(Q)
+    for _ in range(n_iter):
+        Y = np.linalg.qr(Y)[0]
+        Y = centred_times(np.linalg.qr(centred_t_times(Y))[0])
+    Y = np.linalg.qr(Y)[0]
+    U, S, Vt = np.linalg.svd(centred_t_times(Y).T.astype(np.float64), full_matrices=False)
+    U, Vt = svd_flip(U, Vt, u_based_decision=False)
+    return mean, Vt[:n_components], S[:n_components] ** 2 / max(n - 1, 1)
+
+
+def blocks(X, min_rows=1):
+    """Consecutive row blocks of ``X`` of about :data:`BLOCK_BYTES` each (one if smaller).
+
+    Every block has at least ``min_rows`` rows when ``X`` has that many.
+    """
+    n = len(X)
+    rows = max(min_rows, BLOCK_BYTES // max(1, X.itemsize * int(np.prod(X.shape[1:]))), 1)
+    if X.nbytes <= BLOCK_BYTES or n <= rows:
+        return [X]
+    count = n // rows  # every block gets at least ``rows`` rows
+    bounds = np.linspace(0, n, count + 1).astype(int)
+    return [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def l2(X):
+    """Rows of ``X`` scaled to unit length (zero rows left as they are)."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)

@@ -1,0 +1,248 @@
+"""The report of a sorted folder: montages, an overview, a 2-D map and ``index.html``.
+
+Everything goes into ``OUT_DIR/report/``, never into the cluster folders::
+
+    report/index.html                  static page, relative links only
+    report/overview.png                the most central images of every cluster
+    report/map.png, map.csv            2-D map of all images, coloured by cluster
+    report/map_thumbnails.png          the same map with small thumbnails
+    report/kscan.png                   the k-scan plot, when scan-k has been run
+    report/summary.csv                 size, distances and silhouette of every cluster
+    report/montages/cluster_XX.png     up to 64 members, closest to the centre first
+    report/montages/cluster_XX.csv     those members, in the montage's order
+
+This module only orchestrates; the work is done by
+
+* :mod:`~featclust.report.layout`: the 2-D map and its cache;
+* :mod:`~featclust.report.render`: the pictures (montages, overview, maps, k-scan plot);
+* :mod:`~featclust.report.page`: ``index.html`` and the CSV tables.
+
+The sorted folder is read through :func:`featclust.output.open_sorted`, the
+features through the feature store's own API, the silhouettes come from
+:func:`featclust.scores.cluster_silhouettes` and the thumbnails from
+:func:`featclust.images.thumbnail`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..checks import check_choice, check_random_state
+from ..errors import FeatclustError, FeaturesUnavailableError, UsageError
+from . import layout, page, render
+from .layout import TSNE_MAX_IMAGES, cached_2d, embed_2d, map_thumbnail_picks
+from .render import (MONTAGE_MAX, MONTAGE_TILE, cluster_colors, montage_ranks, montage_tile_box,
+                     plot_kscan)
+
+REPORT_DIR = "report"
+MAP_METHODS = ("auto", "tsne", "pca")
+
+
+@dataclass
+class ReportResult:
+    """What :func:`write_report` wrote.
+
+    Attributes
+    ----------
+    index : pathlib.Path
+        The ``index.html`` page.
+    files : list of str
+        Every file written, relative to the output folder.
+    map_method : str or None
+        ``"tsne"`` or ``"pca"``; ``None`` when the features were not available.
+    members : dict of int to list of str
+        The images shown in each cluster's montage, in montage order.
+    warnings : list of str
+        What was left out, and why (for example a feature store that is gone).
+    """
+
+    index: Path
+    files: list
+    map_method: str | None
+    members: dict
+    warnings: list = field(default_factory=list)
+
+
+def check_map_method(map_method):
+    """Return ``map_method`` if it is one of :data:`MAP_METHODS`, or raise :class:`UsageError`."""
+    return check_choice("map_method", map_method, MAP_METHODS)
+
+
+def write_report(out_dir, features=None, model=None, map_method="auto", random_state=0,
+                 progress=None):
+    """Write (or re-write) ``OUT_DIR/report/`` for a folder made by ``sort``.
+
+    Files of an earlier report are removed first; every new file is recorded
+    in the folder's marker before it is written, so files put there by
+    anyone else are never touched.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        An output folder written by :func:`featclust.sort_folder`.
+    features : numpy.ndarray, optional
+        Features of the images in ``labels.csv`` order. Read from the feature
+        store recorded in ``featclust.json`` when not given; without them
+        the report has no map and no silhouette scores (see ``warnings``).
+    model : featclust.FeatureKMeans, optional
+        The fitted model; read from ``model.npz`` when not given. Its
+        ``reduce`` maps the features into the clustering space.
+    map_method : {"auto", "tsne", "pca"}
+        ``"tsne"``: PCA to 50 dimensions, then t-SNE; ``"pca"``: PCA to 2
+        dimensions, much faster for very large sets; ``"auto"``: t-SNE up to
+        :data:`TSNE_MAX_IMAGES` images, PCA above.
+    random_state : int
+        Random state of t-SNE and of the samples (silhouettes, map thumbnails).
+    progress : callable, optional
+        ``progress(description, total)`` returning an object with
+        ``update(n)`` and ``close()`` (a ``tqdm`` does).
+
+    Returns
+    -------
+    ReportResult
+
+    Raises
+    ------
+    UsageError
+        If ``out_dir`` is not a complete featclust output, or a parameter is
+        not valid.
+    OutputFormatError
+        If its record is of another format version.
+    UnsafeOutputError
+        If a report file would overwrite a file featclust did not write.
+    OutputError
+        If a file cannot be written.
+    """
+    from ..output import MODEL_NPZ, OutputFolder, open_sorted
+    from ..sort import cluster_dir_name
+
+    check_map_method(map_method)
+    random_state = check_random_state("random_state", random_state)
+    sorted_folder = open_sorted(out_dir)
+    record = sorted_folder.record
+    paths, labels, dists = sorted_folder.labels()
+    n_clusters = sorted_folder.n_clusters
+    warnings = []
+    if features is None:
+        try:
+            features = _read_features(record, paths)
+        except FeaturesUnavailableError as e:
+            warnings.append(f"{e}; the report has no 2-D map and no silhouette scores")
+    elif len(features) != len(paths):
+        raise UsageError(f"features has {len(features)} rows but labels.csv lists "
+                         f"{len(paths)} images")
+    if features is not None and model is None and (sorted_folder.path / MODEL_NPZ).is_file():
+        model = sorted_folder.model
+    if features is not None and model is not None and model.n_features_in_ != features.shape[1]:
+        model = None
+    kscan_scores = _kscan_scores(sorted_folder, warnings)
+
+    clusters = _clusters(paths, labels, dists, n_clusters, cluster_dir_name)
+    has_map = features is not None and len(paths) > 0
+    files = _planned_files(clusters, has_map, kscan_scores is not None)
+    out = OutputFolder(sorted_folder.path)
+    old = [rel for rel in out.files if rel.split("/", 1)[0] == REPORT_DIR]
+    if old:
+        out.release(old)
+    out.claim(files, status=out.status or "complete")
+
+    r = REPORT_DIR
+    bar = progress("report", len(clusters) + 3 + 2 * has_map) if progress else None
+    tick = bar.update if bar else (lambda n: None)
+    try:
+        thumbs = render.Thumbnails(sorted_folder.path, record.image_dir,
+                                   {p: c.folder for c in clusters for p in c.paths})
+        method = None
+        if has_map:
+            Z = model.reduce(features) if model is not None else np.asarray(features, np.float32)
+            _add_silhouettes(clusters, Z, labels, n_clusters, random_state)
+            method = layout.resolve_map_method(map_method, len(Z))
+            xy = cached_2d(Z, method, random_state, layout.map_cache_dir(record.store_root))
+            tick(1)
+            out.write_bytes(f"{r}/map.png", render.map_png(xy, labels, n_clusters, method))
+            out.write_text(f"{r}/map.csv", page.map_csv(paths, labels, xy))
+            out.write_bytes(f"{r}/map_thumbnails.png", render.map_thumbnails_png(
+                xy, labels, paths, n_clusters, thumbs, random_state))
+            tick(1)
+        for c in clusters:
+            png = render.montage_png(c.label, len(c.paths), c.shown, n_clusters, thumbs)
+            out.write_bytes(f"{r}/montages/{c.folder}.png", png)
+            out.write_text(f"{r}/montages/{c.folder}.csv", page.members_csv(c))
+            tick(1)
+        out.write_bytes(f"{r}/overview.png", render.overview_png(
+            [(c.label, len(c.paths), c.paths) for c in clusters], n_clusters, thumbs))
+        tick(1)
+        if kscan_scores is not None:
+            buf = io.BytesIO()
+            plot_kscan(kscan_scores, (record.kscan or {}).get("suggested_k"), buf)
+            out.write_bytes(f"{r}/kscan.png", buf.getvalue())
+        out.write_text(f"{r}/summary.csv", page.summary_csv(clusters, len(paths)))
+        tick(1)
+        index = out.write_text(f"{r}/index.html", page.index_html(
+            record, clusters, len(paths), method, kscan_scores is not None, warnings))
+        tick(1)
+    finally:
+        if bar:
+            bar.close()
+    return ReportResult(index, files, method, {c.label: c.shown for c in clusters}, warnings)
+
+
+def _read_features(record, paths):
+    """The features of ``paths`` from the store the sort recorded; raises
+    :class:`FeaturesUnavailableError` saying why they are not there."""
+    from ..store import FeatureStore
+
+    if not (record.image_dir and record.feature_settings and record.store_root):
+        raise FeaturesUnavailableError("featclust.json does not say where the features are "
+                                       "stored")
+    store = FeatureStore(record.image_dir, record.feature_settings, record.store_root)
+    return store.read_features(paths)
+
+
+def _kscan_scores(sorted_folder, warnings):
+    try:
+        return sorted_folder.kscan_scores()
+    except FeatclustError as e:
+        warnings.append(f"{e}; the report has no k-scan plot")
+        return None
+
+
+def _clusters(paths, labels, dists, n_clusters, folder_name):
+    clusters = []
+    for label in range(n_clusters):
+        idx = np.flatnonzero(labels == label)
+        idx = idx[np.argsort(dists[idx], kind="stable")]
+        clusters.append(page.Cluster(label, folder_name(label, n_clusters),
+                                     [paths[i] for i in idx], dists[idx],
+                                     montage_ranks(len(idx))))
+    return clusters
+
+
+def _add_silhouettes(clusters, Z, labels, n_clusters, random_state):
+    from ..scores import cluster_silhouettes
+
+    for c, s in zip(clusters, cluster_silhouettes(Z, labels, n_clusters,
+                                                  random_state=random_state)):
+        c.silhouette = s
+
+
+def _planned_files(clusters, has_map, has_kscan):
+    r = REPORT_DIR
+    files = [f"{r}/index.html", f"{r}/overview.png", f"{r}/summary.csv"]
+    if has_map:
+        files += [f"{r}/map.png", f"{r}/map.csv", f"{r}/map_thumbnails.png"]
+    if has_kscan:
+        files.append(f"{r}/kscan.png")
+    for c in clusters:
+        files += [f"{r}/montages/{c.folder}.png", f"{r}/montages/{c.folder}.csv"]
+    return files
+
+
+__all__ = ["ReportResult", "write_report", "check_map_method", "embed_2d", "cached_2d",
+           "montage_ranks", "montage_tile_box", "map_thumbnail_picks", "cluster_colors",
+           "plot_kscan", "MAP_METHODS", "REPORT_DIR", "TSNE_MAX_IMAGES", "MONTAGE_MAX",
+           "MONTAGE_TILE"]

@@ -1,0 +1,191 @@
+"""The CSV files featclust writes and reads: one function per format, nowhere else.
+
+Every table is written with :func:`featclust.fileio.csv_text`, so any file
+name (commas, quotes, newlines, bytes that are not UTF-8) reads back
+unchanged with Python's csv module.
+
+============== ============================================== ==========================
+file           columns                                        written by
+============== ============================================== ==========================
+labels.csv     path, cluster, distance                        sort
+bad_files.csv  path, reason                                   sort, the feature store
+clusters.csv   cluster, size, mean/p95/max distance, flags    sort
+truth.csv      label, cluster_0 ... cluster_k-1, total        sort ``--truth``
+kscan.csv      k, the scan's scores, suggested                scan-k, sort ``-k auto``
+(stdout)       path, cluster, distance, outlier               assign
+============== ============================================== ==========================
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import OutputFormatError, UsageError
+from .fileio import csv_text, fmt_num, norm_relpath, read_csv
+from .kscan import COLUMNS as KSCAN_COLUMNS
+
+
+
+def labels_csv(paths, labels, distances):
+    """The text of ``labels.csv``: ``path,cluster,distance``, one row per image."""
+    return csv_text(["path", "cluster", "distance"],
+                    ([p, int(c), fmt_num(d)] for p, c, d in zip(paths, labels, distances)))
+
+
+def read_labels_csv(path):
+    """Read ``labels.csv``.
+
+    Returns
+    -------
+    paths : list of str
+    labels : ndarray of int64
+    distances : ndarray of float64
+
+    Raises
+    ------
+    OutputFormatError
+        Naming the file and what is wrong (missing column, a label that is not
+        a non-negative integer, a distance that is not a number).
+    """
+    try:
+        rows = read_csv(path, required=("path", "cluster", "distance"))
+        paths = [r["path"] for r in rows]
+        labels = np.array([int(r["cluster"]) for r in rows], dtype=np.int64)
+        distances = np.array([float(r["distance"]) for r in rows], dtype=np.float64)
+    except (OSError, ValueError, TypeError) as e:
+        raise OutputFormatError(f"cannot read {str(path)!r}: {e}") from None
+    if len(labels) and labels.min() < 0:
+        raise OutputFormatError(f"{str(path)!r} holds a negative cluster label")
+    if not np.all(np.isfinite(distances)) or (len(distances) and distances.min() < 0):
+        raise OutputFormatError(f"{str(path)!r} holds a distance that is not a "
+                                "non-negative number")
+    return paths, labels, distances
+
+
+def bad_files_csv(bad_files):
+    """The text of ``bad_files.csv``: ``path,reason``, one row per skipped file, by path."""
+    return csv_text(["path", "reason"],
+                    ([b.path, b.reason] for b in sorted(bad_files, key=lambda b: b.path)))
+
+
+def clusters_csv(rows):
+    """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows."""
+    return csv_text(
+        ["cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"],
+        ([r["cluster"], r["size"], fmt_num(r["mean_distance"]), fmt_num(r["p95_distance"]),
+          fmt_num(r["max_distance"]), ";".join(f for f in ("tiny", "loose") if r[f])]
+         for r in rows))
+
+
+def truth_csv(comparison):
+    """The contingency table of a :class:`featclust.scores.TruthComparison` as CSV.
+
+    Columns ``label,cluster_0,...,total``; a last row of totals.
+    """
+    table = comparison.contingency
+    k = table.shape[1]
+    rows = [[name] + [int(x) for x in row] + [int(row.sum())]
+            for name, row in zip(comparison.classes, table)]
+    rows.append(["total"] + [int(x) for x in table.sum(axis=0)] + [int(table.sum())])
+    return csv_text(["label"] + [f"cluster_{c}" for c in range(k)] + ["total"], rows)
+
+
+def read_truth_csv(path):
+    """Read a file of known classes: CSV with columns ``path,label``.
+
+    Paths are relative to the image folder, as in ``labels.csv``.
+
+    Returns
+    -------
+    dict
+        Path to label.
+
+    Raises
+    ------
+    UsageError
+        If the file cannot be read, lacks the two columns, or names a path twice
+        with different labels.
+    """
+    try:
+        rows = read_csv(path, required=("path", "label"))
+    except OSError as e:
+        raise UsageError(f"cannot read truth file {str(path)!r}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise UsageError(f"truth file {str(path)!r}: {e} (it needs the columns path,label)") \
+            from None
+    truth = {}
+    for row in rows:
+        if not row["path"]:
+            continue
+        p, label = norm_relpath(row["path"]), (row["label"] or "").strip()
+        if truth.get(p, label) != label:
+            raise UsageError(f"truth file {str(path)!r} gives {p!r} two labels: "
+                             f"{truth[p]!r} and {label!r}")
+        truth[p] = label
+    return truth
+
+
+def kscan_csv(scores, suggested_k):
+    """The text of ``kscan.csv``: one row per k; ``suggested`` is 1 on the suggestion.
+
+    Parameters
+    ----------
+    scores : dict of 1-D arrays
+        :attr:`featclust.KScan.scores_`.
+    suggested_k : int
+    """
+    ks = [int(k) for k in scores["k"]]
+    return csv_text([*KSCAN_COLUMNS, "suggested"],
+                    ([k] + [fmt_num(scores[c][i]) for c in KSCAN_COLUMNS[1:]]
+                     + [int(k == suggested_k)] for i, k in enumerate(ks)))
+
+
+def read_kscan_csv(path):
+    """Read ``kscan.csv`` back.
+
+    Returns
+    -------
+    scores : dict of 1-D arrays
+        Keyed by :data:`KSCAN_COLUMNS` (NaN for an empty cell).
+    suggested_k : int or None
+
+    Raises
+    ------
+    OutputFormatError
+        If the file is not a k scan table.
+    """
+    try:
+        rows = read_csv(path, required=KSCAN_COLUMNS)
+        scores = {"k": np.array([int(r["k"]) for r in rows], dtype=np.int64)}
+        for c in KSCAN_COLUMNS[1:]:
+            scores[c] = np.array([float(r[c]) if r[c] else math.nan for r in rows])
+        suggested = [int(r["k"]) for r in rows if r.get("suggested") == "1"]
+    except (OSError, ValueError, TypeError) as e:
+        raise OutputFormatError(f"cannot read {str(path)!r}: {e}") from None
+    return scores, (suggested[0] if suggested else None)
+
+
+def kscan_table(scores, suggested_k):
+    """The scan as an aligned text table for the terminal, the suggestion marked ``<-``."""
+    head = ["k", "inertia", "silhouette", "davies-bouldin", "calinski-harabasz", "stability"]
+    digits = (None, 5, 3, 3, 5, 3)
+    ks = [int(k) for k in scores["k"]]
+    lines = [[str(k)] + [fmt_num(scores[c][i], d)
+                         for c, d in zip(KSCAN_COLUMNS[1:], digits[1:])]
+             for i, k in enumerate(ks)]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
+    out = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    for k, line in zip(ks, lines):
+        mark = "  <- suggested" if k == suggested_k else ""
+        out.append("  ".join(x.rjust(w) for x, w in zip(line, widths)) + mark)
+    return "\n".join(out) + "\n"
+
+
+def assignment_csv(paths, labels, distances, outliers):
+    """The text ``featclust assign`` prints: ``path,cluster,distance,outlier``."""
+    return csv_text(["path", "cluster", "distance", "outlier"],
+                    ([p, int(c), fmt_num(d), "true" if o else "false"]
+                     for p, c, d, o in zip(paths, labels, distances, outliers)))
+
