@@ -8,12 +8,14 @@ like any other.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .embed import Embedder
-from .errors import ModelMismatchError, NoImagesError, UsageError
+from .errors import ModelMismatchError, NoImagesError, UnsafeOutputError, UsageError
 from .output import SortedFolder, open_sorted
 from .pipeline import embed_inputs
 from .tables import assignment_csv
@@ -159,3 +161,118 @@ def assign_images(sorted_folder, inputs, embedder=None, store=None, progress=Non
                             + (f" ({bad[0].path}: {bad[0].reason})" if bad else ""))
     labels, distances, outliers = assign_features(model, feats)
     return Assignment(paths, labels, distances, outliers, bad)
+
+
+@dataclass
+class Placement:
+    """What :func:`place_images` did.
+
+    Attributes
+    ----------
+    placed : list of (str, str)
+        ``(image as given, destination relative to the sorted folder)``.
+    skipped : list of (str, str)
+        ``(image as given, why)``: images already in the folder.
+    """
+
+    placed: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+
+def place_images(sorted_folder, assignment, mode=None):
+    """Put assigned images into their clusters' folders, as ``sort`` placed its images.
+
+    Each image goes to ``cluster_XX/<file name>`` (a name already taken
+    gets the start of the content hash appended), gets a row in
+    ``labels.csv`` (with its distance and outlier flag) and is recorded in
+    ``featclust.json`` as featclust's file, so a later ``sort`` into the
+    folder replaces it like its own. An image already in the folder (the
+    same content under the same name, or a file inside the folder) is not
+    placed twice.
+
+    Parameters
+    ----------
+    sorted_folder : featclust.output.SortedFolder or path-like
+    assignment : Assignment
+        From :func:`assign_images` on that folder.
+    mode : {"copy", "symlink", "hardlink"}, optional
+        Default: the mode the folder was sorted with.
+
+    Returns
+    -------
+    Placement
+    """
+    from .checks import check_choice
+    from .fileio import content_hash, inside
+    from .output import LABELS_CSV, OutputFolder, output_error
+    from .sort import MODES, cluster_dir_name, place
+    from .tables import labels_csv
+
+    if not isinstance(sorted_folder, SortedFolder):
+        sorted_folder = open_sorted(sorted_folder)
+    record = sorted_folder.record
+    mode = check_choice("mode", mode or record.mode or "copy", MODES)
+    model = sorted_folder.model
+    k = sorted_folder.n_clusters
+    paths, labels, distances = sorted_folder.labels()
+    outliers = list(distances > model.thresholds_[labels])
+    paths, labels, distances = list(paths), list(labels), list(distances)
+    out = OutputFolder(sorted_folder.path)
+    root = os.path.realpath(out.path)
+    known = set(paths)
+    result = Placement()
+    for src, label, dist, outlier in zip(assignment.paths, assignment.labels,
+                                         assignment.distances, assignment.outliers):
+        if inside(os.path.realpath(src), root):
+            result.skipped.append((src, "already in the sorted folder"))
+            continue
+        with open(src, "rb") as fh:
+            digest = content_hash(fh.read())
+        folder = cluster_dir_name(int(label), k)
+        name = os.path.basename(src)
+        stem, suffix = os.path.splitext(name)
+        rel = _free_name(out.path, folder, (name, f"{stem}-{digest[:8]}{suffix}"), known, digest)
+        if rel is None:
+            result.skipped.append((src, "already in the folder"))
+            continue
+        out.claim([rel])
+        try:
+            place(src, out.path / rel, mode)
+        except OSError as e:
+            raise output_error(out.path / rel, e) from None
+        out.stamp(rel)
+        known.add(rel.split("/", 1)[1])
+        paths.append(rel.split("/", 1)[1])
+        labels.append(int(label))
+        distances.append(float(dist))
+        outliers.append(bool(outlier))
+        result.placed.append((src, rel))
+    if result.placed:
+        out.write_text(LABELS_CSV, labels_csv(paths, labels, distances, outliers))
+        counts = dict(record.counts or {})
+        counts["placed"] = counts.get("placed", 0) + len(result.placed)
+        counts["cluster_sizes"] = [int(x) for x in np.bincount(labels, minlength=k)]
+        out.write_marker(dataclasses.replace(out.record, counts=counts), status="complete")
+    return result
+
+
+def _free_name(out_path, folder, names, known, digest):
+    """``folder/name`` for the first of ``names`` not taken; ``None`` if the image is there."""
+    for name in names:
+        target = out_path / folder / name
+        if name not in known and not os.path.lexists(target):
+            return f"{folder}/{name}"
+        if os.path.isfile(target) and _same_content(target, digest):
+            return None
+    raise UnsafeOutputError(f"cannot place {names[0]!r} in {str(out_path / folder)!r}: other "
+                            f"files already have the names {', '.join(names)}")
+
+
+def _same_content(path, digest):
+    from .fileio import content_hash
+
+    try:
+        with open(path, "rb") as fh:
+            return content_hash(fh.read()) == digest
+    except OSError:
+        return False

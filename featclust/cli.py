@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 import warnings
 
 from ._version import __version__
@@ -49,30 +50,46 @@ def _k_value(text):
             from None
 
 
-def _feature_options(p):
-    g = p.add_argument_group("features")
+def _feature_options(p, from_model=False):
+    """The options that decide the features; ``from_model``: defaults come from a saved model."""
+    g = p.add_argument_group("features" + (" (default: as the model in OUT_DIR was built; "
+                                           "other values are refused)" if from_model else ""))
+
+    def default(text):
+        return "" if from_model else f" (default: {text})"
+
     g.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
-                   help="VGG16 weights: 'imagenet' (downloaded once by Keras, the default), "
-                        "'none' (random, seeded: for trying things offline) or a local "
-                        ".h5/.weights.h5 file")
+                   help="VGG16 weights: 'imagenet' (downloaded once by Keras), 'none' (random, "
+                        "seeded: for trying things offline) or a local .h5/.weights.h5 file"
+                        + default("imagenet"))
     g.add_argument("--layer", choices=tuple(LAYERS), default="block4",
-                   help="the VGG16 block whose pooled output is the feature map "
-                        "(default: block4, 14x14x512; see benchmarks/quality.py)")
+                   help="the VGG16 block whose pooled output is the feature map"
+                        + default("block4, 14x14x512; see benchmarks/quality.py"))
     g.add_argument("--pooling", choices=POOLINGS, default="max",
                    help="how the feature map becomes a vector: mean, maximum, generalised "
-                        "mean (p=3) or the whole map (default: max)")
+                        "mean (p=3) or the whole map" + default("max"))
     g.add_argument("--tta", action="store_true",
                    help="average the features of the 8 flips and 90-degree rotations of each "
                         "image, for shapes whose orientation should not matter; 8 times the "
                         "embedding time, stored apart from the plain features")
-    g.add_argument("--precision", choices=PRECISIONS,
-                   default="auto", help="compute precision of the model (default: auto)")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="compute precision of the model" + default("auto"))
     g.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="images per forward pass (default: 16 on a CPU, 256 on a GPU)")
-    g.add_argument("--store", metavar="DIR",
-                   help="feature store root (default: featclust/store under "
-                        "$XDG_CACHE_HOME or ~/.cache)")
+    _store_option(g)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _store_option(g):
+    g.add_argument("--store", metavar="DIR",
+                   help="feature store root (default: featclust's folder in the platform's "
+                        "cache folder, e.g. ~/.cache/featclust/store on Linux; "
+                        "$XDG_CACHE_HOME is honoured)")
+
+
+def _seed_option(g):
+    g.add_argument("--seed", type=_int_type(0, MAX_SEED), default=0, metavar="N",
+                   help=f"random seed, 0 to {MAX_SEED} (default: 0)")
 
 
 def _cluster_options(p):
@@ -88,8 +105,7 @@ def _cluster_options(p):
                    help="k-means (the default) or Ward agglomerative clustering: Ward found "
                         "the shape families a little better in benchmarks/quality.py, but "
                         "needs memory for all pairs of images (at most 20,000)")
-    g.add_argument("--seed", type=_int_type(0, MAX_SEED), default=0, metavar="N",
-                   help=f"random seed, 0 to {MAX_SEED} (default: 0)")
+    _seed_option(g)
     g.add_argument("--mode", choices=MODES, default="copy",
                    help="how images get into the cluster folders (default: copy)")
 
@@ -101,11 +117,24 @@ def _report_options(p, with_switch=True):
                        help="do not write OUT_DIR/report/ (montages, map, index.html)")
     g.add_argument("--map", choices=MAP_METHODS, default="auto",
                    help="2-D map of the report: t-SNE, PCA (fast, for very large sets) or "
-                        "auto (t-SNE up to 10,000 images; the default)")
+                        "auto (the default: t-SNE up to its size limit, PCA above)")
 
 
 #: Feature options that ``assign`` takes from the model unless given.
 _MODEL_FEATURES = ("weights", "pooling", "precision", "layer", "tta")
+
+_IMAGE_DIR_HELP = "the folder of images (searched recursively; it is never changed)"
+_OUT_DIR_HELP = "the output folder: new, empty, or written by an earlier featclust sort"
+
+
+def _examples(*lines):
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _sub(sub, name, help, description, examples):
+    return sub.add_parser(name, help=help, description=textwrap.fill(description, 79),
+                          epilog=_examples(*examples),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def build_parser():
@@ -113,15 +142,21 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="featclust",
         description="Find groups of similar images: embed with VGG16, cluster with k-means, "
-                    "copy into one folder per cluster.")
+                    "copy into one folder per cluster.",
+        epilog=_examples("featclust sort photos/ sorted/ -k 8",
+                         "featclust demo demo-out/ --weights none"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"featclust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("sort", help="embed, cluster and copy images into cluster folders",
-                       description="Embed what is not in the store yet, cluster with k-means "
-                                   "and copy every image into OUT_DIR/cluster_XX/.")
-    p.add_argument("image_dir", metavar="IMAGE_DIR")
-    p.add_argument("out_dir", metavar="OUT_DIR")
+    p = _sub(sub, "sort", "embed, cluster and copy images into cluster folders",
+             "Embed what is not in the store yet, cluster with k-means and copy every image "
+             "into OUT_DIR/cluster_XX/, with labels.csv, clusters.csv and a report.",
+             ["featclust sort photos/ sorted/ -k 8",
+              "featclust sort sorted/cluster_03 split/ -k 4   # refine one cluster; embeds "
+              "nothing"])
+    p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
+    p.add_argument("out_dir", metavar="OUT_DIR", help=_OUT_DIR_HELP)
     _cluster_options(p)
     p.add_argument("--truth", metavar="CSV",
                    help="known classes of some images (columns path,label; paths relative to "
@@ -130,13 +165,14 @@ def build_parser():
     _feature_options(p)
     _report_options(p)
 
-    p = sub.add_parser("scan-k", help="score k-means for a range of k and suggest one",
-                       description="Fit k-means for every k of a range on the stored features "
-                                   "(embedding only what is missing), print inertia, "
-                                   "silhouette, Davies-Bouldin, Calinski-Harabasz and "
-                                   "stability per k, and suggest a k with the reason.")
-    p.add_argument("image_dir", metavar="IMAGE_DIR")
-    p.add_argument("--k", default="2:30", metavar="A:B",
+    p = _sub(sub, "scan-k", "score k-means for a range of k and suggest one",
+             "Fit k-means for every k of a range on the stored features (embedding only what "
+             "is missing), print inertia, silhouette, Davies-Bouldin, Calinski-Harabasz and "
+             "stability per k, and suggest a k with the reason.",
+             ["featclust scan-k photos/ -k 2:30", "featclust scan-k photos/ -k 5:50 --step 5 "
+              "--out scan/"])
+    p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
+    p.add_argument("-k", "--clusters", "--k", dest="k", default="2:30", metavar="A:B",
                    help="the ks to try, A to B inclusive (default: 2:30)")
     p.add_argument("--step", type=_positive_int, default=1, metavar="N",
                    help="try every N-th k of the range (default: 1)")
@@ -144,58 +180,108 @@ def build_parser():
                    help="reduce the features to N PCA components first, as sort --pca")
     p.add_argument("--normalize", action="store_true",
                    help="L2-normalise the features, as sort --normalize")
-    p.add_argument("--seed", type=_int_type(0, MAX_SEED), default=0, metavar="N",
-                   help=f"random seed, 0 to {MAX_SEED} (default: 0)")
+    _seed_option(p)
     p.add_argument("--out", metavar="DIR",
                    help="write kscan.csv and kscan.png (the scores against k) into DIR: a "
                         "new or empty folder, or a featclust output such as a sorted folder")
     _feature_options(p)
 
-    p = sub.add_parser("assign", help="assign new images to the clusters of a sorted folder",
-                       description="Embed the given images (through the feature store) with "
-                                   "the settings the model in OUT_DIR was built with, and "
-                                   "print CSV: path,cluster,distance,outlier. outlier is true "
-                                   "when the image is farther from its cluster's centre than "
-                                   "95%% of the cluster's own members. Feature options default "
-                                   "to the model's settings; other ones are refused.")
+    p = _sub(sub, "assign", "assign new images to the clusters of a sorted folder",
+             "Embed the given images (through the feature store) with the settings the model "
+             "in OUT_DIR was built with, and print CSV: path,cluster,distance,outlier. outlier "
+             "is true when the image is farther from its cluster's centre than 95% of the "
+             "cluster's own members. With --place, also copy each image into its cluster's "
+             "folder and add it to labels.csv.",
+             ["featclust assign sorted/ new.png more-new/",
+              "featclust assign sorted/ incoming/ --place"])
     p.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by featclust sort")
-    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+")
-    _feature_options(p)
+    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
+                   help="image files and folders of images to assign")
+    p.add_argument("--place", nargs="?", const="model", choices=("model", *MODES),
+                   metavar="MODE", help="also put each image into its cluster's folder: by the "
+                                        "sort's --mode (the default) or copy|symlink|hardlink")
+    _feature_options(p, from_model=True)
     p.set_defaults(**dict.fromkeys(_MODEL_FEATURES))
 
-    p = sub.add_parser("embed", help="fill the feature store only",
-                       description="Embed the images of IMAGE_DIR that are not in the store yet.")
-    p.add_argument("image_dir", metavar="IMAGE_DIR")
+    p = _sub(sub, "embed", "fill the feature store only",
+             "Embed the images of IMAGE_DIR that are not in the store yet.",
+             ["featclust embed photos/", "featclust embed photos/ --store /data/featclust"])
+    p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     _feature_options(p)
 
-    p = sub.add_parser("demo", help="sort a built-in sample set of dot-pattern images",
-                       description="Write a small set of dot-pattern images (rings, lines, "
-                                   "grids, clusters) and sort it into OUT_DIR.")
-    p.add_argument("out_dir", metavar="OUT_DIR")
+    p = _sub(sub, "similar", "list the images of a folder most similar to query images",
+             "For each query image, the most similar images of IMAGE_DIR by cosine similarity "
+             "of the stored features (queries that are not in the store are embedded through "
+             "it), as CSV on stdout: query,path,similarity,rank.",
+             ["featclust similar photos/ photos/cat.png --top 5",
+              "featclust similar photos/ queries/"])
+    p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
+    p.add_argument("queries", metavar="QUERY", nargs="+",
+                   help="query image files, or folders of them")
+    p.add_argument("--top", type=_positive_int, default=10, metavar="N",
+                   help="similar images per query (default: 10)")
+    _feature_options(p)
+
+    p = _sub(sub, "duplicates", "find near-duplicate and byte-identical images",
+             "Group the images of IMAGE_DIR whose features are near-identical (cosine "
+             "similarity at least the threshold), and separately byte-identical files; write "
+             "duplicates.csv (kind,group,path,similarity_to_first) and duplicates.html into "
+             "OUT_DIR.",
+             ["featclust duplicates photos/ dups/",
+              "featclust duplicates photos/ dups/ --threshold 0.98"])
+    p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
+    p.add_argument("out_dir", metavar="OUT_DIR",
+                   help="where duplicates.csv and duplicates.html go (new, empty or written by "
+                        "featclust)")
+    p.add_argument("--threshold", type=_unit_float, default=None, metavar="T",
+                   help="cosine similarity from which two images count as near-duplicates, "
+                        "0 to 1 (default: the one measured in benchmarks/near_duplicates.py)")
+    _feature_options(p)
+
+    p = _sub(sub, "demo", "sort a built-in sample set of dot-pattern images",
+             "Write a small set of dot-pattern images (rings, lines, grids, clusters) and sort "
+             "it into OUT_DIR.",
+             ["featclust demo demo-out/ --weights none",
+              "featclust demo demo-out/ --images demo-images/"])
+    p.add_argument("out_dir", metavar="OUT_DIR", help=_OUT_DIR_HELP)
     p.add_argument("--images", metavar="DIR",
                    help="where to write the sample images (default: featclust's cache folder)")
     _feature_options(p)
     _report_options(p)
 
-    p = sub.add_parser("report", help="write the report of a sorted folder again",
-                       description="Re-create OUT_DIR/report/ (montages, overview, 2-D map, "
-                                   "index.html) from a folder written by sort; the features "
-                                   "are read from the feature store the sort used.")
-    p.add_argument("out_dir", metavar="OUT_DIR")
+    p = _sub(sub, "report", "write the report of a sorted folder again",
+             "Re-create OUT_DIR/report/ (montages, galleries, overview, 2-D map, index.html) "
+             "from a folder written by sort; the features are read from the feature store the "
+             "sort used.",
+             ["featclust report sorted/", "featclust report sorted/ --map pca"])
+    p.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by featclust sort")
     _report_options(p, with_switch=False)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = _sub(sub, "store", "look after the feature store",
+             "gc: drop the stored features no existing image folder uses any more (folders "
+             "that were deleted, images that were removed).",
+             ["featclust store gc --dry-run", "featclust store gc --store /data/featclust"])
+    p.add_argument("action", choices=("gc",), help="what to do: gc (collect garbage)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only say what would be dropped")
+    _store_option(p)
     return parser
 
 
+def _unit_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number from 0 to 1")
+    return value
+
+
 def _progress(quiet):
-    if quiet:
-        return None
-    from tqdm import tqdm
-
-    def make(desc, total):
-        return tqdm(desc=desc, total=total, unit="img", file=sys.stderr, leave=False)
-
-    return make
+    """Bars on a terminal (none in a redirected stderr), none at all with ``-q``."""
+    return False if quiet else None
 
 
 def _embedder(args):
@@ -236,6 +322,13 @@ def _print_sort(result):
     if result.kscan is not None:
         print(f"k = {result.kscan.suggested_k_}, suggested by the k scan: {result.kscan.reason_}")
     _print_judgement(result.judgement, len(result.embed.paths))
+    for rel in result.kept:
+        print(f"featclust: warning: left {rel} as it is: it was changed since featclust wrote "
+              "it", file=sys.stderr)
+    near = result.record.counts.get("near_duplicate_groups")
+    if near:
+        print(f"near-duplicates: {near} groups of near-identical images (list them with "
+              "featclust duplicates)")
     print(f"output: {result.out_dir}")
     if result.report is not None:
         _print_report(result.report)
@@ -244,6 +337,8 @@ def _print_sort(result):
 def _print_report(report):
     for warning in report.warnings:
         print(f"featclust: warning: {warning}", file=sys.stderr)
+    if report.map_note:
+        print(f"featclust: note: {report.map_note}", file=sys.stderr)
     print(f"report: {report.index}")
 
 
@@ -337,7 +432,7 @@ def _cmd_scan_k(args):
 
 
 def _cmd_assign(args):
-    from .assign import assign_images, embedder_for
+    from .assign import assign_images, embedder_for, place_images
     from .output import open_sorted
 
     folder = open_sorted(args.out_dir)
@@ -348,6 +443,48 @@ def _cmd_assign(args):
     for b in result.bad_files:
         print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
     sys.stdout.write(result.csv())
+    if args.place:
+        placed = place_images(folder, result, None if args.place == "model" else args.place)
+        for src, why in placed.skipped:
+            print(f"featclust: not placed {src}: {why}", file=sys.stderr)
+        print(f"featclust: placed {len(placed.placed)} images into {folder.path} "
+              f"(labels.csv updated)", file=sys.stderr)
+    return 0
+
+
+def _cmd_similar(args):
+    from .similarity import similar_images
+
+    result = similar_images(args.image_dir, args.queries, args.top, _embedder(args), args.store,
+                            progress=_progress(args.quiet))
+    for b in result.bad_files:
+        print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
+    sys.stdout.write(result.csv())
+    return 0
+
+
+def _cmd_duplicates(args):
+    from .similarity import find_duplicates
+
+    result = find_duplicates(args.image_dir, args.out_dir, args.threshold, _embedder(args),
+                             args.store, progress=_progress(args.quiet))
+    in_near = sum(len(g) for g in result.near)
+    print(f"images: {result.n_images}; near-duplicate groups: {len(result.near)} "
+          f"({in_near} images, cosine similarity >= {result.threshold:g}); byte-identical "
+          f"groups: {len(result.identical)}")
+    print(f"output: {result.out_dir}")
+    return 0
+
+
+def _cmd_store(args):
+    from .store import gc
+
+    report = gc(args.store, dry_run=args.dry_run)
+    verb = "would drop" if args.dry_run else "dropped"
+    print(f"store: {verb} {report.rows_dropped} rows ({report.bytes_freed / 2 ** 20:.1f} MiB) "
+          f"no image folder uses; {report.rows_kept} rows kept")
+    for folder in report.folders_forgotten:
+        print(f"  {'would forget' if args.dry_run else 'forgot'} {folder} (no longer exists)")
     return 0
 
 
@@ -357,12 +494,14 @@ def _cmd_demo(args):
     result = demo(args.out_dir, images_dir=args.images, embedder=_embedder(args),
                   store=args.store, progress=_progress(args.quiet),
                   report=not args.no_report, map_method=args.map)
+    print(f"sample images: {result.images_dir}")
     _print_sort(result)
     return 0
 
 
 COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo,
-            "scan-k": _cmd_scan_k, "assign": _cmd_assign, "report": _cmd_report}
+            "scan-k": _cmd_scan_k, "assign": _cmd_assign, "report": _cmd_report,
+            "similar": _cmd_similar, "duplicates": _cmd_duplicates, "store": _cmd_store}
 
 
 #: Python parameters named in library messages, and the options that set them.
@@ -376,6 +515,19 @@ def _in_flags(message):
     """A library message's advice in the command line's words: ``weights=PATH`` becomes
     ``--weights PATH`` (values received, ``pca=300``, are left as they are)."""
     return _PARAM.sub(lambda m: _FLAGS[m.group(1)] + " ", message)
+
+
+def _escape_unprintable():
+    """Never fail on a file name the output cannot encode (bytes that are not UTF-8 in a name,
+    on a strict UTF-8 stream): a terminal shows backslash escapes; a pipe or a file gets the
+    name's own bytes, so a CSV redirected to a file reads back to the exact names."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.fileno()  # a real stream, not one a caller put in place to capture output
+            tty = stream.isatty()
+            stream.reconfigure(errors="backslashreplace" if tty else "surrogateescape")
+        except (AttributeError, ValueError, OSError):
+            pass
 
 
 def main(argv=None):
@@ -394,6 +546,7 @@ def main(argv=None):
     # Damaged or oversized images are listed in bad_files.csv with the reason;
     # Pillow's warnings about them would only be noise without a file name.
     warnings.filterwarnings("ignore", module=r"PIL\.")
+    _escape_unprintable()
     try:
         return COMMANDS[args.command](args)
     except FeatclustError as e:

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .checks import check_bool, check_choice, check_int, check_random_state
 from .errors import ModelMismatchError, UsageError
-from .reduce import Reducer, check_features
+from .reduce import Reducer, check_features, count_distinct
 
 MODEL_FORMAT = 1
 #: Members of a cluster farther from its centre than this percentile of their
@@ -27,6 +27,9 @@ METHODS = ("kmeans", "ward")
 MAX_WARD_IMAGES = 20000
 #: Constructor parameters, in order (also the ``params`` a model file records).
 PARAMS = ("n_clusters", "pca", "whiten", "normalize", "random_state", "n_init", "method")
+#: The arrays a model file may hold.
+MODEL_ARRAYS = ("meta", "cluster_centers", "thresholds", "pca_mean", "pca_components",
+                "pca_scale")
 
 
 class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -138,6 +141,12 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if k > n:
             raise UsageError(f"n_clusters={k} is larger than the number of images ({n})"
                              + ("; X holds only 1 sample" if n == 1 else ""))
+        distinct = count_distinct(X, stop=k)
+        if distinct < k:
+            raise UsageError(
+                f"n_clusters={k} is larger than the number of distinct images: the {n} images "
+                f"have only {distinct} distinct feature vector{'s' if distinct > 1 else ''} "
+                f"(identical images); use n_clusters <= {distinct}")
         if self.method == "ward" and n > MAX_WARD_IMAGES:
             raise UsageError(f"method='ward' needs memory for all pairs of images: at most "
                              f"{MAX_WARD_IMAGES} images, got {n}; use method='kmeans'")
@@ -253,6 +262,10 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def load(cls, path):
         """Load a model written by :meth:`save` (also by featclust versions that said ``seed``).
 
+        Every part of the file is checked (parameters, shapes and values of
+        the arrays) before the model is made, so a damaged or tampered file
+        gives one error that says what is wrong, never a traceback later.
+
         Returns
         -------
         model : FeatureKMeans
@@ -262,31 +275,108 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Raises
         ------
         ModelMismatchError
-            If the file cannot be read or is of another format.
+            If the file cannot be read, is of another format, or any part of
+            it is missing, of the wrong type or shape, or not finite; the
+            message names the file and the part.
         """
+        where = f"model file {str(path)!r}"
         try:
             with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(bytes(data["meta"]).decode())
-                if meta.get("format") != MODEL_FORMAT:
-                    raise ModelMismatchError(f"model file {str(path)!r} has format "
-                                             f"{meta.get('format')}, expected {MODEL_FORMAT}")
-                params = dict(meta["params"])
-                if "seed" in params:
-                    params["random_state"] = params.pop("seed")
-                model = cls(**{k: v for k, v in params.items() if k in PARAMS})
-                pca = "pca_components" in data
-                r = Reducer(model.pca, model.whiten, model.normalize, model.random_state)
-                r.n_features_in_ = model.n_features_in_ = int(meta["n_features_in"])
-                r.mean_ = data["pca_mean"] if pca else None
-                r.components_ = data["pca_components"] if pca else None
-                r.scale_ = data["pca_scale"] if pca else None
-                r.n_components_ = model.n_components_ = len(r.components_) if pca else None
-                model.reducer_ = r
-                model.cluster_centers_ = data["cluster_centers"]
-                model.thresholds_ = data["thresholds"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ModelMismatchError(f"cannot read model file {str(path)!r}: {e}") from None
-        return model, meta["extra"]
+                arrays = {name: data[name] for name in data.files}
+        except ValueError as e:
+            if "pickle" in str(e):
+                raise ModelMismatchError(f"{where} holds pickled data (object arrays, or no "
+                                         ".npz at all), which is never loaded") from None
+            raise ModelMismatchError(f"cannot read {where}: {e}") from None
+        except (OSError, KeyError, TypeError, EOFError, RuntimeError) as e:
+            raise ModelMismatchError(f"cannot read {where}: {e}") from None
+        except Exception as e:  # zipfile.BadZipFile and other damage of the container
+            raise ModelMismatchError(f"cannot read {where}: {type(e).__name__}: {e}") from None
+        return _model_from_arrays(cls, arrays, where)
+
+
+def _model_from_arrays(cls, arrays, where):
+    """Check what :meth:`FeatureKMeans.load` read and build the model from it."""
+
+    def bad(what):
+        return ModelMismatchError(f"{where}: {what}")
+
+    unknown = sorted(set(arrays) - set(MODEL_ARRAYS))
+    if unknown:
+        raise bad(f"unknown arrays {', '.join(unknown)}")
+    missing = [name for name in ("meta", "cluster_centers", "thresholds") if name not in arrays]
+    if missing:
+        raise bad(f"missing arrays {', '.join(missing)}")
+    raw = arrays["meta"]
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise bad(f"meta must be JSON bytes (uint8), got {raw.dtype} of shape {raw.shape}")
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad(f"meta is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise bad(f"meta must be a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelMismatchError(f"{where} has format {meta.get('format')!r}, expected "
+                                 f"{MODEL_FORMAT}")
+    params, extra = meta.get("params"), meta.get("extra", {})
+    if not isinstance(params, dict):
+        raise bad(f"params must be a JSON object, got {type(params).__name__}")
+    if not isinstance(extra, dict):
+        raise bad(f"extra must be a JSON object, got {type(extra).__name__}")
+    params = dict(params)
+    if "seed" in params and "random_state" not in params:
+        params["random_state"] = params.pop("seed")  # files written before the redesign
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise bad(f"unknown parameters {', '.join(map(repr, unknown))}")
+    model = cls(**params)
+    try:
+        model.check_params()
+    except UsageError as e:
+        raise bad(f"parameter {e}") from None
+    d = meta.get("n_features_in")
+    if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+        raise bad(f"n_features_in={d!r} must be a positive integer")
+    k = model.n_clusters
+
+    def array(name, shape):
+        a = arrays[name]
+        if not np.issubdtype(a.dtype, np.floating) or a.shape != shape:
+            raise bad(f"{name} must be a float array of shape {shape}, got {a.dtype} of shape "
+                      f"{a.shape}")
+        if not np.isfinite(a).all():
+            raise bad(f"{name} holds NaN or infinite values")
+        return a.astype(np.float32, copy=False)
+
+    pca_names = ("pca_mean", "pca_components", "pca_scale")
+    present = [name for name in pca_names if name in arrays]
+    if present and len(present) != 3:
+        raise bad(f"PCA arrays incomplete: has {', '.join(present)}, needs {', '.join(pca_names)}")
+    r = Reducer(model.pca, model.whiten, model.normalize, model.random_state)
+    r.n_features_in_ = model.n_features_in_ = d
+    r.mean_ = r.components_ = r.scale_ = None
+    width = d
+    if present:
+        c = arrays["pca_components"].shape[0] if arrays["pca_components"].ndim == 2 else -1
+        if c < 1 or c > d or (model.pca is not None and c != model.pca):
+            raise bad(f"pca_components has shape {arrays['pca_components'].shape}; expected "
+                      f"({model.pca if model.pca is not None else 'at most ' + str(d)}, {d})")
+        r.mean_ = array("pca_mean", (d,))
+        r.components_ = array("pca_components", (c, d))
+        r.scale_ = array("pca_scale", (c,))
+        if np.any(r.scale_ <= 0):
+            raise bad("pca_scale must be positive")
+        width = c
+    elif model.pca is not None:
+        raise bad(f"pca={model.pca} but the file has no PCA arrays")
+    r.n_components_ = model.n_components_ = r.components_.shape[0] if present else None
+    model.reducer_ = r
+    model.cluster_centers_ = array("cluster_centers", (k, width))
+    model.thresholds_ = array("thresholds", (k,))
+    if np.any(model.thresholds_ < 0):
+        raise bad("thresholds must not be negative")
+    return model, extra
 
 
 def subsample_kmeans(F, k, n_runs, n_init, fit_size, rng):

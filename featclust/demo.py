@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import samples
 from .errors import UnsafeOutputError
-from .fileio import read_csv
+from .fileio import current_umask, read_csv
 from .output import OutputFolder
 from .pipeline import sort_folder
 from .store import default_root
@@ -53,6 +53,7 @@ def demo_images(images_dir=None, n_per_family=12, seed=0):
     try:
         truth = samples.make_image_set(tmp, n_per_family=n_per_family, families=DEMO_FAMILIES,
                                        seed=seed)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
         os.replace(tmp, images_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -80,7 +81,7 @@ def demo(out_dir, images_dir=None, n_per_family=12, **kwargs):
         With ``truth`` (relative path to family) and ``images_dir`` set as
         extra attributes.
     """
-    OutputFolder(out_dir)  # refuse an unsafe folder before writing samples
+    OutputFolder(out_dir, images_dir)  # refuse unsafe folders before writing samples
     images_dir, truth = demo_images(images_dir, n_per_family)
     result = sort_folder(images_dir, out_dir, len(DEMO_FAMILIES), truth=truth, **kwargs)
     result.truth = truth

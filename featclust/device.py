@@ -1,12 +1,21 @@
 """What hardware the model runs on: CPUs, GPU, and the precision it runs fastest.
 
-Importing this module imports neither TensorFlow nor Keras; the functions
-that ask the Keras backend about a GPU import it when called.
+Importing this module imports neither TensorFlow nor Keras. Whether a GPU
+may exist is first decided from the device files (:func:`gpu_may_exist`):
+on a machine without one the backend is never imported to ask. Also here:
+keeping the runtime's start-up log lines (absl, CUDA, oneDNN) off the
+terminal (:func:`quiet_native_stderr`).
 """
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .checks import check_choice
@@ -49,6 +58,8 @@ def accelerator():
     compute_capability : tuple of int or None
         ``(major, minor)`` of the first GPU, ``(0, 0)`` if unknown.
     """
+    if not gpu_may_exist():
+        return "cpu", None
     from .embed import _keras
 
     keras, tf = _keras()
@@ -79,9 +90,122 @@ def _version_tuple(text):
         return (0, 0)
 
 
+def gpu_may_exist(root="/"):
+    """Whether a GPU may be present, decided without importing any backend.
+
+    False when ``CUDA_VISIBLE_DEVICES`` hides every device ("" or "-1"), or
+    on Linux when there is no NVIDIA device (``/proc/driver/nvidia/gpus/*``,
+    ``/dev/nvidia[0-9]*``), no ROCm device (``/dev/kfd``) and no WSL GPU
+    (``/dev/dxg``). True elsewhere (other systems: the backend is asked).
+
+    Parameters
+    ----------
+    root : str
+        Prefix of the device paths (for tests).
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    if not sys.platform.startswith("linux"):
+        return True
+    join = lambda *parts: os.path.join(root, *parts)
+    return bool(glob.glob(join("proc", "driver", "nvidia", "gpus", "*"))
+                or glob.glob(join("dev", "nvidia[0-9]*"))
+                or os.path.exists(join("dev", "kfd")) or os.path.exists(join("dev", "dxg")))
+
+
 def gpu_available():
-    """Whether the Keras backend sees a GPU."""
+    """Whether the Keras backend sees a GPU (without importing it where none may exist)."""
     return accelerator()[0] == "gpu"
+
+
+#: Lines the native runtime writes while it starts: absl's "before
+#: InitializeLog" warning, glog/absl-format lines of levels I, W and E
+#: (cuInit failures, "Could not find cuda drivers", factory registrations,
+#: oneDNN notes) and the continuation of the CPU-feature note.
+NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\]"
+    r"|To enable the following instructions:"
+    r"|WARNING:absl:"
+    r"|This TensorFlow binary is optimized to use available CPU instructions)"
+)
+
+
+def runtime_logs_wanted():
+    """Whether the user asked for the runtime's own log lines.
+
+    ``FEATCLUST_RUNTIME_LOGS=1``, or ``TF_CPP_MIN_LOG_LEVEL=0`` set by the user.
+    """
+    return (os.environ.get("FEATCLUST_RUNTIME_LOGS") == "1"
+            or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0")
+
+
+def prepare_runtime_env():
+    """Environment for a quiet backend start, set before it is imported.
+
+    Only variables the user has not set: ``TF_CPP_MIN_LOG_LEVEL=2``,
+    ``GLOG_minloglevel=2``; and, on a Linux machine where no GPU may exist,
+    ``CUDA_VISIBLE_DEVICES=-1`` so the runtime does not look for one.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    if sys.platform.startswith("linux") and not gpu_may_exist():
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+
+
+def silence_python_loggers():
+    """TensorFlow's and absl's Python loggers report errors only."""
+    for name in ("tensorflow", "absl", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is not None:
+        absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+@contextmanager
+def quiet_native_stderr():
+    """Keep the runtime's start-up lines (see :data:`NOISE`) off the terminal.
+
+    File descriptor 2 points into a temporary file inside the block; at its
+    end every line that is not start-up noise is written to the real
+    standard error, so Python's own messages and real errors still show.
+    Nothing is filtered when :func:`runtime_logs_wanted` or when stderr has
+    no file descriptor (as in some notebooks). A native crash inside the
+    block loses its message: set ``FEATCLUST_RUNTIME_LOGS=1`` to see it.
+    """
+    try:
+        fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+        saved = os.dup(fd)
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    if runtime_logs_wanted():
+        os.close(saved)
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        _flush()
+        os.dup2(capture.fileno(), fd)
+        try:
+            yield
+        finally:
+            _flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(keepends=True)
+                    if not NOISE.match(line.decode("utf-8", "replace"))]
+            if kept:
+                os.write(fd, b"".join(kept))
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
 
 
 def resolve_precision(precision):

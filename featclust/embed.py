@@ -2,7 +2,9 @@
 
 This is the only module that imports TensorFlow and Keras, and it does so
 lazily, when a model is first built (or :mod:`featclust.device` asks the
-backend about a GPU). The whole path from the uint8 grayscale batch to the
+backend about a GPU, which it does only where the device files say one may
+exist). The runtime's start-up log lines are kept off the terminal
+(:func:`featclust.device.quiet_native_stderr`). The whole path from the uint8 grayscale batch to the
 pooled vector is one Keras model, run as a compiled predict step on
 fixed-size batches, so it runs on any Keras backend: TensorFlow by default,
 JAX with ``KERAS_BACKEND=jax``.
@@ -18,7 +20,15 @@ import numpy as np
 
 from . import images
 from .checks import check_bool, check_choice, check_int
-from .device import PRECISIONS, cpu_count, gpu_available, resolve_precision
+from .device import (
+    PRECISIONS,
+    cpu_count,
+    gpu_available,
+    prepare_runtime_env,
+    quiet_native_stderr,
+    resolve_precision,
+    silence_python_loggers,
+)
 from .errors import UsageError, WeightsError
 
 POOLINGS = ("avg", "max", "gem", "flatten")
@@ -54,15 +64,24 @@ def _keras():
     tf : module or None
         TensorFlow, or ``None`` with another Keras backend.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    if _BACKEND:
+        return _BACKEND[0]
+    prepare_runtime_env()
+    with quiet_native_stderr():
+        import keras
 
-    if keras.backend.backend() != "tensorflow":
-        return keras, None
-    import tensorflow as tf
+        tf = None
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
 
-    _configure_tensorflow(tf)
+            _configure_tensorflow(tf)
+            tf.config.list_physical_devices("GPU")  # starts the runtime (its log lines) here
+    silence_python_loggers()
+    _BACKEND.append((keras, tf))
     return keras, tf
+
+
+_BACKEND = []
 
 
 _TF_CONFIGURED = []
@@ -135,8 +154,9 @@ class Embedder:
         Compute precision of the model; features are always stored as float32.
     batch_size : int or None, default None
         Images per forward pass; ``None`` is 16 on a CPU and 256 on a GPU.
-        The last batch is padded, so the compiled step never sees another
-        shape.
+        A smaller batch (the last one) is padded to the next power of two
+        (or to ``batch_size``), so the compiled step sees only a few shapes
+        and two images cost two images' work, not a full batch's.
     seed : int, default 0
         Seed of the random weights with ``weights="none"``.
     jit_compile : bool or None, default None
@@ -264,7 +284,7 @@ class Embedder:
         finally:
             keras.config.set_dtype_policy(previous)
         ops = keras.ops
-        gray = keras.Input((INPUT_SIZE, INPUT_SIZE), batch_size=self.batch, dtype="uint8")
+        gray = keras.Input((INPUT_SIZE, INPUT_SIZE), dtype="uint8")
         x = ops.expand_dims(ops.cast(gray, "float32"), -1) - np.array(VGG_MEAN_BGR, np.float32)
         model = keras.Model(gray, _pool(keras, vgg(x), self.pooling),
                             name=f"featclust_vgg16_{self.layer}_{self.pooling}")
@@ -325,8 +345,8 @@ class Embedder:
         Parameters
         ----------
         gray : numpy.ndarray
-            ``(n, 224, 224)`` uint8, ``n <= batch``; padded with white to a
-            full batch.
+            ``(n, 224, 224)`` uint8, ``n <= batch``; padded with white to
+            :func:`padded_size` images.
 
         Returns
         -------
@@ -335,8 +355,9 @@ class Embedder:
         """
         model = self.build()
         n = len(gray)
-        if n < self.batch:
-            pad = np.full((self.batch - n, INPUT_SIZE, INPUT_SIZE), 255, np.uint8)
+        full = padded_size(n, self.batch)
+        if n < full:
+            pad = np.full((full - n, INPUT_SIZE, INPUT_SIZE), 255, np.uint8)
             gray = np.concatenate([gray, pad])
         if not self.tta:
             return np.asarray(model.predict_on_batch(gray), dtype=np.float32)[:n]
@@ -363,6 +384,17 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         return np.concatenate([self.embed_batch(gray[start:start + self.batch])
                                for start in range(0, len(gray), self.batch)])
+
+
+def padded_size(n, batch):
+    """The batch size ``n`` images are padded to: the next power of two, at most ``batch``.
+
+    The compiled step then sees at most ``log2(batch) + 2`` shapes, and a
+    last batch of 2 images costs 2 images' work, not ``batch``.
+    """
+    if n >= batch:
+        return batch
+    return min(batch, 1 << max(0, int(n) - 1).bit_length())
 
 
 def _pool(keras, y, pooling):

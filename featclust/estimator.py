@@ -53,6 +53,11 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         Average the features of the 8 flips and 90-degree rotations.
     method : {"kmeans", "ward"}, default "kmeans"
         See :class:`featclust.cluster.FeatureKMeans`.
+    progress : bool, None or tqdm class, default None
+        Progress bars while images are embedded: ``True`` on, ``False`` off,
+        ``None`` on where a person watches (a terminal or a notebook), or a
+        ``tqdm`` class to draw them with (passed to
+        :func:`featclust.embed_folder`).
 
     Attributes
     ----------
@@ -82,7 +87,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def __init__(self, n_clusters=8, weights="imagenet", pooling="max", pca=None,
                  normalize=False, random_state=0, store=None, batch_size=None,
-                 precision="auto", layer="block4", tta=False, method="kmeans"):
+                 precision="auto", layer="block4", tta=False, method="kmeans", progress=None):
         self.n_clusters = n_clusters
         self.weights = weights
         self.pooling = pooling
@@ -95,6 +100,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.layer = layer
         self.tta = tta
         self.method = method
+        self.progress = progress
 
     def _model(self, n_clusters):
         model = FeatureKMeans(n_clusters, pca=self.pca, normalize=self.normalize,
@@ -135,11 +141,12 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                             precision=self.precision, batch_size=self.batch_size,
                             seed=self.random_state, layer=self.layer, tta=self.tta)
         if len(inputs) == 1 and os.path.isdir(inputs[0]):
-            emb = embed_folder(inputs[0], embedder, self.store)
+            emb = embed_folder(inputs[0], embedder, self.store, progress=self.progress)
             paths, features, bad = emb.paths, emb.features, emb.bad_files
             image_dir = os.path.abspath(inputs[0])
         else:
-            paths, features, bad = embed_inputs(inputs, embedder, self.store, image_dir=None)
+            paths, features, bad = embed_inputs(inputs, embedder, self.store, image_dir=None,
+                                                progress=self.progress)
             emb = image_dir = None
             if not paths:
                 raise NoImagesError("none of the inputs is a usable image"
@@ -171,7 +178,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         return self.fit(X).features_
 
     @classmethod
-    def from_output(cls, out_dir, store=None):
+    def from_output(cls, out_dir, store=None, progress=None):
         """The fitted estimator saved by ``sort`` in an output folder.
 
         Parameters
@@ -180,6 +187,8 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             A folder written by :func:`featclust.sort_folder` (``featclust sort``).
         store : path-like, optional
             Store root; default the one the sort used.
+        progress : bool, None or tqdm class, default None
+            As the parameter of :class:`ImageClusterer`.
 
         Returns
         -------
@@ -208,7 +217,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                   pca=model.pca, normalize=model.normalize, random_state=model.random_state,
                   store=store if store is not None else record.store_root,
                   batch_size=e["batch_size"], precision=e["precision"], layer=e["layer"],
-                  tta=e["tta"], method=model.method)
+                  tta=e["tta"], method=model.method, progress=progress)
         est.embedder_ = embedder
         est.image_dir_ = record.image_dir
         est._set_model(model)
@@ -219,7 +228,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         check_is_fitted(self, ("model_", "embedder_"))
         paths, features, bad = embed_inputs(_inputs(X), self.embedder_, self.store,
-                                            self.image_dir_)
+                                            self.image_dir_, progress=self.progress)
         if bad:
             raise UsageError(f"cannot use {bad[0].path!r}: {bad[0].reason}")
         return paths, features
@@ -279,3 +288,54 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         ndarray of shape (n_images,)
         """
         return self.assign(X).labels
+
+    def similar(self, X, top=10):
+        """The ``top`` clustered images most similar to each image of ``X``.
+
+        Similarity is the cosine of the VGG16 features (exact search,
+        :func:`featclust.search.top_similar`). The queries go through the
+        feature store (an image already embedded is not embedded again); an
+        image that was clustered finds itself first, with similarity 1.0.
+
+        Parameters
+        ----------
+        X : path-like or list of path-like
+            A folder, an image file, or a list of folders and image files.
+        top : int, default 10
+            Neighbours per query (at most the number of clustered images).
+
+        Returns
+        -------
+        featclust.similarity.SimilarImages
+
+        Raises
+        ------
+        UsageError
+            For an invalid ``top`` or an input that cannot be used as an image.
+
+        Notes
+        -----
+        An estimator made by :meth:`from_output` has no ``features_``: the
+        sorted folder's images are then read through the store first (as
+        :func:`featclust.embed_folder` does: nothing unchanged is embedded
+        again), and set as ``paths_`` and ``features_``.
+        """
+        from .search import top_similar
+        from .similarity import SimilarImages
+
+        check_int("top", top)
+        check_is_fitted(self, ("model_", "embedder_"))
+        if not hasattr(self, "features_"):
+            from .pipeline import embed_folder
+
+            if self.image_dir_ is None:
+                raise UsageError("this estimator knows no clustered images: fit it first")
+            emb = embed_folder(self.image_dir_, self.embedder_, self.store,
+                               progress=self.progress)
+            self.paths_, self.features_ = list(emb.paths), emb.features
+        queries, features = self._embed(X)
+        indices, similarities = top_similar(self.features_, features, top)
+        return SimilarImages(queries, [[self.paths_[i] for i in row] for row in indices],
+                             indices, similarities)
+
+

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -35,6 +36,9 @@ def atomic_write(path, write, mode="wb"):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); the result gets the mode any new file
+        # gets under the umask (0644 under the usual 022), so others can read reports.
+        os.chmod(tmp, 0o666 & ~current_umask())
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape",
                                           "newline": ""}
         with os.fdopen(fd, mode, **kwargs) as fh:
@@ -48,6 +52,17 @@ def atomic_write(path, write, mode="wb"):
         except OSError:
             pass
         raise
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask():
+    """The process's umask (read by setting and restoring it, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def json_bytes(obj):

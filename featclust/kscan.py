@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator
 from .checks import check_float, check_int, check_random_state
 from .cluster import subsample_kmeans
 from .errors import UsageError
-from .reduce import Reducer, fitting_space
+from .reduce import Reducer, check_features, count_distinct, fitting_space
 from .scores import SILHOUETTE_SAMPLE, SilhouetteSample, cluster_scores, stability
 
 DEFAULT_KS = range(2, 31)
@@ -71,7 +71,9 @@ class KScan(BaseEstimator):
     ----------
     ks : iterable of int, default range(2, 31)
         The numbers of clusters to try (each at least 2). Those larger than
-        the number of images minus one are left out (see ``ks_``).
+        the number of images minus one, or than the number of distinct
+        images (identical feature vectors count once), are left out (see
+        ``ks_``).
     pca, normalize : as in :class:`~featclust.cluster.FeatureKMeans`
         The space the scores are computed in (the one ``sort`` clusters in,
         made by the same :class:`~featclust.reduce.Reducer`).
@@ -159,16 +161,29 @@ class KScan(BaseEstimator):
         Raises
         ------
         UsageError
-            If a parameter is invalid or there are too few images for the
-            smallest k.
+            If a parameter is invalid, there are too few images (or too few
+            distinct images) for the smallest k, or all images are identical.
         """
         ks = self.check_params()
+        reducer = Reducer(pca=self.pca, normalize=self.normalize, random_state=self.random_state)
+        reducer._check_params()
+        X = check_features(reducer, X, reset=True)
         n = len(X)
         fitted_ks = [k for k in ks if k <= n - 1]
         if not fitted_ks:
             raise UsageError(f"k={ks[0]} needs at least {ks[0] + 1} images; there are {n}")
-        reducer = Reducer(pca=self.pca, normalize=self.normalize, random_state=self.random_state)
-        Z = reducer.fit_transform(X)
+        # A k above the number of distinct images would leave clusters empty.
+        distinct = count_distinct(X, stop=fitted_ks[-1])
+        if distinct < 2:
+            raise UsageError(f"all {n} images have identical features (the same image "
+                             f"{n} times?): there are no groups to find; k-means needs at "
+                             "least 2 distinct images")
+        fitted_ks = [k for k in fitted_ks if k <= distinct]
+        if not fitted_ks:
+            raise UsageError(f"k={ks[0]} is larger than the number of distinct images: the "
+                             f"{n} images have only {distinct} distinct feature vectors")
+        reducer._fit(X)  # X is checked
+        Z = reducer._transform(X)
         rng = np.random.default_rng(self.random_state)
         F = fitting_space(Z, self.fit_dims, self.fit_size, rng, self.random_state)
         sil = SilhouetteSample(Z, self.sample_size, self.random_state)

@@ -22,6 +22,7 @@ import errno
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ KSCAN_CSV = "kscan.csv"
 KSCAN_PNG = "kscan.png"
 
 _DICT_FIELDS = ("embedder", "feature_settings", "clustering", "counts", "scores", "flags",
-                "truth", "kscan")
+                "truth", "kscan", "parent", "stamps")
 _STR_FIELDS = ("status", "command", "featclust_version", "created", "image_dir", "store",
                "store_root", "mode")
 
@@ -79,6 +80,14 @@ class RunRecord:
         From :meth:`featclust.scores.Judgement.info`.
     kscan : dict or None
         ``ks``, ``suggested_k``, ``reason`` of a k scan made for this folder.
+    parent : dict or None
+        For a sort of one cluster folder of an earlier sort (sub-clustering):
+        ``out_dir`` (that sort's folder, absolute) and ``cluster`` (the
+        cluster folder's name).
+    stamps : dict or None
+        ``[size, mtime_ns]`` of each file of ``files`` as featclust wrote it:
+        a file that no longer matches was changed by someone else and is
+        left alone.
     """
 
     status: str = "writing"
@@ -98,6 +107,8 @@ class RunRecord:
     flags: dict | None = None
     truth: dict | None = None
     kscan: dict | None = None
+    parent: dict | None = None
+    stamps: dict | None = None
 
     def __post_init__(self):
         if not self.created:
@@ -228,8 +239,21 @@ class OutputFolder:
                     f"output folder {str(out_dir)!r} is not empty and is not a featclust output; "
                     "choose an empty or new folder")
         self.files = list(self.record.files) if self.record else []
-        self._owned = set(self.files)
+        self.stamps = dict(self.record.stamps or {}) if self.record else {}
         self._real = Path(os.path.realpath(self.path))
+        self.changed = sorted(rel for rel in self.files if self._changed(rel))
+        self._owned = set(self.files) - set(self.changed)
+
+    def _changed(self, rel):
+        """Whether featclust's file ``rel`` was replaced or edited since it was written."""
+        stamp = self.stamps.get(rel)
+        if not isinstance(stamp, list) or len(stamp) != 2 or not self._contained(rel):
+            return False  # written by an interrupted run or an older version: still ours
+        try:
+            st = os.lstat(self.path / rel)
+        except OSError:
+            return False
+        return [st.st_size, st.st_mtime_ns] != stamp
 
     @property
     def status(self):
@@ -253,25 +277,36 @@ class OutputFolder:
         return inside(Path(os.path.realpath(self.path / Path(rel).parent)), self._real)
 
     def check_free(self, rels):
-        """Refuse if any of ``rels`` exists and was not written by featclust, or
-        leads out of the folder."""
+        """Refuse if any of ``rels`` exists and was not written by featclust (or was
+        changed since), or leads out of the folder."""
+        changed = set(self.changed)
         for rel in rels:
             if not self._contained(rel):
                 raise UnsafeOutputError(f"{str(self.path / rel)!r} leads outside the output "
                                         "folder (through a link?); refusing to write there")
             if rel not in self._owned and os.path.lexists(self.path / rel):
-                raise UnsafeOutputError(f"{str(self.path / rel)!r} exists and was not written by "
-                                        "featclust; refusing to overwrite it")
+                why = ("was changed since featclust wrote it" if rel in changed
+                       else "was not written by featclust")
+                raise UnsafeOutputError(f"{str(self.path / rel)!r} exists and {why}; refusing "
+                                        "to overwrite it (move it away and run again)")
 
     def clear(self):
-        """Remove every file featclust wrote here before, and folders left empty."""
+        """Remove every file featclust wrote here before (except those changed since:
+        see :attr:`changed`), temporary files left by an interrupted run, and
+        folders left empty."""
         self._remove(self.files)
         self.files = []
+        self.stamps = {}
         self._owned = set()
 
     def _remove(self, rels):
         dirs = set()
+        names = {}
+        changed = set(self.changed)
         for rel in rels:
+            names.setdefault(Path(rel).parent, set()).add(Path(rel).name)
+            if rel in changed:
+                continue
             if not self._contained(rel):
                 continue
             p = self.path / rel
@@ -284,6 +319,7 @@ class OutputFolder:
                 raise OutputError(f"cannot remove old output {str(p)!r}: {e.strerror}") from None
             dirs.update(Path(rel).parents)
         for d in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+            _remove_temporaries(self.path / d, names.get(d, ()))
             if d.parts:
                 try:
                     (self.path / d).rmdir()
@@ -299,7 +335,8 @@ class OutputFolder:
         self._remove(rels)
         gone = set(rels)
         self.files = [rel for rel in self.files if rel not in gone]
-        self._owned = set(self.files)
+        self.stamps = {rel: s for rel, s in self.stamps.items() if rel not in gone}
+        self._owned = set(self.files) - set(self.changed)
         self.write_marker(None, self.status or "complete")
 
     def claim(self, rels, record=None, status="writing"):
@@ -323,7 +360,10 @@ class OutputFolder:
         """Rewrite ``featclust.json`` with ``record`` (or the current one), the file
         list and ``status``."""
         record = record if record is not None else (self.record or RunRecord())
-        record = dataclasses.replace(record, status=status, files=list(self.files))
+        kept = [rel for rel in self.changed if rel not in self._owned]
+        files = self.files + [rel for rel in kept if rel not in self.files]
+        stamps = {rel: self.stamps[rel] for rel in files if rel in self.stamps}
+        record = dataclasses.replace(record, status=status, files=files, stamps=stamps)
         self.record = record
         data = json_bytes(record.to_json())
         try:
@@ -349,7 +389,42 @@ class OutputFolder:
             atomic_write(path, write, mode)
         except OSError as e:
             raise output_error(path, e) from None
+        self.stamp(rel)
         return path
+
+    def stamp(self, rel):
+        """Remember the size and modification time of ``rel`` as featclust wrote it."""
+        try:
+            st = os.lstat(self.path / rel)
+        except OSError:
+            return
+        self.stamps[rel] = [st.st_size, st.st_mtime_ns]
+
+
+#: Temporary files of :func:`featclust.sort.place` (``.featclust-XXXXXXXX.tmp``) and of
+#: :func:`featclust.fileio.atomic_write` (``.<name>.XXXXXXXX.tmp``).
+_TEMPORARY = re.compile(r"^\.(?:featclust-|(?P<name>.+)\.)[a-z0-9_]{8}\.tmp$")
+
+
+def _remove_temporaries(folder, own_names):
+    """Remove temporary files an interrupted featclust run left in ``folder``.
+
+    Only names featclust's own writers make are removed: ``.featclust-*.tmp``,
+    and ``.<name>.*.tmp`` where ``name`` is a file featclust wrote there.
+    """
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for name in entries:
+        m = _TEMPORARY.match(name)
+        if not m or (m.group("name") is not None and m.group("name") not in own_names):
+            continue
+        if os.path.isfile(os.path.join(folder, name)):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def output_error(path, e):

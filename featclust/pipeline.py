@@ -15,12 +15,13 @@ from .checks import check_choice
 from .cluster import FeatureKMeans
 from .decoding import iter_features
 from .embed import Embedder
-from .errors import NoImagesError, UsageError
+from .errors import FeatclustError, NoImagesError, UsageError
 from .fileio import inside
 from .output import (BAD_FILES_CSV, CLUSTERS_CSV, KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ,
-                     TRUTH_CSV, OutputFolder, RunRecord, kscan_info, write_kscan)
+                     TRUTH_CSV, OutputFolder, RunRecord, kscan_info, read_record, write_kscan)
+from .progress import bar_factory
 from .sort import MODES, destinations, sort_into_folders
-from .store import FeatureStore, default_root
+from .store import FeatureStore, check_root
 from .tables import bad_files_csv, clusters_csv, labels_csv, truth_csv
 
 
@@ -43,6 +44,8 @@ class EmbedResult:
         The feature settings (the store's key).
     problems : list of str
         Store problems that were repaired (corrupted chunks and the like).
+    hashes : list of str
+        Content hash of each image of ``paths``.
     """
 
     paths: list
@@ -53,6 +56,7 @@ class EmbedResult:
     store_path: Path
     settings: dict
     problems: list = field(default_factory=list)
+    hashes: list = field(default_factory=list)
 
 
 def _embedder(embedder, kwargs):
@@ -80,9 +84,9 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
         Store root; default under the user's cache folder.
     exclude : iterable of path-like
         Folders to leave out of the scan.
-    progress : callable, optional
-        ``progress(description, total)`` returning an object with
-        ``update(n)`` and ``close()`` (a ``tqdm`` does).
+    progress : bool, None or tqdm class
+        Progress bars: ``None`` (default) shows them where a person is
+        watching (a terminal or a notebook); see :mod:`featclust.progress`.
 
     Returns
     -------
@@ -94,7 +98,8 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
         If the folder holds no usable image.
     """
     embedder = _embedder(embedder, kwargs)
-    root = Path(store) if store is not None else default_root()
+    progress = bar_factory(progress)
+    root = check_root(store, [image_dir])
     files, problems = images.scan(image_dir, exclude=[*exclude, root])
     if not files:
         unreadable = (f" ({len(problems)} entries could not be read, first {problems[0].path!r}: "
@@ -109,13 +114,14 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
         bad_paths = {b.path for b in bad}
         paths = [f.path for f in files if f.path not in bad_paths]
         features = st.load(paths)
+        hashes = st.hashes(paths)
         repaired = list(st.problems)
     bad.sort(key=lambda b: b.path)
     if not paths:
         raise NoImagesError(f"none of the {len(files)} files in {str(image_dir)!r} is a readable "
                             f"image (see {st.path / BAD_FILES_CSV})")
     return EmbedResult(paths, features, n_embedded, len(cached), bad, st.path, settings,
-                       repaired)
+                       repaired, hashes)
 
 
 def embed_inputs(inputs, embedder=None, store=None, image_dir=None, progress=None, **kwargs):
@@ -153,9 +159,10 @@ def embed_inputs(inputs, embedder=None, store=None, image_dir=None, progress=Non
         If an input does not exist.
     """
     embedder = _embedder(embedder, kwargs)
+    progress = bar_factory(progress)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    root_dir = Path(store) if store is not None else default_root()
+    root_dir = check_root(store, [image_dir] if image_dir else [])
     sorted_dir = os.path.realpath(image_dir) if image_dir else None
     entries, bad, seen = [], [], set()
 
@@ -171,8 +178,7 @@ def embed_inputs(inputs, embedder=None, store=None, image_dir=None, progress=Non
         except OSError as e:
             bad.append(images.BadFile(shown, f"cannot stat: {e.strerror}"))
             return
-        entries.append((shown, folder, images.ImageFile(rel, os.path.abspath(path),
-                                                        st.st_size, st.st_mtime_ns)))
+        entries.append((shown, folder, images.ImageFile.from_stat(rel, os.path.abspath(path), st)))
 
     for item in inputs:
         item = os.fspath(item)
@@ -228,8 +234,12 @@ class SortResult:
         Scores, cluster sizes and flags, agreement with known classes.
     kscan : featclust.kscan.KScan or None
         The scan that chose k (with ``n_clusters="auto"``).
+    kept : list of str
+        Files featclust wrote in an earlier run that were changed since (by a
+        person, say): left as they are, not replaced and not removed.
     record : featclust.output.RunRecord
-        What ``featclust.json`` records.
+        What ``featclust.json`` records (``record.counts["near_duplicate_groups"]``:
+        groups of near-identical images, see :func:`featclust.similarity.find_duplicates`).
     """
 
     embed: EmbedResult
@@ -240,6 +250,7 @@ class SortResult:
     judgement: object = None
     kscan: object = None
     record: object = None
+    kept: list = field(default_factory=list)
 
 
 def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=None,
@@ -281,6 +292,7 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     """
     from .kscan import choose_k
     from .scores import judge
+    from .search import NEAR_DUPLICATE, near_duplicate_groups
 
     out = OutputFolder(out_dir, image_dir)
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
@@ -293,6 +305,8 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
 
         check_map_method(map_method)
     embedder = _embedder(embedder, kwargs)
+    progress = bar_factory(progress)
+    parent = _parent_sort(image_dir)
     emb = embed_folder(image_dir, embedder, store, exclude=[out_dir], progress=progress)
     scan = None
     if auto:
@@ -301,6 +315,7 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     model.fit(emb.features)
     k = model.n_clusters
     judged = judge(model, emb.features, emb.paths, truth, random_state)
+    n_near = len(near_duplicate_groups(emb.features, NEAR_DUPLICATE))
     dests = destinations(emb.paths, model.labels_, k)
     own = [LABELS_CSV, MODEL_NPZ, BAD_FILES_CSV, CLUSTERS_CSV]
     if judged.truth is not None:
@@ -309,16 +324,23 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
         own += [KSCAN_CSV, KSCAN_PNG]
     out.check_free(dests + own)
     out.clear()
-    record = _record(image_dir, emb, model, embedder, mode, store, judged, scan)
+    record = _record(image_dir, emb, model, embedder, mode, store, judged, scan, parent)
+    record.counts["near_duplicate_groups"] = n_near
     out.claim(dests + own, record, status="writing")
     bar = progress("copying", len(dests)) if progress else None
+    vanished = []
     try:
-        sort_into_folders(image_dir, out, emb.paths, model.labels_, k, mode,
-                          bar.update if bar else None)
+        written = sort_into_folders(image_dir, out, emb.paths, model.labels_, k, mode,
+                                    bar.update if bar else None, skipped=vanished)
     finally:
         if bar:
             bar.close()
-    out.write_text(LABELS_CSV, labels_csv(emb.paths, model.labels_, model.distances_))
+    if vanished:
+        out.release(sorted(set(dests) - set(written)))
+        emb.bad_files = sorted(emb.bad_files + vanished, key=lambda b: b.path)
+        out.record.counts["bad_files"] = len(emb.bad_files)
+    outliers = model.distances_ > model.thresholds_[model.labels_]
+    out.write_text(LABELS_CSV, labels_csv(emb.paths, model.labels_, model.distances_, outliers))
     out.write_text(BAD_FILES_CSV, bad_files_csv(emb.bad_files))
     out.write_text(CLUSTERS_CSV, clusters_csv(judged.clusters))
     if judged.truth is not None:
@@ -329,16 +351,31 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     model.save(buf, extra={"feature_settings": emb.settings, "embedder": record.embedder})
     out.write_bytes(MODEL_NPZ, buf.getvalue())
     out.write_marker(None, status="complete")
-    written = None
     if report:
         from .report import write_report
 
-        written = write_report(out.path, emb.features, model, map_method, random_state,
-                               progress)
-    return SortResult(emb, model, out.path, dests, written, judged, scan, out.record)
+        report = write_report(out.path, emb.features, model, map_method, random_state,
+                              progress)
+    else:
+        report = None
+    return SortResult(emb, model, out.path, written, report, judged, scan, out.record,
+                      list(out.changed))
 
 
-def _record(image_dir, emb, model, embedder, mode, store, judged, scan):
+def _parent_sort(image_dir):
+    """``{"out_dir", "cluster"}`` when ``image_dir`` is a cluster folder of an earlier sort."""
+    folder = Path(os.path.realpath(image_dir))
+    try:
+        record = read_record(folder.parent)
+    except FeatclustError:
+        return None
+    if (record is None or record.command != "sort" or record.clustering is None
+            or not any(f.startswith(folder.name + "/") for f in record.files)):
+        return None
+    return {"out_dir": str(folder.parent), "cluster": folder.name}
+
+
+def _record(image_dir, emb, model, embedder, mode, store, judged, scan, parent=None):
     params = embedder.get_params()
     if params["weights"] not in ("imagenet", "none"):
         params["weights"] = os.path.abspath(params["weights"])
@@ -356,6 +393,7 @@ def _record(image_dir, emb, model, embedder, mode, store, judged, scan):
                 "reused": emb.n_reused, "bad_files": len(emb.bad_files),
                 "cluster_sizes": [int(s) for s in sizes]},
         kscan=kscan_info(scan) if scan is not None else None,
+        parent=parent,
         **judged.info(),
     )
 

@@ -293,6 +293,33 @@ def blocks(X, min_rows=1):
     return [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def count_distinct(X, stop=None):
+    """Number of distinct rows of ``X`` (exactly equal values), read block by block.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    stop : int, optional
+        Stop counting once this many distinct rows are found (the answer is
+        then ``stop``): checking "at least k distinct rows" reads k rows when
+        the rows differ, as real images' features do.
+
+    Returns
+    -------
+    int
+    """
+    import hashlib
+
+    seen = set()
+    for block in blocks(X):
+        block = np.ascontiguousarray(block, dtype=np.float32) + np.float32(0)  # -0.0 -> 0.0
+        for row in block:
+            seen.add(hashlib.blake2b(row.tobytes(), digest_size=16).digest())
+            if stop is not None and len(seen) >= stop:
+                return len(seen)
+    return len(seen)
+
+
 def l2(X):
     """Rows of ``X`` scaled to unit length (zero rows left as they are)."""
     norms = np.linalg.norm(X, axis=1, keepdims=True)

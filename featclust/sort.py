@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .checks import check_choice
 from .errors import OutputError
+from .images import READ_FAILURE, BadFile
 from .output import output_error
 
 MODES = ("copy", "symlink", "hardlink")
@@ -59,8 +60,13 @@ def place(src, dst, mode="copy"):
         raise
 
 
-def sort_into_folders(image_dir, out, paths, labels, n_clusters, mode="copy", progress=None):
+def sort_into_folders(image_dir, out, paths, labels, n_clusters, mode="copy", progress=None,
+                      skipped=None):
     """Copy (or link) each image into ``cluster_XX/<its relative path>``.
+
+    An image that can no longer be read (deleted or changed into something
+    unreadable since it was embedded) is skipped and reported, not fatal;
+    a failure to write into the output folder is.
 
     Parameters
     ----------
@@ -74,22 +80,48 @@ def sort_into_folders(image_dir, out, paths, labels, n_clusters, mode="copy", pr
     mode : {"copy", "symlink", "hardlink"}
     progress : callable, optional
         ``progress(n)`` after every ``n`` files placed.
+    skipped : list, optional
+        Images that can no longer be read are appended to it as
+        :class:`featclust.images.BadFile` and left out; without it they are
+        an error like any other.
 
     Returns
     -------
     list of str
-        Destinations relative to the output folder.
+        The destinations written, relative to the output folder.
+
+    Raises
+    ------
+    OutputError
+        If the output folder cannot be written.
     """
     check_choice("mode", mode, MODES)
-    dests = destinations(paths, labels, n_clusters)
-    for p, rel in zip(paths, dests):
+    written = []
+    for p, rel in zip(paths, destinations(paths, labels, n_clusters)):
+        src = os.path.join(image_dir, p)
         try:
-            place(os.path.join(image_dir, p), out.path / rel, mode)
+            if not os.path.isfile(src):
+                raise FileNotFoundError(errno.ENOENT, "no such file", src)
+            place(src, out.path / rel, mode)
         except OSError as e:
+            if skipped is not None and not _readable(src):
+                skipped.append(BadFile(p, f"{READ_FAILURE} when copying (deleted or changed "
+                                          f"since it was embedded?): {e.strerror or e}"))
+                continue
             if mode == "hardlink" and e.errno == errno.EXDEV:
                 raise OutputError("cannot hard-link across file systems; use mode='copy' or "
                                   "mode='symlink'") from None
             raise output_error(out.path / rel, e) from None
+        out.stamp(rel)
+        written.append(rel)
         if progress:
             progress(1)
-    return dests
+    return written
+
+
+def _readable(path):
+    try:
+        with open(path, "rb"):
+            return os.path.isfile(path)
+    except OSError:
+        return False

@@ -13,6 +13,9 @@ clusters.csv   cluster, size, mean/p95/max distance, flags    sort
 truth.csv      label, cluster_0 ... cluster_k-1, total        sort ``--truth``
 kscan.csv      k, the scan's scores, suggested                scan-k, sort ``-k auto``
 (stdout)       path, cluster, distance, outlier               assign
+(stdout)       query, path, similarity, rank                  similar
+duplicates.csv group, path, similarity_to_first               duplicates
+identical.csv  group, path                                    duplicates
 ============== ============================================== ==========================
 """
 
@@ -28,10 +31,15 @@ from .kscan import COLUMNS as KSCAN_COLUMNS
 
 
 
-def labels_csv(paths, labels, distances):
-    """The text of ``labels.csv``: ``path,cluster,distance``, one row per image."""
-    return csv_text(["path", "cluster", "distance"],
-                    ([p, int(c), fmt_num(d)] for p, c, d in zip(paths, labels, distances)))
+def labels_csv(paths, labels, distances, outliers):
+    """The text of ``labels.csv``: ``path,cluster,distance,outlier``, one row per image.
+
+    ``outlier`` is ``true`` for an image farther from its cluster's centre than
+    95% of the cluster's members (see :attr:`featclust.FeatureKMeans.thresholds_`).
+    """
+    return csv_text(["path", "cluster", "distance", "outlier"],
+                    ([p, int(c), fmt_num(d), "true" if o else "false"]
+                     for p, c, d, o in zip(paths, labels, distances, outliers)))
 
 
 def read_labels_csv(path):
@@ -189,3 +197,27 @@ def assignment_csv(paths, labels, distances, outliers):
                     ([p, int(c), fmt_num(d), "true" if o else "false"]
                      for p, c, d, o in zip(paths, labels, distances, outliers)))
 
+
+
+def similar_csv(rows):
+    """The text ``featclust similar`` prints: ``query,path,similarity,rank`` (rank from 1).
+
+    Parameters
+    ----------
+    rows : iterable of (str, str, float, int)
+    """
+    return csv_text(["query", "path", "similarity", "rank"],
+                    ([q, p, fmt_num(s), rank] for q, p, s, rank in rows))
+
+
+def duplicates_csv(groups):
+    """The text of ``duplicates.csv``: ``group,path,similarity_to_first``, group from 1."""
+    return csv_text(["group", "path", "similarity_to_first"],
+                    ([g, p, fmt_num(s)] for g, group in enumerate(groups, start=1)
+                     for p, s in group))
+
+
+def identical_csv(groups):
+    """The text of ``identical.csv``: ``group,path`` of byte-identical files, group from 1."""
+    return csv_text(["group", "path"],
+                    ([g, p] for g, group in enumerate(groups, start=1) for p in group))

@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import resource
+import stat
 import struct
 import zlib
 
@@ -341,8 +342,10 @@ def test_symlink_loops_do_not_hang_the_scan(tmp_path):
     files, problems = scan(tmp_path)
     assert [f.path for f in files] == ["a/img.png"]
     reasons = {b.path: b.reason for b in problems}
-    assert set(reasons) == {"self", "ping", "pong"}
-    assert all(os.strerror(errno.ELOOP) in r for r in reasons.values())
+    assert set(reasons) == {"self", "ping", "pong", "a/again", "a/up"}
+    assert all(os.strerror(errno.ELOOP) in reasons[p] for p in ("self", "ping", "pong"))
+    # Links to folders are not followed, and listed with the reason.
+    assert reasons["a/again"] == reasons["a/up"] == images.LINK_TO_FOLDER
 
 
 def test_unreadable_file_and_folder_are_reported(tmp_path):
@@ -368,16 +371,18 @@ def test_unreadable_file_and_folder_are_reported(tmp_path):
 
 
 def test_unreadable_files_are_tried_again_but_broken_ones_are_remembered(tmp_path):
-    (tmp_path / "a.png").write_bytes(b"")
-    (tmp_path / "b.png").write_bytes(b"")
-    files, _ = scan(tmp_path)
+    folder = tmp_path / "images"  # the store lies outside the image folder
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    (folder / "b.png").write_bytes(b"")
+    files, _ = scan(folder)
     by_path = {f.path: f for f in files}
     settings = {"dim": 4, "test": "retry"}
-    with store.FeatureStore(tmp_path, settings, tmp_path / "store") as st:
+    with store.FeatureStore(folder, settings, tmp_path / "store") as st:
         st.add_bad(by_path, [images.BadFile("a.png", f"{images.READ_FAILURE}: Permission denied"),
                              images.BadFile("b.png", "empty file")])
         st.finish(files)
-    with store.FeatureStore(tmp_path, settings, tmp_path / "store") as st:
+    with store.FeatureStore(folder, settings, tmp_path / "store") as st:
         cached, bad, missing = st.split(files)
     assert [b.path for b in bad] == ["b.png"] and [f.path for f in missing] == ["a.png"]
 
@@ -421,6 +426,8 @@ def _sha256_tree(root):
             full = os.path.join(dirpath, name)
             if os.path.islink(full):
                 found[full] = ("link", os.readlink(full))
+            elif name in filenames and stat.S_ISFIFO(os.stat(full).st_mode):
+                found[full] = ("fifo", os.stat(full).st_mode)
             elif name in filenames:
                 with open(full, "rb") as fh:
                     found[full] = (hashlib.sha256(fh.read()).hexdigest(), os.stat(full).st_mode)
@@ -473,7 +480,10 @@ def _mixed_folder(folder, with_unreadable):
         path.write_bytes(data)
     os.symlink("loop", folder / "loop")
     bad["loop"] = (os.strerror(errno.ELOOP), None)
-    os.symlink(".", folder / "a" / "around")  # a folder link: not followed
+    os.symlink(".", folder / "a" / "around")  # a folder link: not followed, listed
+    bad["a/around"] = ("link to a folder", None)
+    os.mkfifo(folder / "pipe.png")  # never opened (reading it would block)
+    bad["pipe.png"] = ("named pipe", None)
     return ({rel: fam for rel, (fam, _) in good.items()},
             {rel: word for rel, (word, _) in bad.items()})
 
@@ -513,7 +523,7 @@ def test_sort_skips_every_bad_file_and_sorts_every_good_one(tmp_path, capsys):
         copy = out / f"cluster_{int(r['cluster']):02d}" / r["path"]
         assert copy.read_bytes() == (folder / r["path"]).read_bytes()
 
-    store_csv, = st_root.glob("*/*/bad_files.csv")
+    store_csv, = st_root.rglob("bad_files.csv")  # wherever the store keeps it
     for listing in (out / "bad_files.csv", store_csv):
         reasons = {r["path"]: r["reason"] for r in read_csv(listing)}
         assert set(reasons) == set(bad), listing

@@ -23,6 +23,7 @@ import featclust
 from featclust import sort, store
 from featclust.cli import main
 from featclust.errors import StoreError
+from featclust.fileio import content_hash
 from featclust.images import scan
 
 from conftest import make_two_families, read_csv
@@ -31,16 +32,18 @@ N_IMAGES = 8
 
 
 def _chunk_indexes(root):
-    return sorted(root.glob("*/*/chunk-*.json"))
+    return sorted(root.glob("features-*/rows/chunk-*.json"))
 
 
-def _committed(root):
-    """Features of every whole chunk in the store, by image path."""
+def _committed(root, folder):
+    """Features of every whole chunk in the store, by the path of the image in ``folder``
+    whose content hash the row has."""
+    by_hash = {content_hash(p.read_bytes()): p.name for p in folder.iterdir()}
     found = {}
     for index in _chunk_indexes(root):
         feats = np.load(index.with_suffix(".npy"))
-        for row, vec in zip(json.loads(index.read_text())["rows"], feats):
-            found[row["path"]] = vec
+        for digest, vec in zip(json.loads(index.read_text())["hashes"], feats):
+            found[by_hash[digest]] = vec
     return found
 
 
@@ -123,7 +126,7 @@ def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
     err = capsys.readouterr().err
     assert rc == 130
     assert "interrupted" in err and "next run resumes" in err and "Traceback" not in err
-    kept = _committed(st_root)
+    kept = _committed(st_root, folder)
     assert 2 <= len(kept) < N_IMAGES
     n_chunks = len(_chunk_indexes(st_root))
 
@@ -137,7 +140,7 @@ def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
             proc.kill()
             proc.wait()
     assert proc.returncode == -9, (tmp_path / "killed.log").read_text()
-    whole = _committed(st_root)
+    whole = _committed(st_root, folder)
     assert len(kept) < len(whole) < N_IMAGES
     for path, vec in kept.items():  # the killed run reused the chunks of the interrupted one
         np.testing.assert_array_equal(whole[path], vec)
@@ -205,9 +208,9 @@ def test_store_of_other_version_or_settings_is_emptied_not_read(tmp_path):
 
     def fill():
         with store.FeatureStore(folder, SETTINGS, root, chunk_size=2) as st:
-            st.add([(f, "h") for f in files], feats)
+            st.add([(f, f"h{i}") for i, f in enumerate(files)], feats)
             st.finish(files)
-            return st.path
+            return st.features_dir
 
     def reopen():
         with store.FeatureStore(folder, SETTINGS, root) as st:
@@ -230,36 +233,39 @@ def test_store_of_other_version_or_settings_is_emptied_not_read(tmp_path):
         damage()
         n, problems = reopen()
         assert n == 0 and len(problems) == 1 and word in problems[0], problems
-        assert not list(path.glob("chunk-*"))
+        assert not list(path.glob("rows/chunk-*"))
 
 
 def test_leftovers_of_a_killed_write_are_cleaned_and_whole_chunks_kept(tmp_path):
     folder, files, feats = _small_store(tmp_path)
     root = tmp_path / "store"
     with store.FeatureStore(folder, SETTINGS, root, chunk_size=2) as st:
-        st.add([(f, "h") for f in files], feats)
-        path = st.path
+        st.add([(f, f"h{i}") for i, f in enumerate(files)], feats)
+        rows, path = st.rows_dir, st.path
+    whole = sorted(p.name for p in rows.iterdir())
+    assert len(whole) == 4  # two chunks, .npy and .json each
     # A kill between the .npy and its index, and one in the middle of a write:
-    (path / "chunk-000002.npy").write_bytes(b"\x93NUMPY half")
-    (path / ".chunk-000002.json.x1y2.tmp").write_bytes(b'{"rows": [')
-    (path / "bad.json").write_text("[1, 2")
+    (rows / "chunk-00000000000000aa.npy").write_bytes(b"\x93NUMPY half")
+    (rows / ".chunk-00000000000000aa.json.x1y2.tmp").write_bytes(b'{"hashes": [')
+    (path / ".index.json.x1y2.tmp").write_bytes(b'{"files": [')
+    (path / "index.json").write_text("[1, 2")
     with store.FeatureStore(folder, SETTINGS, root) as st:
-        assert len(st) == 3 and len(st.problems) == 1
-        assert st.problems[0].startswith("bad.json is damaged")
-        np.testing.assert_array_equal(st.load([f.path for f in files]), feats)
-    assert sorted(p.name for p in path.iterdir()) == [
-        "bad.json", "chunk-000000.json", "chunk-000000.npy", "chunk-000001.json",
-        "chunk-000001.npy", "lock", "settings.json"]
+        assert len(st) == 0 and len(st.problems) == 1
+        assert st.problems[0].startswith("the index of this folder is damaged")
+        cached, _, missing = st.split(files)  # the files are hashed again: nothing to embed
+        assert (len(cached), missing) == (0, files)  # fake hashes "h0".. are not their content
+    assert sorted(p.name for p in rows.iterdir()) == whole
+    assert sorted(p.name for p in path.iterdir()) == ["index.json", "lock", "lock.pid"]
 
 
 def test_full_disk_while_writing_the_store_leaves_the_old_files(tmp_path, monkeypatch):
     folder, files, feats = _small_store(tmp_path)
     root = tmp_path / "store"
     with store.FeatureStore(folder, SETTINGS, root, chunk_size=2) as st:
-        st.add([(f, "h") for f in files[:2]], feats[:2])
+        st.add([(f, f"h{i}") for i, f in enumerate(files[:2])], feats[:2])
         st.finish(files[:2])
-        path = st.path
-    before = {k: v for k, v in _tree(path).items() if k != "lock"}
+        path = st.features_dir
+    before = {k: v for k, v in _tree(path).items() if not k.endswith(("lock", "lock.pid"))}
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -267,10 +273,11 @@ def test_full_disk_while_writing_the_store_leaves_the_old_files(tmp_path, monkey
     monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(StoreError, match="disk full while writing the feature store"):
         with store.FeatureStore(folder, SETTINGS, root, chunk_size=2) as st:
-            st.add([(files[2], "h")], feats[2:])
+            st.add([(files[2], "h2")], feats[2:])
             st.finish(files)
     monkeypatch.undo()
-    assert {k: v for k, v in _tree(path).items() if k != "lock"} == before
+    assert {k: v for k, v in _tree(path).items()
+            if not k.endswith(("lock", "lock.pid"))} == before
     with store.FeatureStore(folder, SETTINGS, root) as st:
         np.testing.assert_array_equal(st.load([f.path for f in files[:2]]), feats[:2])
 
@@ -293,6 +300,7 @@ def test_full_disk_in_a_cli_run_gives_a_clear_message(prepared, store_copy, tmp_
 
 # -- two runs at once ---------------------------------------------------------------------------
 
+_LOCKS = ("/lock", "/lock.pid")
 HOLD_LOCK = """
 import json, sys
 from featclust.store import FeatureStore
@@ -316,8 +324,8 @@ def test_second_run_on_the_same_store_is_refused_while_the_first_holds_it(
         err = capsys.readouterr().err
         assert rc == 4 and "Traceback" not in err
         assert f"is in use by another featclust run (process {holder.pid})" in err
-        assert {k: v for k, v in _tree(store_copy).items() if not k.endswith("/lock")} == \
-            {k: v for k, v in before.items() if not k.endswith("/lock")}
+        assert {k: v for k, v in _tree(store_copy).items() if not k.endswith(_LOCKS)} == \
+            {k: v for k, v in before.items() if not k.endswith(_LOCKS)}
     finally:
         holder.communicate("\n")
     assert main(argv) == 0  # free again once the first run has ended

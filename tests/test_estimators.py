@@ -26,7 +26,7 @@ NON_DEFAULT = {
     ImageClusterer: {"n_clusters": "auto", "weights": "none", "pooling": "gem", "pca": 16,
                      "normalize": True, "random_state": 5, "store": "/tmp/store",
                      "batch_size": 4, "precision": "float32", "layer": "block5",
-                     "tta": True, "method": "ward"},
+                     "tta": True, "method": "ward", "progress": False},
     Reducer: {"pca": 3, "whiten": True, "normalize": True, "random_state": 2},
 }
 

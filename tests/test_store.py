@@ -56,8 +56,7 @@ def test_reuse_and_chunks(tmp_path, monkeypatch):
     fake = FakeEmbedder()
     first = featclust.embed_folder(tmp_path / "img", fake, tmp_path / "store")
     assert fake.seen == 10 and first.n_embedded == 10
-    chunks = sorted(p.name for p in first.store_path.glob("chunk-*.npy"))
-    assert chunks == ["chunk-000000.npy", "chunk-000001.npy", "chunk-000002.npy"]
+    assert len(list((tmp_path / "store").glob("features-*/rows/chunk-*.npy"))) == 3
     np.testing.assert_allclose(first.features[:, 0], np.arange(0, 250, 25) / 255, atol=1e-6)
     again = featclust.embed_folder(tmp_path / "img", FakeEmbedder(), tmp_path / "store")
     assert again.n_reused == 10 and again.n_embedded == 0
@@ -98,7 +97,7 @@ def test_other_settings_other_entry_and_foreign_settings_rebuilt(tmp_path):
     a = featclust.embed_folder(tmp_path / "img", FakeEmbedder("a"), tmp_path / "store")
     b = featclust.embed_folder(tmp_path / "img", FakeEmbedder("b"), tmp_path / "store")
     assert a.store_path != b.store_path and b.n_embedded == 3
-    settings = a.store_path / "settings.json"
+    settings = a.store_path.parents[1] / "settings.json"
     data = json.loads(settings.read_text())
     data["settings"]["tag"] = "tampered"
     settings.write_text(json.dumps(data))
@@ -110,11 +109,11 @@ def test_other_settings_other_entry_and_foreign_settings_rebuilt(tmp_path):
 def test_truncated_chunk_is_reported_and_rebuilt(tmp_path):
     write_images(tmp_path / "img", [0, 100, 200])
     first = featclust.embed_folder(tmp_path / "img", FakeEmbedder(), tmp_path / "store")
-    chunk = first.store_path / "chunk-000000.npy"
+    [chunk] = (tmp_path / "store").glob("features-*/rows/chunk-*.npy")
     chunk.write_bytes(chunk.read_bytes()[:100])
     again = featclust.embed_folder(tmp_path / "img", FakeEmbedder(), tmp_path / "store")
     assert again.n_embedded == 3
-    assert any("chunk 0 is damaged" in p for p in again.problems)
+    assert any(f"chunk {chunk.stem[6:]} is damaged" in p for p in again.problems)
     np.testing.assert_array_equal(again.features, first.features)
 
 
@@ -267,20 +266,31 @@ def test_state_without_opening(tmp_path):
         st.update(files, fake_embed_files([]))
     assert st.state() == "ready"
     assert FeatureStore(tmp_path / "img", settings, tmp_path / "store").state() == "ready"
-    settings_file = st.path / "settings.json"
-    good = settings_file.read_text()
-    data = json.loads(good)
+    other_folder = FeatureStore(tmp_path / "elsewhere", settings, tmp_path / "store")
+    assert other_folder.state() == "missing"  # same settings, no index of that folder
+    index = st.path / "index.json"
+    data = json.loads(index.read_text())
     data["image_dir"] = "/elsewhere"
+    index.write_text(json.dumps(data))
+    assert st.state() == "other"
+    index.write_text("{not json")
+    assert st.state() == "damaged"
+    index.unlink()
+    assert st.state() == "missing"
+    settings_file = st.features_dir / "settings.json"
+    data = json.loads(settings_file.read_text())
+    data["settings"]["model"] = "another"
     settings_file.write_text(json.dumps(data))
     assert st.state() == "other"
     settings_file.write_text("{not json")
     assert st.state() == "damaged"
     settings_file.unlink()
     assert st.state() == "damaged"  # features without settings
-    for chunk in st.path.glob("chunk-*"):
+    for chunk in st.rows_dir.glob("chunk-*"):
         chunk.unlink()
     assert st.state() == "missing"
-    assert sorted(p.name for p in st.path.iterdir()) == ["lock"]  # nothing was changed
+    assert sorted(p.name for p in st.path.iterdir()) == ["bad_files.csv", "lock", "lock.pid"] \
+        or sorted(p.name for p in st.path.iterdir()) == ["lock", "lock.pid"]  # nothing changed
 
 
 def test_read_features_reads_and_refuses_in_words(tmp_path):
@@ -308,18 +318,22 @@ def test_read_features_reads_and_refuses_in_words(tmp_path):
             reader.read_features(["im00.png"])
 
     # A store of other settings is left exactly as it is.
-    settings_file = reader.path / "settings.json"
+    settings_file = reader.features_dir / "settings.json"
     data = json.loads(settings_file.read_text())
     data["settings"]["model"] = "another"
     settings_file.write_text(json.dumps(data))
-    before = {p.name: p.read_bytes() for p in reader.path.iterdir()}
+
+    def tree():
+        return {p: p.read_bytes() for p in reader.features_dir.rglob("*") if p.is_file()}
+
+    before = tree()
     with pytest.raises(FeaturesUnavailableError, match="other settings"):
         reader.read_features(["im00.png"])
     settings_file.write_text("{damaged")
-    before["settings.json"] = settings_file.read_bytes()
+    before[settings_file] = settings_file.read_bytes()
     with pytest.raises(FeaturesUnavailableError, match="damaged"):
         reader.read_features(["im00.png"])
-    assert {p.name: p.read_bytes() for p in reader.path.iterdir()} == before
+    assert tree() == before
 
 
 def test_store_digest_is_the_content_hash(tmp_path):

@@ -3,6 +3,7 @@
 Everything goes into ``OUT_DIR/report/``, never into the cluster folders::
 
     report/index.html                  static page, relative links only
+    report/clusters/cluster_XX.html    every member of a cluster: thumbnail, name, distance
     report/overview.png                the most central images of every cluster
     report/map.png, map.csv            2-D map of all images, coloured by cluster
     report/map_thumbnails.png          the same map with small thumbnails
@@ -15,7 +16,8 @@ This module only orchestrates; the work is done by
 
 * :mod:`~featclust.report.layout`: the 2-D map and its cache;
 * :mod:`~featclust.report.render`: the pictures (montages, overview, maps, k-scan plot);
-* :mod:`~featclust.report.page`: ``index.html`` and the CSV tables.
+* :mod:`~featclust.report.page`: ``index.html``, the galleries, the CSV tables,
+  and the near-duplicates page (:func:`duplicates_html`, written by the caller).
 
 The sorted folder is read through :func:`featclust.output.open_sorted`, the
 features through the feature store's own API, the silhouettes come from
@@ -34,11 +36,26 @@ import numpy as np
 from ..checks import check_choice, check_random_state
 from ..errors import FeatclustError, FeaturesUnavailableError, UsageError
 from . import layout, page, render
-from .layout import TSNE_MAX_IMAGES, cached_2d, embed_2d, map_thumbnail_picks
-from .render import (MONTAGE_MAX, MONTAGE_TILE, cluster_colors, montage_ranks, montage_tile_box,
-                     plot_kscan)
+from .gallery import duplicates_html, gallery_html
+from .layout import (
+    TSNE_MAX_IMAGES,
+    cached_2d,
+    embed_2d,
+    make_map,
+    map_plan,
+    map_thumbnail_picks,
+)
+from .page import GALLERY_DIR
+from .render import (
+    MONTAGE_MAX,
+    MONTAGE_TILE,
+    cluster_colors,
+    montage_ranks,
+    montage_tile_box,
+    plot_kscan,
+)
 
-REPORT_DIR = "report"
+REPORT_DIR = page.REPORT_DIR
 MAP_METHODS = ("auto", "tsne", "pca")
 
 
@@ -53,11 +70,15 @@ class ReportResult:
     files : list of str
         Every file written, relative to the output folder.
     map_method : str or None
-        ``"tsne"`` or ``"pca"``; ``None`` when the features were not available.
+        ``"tsne"`` or ``"pca"``; ``None`` when there is no map (features not
+        available, or all identical).
     members : dict of int to list of str
         The images shown in each cluster's montage, in montage order.
     warnings : list of str
         What was left out, and why (for example a feature store that is gone).
+    map_note : str or None
+        Why the map is not the t-SNE map, or left out (degenerate features,
+        a set too large for ``"auto"``); also shown on the page.
     """
 
     index: Path
@@ -65,6 +86,7 @@ class ReportResult:
     map_method: str | None
     members: dict
     warnings: list = field(default_factory=list)
+    map_note: str | None = None
 
 
 def check_map_method(map_method):
@@ -92,12 +114,16 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
         The fitted model; read from ``model.npz`` when not given. Its
         ``reduce`` maps the features into the clustering space.
     map_method : {"auto", "tsne", "pca"}
-        ``"tsne"``: PCA to 50 dimensions, then t-SNE; ``"pca"``: PCA to 2
-        dimensions, much faster for very large sets; ``"auto"``: t-SNE up to
-        :data:`TSNE_MAX_IMAGES` images, PCA above.
+        ``"tsne"``: PCA to 50 dimensions, then t-SNE (openTSNE); ``"pca"``:
+        PCA to 2 dimensions, much faster for very large sets; ``"auto"``:
+        t-SNE up to :data:`TSNE_MAX_IMAGES` images, PCA above. Degenerate
+        features fall back (see :func:`featclust.report.layout.map_plan`):
+        fewer than 5 distinct vectors get PCA, identical ones no map, with a
+        note on the page.
     random_state : int
         Random state of t-SNE and of the samples (silhouettes, map thumbnails).
-    progress : callable, optional
+    progress : bool, None or tqdm class
+        Progress bar (see :mod:`featclust.progress`); a factory
         ``progress(description, total)`` returning an object with
         ``update(n)`` and ``close()`` (a ``tqdm`` does).
 
@@ -118,6 +144,8 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
         If a file cannot be written.
     """
     from ..output import MODEL_NPZ, OutputFolder, open_sorted
+    from ..progress import bar_factory
+    from ..store import default_root
     from ..sort import cluster_dir_name
 
     check_map_method(map_method)
@@ -135,14 +163,23 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
     elif len(features) != len(paths):
         raise UsageError(f"features has {len(features)} rows but labels.csv lists "
                          f"{len(paths)} images")
-    if features is not None and model is None and (sorted_folder.path / MODEL_NPZ).is_file():
-        model = sorted_folder.model
+    if model is None and (sorted_folder.path / MODEL_NPZ).is_file():
+        try:
+            model = sorted_folder.model
+        except FeatclustError:
+            if features is not None:
+                raise
+    outliers = _outliers(model, labels, dists)
     if features is not None and model is not None and model.n_features_in_ != features.shape[1]:
         model = None
     kscan_scores = _kscan_scores(sorted_folder, warnings)
 
     clusters = _clusters(paths, labels, dists, n_clusters, cluster_dir_name)
-    has_map = features is not None and len(paths) > 0
+    Z = map_method_used = map_note = None
+    if features is not None and len(paths) > 0:
+        Z = model.reduce(features) if model is not None else np.asarray(features, np.float32)
+        map_method_used, map_note = map_plan(Z, map_method)
+    has_map = map_method_used is not None
     files = _planned_files(clusters, has_map, kscan_scores is not None)
     out = OutputFolder(sorted_folder.path)
     old = [rel for rel in out.files if rel.split("/", 1)[0] == REPORT_DIR]
@@ -151,44 +188,73 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
     out.claim(files, status=out.status or "complete")
 
     r = REPORT_DIR
-    bar = progress("report", len(clusters) + 3 + 2 * has_map) if progress else None
+    progress = bar_factory(progress)
+    bar = (progress("report", len(clusters) + 3 + 2 * has_map, unit="step") if progress
+           else None)
     tick = bar.update if bar else (lambda n: None)
     try:
         thumbs = render.Thumbnails(sorted_folder.path, record.image_dir,
                                    {p: c.folder for c in clusters for p in c.paths})
-        method = None
-        if has_map:
-            Z = model.reduce(features) if model is not None else np.asarray(features, np.float32)
+        method = map_method_used
+        if Z is not None:
             _add_silhouettes(clusters, Z, labels, n_clusters, random_state)
-            method = layout.resolve_map_method(map_method, len(Z))
-            xy = cached_2d(Z, method, random_state, layout.map_cache_dir(record.store_root))
+        if has_map:
+            xy = cached_2d(Z, method, random_state,
+                           layout.map_cache_dir(record.store_root or default_root()))
             tick(1)
             out.write_bytes(f"{r}/map.png", render.map_png(xy, labels, n_clusters, method))
             out.write_text(f"{r}/map.csv", page.map_csv(paths, labels, xy))
             out.write_bytes(f"{r}/map_thumbnails.png", render.map_thumbnails_png(
-                xy, labels, paths, n_clusters, thumbs, random_state))
+                xy, labels, paths, n_clusters, thumbs, random_state, method))
             tick(1)
-        for c in clusters:
+        for i, c in enumerate(clusters):
             png = render.montage_png(c.label, len(c.paths), c.shown, n_clusters, thumbs)
             out.write_bytes(f"{r}/montages/{c.folder}.png", png)
             out.write_text(f"{r}/montages/{c.folder}.csv", page.members_csv(c))
+            neighbours = (clusters[i - 1] if i > 0 else None,
+                          clusters[i + 1] if i + 1 < len(clusters) else None)
+            out.write_text(f"{r}/{GALLERY_DIR}/{c.folder}.html", gallery_html(
+                record, c, n_clusters, None if outliers is None else outliers[c.order],
+                neighbours))
             tick(1)
         out.write_bytes(f"{r}/overview.png", render.overview_png(
             [(c.label, len(c.paths), c.paths) for c in clusters], n_clusters, thumbs))
         tick(1)
         if kscan_scores is not None:
             buf = io.BytesIO()
-            plot_kscan(kscan_scores, (record.kscan or {}).get("suggested_k"), buf)
+            kscan = record.kscan if isinstance(record.kscan, dict) else {}
+            plot_kscan(kscan_scores, _int_or_none(kscan.get("suggested_k")), buf)
             out.write_bytes(f"{r}/kscan.png", buf.getvalue())
         out.write_text(f"{r}/summary.csv", page.summary_csv(clusters, len(paths)))
         tick(1)
         index = out.write_text(f"{r}/index.html", page.index_html(
-            record, clusters, len(paths), method, kscan_scores is not None, warnings))
+            record, clusters, len(paths), method, kscan_scores is not None, warnings,
+            out_dir=sorted_folder.path, map_note=map_note, galleries=True))
+        out.write_marker(None, out.status or "complete")  # with the size/time of each file
         tick(1)
     finally:
         if bar:
             bar.close()
-    return ReportResult(index, files, method, {c.label: c.shown for c in clusters}, warnings)
+    return ReportResult(index, files, method, {c.label: c.shown for c in clusters}, warnings,
+                        map_note)
+
+
+def _int_or_none(value):
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+        else None
+
+
+def _outliers(model, labels, dists):
+    """Per image: farther from its centre than the model's outlier threshold (``None``:
+    no model, or one that does not fit the labels)."""
+    thresholds = getattr(model, "thresholds_", None)
+    if thresholds is None or len(labels) == 0:
+        return None
+    thresholds = np.asarray(thresholds, np.float64)
+    if thresholds.ndim != 1 or labels.max() >= len(thresholds):
+        return None
+    # labels.csv keeps 6 significant digits: compare at that precision
+    return dists > thresholds[labels] * (1 + 1e-6)
 
 
 def _read_features(record, paths):
@@ -196,7 +262,7 @@ def _read_features(record, paths):
     :class:`FeaturesUnavailableError` saying why they are not there."""
     from ..store import FeatureStore
 
-    if not (record.image_dir and record.feature_settings and record.store_root):
+    if not (record.image_dir and record.feature_settings):
         raise FeaturesUnavailableError("featclust.json does not say where the features are "
                                        "stored")
     store = FeatureStore(record.image_dir, record.feature_settings, record.store_root)
@@ -218,7 +284,7 @@ def _clusters(paths, labels, dists, n_clusters, folder_name):
         idx = idx[np.argsort(dists[idx], kind="stable")]
         clusters.append(page.Cluster(label, folder_name(label, n_clusters),
                                      [paths[i] for i in idx], dists[idx],
-                                     montage_ranks(len(idx))))
+                                     montage_ranks(len(idx)), order=idx))
     return clusters
 
 
@@ -238,11 +304,13 @@ def _planned_files(clusters, has_map, has_kscan):
     if has_kscan:
         files.append(f"{r}/kscan.png")
     for c in clusters:
-        files += [f"{r}/montages/{c.folder}.png", f"{r}/montages/{c.folder}.csv"]
+        files += [f"{r}/montages/{c.folder}.png", f"{r}/montages/{c.folder}.csv",
+                  f"{r}/{GALLERY_DIR}/{c.folder}.html"]
     return files
 
 
 __all__ = ["ReportResult", "write_report", "check_map_method", "embed_2d", "cached_2d",
+           "make_map", "map_plan", "gallery_html", "duplicates_html", "GALLERY_DIR",
            "montage_ranks", "montage_tile_box", "map_thumbnail_picks", "cluster_colors",
            "plot_kscan", "MAP_METHODS", "REPORT_DIR", "TSNE_MAX_IMAGES", "MONTAGE_MAX",
            "MONTAGE_TILE"]

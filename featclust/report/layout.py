@@ -1,9 +1,14 @@
 """The report's 2-D map: where every image goes on the plane, and the map cache.
 
-* :func:`embed_2d`: t-SNE (after PCA to 50 dimensions) or PCA to 2 dimensions.
+* :func:`make_map`: the map the report shows, with the fall-backs for degenerate
+  data (identical images, too few distinct ones, non-finite features) and the
+  note saying why.
+* :func:`embed_2d`: openTSNE (FFT-accelerated, after PCA to 50 dimensions) or
+  PCA to 2 dimensions.
 * :func:`cached_2d`: the same, with t-SNE maps cached in ``<store root>/maps/``
   by the content of the features, so sorting again with another k costs no
-  new map.
+  new map. The cache deletes only files it can prove it wrote: names with
+  a check of its own, in a folder it created and marked.
 * :func:`map_thumbnail_picks` and :func:`to_canvas`: which points of the map
   get a thumbnail, and where they land on the picture.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +25,42 @@ import numpy as np
 from ..checks import check_choice, check_random_state
 from ..fileio import atomic_write
 
-#: With ``map_method="auto"``, sets larger than this get the PCA map (see
-#: benchmarks/report_speed.py for the timings behind the number).
-TSNE_MAX_IMAGES = 10_000
+#: With ``map_method="auto"``, sets larger than this get the PCA map. openTSNE
+#: maps 32,000 images in about 40 s on 2 cores (benchmarks/report_speed.py), so
+#: 200,000 cost a few minutes, still a fraction of embedding them.
+TSNE_MAX_IMAGES = 200_000
+#: t-SNE needs at least this many distinct feature vectors; fewer get PCA.
+TSNE_MIN_DISTINCT = 5
+#: From this many distinct images on, openTSNE's FFT-accelerated gradients;
+#: below, Barnes-Hut (FFT has a fixed cost of about 10 s, more than a small map).
+FFT_MIN_IMAGES = 10_000
 #: Maps of fewer images are made with one thread.
 SMALL_MAP = 2000
 #: The thumbnail map shows at most this many thumbnails.
 MAP_THUMBS_MAX = 500
 #: t-SNE maps are cached in ``<store root>/maps/``; bump when the map of the
-#: same features changes.
-MAP_VERSION = 1
+#: same features changes (2: openTSNE instead of scikit-learn's t-SNE).
+MAP_VERSION = 2
 MAP_CACHE_KEEP = 32
 #: The folder of the cache, below the store root.
 MAP_CACHE = "maps"
+#: The file that marks a cache folder featclust created; without it nothing
+#: in the folder is read, written or deleted.
+MAP_CACHE_MARKER = ".featclust-map-cache"
+_MARKER_TEXT = ("featclust map cache: files named tsne-<key>-<check>.npy here are featclust's "
+                "(the check is a hash of the key)\n")
+_CACHE_NAME = re.compile(r"tsne-([0-9a-f]{32})-([0-9a-f]{8})\.npy")
+
+
+def _cache_name(key):
+    """The file name of the map with hex ``key``: the key and a check only featclust writes."""
+    check = hashlib.blake2b(f"featclust-map:{key}".encode(), digest_size=4).hexdigest()
+    return f"tsne-{key}-{check}.npy"
+
+
+def _is_cache_name(name):
+    m = _CACHE_NAME.fullmatch(name)
+    return bool(m) and _cache_name(m.group(1)) == name
 
 _LAYOUTS = ("tsne", "pca")
 
@@ -44,6 +73,76 @@ def resolve_map_method(map_method, n):
     return map_method
 
 
+def _distinct(Z):
+    """``(unique rows, inverse)`` of ``Z`` (``-0.0`` and ``0.0`` are the same)."""
+    uniq, inverse = np.unique(np.asarray(Z) + 0.0, axis=0, return_inverse=True)
+    return uniq, np.asarray(inverse).reshape(-1)
+
+
+def _plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def map_plan(Z, map_method="auto"):
+    """Which map ``Z`` gets, and why when it is not the one asked for.
+
+    Parameters
+    ----------
+    Z : array-like of shape (n_samples, n_features)
+    map_method : {"auto", "tsne", "pca"}
+
+    Returns
+    -------
+    method : {"tsne", "pca"} or None
+        ``None``: no map (no images, identical features, non-finite values).
+    note : str or None
+        Said on the page when the map is not the t-SNE map, or left out.
+    """
+    Z = np.asarray(Z)
+    n = len(Z)
+    if n == 0:
+        return None, None
+    if not np.isfinite(Z).all():
+        return None, "some features are not finite numbers: no 2-D map"
+    n_distinct = len(_distinct(Z)[0]) if n > 1 else 1
+    if n_distinct < 2:
+        return None, (f"all {_plural(n, 'image')} have identical features: no 2-D map "
+                      "(it would be a single point)")
+    method = resolve_map_method(map_method, n)
+    if method == "tsne" and n_distinct < TSNE_MIN_DISTINCT:
+        return "pca", (f"only {_plural(n_distinct, 'distinct feature vector')} among "
+                       f"{_plural(n, 'image')}: the map is PCA, t-SNE needs at least "
+                       f"{TSNE_MIN_DISTINCT}")
+    if map_method == "auto" and method == "pca":
+        return "pca", (f"{n} images are more than the {TSNE_MAX_IMAGES} the t-SNE map is made "
+                       "for by default: the map is PCA (featclust report --map tsne makes "
+                       "the t-SNE map)")
+    return method, None
+
+
+def _n_threads():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _tsne(Z50, random_state):
+    """openTSNE on rows that are all distinct (at least :data:`TSNE_MIN_DISTINCT`)."""
+    from openTSNE import TSNE
+    from threadpoolctl import threadpool_limits
+
+    n = len(Z50)
+    # Small sets gain nothing from threads, and OpenMP's spinning threads cost
+    # many times the work on a busy machine.
+    threads = 1 if n < SMALL_MAP else _n_threads()
+    tsne = TSNE(2, perplexity=min(30.0, (n - 1) / 3), initialization="pca",
+                negative_gradient_method="bh" if n < FFT_MIN_IMAGES else "fft", n_jobs=threads, random_state=random_state,
+                verbose=False)
+    with threadpool_limits(threads):
+        return np.asarray(tsne.fit(np.asarray(Z50, np.float64)), np.float32)
+
+
 def embed_2d(Z, method="tsne", random_state=0):
     """2-D coordinates of feature vectors, for the map.
 
@@ -51,9 +150,12 @@ def embed_2d(Z, method="tsne", random_state=0):
     ----------
     Z : array-like of shape (n_samples, n_features)
     method : {"tsne", "pca"}
-        ``"tsne"``: PCA to at most 50 dimensions, then t-SNE (perplexity 30,
-        less for small sets); ``"pca"``: the first two principal components.
-        Fewer than 5 samples always get PCA.
+        ``"tsne"``: PCA to at most 50 dimensions, then openTSNE (FFT-accelerated
+        gradients from :data:`FFT_MIN_IMAGES` rows, Barnes-Hut below;
+        perplexity 30, less for small sets) on the distinct rows;
+        identical rows share one place. Fewer than :data:`TSNE_MIN_DISTINCT`
+        distinct rows get PCA. ``"pca"``: the first two principal components.
+        Identical rows (or non-finite ones) all get ``(0, 0)``.
     random_state : int
 
     Returns
@@ -66,29 +168,30 @@ def embed_2d(Z, method="tsne", random_state=0):
         If ``method`` or ``random_state`` is not valid.
     """
     from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
 
     check_choice("method", method, _LAYOUTS)
     random_state = check_random_state("random_state", random_state)
     Z = np.asarray(Z, np.float32)
     n = len(Z)
     xy = np.zeros((n, 2), np.float32)
-    if n < 2:
+    if n < 2 or Z.ndim != 2 or not np.isfinite(Z).all():
         return xy
-    if method == "tsne" and n >= 5:
-        from threadpoolctl import threadpool_limits
-
-        dims = min(50, n, Z.shape[1])
-        Z50 = PCA(dims, random_state=random_state).fit_transform(Z) if Z.shape[1] > dims else Z
-        tsne = TSNE(2, perplexity=min(30.0, (n - 1) / 3), init="pca", learning_rate="auto",
-                    random_state=random_state)
-        # Small sets gain nothing from threads, and OpenMP's spinning threads
-        # cost many times the work on a busy machine.
-        with threadpool_limits(1 if n < SMALL_MAP else None):
-            return tsne.fit_transform(Z50).astype(np.float32)
-    dims = min(2, n, Z.shape[1])
-    xy[:, :dims] = PCA(dims, random_state=random_state).fit_transform(Z)
-    return xy
+    uniq, inverse = _distinct(Z)
+    d = len(uniq)
+    if d < 2:
+        return xy
+    if method == "tsne" and d >= TSNE_MIN_DISTINCT:
+        dims = min(50, d, uniq.shape[1])
+        U50 = (PCA(dims, random_state=random_state).fit_transform(uniq)
+               if uniq.shape[1] > dims else uniq)
+        mapped = _tsne(U50, random_state)[inverse]
+        if np.isfinite(mapped).all():
+            return mapped
+        # rows that differ by rounding only: t-SNE's affinities are undefined
+    dims = min(2, d, Z.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy[:, :dims] = PCA(dims, random_state=random_state).fit_transform(Z)
+    return np.where(np.isfinite(xy), xy, 0.0).astype(np.float32)
 
 
 def map_cache_dir(store_root):
@@ -96,12 +199,43 @@ def map_cache_dir(store_root):
     return Path(store_root) / MAP_CACHE if store_root else None
 
 
+def _own_cache(cache_dir):
+    """``True`` if ``cache_dir`` is a map cache featclust created (making it if it is
+    not there); a folder without featclust's marker is left alone."""
+    cache_dir = Path(cache_dir)
+    marker = cache_dir / MAP_CACHE_MARKER
+    try:
+        cache_dir.mkdir(parents=True)
+    except FileExistsError:
+        try:
+            return marker.read_text(encoding="utf-8") == _MARKER_TEXT
+        except (OSError, ValueError):
+            return False
+    atomic_write(marker, lambda fh: fh.write(_MARKER_TEXT), mode="w")
+    return True
+
+
+def _evict(cache_dir, keep):
+    """Delete all but the ``keep`` most recently used maps; only featclust's own names."""
+    mine = []
+    for entry in os.scandir(cache_dir):
+        if _is_cache_name(entry.name) and entry.is_file(follow_symlinks=False):
+            mine.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
+    mine.sort(reverse=True)
+    for _, path in mine[keep:]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def cached_2d(Z, method="tsne", random_state=0, cache_dir=None):
     """:func:`embed_2d`, with t-SNE results cached by the content of ``Z``.
 
     Sorting the same features again with another k gives the same ``Z``, so
     the slow t-SNE runs once. A cache that cannot be read or written is
-    ignored.
+    ignored, and so is a ``cache_dir`` featclust did not create (it has no
+    :data:`MAP_CACHE_MARKER`): files there are never read, written or deleted.
 
     Parameters
     ----------
@@ -119,10 +253,16 @@ def cached_2d(Z, method="tsne", random_state=0, cache_dir=None):
     Z = np.ascontiguousarray(Z, np.float32)
     if cache_dir is None or method != "tsne":
         return embed_2d(Z, method, random_state)
+    try:
+        own = _own_cache(cache_dir)
+    except OSError:
+        own = False
+    if not own:
+        return embed_2d(Z, method, random_state)
     key = hashlib.blake2b(f"{MAP_VERSION}:{method}:{random_state}:{Z.shape}".encode(),
                           digest_size=16)
     key.update(Z.tobytes())
-    path = Path(cache_dir) / f"{method}-{key.hexdigest()}.npy"
+    path = Path(cache_dir) / _cache_name(key.hexdigest())
     try:
         xy = np.load(path, allow_pickle=False)
         if xy.shape == (len(Z), 2) and np.isfinite(xy).all():
@@ -132,14 +272,28 @@ def cached_2d(Z, method="tsne", random_state=0, cache_dir=None):
         pass
     xy = embed_2d(Z, method, random_state)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda fh: np.save(fh, xy))
-        old = sorted(path.parent.glob("*.npy"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for stale in old[MAP_CACHE_KEEP:]:
-            stale.unlink()
+        _evict(cache_dir, MAP_CACHE_KEEP)
     except OSError:
         pass
     return xy
+
+
+def make_map(Z, map_method="auto", random_state=0, cache_dir=None):
+    """The report's map of ``Z``: :func:`map_plan`, then :func:`cached_2d`.
+
+    Returns
+    -------
+    xy : numpy.ndarray of shape (n_samples, 2) or None
+        ``None`` when there is no map.
+    method : {"tsne", "pca"} or None
+    note : str or None
+        Why the map is not the one asked for (see :func:`map_plan`).
+    """
+    method, note = map_plan(Z, map_method)
+    if method is None:
+        return None, None, note
+    return cached_2d(Z, method, random_state, cache_dir), method, note
 
 
 def to_canvas(xy, size, margin):

@@ -264,7 +264,10 @@ def map_png(xy, labels, n_clusters, method):
     return _savefig(fig)
 
 
-def map_thumbnails_png(xy, labels, paths, n_clusters, thumbnails, random_state=0):
+_MAP_TITLE = 36
+
+
+def map_thumbnails_png(xy, labels, paths, n_clusters, thumbnails, random_state=0, method=None):
     """``map_thumbnails.png``: the map's points, with thumbnails where there is room.
 
     Parameters
@@ -278,6 +281,8 @@ def map_thumbnails_png(xy, labels, paths, n_clusters, thumbnails, random_state=0
     random_state : int
         Which image of a crowded spot is shown (see
         :func:`featclust.report.layout.map_thumbnail_picks`).
+    method : {"tsne", "pca"}, optional
+        Named in the title.
 
     Returns
     -------
@@ -287,8 +292,14 @@ def map_thumbnails_png(xy, labels, paths, n_clusters, thumbnails, random_state=0
     size, t = MAP_CANVAS, MAP_THUMB
     pos = to_canvas(xy, size, margin=40)
     colors = cluster_colors(n_clusters)
-    img = Image.new("RGB", (size, size), _WHITE)
+    img = Image.new("RGB", (size, size + _MAP_TITLE), _WHITE)
     draw = ImageDraw.Draw(img)
+    how = {"tsne": "t-SNE map", "pca": "PCA map"}.get(method, "2-D map")
+    n = len(xy)
+    draw.text((10, 6), f"{how} of {n} image{'s' if n != 1 else ''} in {n_clusters} clusters, "
+              "with a thumbnail wherever there is room (frame: cluster colour)", fill=_TEXT,
+              font=_font(22))
+    pos = pos + [0.0, _MAP_TITLE]
     for (x, y), c in zip(pos, labels):
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colors[c])
     for i in map_thumbnail_picks(pos, t + 4, size, random_state=random_state):
@@ -298,8 +309,20 @@ def map_thumbnails_png(xy, labels, paths, n_clusters, thumbnails, random_state=0
     return _png(img)
 
 
-def plot_kscan(scores, suggested_k, fh):
+def plot_kscan(scores, suggested_k, fh, min_stability=None):
     """Draw every k-scan score against k, the suggestion marked, as PNG into ``fh``.
+
+    Parameters
+    ----------
+    scores, suggested_k, min_stability
+        As for :func:`kscan_figure`.
+    fh : binary file object
+    """
+    _savefig(kscan_figure(scores, suggested_k, min_stability), fh)
+
+
+def kscan_figure(scores, suggested_k, min_stability=None):
+    """The k-scan plot as a matplotlib figure: one panel per score, against k.
 
     Parameters
     ----------
@@ -309,8 +332,18 @@ def plot_kscan(scores, suggested_k, fh):
         where a score is undefined. A missing score gets an empty panel.
     suggested_k : int or None
         Marked with a dashed line; ``None``: no mark.
-    fh : binary file object
+    min_stability : float, optional
+        The stability the suggestion rule asks for, drawn as a dotted line on
+        the stability panel; default :data:`featclust.kscan.MIN_STABILITY`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
+    from ..kscan import MIN_STABILITY
+
+    if min_stability is None:
+        min_stability = MIN_STABILITY
     ks = np.asarray(scores["k"])
     fig = _figure(figsize=(15, 3.2), dpi=100)
     for i, (name, title) in enumerate(_KSCAN_TITLES.items()):
@@ -319,9 +352,13 @@ def plot_kscan(scores, suggested_k, fh):
             ax.plot(ks, np.asarray(scores[name], np.float64), "o-", markersize=3)
         if suggested_k is not None:
             ax.axvline(suggested_k, color="tab:red", linestyle="--", linewidth=1)
+        if name == "stability":
+            ax.axhline(min_stability, color="tab:green", linestyle=":", linewidth=1.2,
+                       label=f"{min_stability:g}: stable enough to suggest")
+            ax.legend(fontsize=7, loc="lower left")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("k")
         ax.tick_params(labelsize=8)
     fig.suptitle("k scan" if suggested_k is None else f"suggested k = {suggested_k}",
                  fontsize=10)
-    _savefig(fig, fh)
+    return fig
