@@ -19,6 +19,7 @@ from .kscan import KScan
 from .output import RunRecord, SortedFolder, open_sorted
 from .pipeline import EmbedResult, SortResult, embed_folder, embed_inputs, sort_folder
 from .reduce import Reducer
+from .similarity import DuplicatesResult, SimilarImages, find_duplicates, similar_images
 from .report import ReportResult, write_report
 
 __all__ = [
@@ -37,10 +38,12 @@ __all__ = [
     "NoImagesError",
     "OutputError",
     "OutputFormatError",
+    "DuplicatesResult",
     "Reducer",
     "ReportResult",
     "RunRecord",
     "SortResult",
+    "SimilarImages",
     "SortedFolder",
     "StoreError",
     "StoreLockedError",
@@ -51,8 +54,10 @@ __all__ = [
     "demo",
     "embed_folder",
     "embed_inputs",
+    "find_duplicates",
     "open_sorted",
     "scan",
+    "similar_images",
     "sort_folder",
     "write_report",
 ]

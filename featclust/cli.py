@@ -3,6 +3,10 @@
 Errors a user can cause become one line on stderr and an exit code:
 2 for a user error, 3 when model weights are unavailable, 4 when the store or
 the output cannot be written, 130 when interrupted.
+
+It is longer than the other modules because it holds the options, help and
+examples of all nine commands; every command function only parses, calls the
+library and prints.
 """
 
 from __future__ import annotations
@@ -87,6 +91,34 @@ def _store_option(g):
                         "$XDG_CACHE_HOME is honoured)")
 
 
+def _dask_option(p):
+    p.add_argument("--dask", metavar="ADDRESS|local:N",
+                   help="embed on a Dask cluster: a scheduler address (tcp://host:8786) or "
+                        "local:N (N worker processes on this machine); images and the store "
+                        "must be on a filesystem every worker sees (pip install "
+                        "'featclust[dask]')")
+
+
+def _fit_sample_type(text):
+    if text == "all":
+        return "all"
+    return _int_type(2)(text)
+
+
+def _fit_sample_option(p):
+    p.add_argument("--fit-sample", type=_fit_sample_type, default=None, metavar="N|all",
+                   help="fit the reduction and k-means on a random sample of at most N images, "
+                        "then label every image; all: fit on every image (default: 100000)")
+
+
+def _fit_sample(args):
+    from .cluster import FIT_SAMPLE
+
+    if args.fit_sample is None:
+        return FIT_SAMPLE
+    return None if args.fit_sample == "all" else args.fit_sample
+
+
 def _seed_option(g):
     g.add_argument("--seed", type=_int_type(0, MAX_SEED), default=0, metavar="N",
                    help=f"random seed, 0 to {MAX_SEED} (default: 0)")
@@ -162,7 +194,9 @@ def build_parser():
                    help="known classes of some images (columns path,label; paths relative to "
                         "IMAGE_DIR): report adjusted Rand index, NMI and a contingency table "
                         "(OUT_DIR/truth.csv)")
+    _fit_sample_option(p)
     _feature_options(p)
+    _dask_option(p)
     _report_options(p)
 
     p = _sub(sub, "scan-k", "score k-means for a range of k and suggest one",
@@ -184,7 +218,9 @@ def build_parser():
     p.add_argument("--out", metavar="DIR",
                    help="write kscan.csv and kscan.png (the scores against k) into DIR: a "
                         "new or empty folder, or a featclust output such as a sorted folder")
+    _fit_sample_option(p)
     _feature_options(p)
+    _dask_option(p)
 
     p = _sub(sub, "assign", "assign new images to the clusters of a sorted folder",
              "Embed the given images (through the feature store) with the settings the model "
@@ -205,9 +241,11 @@ def build_parser():
 
     p = _sub(sub, "embed", "fill the feature store only",
              "Embed the images of IMAGE_DIR that are not in the store yet.",
-             ["featclust embed photos/", "featclust embed photos/ --store /data/featclust"])
+             ["featclust embed photos/", "featclust embed photos/ --store /data/featclust",
+              "featclust embed photos/ --dask local:4"])
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     _feature_options(p)
+    _dask_option(p)
 
     p = _sub(sub, "similar", "list the images of a folder most similar to query images",
              "For each query image, the most similar images of IMAGE_DIR by cosine similarity "
@@ -306,7 +344,7 @@ def _cmd_embed(args):
     from .pipeline import embed_folder
 
     emb = embed_folder(args.image_dir, _embedder(args), args.store,
-                       progress=_progress(args.quiet))
+                       progress=_progress(args.quiet), dask=args.dask)
     _report_embed(emb, sys.stdout)
     print(f"store: {emb.store_path}")
     return 0
@@ -395,7 +433,8 @@ def _cmd_sort(args):
                          args.store, pca=args.pca, normalize=args.normalize,
                          random_state=args.seed, mode=args.mode,
                          progress=_progress(args.quiet), report=not args.no_report,
-                         map_method=args.map, truth=truth, method=args.method)
+                         map_method=args.map, truth=truth, method=args.method,
+                         fit_sample=_fit_sample(args), dask=args.dask)
     _print_sort(result)
     return 0
 
@@ -409,12 +448,14 @@ def _cmd_scan_k(args):
     from .tables import kscan_table
 
     ks = parse_k_range(args.k, args.step)
-    scan = KScan(ks=ks, pca=args.pca, normalize=args.normalize, random_state=args.seed)
+    scan = KScan(ks=ks, pca=args.pca, normalize=args.normalize, random_state=args.seed,
+                 fit_sample=_fit_sample(args))
     scan.check_params()
     if args.out:
         OutputFolder(args.out, args.image_dir)  # refuse an unsafe folder before embedding
     emb = embed_folder(args.image_dir, _embedder(args), args.store,
-                       exclude=[args.out] if args.out else (), progress=_progress(args.quiet))
+                       exclude=[args.out] if args.out else (), progress=_progress(args.quiet),
+                       dask=args.dask)
     _report_embed(emb, sys.stdout)
     scan.fit(emb.features)
     if list(scan.ks_) != ks:

@@ -2,6 +2,10 @@
 
 How the scan stays fast at 32,000 x 512 (see benchmarks/scan_k_speed.py):
 
+* A folder of more than ``fit_sample`` images (100,000 by default) is
+  scanned on a random sample of that many rows, read block by block from
+  the (memory-mapped) matrix: the scores are estimates from the sample, and
+  memory does not grow with the folder.
 * The features are reduced by the :class:`~featclust.reduce.Reducer` that
   :class:`~featclust.cluster.FeatureKMeans` uses (``pca``, ``normalize``):
   the scores describe the space ``sort`` clusters in.
@@ -31,9 +35,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .checks import check_float, check_int, check_random_state
-from .cluster import subsample_kmeans
+from .cluster import FIT_SAMPLE, sample_rows, subsample_kmeans
 from .errors import UsageError
-from .reduce import Reducer, check_features, count_distinct, fitting_space
+from .reduce import Reducer, blocks, check_features, count_distinct, fitting_space
 from .scores import SILHOUETTE_SAMPLE, SilhouetteSample, cluster_scores, stability
 
 DEFAULT_KS = range(2, 31)
@@ -90,6 +94,13 @@ class KScan(BaseEstimator):
         PCA components k-means runs on, when the space has more.
     min_stability : float, default 0.8
         Stability a k needs to count as reproducible.
+    fit_sample : int or None, default :data:`featclust.cluster.FIT_SAMPLE`
+        Scan a random sample of at most this many rows (drawn with
+        ``random_state``, read block by block; see ``sample_index_``): the
+        scores are those of the sample, and memory does not grow with the
+        number of images. ``None``, or a value of at least the number of
+        rows, scans every row (exactly as without a sample). As in
+        :class:`~featclust.cluster.FeatureKMeans`.
 
     Attributes
     ----------
@@ -103,7 +114,11 @@ class KScan(BaseEstimator):
     reason_ : str
         Why ``suggested_k_`` was chosen, in words.
     labels_ : dict
-        k to the labels of the scored clustering.
+        k to the labels of the scored clustering, one per row of
+        ``sample_index_``.
+    sample_index_ : ndarray of int
+        The rows scanned, sorted (all rows when there are at most
+        ``fit_sample``).
     n_features_in_ : int
 
     Examples
@@ -114,7 +129,7 @@ class KScan(BaseEstimator):
 
     def __init__(self, ks=DEFAULT_KS, pca=None, normalize=False, random_state=0, n_runs=3,
                  n_init=3, sample_size=SILHOUETTE_SAMPLE, fit_size=5000, fit_dims=64,
-                 min_stability=MIN_STABILITY):
+                 min_stability=MIN_STABILITY, fit_sample=FIT_SAMPLE):
         self.ks = ks
         self.pca = pca
         self.normalize = normalize
@@ -125,6 +140,7 @@ class KScan(BaseEstimator):
         self.fit_size = fit_size
         self.fit_dims = fit_dims
         self.min_stability = min_stability
+        self.fit_sample = fit_sample
 
     def check_params(self):
         """Validate the parameters (:meth:`fit` does too); returns the sorted ks.
@@ -144,6 +160,7 @@ class KScan(BaseEstimator):
         for name in ("n_runs", "n_init", "sample_size", "fit_size", "fit_dims"):
             check_int(name, getattr(self, name), low=2 if name in ("n_runs", "sample_size") else 1)
         check_float("min_stability", self.min_stability, low=0, high=1)
+        check_int("fit_sample", self.fit_sample, low=2, none_ok=True)
         return ks
 
     def fit(self, X, y=None):
@@ -168,12 +185,15 @@ class KScan(BaseEstimator):
         reducer = Reducer(pca=self.pca, normalize=self.normalize, random_state=self.random_state)
         reducer._check_params()
         X = check_features(reducer, X, reset=True)
-        n = len(X)
+        sample = sample_rows(len(X), self.fit_sample, self.random_state)
+        n = len(X) if sample is None else len(sample)
         fitted_ks = [k for k in ks if k <= n - 1]
         if not fitted_ks:
-            raise UsageError(f"k={ks[0]} needs at least {ks[0] + 1} images; there are {n}")
+            raise UsageError(f"k={ks[0]} needs at least {ks[0] + 1} images; there are {n}"
+                             + ("" if sample is None else
+                                f" in the fit sample (fit_sample={self.fit_sample})"))
         # A k above the number of distinct images would leave clusters empty.
-        distinct = count_distinct(X, stop=fitted_ks[-1])
+        distinct = count_distinct(X, stop=fitted_ks[-1], rows=sample)
         if distinct < 2:
             raise UsageError(f"all {n} images have identical features (the same image "
                              f"{n} times?): there are no groups to find; k-means needs at "
@@ -182,8 +202,11 @@ class KScan(BaseEstimator):
         if not fitted_ks:
             raise UsageError(f"k={ks[0]} is larger than the number of distinct images: the "
                              f"{n} images have only {distinct} distinct feature vectors")
-        reducer._fit(X)  # X is checked
-        Z = reducer._transform(X)
+        reducer._fit(X, sample)  # X is checked
+        if sample is None:
+            Z = reducer._transform(X)
+        else:  # the reduced sample, gathered block by block
+            Z = np.concatenate([reducer._transform_block(b) for b in blocks(X, rows=sample)])
         rng = np.random.default_rng(self.random_state)
         F = fitting_space(Z, self.fit_dims, self.fit_size, rng, self.random_state)
         sil = SilhouetteSample(Z, self.sample_size, self.random_state)
@@ -193,6 +216,7 @@ class KScan(BaseEstimator):
             rows.append({"k": k, **cluster_scores(Z, labels, sil), "stability": stability(runs)})
             self.labels_[k] = labels
         self.ks_ = fitted_ks
+        self.sample_index_ = np.arange(n) if sample is None else sample
         self.n_features_in_ = reducer.n_features_in_
         self.scores_ = {c: np.array([r[c] for r in rows],
                                     dtype=np.int64 if c == "k" else np.float64)
@@ -235,6 +259,8 @@ def suggest_k(scores, min_stability=MIN_STABILITY):
                            f"below {min_stability:g}): the images may not fall into clear groups")
 
 
-def choose_k(X, ks=DEFAULT_KS, pca=None, normalize=False, random_state=0):
+def choose_k(X, ks=DEFAULT_KS, pca=None, normalize=False, random_state=0,
+             fit_sample=FIT_SAMPLE):
     """Run the scan for ``sort`` with ``n_clusters="auto"``; returns the fitted :class:`KScan`."""
-    return KScan(ks=ks, pca=pca, normalize=normalize, random_state=random_state).fit(X)
+    return KScan(ks=ks, pca=pca, normalize=normalize, random_state=random_state,
+                 fit_sample=fit_sample).fit(X)

@@ -12,8 +12,9 @@ import numpy as np
 
 from . import images
 from .checks import check_choice
-from .cluster import FeatureKMeans
+from .cluster import FIT_SAMPLE, FeatureKMeans
 from .decoding import iter_features
+from .distributed import check_dask, connect, labeller
 from .embed import Embedder
 from .errors import FeatclustError, NoImagesError, UsageError
 from .fileio import inside
@@ -68,7 +69,8 @@ def _embedder(embedder, kwargs):
     return Embedder(**kwargs)
 
 
-def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None, **kwargs):
+def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None, dask=None,
+                 **kwargs):
     """Fill the feature store for ``image_dir`` and return the features.
 
     Only images that are new or changed since the last run are embedded;
@@ -87,6 +89,12 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
     progress : bool, None or tqdm class
         Progress bars: ``None`` (default) shows them where a person is
         watching (a terminal or a notebook); see :mod:`featclust.progress`.
+    dask : distributed.Client, str or None
+        Embed on a Dask cluster (see :mod:`featclust.distributed`): a client,
+        a scheduler address (``"tcp://host:8786"``) or ``"local:N"`` (N
+        local worker processes). ``None`` (default): in this process, and
+        Dask is not imported. The images and the store must lie on a
+        filesystem every worker sees.
 
     Returns
     -------
@@ -98,6 +106,7 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
         If the folder holds no usable image.
     """
     embedder = _embedder(embedder, kwargs)
+    dask = check_dask(dask)
     progress = bar_factory(progress)
     root = check_root(store, [image_dir])
     files, problems = images.scan(image_dir, exclude=[*exclude, root])
@@ -106,9 +115,14 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
                       f"{problems[0].reason})" if problems else "")
         raise NoImagesError(f"no files found in {str(image_dir)!r}{unreadable}")
     settings = embedder.settings()
-    with FeatureStore(image_dir, settings, root) as st:
-        cached, bad, n_embedded = st.update(
-            files, functools.partial(iter_features, embedder=embedder), progress)
+    with connect(dask) as client, FeatureStore(image_dir, settings, root) as st:
+        if client is None:
+            cached, bad, n_embedded = st.update(
+                files, functools.partial(iter_features, embedder=embedder), progress)
+        else:
+            from .distributed import update_store
+
+            cached, bad, n_embedded = update_store(client, st, files, embedder, progress)
         bad = list(problems) + bad
         st.finish(files, bad)
         bad_paths = {b.path for b in bad}
@@ -255,7 +269,8 @@ class SortResult:
 
 def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=None,
                 normalize=False, random_state=0, mode="copy", progress=None, report=True,
-                map_method="auto", truth=None, method="kmeans", **kwargs):
+                map_method="auto", truth=None, method="kmeans", fit_sample=FIT_SAMPLE, dask=None,
+                **kwargs):
     """Embed what is missing, cluster, and copy images into cluster folders.
 
     Parameters
@@ -285,6 +300,13 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     truth : dict, optional
         Known classes of some images (relative path to label): adjusted
         Rand index, NMI and a contingency table (``truth.csv``) are reported.
+    fit_sample : int or None
+        Fit the reduction and k-means (and the scan of ``"auto"``) on a
+        random sample of at most this many images, then label every image;
+        ``None``: on all (see :class:`featclust.cluster.FeatureKMeans`).
+    dask : distributed.Client, str or None
+        Embed on a Dask cluster, as in :func:`embed_folder`; clustering,
+        sorting and the report run in this process.
 
     Returns
     -------
@@ -297,8 +319,9 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     out = OutputFolder(out_dir, image_dir)
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
     model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, normalize=normalize,
-                          random_state=random_state, method=method)
+                          random_state=random_state, method=method, fit_sample=fit_sample)
     model.check_params()
+    dask = check_dask(dask)
     check_choice("mode", mode, MODES)
     if report:
         from .report import check_map_method
@@ -307,12 +330,16 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
     embedder = _embedder(embedder, kwargs)
     progress = bar_factory(progress)
     parent = _parent_sort(image_dir)
-    emb = embed_folder(image_dir, embedder, store, exclude=[out_dir], progress=progress)
-    scan = None
-    if auto:
-        scan = choose_k(emb.features, pca=pca, normalize=normalize, random_state=random_state)
-        model.set_params(n_clusters=scan.suggested_k_)
-    model.fit(emb.features)
+    with connect(dask) as client:
+        emb = embed_folder(image_dir, embedder, store, exclude=[out_dir], progress=progress,
+                           dask=client)
+        scan = None
+        if auto:
+            scan = choose_k(emb.features, pca=pca, normalize=normalize,
+                            random_state=random_state, fit_sample=fit_sample)
+            model.set_params(n_clusters=scan.suggested_k_)
+        # On a cluster every row is labelled by Dask tasks, block by block.
+        model.fit(emb.features, labeller=labeller(client) if client is not None else None)
     k = model.n_clusters
     judged = judge(model, emb.features, emb.paths, truth, random_state)
     n_near = len(near_duplicate_groups(emb.features, NEAR_DUPLICATE))

@@ -12,6 +12,8 @@ No TensorFlow here: this module works on arrays only.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -116,10 +118,12 @@ class Reducer(TransformerMixin, BaseEstimator):
         self._fit(X)
         return self
 
-    def _fit(self, X):
+    def _fit(self, X, rows=None):
+        """Fit on checked ``X``, or on its ``rows`` only (sorted indices; see :func:`blocks`)."""
         from sklearn.decomposition import PCA
 
-        n, d = X.shape
+        d = X.shape[1]
+        n = len(X) if rows is None else len(rows)
         self.n_features_in_ = d
         if self.pca is not None and self.pca > min(n, d):
             raise UsageError(f"pca={self.pca} is larger than min(number of images, "
@@ -131,9 +135,11 @@ class Reducer(TransformerMixin, BaseEstimator):
         self.n_components_ = c
         if c is None:
             return
-        if X.nbytes > MAX_IN_MEMORY_BYTES:
+        if rows is not None and n * d * X.itemsize <= MAX_IN_MEMORY_BYTES:
+            X, rows = np.asarray(X[rows]), None  # a small sample: fitted as a whole
+        if rows is not None or X.nbytes > MAX_IN_MEMORY_BYTES:
             mean, components, variance = blockwise_pca(X, c, self.normalize,
-                                                       self.random_state)
+                                                       self.random_state, rows=rows)
         else:
             pca = PCA(n_components=c, random_state=self.random_state)
             pca.fit(l2(X) if self.normalize else X)
@@ -218,7 +224,7 @@ def fitting_space(Z, fit_dims, fit_size, rng, random_state):
 
 
 def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
-                  n_oversamples=10):
+                  n_oversamples=10, rows=None):
     """Randomized PCA (Halko, Martinsson and Tropp, 2011) reading ``X`` block by block.
 
     Every pass over the data multiplies one block of rows at a time, so ``X``
@@ -237,6 +243,8 @@ def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
     n_iter : int
         Power iterations (``n_iter + 3`` passes over the data in all).
     n_oversamples : int
+    rows : ndarray of int, optional
+        Fit on these rows of ``X`` only (sorted), read block by block.
 
     Returns
     -------
@@ -247,23 +255,24 @@ def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
     """
     from sklearn.utils.extmath import svd_flip
 
-    n, d = X.shape
-    parts = blocks(X)
+    d = X.shape[1]
+    n = len(X) if rows is None else len(rows)
+    parts = blocks(X, rows=rows)
 
-    def rows(block):
+    def prepared(block):
         return (l2(block) if normalize else block).astype(np.float32, copy=False)
 
-    mean = sum(rows(b).sum(axis=0, dtype=np.float64) for b in parts) / n
+    mean = sum(prepared(b).sum(axis=0, dtype=np.float64) for b in parts) / n
     mean32 = mean.astype(np.float32)
 
     def centred_times(Q):  # (X - mean) @ Q
-        return np.concatenate([rows(b) @ Q for b in parts]) - mean32 @ Q
+        return np.concatenate([prepared(b) @ Q for b in parts]) - mean32 @ Q
 
     def centred_t_times(Y):  # (X - mean).T @ Y
         out = np.zeros((d, Y.shape[1]), np.float32)
         start = 0
         for b in parts:
-            out += rows(b).T @ Y[start:start + len(b)]
+            out += prepared(b).T @ Y[start:start + len(b)]
             start += len(b)
         return out - np.outer(mean32, Y.sum(axis=0))
 
@@ -279,21 +288,63 @@ def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
     return mean, Vt[:n_components], S[:n_components] ** 2 / max(n - 1, 1)
 
 
-def blocks(X, min_rows=1):
+def blocks(X, min_rows=1, rows=None):
     """Consecutive row blocks of ``X`` of about :data:`BLOCK_BYTES` each (one if smaller).
 
     Every block has at least ``min_rows`` rows when ``X`` has that many.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, ...)
+    min_rows : int
+    rows : ndarray of int, optional
+        Only these rows of ``X`` (sorted, for reading a memory-mapped ``X``
+        in order). The blocks are then copies, read one at a time when the
+        returned sequence is iterated (it can be iterated again), so a
+        sample of a memory-mapped matrix is never held whole.
+
+    Returns
+    -------
+    sequence of ndarray
     """
+    if rows is not None:
+        return _RowBlocks(X, np.asarray(rows), min_rows)
     n = len(X)
-    rows = max(min_rows, BLOCK_BYTES // max(1, X.itemsize * int(np.prod(X.shape[1:]))), 1)
-    if X.nbytes <= BLOCK_BYTES or n <= rows:
+    per_block = _rows_per_block(X, min_rows)
+    if X.nbytes <= BLOCK_BYTES or n <= per_block:
         return [X]
-    count = n // rows  # every block gets at least ``rows`` rows
+    return [X[a:b] for a, b in _bounds(n, per_block)]
+
+
+def _rows_per_block(X, min_rows=1):
+    return max(min_rows, BLOCK_BYTES // max(1, X.itemsize * int(np.prod(X.shape[1:]))), 1)
+
+
+def _bounds(n, per_block):
+    count = max(1, n // per_block)  # every block gets at least ``per_block`` rows
     bounds = np.linspace(0, n, count + 1).astype(int)
-    return [X[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return list(itertools.pairwise(bounds))
 
 
-def count_distinct(X, stop=None):
+class _RowBlocks:
+    """The blocks of some rows of ``X``, each gathered when iterated (see :func:`blocks`)."""
+
+    def __init__(self, X, rows, min_rows=1):
+        self.X, self.rows = X, rows
+        self.shape = (len(rows),) + tuple(X.shape[1:])
+        per_block = _rows_per_block(X, min_rows)
+        self._bounds = _bounds(len(rows), per_block) if len(rows) > per_block else [
+            (0, len(rows))]
+
+    def __len__(self):
+        return len(self._bounds)
+
+    def __iter__(self):
+        for a, b in self._bounds:
+            yield np.asarray(self.X[self.rows[a:b]])
+
+
+def count_distinct(X, stop=None, rows=None):
     """Number of distinct rows of ``X`` (exactly equal values), read block by block.
 
     Parameters
@@ -303,6 +354,8 @@ def count_distinct(X, stop=None):
         Stop counting once this many distinct rows are found (the answer is
         then ``stop``): checking "at least k distinct rows" reads k rows when
         the rows differ, as real images' features do.
+    rows : ndarray of int, optional
+        Count among these rows of ``X`` only (see :func:`blocks`).
 
     Returns
     -------
@@ -311,7 +364,7 @@ def count_distinct(X, stop=None):
     import hashlib
 
     seen = set()
-    for block in blocks(X):
+    for block in blocks(X, rows=rows):
         block = np.ascontiguousarray(block, dtype=np.float32) + np.float32(0)  # -0.0 -> 0.0
         for row in block:
             seen.add(hashlib.blake2b(row.tobytes(), digest_size=16).digest())

@@ -15,6 +15,8 @@ Every image is randomly rotated, scaled and shifted (and, for dots, the dot
 count, dot size and per-dot position jitter vary), so that a family can only
 be recognised by its overall shape.  Generation is deterministic for a given
 seed and uses only NumPy and Pillow.
+
+It is long because it draws 14 shape families; each drawing function is short.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ N x N matrix is ever built.
 clusters, agreement with known classes); the CSV files of those are
 formatted by :mod:`featclust.tables`. No TensorFlow here: this module works
 on arrays only.
+
+All judging lives here, one module, as its callers (sort, the k scan, the
+report) must score the same way; that makes it longer than most.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cluster import subsample_kmeans
+from .cluster import FIT_SAMPLE, sample_rows, subsample_kmeans
 from .errors import UsageError
 from .fileio import norm_relpath
-from .reduce import fitting_space
+from .reduce import MAX_IN_MEMORY_BYTES, blocks, check_features, fitting_space
 
 #: Images in the one sample every silhouette is computed on (the scores of a
 #: clustering, the k scan, and the per-cluster silhouettes of the report).
@@ -46,7 +49,8 @@ class SilhouetteSample:
 
     Parameters
     ----------
-    Z : ndarray of shape (n_samples, n_features)
+    Z : ndarray of shape (n_samples, n_features), or ReducedRows
+        (of which only the sample's rows are read)
     size : int
         Largest sample; all rows are used when there are fewer.
     random_state : int
@@ -67,7 +71,8 @@ class SilhouetteSample:
                                                                            replace=False))
         else:
             self.index = np.arange(n)
-        self._dist = pairwise_distances(np.asarray(Z)[self.index]).astype(np.float32)
+        rows = Z.take(self.index) if isinstance(Z, ReducedRows) else np.asarray(Z)[self.index]
+        self._dist = pairwise_distances(rows).astype(np.float32)
         np.fill_diagonal(self._dist, 0.0)
 
     def score(self, labels):
@@ -134,8 +139,10 @@ def cluster_scores(Z, labels, silhouette=None):
 
     Parameters
     ----------
-    Z : ndarray of shape (n_samples, n_features)
-        The features in the space the clustering was made in.
+    Z : ndarray of shape (n_samples, n_features), or ReducedRows
+        The features in the space the clustering was made in. A
+        :class:`ReducedRows` is read block by block (two passes), so memory
+        holds one block and per-cluster sums, whatever the number of rows.
     labels : ndarray of shape (n_samples,)
     silhouette : SilhouetteSample, optional
         Built from ``Z`` when not given.
@@ -149,26 +156,46 @@ def cluster_scores(Z, labels, silhouette=None):
         ``calinski_harabasz`` (higher is better). A score that is undefined
         for this clustering (one cluster, say) is NaN.
     """
-    Z = np.asarray(Z, dtype=np.float32)
+    if isinstance(Z, ReducedRows):
+        parts = Z.blocks
+    else:
+        Z = np.asarray(Z, dtype=np.float32)
+        def parts():  # in memory already: one block
+            return [Z]
     labels = np.asarray(labels)
-    n = len(Z)
-    means, spread, sizes, inertia = [], [], [], 0.0
-    for c in np.unique(labels):
-        members = Z[labels == c]
-        mu = members.mean(axis=0, dtype=np.float64)
-        dist = np.linalg.norm(members - mu.astype(np.float32), axis=1).astype(np.float64)
-        inertia += float(np.sum(dist ** 2))
-        means.append(mu)
-        spread.append(float(dist.mean()))
-        sizes.append(len(members))
-    means, spread, sizes = np.array(means), np.array(spread), np.array(sizes)
+    n = len(labels)
+    clusters = np.unique(labels)
+    sums, sizes, total, start = {}, {}, 0.0, 0
+    for block in parts():  # pass 1: cluster means, overall mean
+        part = labels[start:start + len(block)]
+        start += len(block)
+        total = total + block.sum(axis=0, dtype=np.float64)
+        for c in np.unique(part):
+            members = block[part == c]
+            sums[c] = sums.get(c, 0.0) + members.sum(axis=0, dtype=np.float64)
+            sizes[c] = sizes.get(c, 0) + len(members)
+    means = {c: sums[c] / sizes[c] for c in clusters}
+    squares, dists, start = dict.fromkeys(clusters, 0.0), dict.fromkeys(clusters, 0.0), 0
+    for block in parts():  # pass 2: distances to the cluster means
+        part = labels[start:start + len(block)]
+        start += len(block)
+        for c in np.unique(part):
+            dist = np.linalg.norm(block[part == c] - means[c].astype(np.float32),
+                                  axis=1).astype(np.float64)
+            squares[c] += float(np.sum(dist ** 2))
+            dists[c] += float(np.sum(dist))
+    inertia = 0.0
+    for c in clusters:
+        inertia += squares[c]
+    means = np.array([means[c] for c in clusters])
+    sizes = np.array([sizes[c] for c in clusters])
+    spread = np.array([dists[c] / sizes[i] for i, c in enumerate(clusters)])
     k = len(means)
     scores = {"inertia": inertia, "silhouette": math.nan, "davies_bouldin": math.nan,
               "calinski_harabasz": math.nan}
     if not 1 < k < n:
         return scores
-    between = float(np.sum(sizes * np.sum((means - Z.mean(axis=0, dtype=np.float64)) ** 2,
-                                          axis=1)))
+    between = float(np.sum(sizes * np.sum((means - total / n) ** 2, axis=1)))
     scores["calinski_harabasz"] = (1.0 if inertia == 0 else
                                    between * (n - k) / (inertia * (k - 1)))
     gaps = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
@@ -181,6 +208,37 @@ def cluster_scores(Z, labels, silhouette=None):
         scores["davies_bouldin"] = float(np.mean(np.max(ratio, axis=1)))
     scores["silhouette"] = (silhouette or SilhouetteSample(Z)).score(labels)
     return scores
+
+
+class ReducedRows:
+    """The rows of a feature matrix in a model's reduced space, computed when read.
+
+    What :func:`model_scores` judges a large (memory-mapped) matrix through:
+    only a block, or the rows asked for, are ever reduced at a time.
+
+    Parameters
+    ----------
+    reducer : featclust.reduce.Reducer
+        Fitted.
+    X : ndarray of shape (n_samples, n_features)
+        Checked features (float32, finite), e.g. memory-mapped.
+    """
+
+    def __init__(self, reducer, X):
+        self.reducer, self.X = reducer, X
+
+    def __len__(self):
+        return len(self.X)
+
+    def blocks(self):
+        """The reduced rows, one block of :func:`featclust.reduce.blocks` at a time."""
+        for block in blocks(self.X):
+            yield self.reducer._transform_block(block)
+
+    def take(self, rows):
+        """The reduced rows ``rows`` (sorted indices), as one array."""
+        return np.concatenate([self.reducer._transform_block(b)
+                               for b in blocks(self.X, rows=np.asarray(rows))])
 
 
 def stability(label_runs):
@@ -343,14 +401,29 @@ def model_scores(model, X, random_state=0, n_runs=3, n_init=3, sample_size=SILHO
     -------
     dict
         Keys :data:`featclust.kscan.COLUMNS`; NaN where a score is undefined.
+
+    Notes
+    -----
+    A matrix larger than :data:`featclust.reduce.MAX_IN_MEMORY_BYTES` is
+    never reduced whole: the scores are computed block by block over all
+    rows (:class:`ReducedRows`), and the stability on a random sample of at
+    most ``model.fit_sample`` rows (:data:`featclust.cluster.FIT_SAMPLE`
+    when that is None), so memory stays flat in the number of rows.
     """
-    Z = model.reduce(X)
     k = model.n_clusters
+    if (X.nbytes if hasattr(X, "nbytes") else np.asarray(X).nbytes) <= MAX_IN_MEMORY_BYTES:
+        Z = Zs = model.reduce(X)
+    else:
+        X = check_features(model, X, reset=False)
+        Z = ReducedRows(model.reducer_, X)
+        rows = sample_rows(len(X), getattr(model, "fit_sample", None) or FIT_SAMPLE,
+                           random_state)
+        Zs = Z.take(rows if rows is not None else np.arange(len(X)))
     scores = cluster_scores(Z, model.labels_, SilhouetteSample(Z, sample_size, random_state))
     stab = math.nan
-    if 2 <= k <= len(Z) - 1:
+    if 2 <= k <= len(Zs) - 1:
         rng = np.random.default_rng(random_state)
-        F = fitting_space(Z, fit_dims, fit_size, rng, random_state)
+        F = fitting_space(Zs, fit_dims, fit_size, rng, random_state)
         stab = stability(subsample_kmeans(F, k, n_runs, n_init, fit_size, rng)[1])
     return {"k": k, **scores, "stability": stab}
 

@@ -19,7 +19,7 @@ from conftest import contrast_dots
 from test_store import FakeEmbedder, write_images
 
 import featclust
-from featclust import images, store
+from featclust import images, store, storeread
 from featclust.decoding import iter_features
 from featclust.errors import FeaturesUnavailableError, StoreLockedError, UsageError
 from featclust.fileio import content_hash
@@ -87,7 +87,7 @@ def test_content_rewritten_with_the_old_mtime_restored_is_embedded_again(tmp_pat
 
 
 def test_touched_file_is_hashed_again_but_not_embedded(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "RACY_NS", 0)  # the files were written just now
+    monkeypatch.setattr(storeread, "RACY_NS", 0)  # the files were written just now
     img = tmp_path / "img"
     write_images(img, [0, 80, 160])
     _age(img)
@@ -105,7 +105,7 @@ def test_touched_file_is_hashed_again_but_not_embedded(tmp_path, monkeypatch):
 
 
 def test_rerun_of_an_unchanged_folder_reads_no_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "RACY_NS", 0)  # the files were written just now
+    monkeypatch.setattr(storeread, "RACY_NS", 0)  # the files were written just now
     img = tmp_path / "img"
     write_images(img, range(0, 250, 25))
     _embed(img, tmp_path / "store")
@@ -117,7 +117,7 @@ def test_rerun_of_an_unchanged_folder_reads_no_file(tmp_path, monkeypatch):
 
 
 def test_files_without_inode_and_ctime_are_always_hashed(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "RACY_NS", 0)
+    monkeypatch.setattr(storeread, "RACY_NS", 0)
     img = tmp_path / "img"
     write_images(img, [0, 80])
     _embed(img, tmp_path / "store")
