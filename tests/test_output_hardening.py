@@ -311,3 +311,17 @@ def test_demo_images_inside_out_dir_refused_before_writing(tmp_path, capsys):
                        capsys)
     assert code == 2 and "inside the output folder" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["inside", "empty"])
+def test_unusable_store_is_refused_before_anything_is_written(where, tmp_path, capsys):
+    folder = tmp_path / "img"
+    make_two_families(folder, n_per_family=2)
+    before = sorted(os.listdir(folder))
+    store = str(folder / "store") if where == "inside" else ""
+    code, _, err = run(["sort", folder, tmp_path / "out", "-k", "2", "--store", store,
+                        *FEATURES], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert ("image folder" in err) if where == "inside" else ("empty" in err)
+    assert sorted(os.listdir(folder)) == before  # nothing written into the image folder
+    assert not (tmp_path / "out").exists()
