@@ -27,24 +27,10 @@ import time
 
 import numpy as np
 from PIL import Image
+from machine import describe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-
-def cpu_line():
-    name, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name") and name == "unknown CPU":
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name}, {os.cpu_count()} CPUs, flags: {' '.join(simd) or 'none of avx2/avx512/amx'}"
 
 
 def make_images(folder, n, seed=0):
@@ -153,7 +139,7 @@ def main():
         return
     from featclust.store import CHUNK_SIZE
 
-    print(cpu_line())
+    print(describe())
     print(f"load average before: {os.getloadavg()}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,6 @@ is end to end (embed) against the bare model: see benchmarks/embed_speed.py.
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from featclust import images
 from featclust.decoding import iter_decoded
+from machine import describe
 
 
 def make_images(folder, n, seed=0):
@@ -72,9 +72,7 @@ def main():
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    flags = subprocess.run("grep -m1 ^flags /proc/cpuinfo", shell=True, capture_output=True, check=False,
-                           text=True).stdout.strip()
-    print(f"CPU: {os.cpu_count()} logical, usable {len(os.sched_getaffinity(0))}; {flags}")
+    print(describe())
     with tempfile.TemporaryDirectory() as folder:
         make_images(folder, args.images)
         files, _ = images.scan(folder)

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 
 HERE = Path(__file__).resolve()
 
@@ -82,22 +83,6 @@ def _status_kb(field):
     except OSError:
         pass
     return 0
-
-
-def machine():
-    """One line about the CPU (or GPU) the figures come from."""
-    name, flags = "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and name == "unknown CPU":
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    text = f"{name}, {os.cpu_count()} CPUs, flags: {' '.join(simd) or 'none of avx2/avx512/amx'}"
-    return text + f"; load average {os.getloadavg()[0]:.1f}"
 
 
 # -- the worker processes ----------------------------------------------------
@@ -374,7 +359,7 @@ def main():
 
 
 def report(args, work):
-    print(f"machine: {machine()}", flush=True)
+    print(f"machine: {describe()}", flush=True)
     n = args.images
     n16 = args.bf16_images or n
     total = max(n, n16, max([int(s) for s in args.memory_sizes.split(",") if s] or [0]))
@@ -382,7 +367,7 @@ def report(args, work):
     all_files = sorted(folders[0].iterdir())
     common = {"work": str(work), "weights": args.weights, "layer": args.layer,
               "pooling": args.pooling, "batch_size": args.batch_size, "cli": not args.no_cli}
-    results = {"machine": machine(), "images": n, "weights": args.weights,
+    results = {"machine": describe(), "images": n, "weights": args.weights,
                "layer": args.layer, "pooling": args.pooling}
 
     def subset(count, name):

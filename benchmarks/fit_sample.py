@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import numpy as np
+from machine import describe
 
 K = 20
 
@@ -86,13 +87,7 @@ def main():
 
     from sklearn.metrics import adjusted_rand_score
 
-    flags = ""
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            line = next((line for line in f if line.startswith("flags")), "flags:")
-        flags = " ".join(f for f in line.split(":")[1].split()
-                         if f.startswith(("avx", "fma", "sse4")))
-    print(f"CPUs {os.cpu_count()}; flags: {flags}; load {os.getloadavg()}")
+    print(describe())
     print(f"k={K}, dim={args.dim}, spread={args.spread}, alpha={args.alpha}, "
           f"n_init={args.n_init}")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

@@ -39,7 +39,6 @@ import argparse
 import io
 import itertools
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from PIL import Image
 from featclust import samples
 from featclust.images import decode
 from featclust.search import NEAR_DUPLICATE, near_duplicate_groups
+from machine import describe
 
 SIZE = 200
 VARIANTS = ("jpeg", "jpeg50", "noise", "noise16", "shift", "scale", "combo")
@@ -214,9 +214,7 @@ def main(argv=None):
     ap.add_argument("--features", help="npz to cache the features in (reused if present)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    flags = subprocess.run("grep -m1 ^flags /proc/cpuinfo", shell=True, capture_output=True,
-                           text=True).stdout.strip()
-    print(f"CPU {flags}\ncores {os.cpu_count()}; weights={args.weights}")
+    print(f"{describe()}; weights={args.weights}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rows = make_set(folder, args.bases, args.singles, args.seed)

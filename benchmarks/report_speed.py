@@ -52,6 +52,7 @@ from featclust import report, samples
 from featclust.cluster import FeatureKMeans
 from featclust.output import LABELS_CSV, MODEL_NPZ, OutputFolder, RunRecord
 from featclust.tables import labels_csv
+from machine import describe
 
 
 def synthetic_features(n, k, seed=0):
@@ -93,23 +94,6 @@ def make_output(root, n, k, seed=0):
     out.write_bytes(MODEL_NPZ, buf.getvalue())
     out.write_marker(None, "complete")
     return out.path, X, model
-
-
-def cpu_flags():
-    """The CPU model and the vector-instruction flags that matter for speed."""
-    model, flags = "?", []
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name") and model == "?":
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    break
-    except OSError:
-        pass
-    wanted = [f for f in flags if f.startswith(("avx", "fma", "sse4", "amx"))]
-    return f"CPU: {model}; flags: {' '.join(wanted) or '?'}"
 
 
 def timed(fn, *args, **kwargs):
@@ -208,7 +192,7 @@ def main():
     args = ap.parse_args()
     print(f"CPUs: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
           f"report.TSNE_MAX_IMAGES = {report.TSNE_MAX_IMAGES}")
-    print(cpu_flags())
+    print(describe())
     sizes = [int(s) for s in args.map_sizes.split(",") if s and int(s) <= args.n]
     compare_maps(args.n, args.k, sizes, args.before_max)
     if args.maps_only:

@@ -35,6 +35,7 @@ import tempfile
 import time
 
 import numpy as np
+from machine import describe
 
 CASES = ("top1", "top100", "top_all", "duplicates", "sklearn_top100", "sklearn_top_all",
          "faiss_flat_top_all", "faiss_hnsw_top_all")
@@ -106,10 +107,7 @@ def main(argv=None):
     if args.case:
         print(json.dumps(run_case(args.case, args.path)))
         return 0
-    flags = subprocess.run("grep -m1 ^flags /proc/cpuinfo", shell=True, capture_output=True,
-                           text=True).stdout.strip()
-    print(f"CPU {flags}\ncores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} "
-          "(figures scale with it: compare as ratios within one run)")
+    print(describe() + " (figures scale with it: compare as ratios within one run)")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "features.npy")
         make_features(path, args.rows, args.dim)

@@ -214,8 +214,10 @@ def place_images(sorted_folder, assignment, mode=None):
     mode = check_choice("mode", mode or record.mode or "copy", MODES)
     model = sorted_folder.model
     k = sorted_folder.n_clusters
-    paths, labels, distances = sorted_folder.labels()
-    outliers = list(distances > model.thresholds_[labels])
+    paths, labels, distances, outliers = sorted_folder.labels(outliers=True)
+    if outliers is None:  # a labels.csv written before it recorded the flag
+        outliers = distances > model.thresholds_[labels]
+    outliers = list(outliers)
     paths, labels, distances = list(paths), list(labels), list(distances)
     out = OutputFolder(sorted_folder.path)
     root = os.path.realpath(out.path)

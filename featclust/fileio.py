@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -34,8 +35,7 @@ def atomic_write(path, write, mode="wb"):
         ``"wb"`` or ``"w"`` (UTF-8 text, surrogates kept, no newline translation).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    with replaced_atomically(path) as (fd, tmp):
         # mkstemp makes the file private (0600); the result gets the mode any new file
         # gets under the umask (0644 under the usual 022), so others can read reports.
         os.chmod(tmp, 0o666 & ~current_umask())
@@ -45,6 +45,23 @@ def atomic_write(path, write, mode="wb"):
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def replaced_atomically(path, prefix=None):
+    """Make ``path`` anew through a temporary file beside it, moved into place at the end.
+
+    Yields ``(fd, tmp)``: the open descriptor and the name of a new, empty
+    temporary file in ``path``'s folder (named ``prefix`` + random +
+    ``.tmp``; default prefix ``.<name>.``). When the block ends normally the
+    temporary file replaces ``path`` (:func:`os.replace`); when it raises,
+    the temporary file is removed. A caller may close ``fd`` or replace
+    ``tmp`` by a link; whatever is at ``tmp`` at the end is moved.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.", suffix=".tmp")
+    try:
+        yield fd, tmp
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -68,12 +85,6 @@ def current_umask():
 def json_bytes(obj):
     """``obj`` as indented, key-sorted ASCII JSON (how featclust writes every JSON file)."""
     return json.dumps(obj, indent=1, sort_keys=True).encode("ascii")
-
-
-def write_json(path, obj):
-    """Write ``obj`` as JSON to ``path`` atomically."""
-    data = json_bytes(obj)
-    atomic_write(path, lambda fh: fh.write(data))
 
 
 def content_hash(data):

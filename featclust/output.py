@@ -260,15 +260,6 @@ class OutputFolder:
         """The recorded status (``None`` for a new folder)."""
         return self.record.status if self.record else None
 
-    @property
-    def previous(self):
-        """The record as a JSON object (``{}`` for a new folder)."""
-        return self.record.to_json() if self.record else {}
-
-    def owned(self, rel):
-        """Whether featclust wrote ``rel`` (a path relative to the folder)."""
-        return rel in self._owned
-
     def _contained(self, rel):
         """Whether ``rel`` stays inside the folder, even through links (a user may
         have replaced a cluster folder by a link to their own files)."""
@@ -487,14 +478,22 @@ class SortedFolder:
             self._model = model
         return self._model
 
-    def labels(self):
+    def labels(self, outliers=False):
         """Paths, cluster labels and distances from ``labels.csv``.
+
+        Parameters
+        ----------
+        outliers : bool
+            Also return the recorded outlier flags (see
+            :func:`featclust.tables.read_labels_csv`).
 
         Returns
         -------
         paths : list of str
         labels : ndarray of int64
         distances : ndarray of float64
+        outlier : ndarray of bool or None
+            Only with ``outliers=True``.
 
         Raises
         ------
@@ -504,11 +503,12 @@ class SortedFolder:
         from .tables import read_labels_csv
 
         path = self.path / LABELS_CSV
-        paths, labels, distances = read_labels_csv(path)
+        columns = read_labels_csv(path, outliers)
+        labels = columns[1]
         if len(labels) and labels.max() >= self.n_clusters:
             raise OutputFormatError(f"{str(path)!r} names cluster {int(labels.max())}, but the "
                                     f"sort has {self.n_clusters} clusters")
-        return paths, labels, distances
+        return columns
 
     def kscan_scores(self):
         """The k scan saved in this folder (``kscan.csv``), or ``None``.

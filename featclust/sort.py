@@ -9,11 +9,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .checks import check_choice
 from .errors import OutputError
+from .fileio import replaced_atomically
 from .images import READ_FAILURE, BadFile
 from .output import output_error
 
@@ -39,9 +39,8 @@ def place(src, dst, mode="copy"):
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".featclust-", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replaced_atomically(dst, prefix=".featclust-") as (fd, tmp):
+        os.close(fd)
         if mode == "copy":
             shutil.copyfile(src, tmp)
             shutil.copystat(src, tmp)
@@ -51,13 +50,6 @@ def place(src, dst, mode="copy"):
                 os.symlink(os.path.abspath(src), tmp)
             else:
                 os.link(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def sort_into_folders(image_dir, out, paths, labels, n_clusters, mode="copy", progress=None,

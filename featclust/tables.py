@@ -42,14 +42,23 @@ def labels_csv(paths, labels, distances, outliers):
                      for p, c, d, o in zip(paths, labels, distances, outliers)))
 
 
-def read_labels_csv(path):
+def read_labels_csv(path, outliers=False):
     """Read ``labels.csv``.
+
+    Parameters
+    ----------
+    path : path-like
+    outliers : bool
+        Also return the ``outlier`` column.
 
     Returns
     -------
     paths : list of str
     labels : ndarray of int64
     distances : ndarray of float64
+    outlier : ndarray of bool or None
+        Only with ``outliers=True``; ``None`` for a file written before the
+        column existed.
 
     Raises
     ------
@@ -62,6 +71,11 @@ def read_labels_csv(path):
         paths = [r["path"] for r in rows]
         labels = np.array([int(r["cluster"]) for r in rows], dtype=np.int64)
         distances = np.array([float(r["distance"]) for r in rows], dtype=np.float64)
+        flags = None
+        if outliers and rows and "outlier" in rows[0]:
+            if any(r["outlier"] not in ("true", "false") for r in rows):
+                raise ValueError("an outlier value is neither true nor false")
+            flags = np.array([r["outlier"] == "true" for r in rows], dtype=bool)
     except (OSError, ValueError, TypeError) as e:
         raise OutputFormatError(f"cannot read {str(path)!r}: {e}") from None
     if len(labels) and labels.min() < 0:
@@ -69,7 +83,7 @@ def read_labels_csv(path):
     if not np.all(np.isfinite(distances)) or (len(distances) and distances.min() < 0):
         raise OutputFormatError(f"{str(path)!r} holds a distance that is not a "
                                 "non-negative number")
-    return paths, labels, distances
+    return (paths, labels, distances, flags) if outliers else (paths, labels, distances)
 
 
 def bad_files_csv(bad_files):

@@ -133,3 +133,17 @@ def test_store_gc_forgets_deleted_folders(tmp_path, capsys):
     assert code == 0 and "dropped 4 rows" in out
     code, out, err = run(["store", "gc", "--store", store], capsys)
     assert "dropped 0 rows" in out
+
+
+def test_sort_says_how_many_near_duplicate_groups_it_saw(sorted_once, tmp_path, capsys):
+    s = sorted_once
+    folder = tmp_path / "with-copy"
+    shutil.copytree(s["folder"], folder)
+    shutil.copy(folder / sorted(s["truth"])[0], folder / "copy_of_first.png")
+    code, out, err = run(["sort", folder, tmp_path / "out", "-k", "2", "--no-report",
+                          "--store", s["store"], *FEATURES], capsys)
+    assert code == 0, err
+    assert "(0 embedded," in out  # the copy is known by its content
+    assert "near-duplicates: 1 groups" in out
+    record = json.loads((tmp_path / "out" / "featclust.json").read_text())
+    assert record["counts"]["near_duplicate_groups"] == 1

@@ -198,3 +198,17 @@ def test_import_needs_no_fcntl():
             "builtins.__import__ = guard\nimport featclust\nprint('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def test_assign_place_can_link_instead_of_copy(images, tmp_path, capsys):
+    out, store = tmp_path / "out", tmp_path / "store"
+    assert run(["sort", images[0], out, "-k", "2", "--store", store, "--no-report", *FEATURES],
+               capsys)[0] == 0
+    new = tmp_path / "new"
+    new.mkdir()
+    _dots(new / "heavy_new.png", 60, 7, 3)
+    code, _, err = run(["assign", out, new, "--place", "symlink", "--store", store, "-q"],
+                       capsys)
+    assert code == 0, err
+    (placed,) = out.glob("cluster_*/heavy_new.png")
+    assert placed.is_symlink() and placed.resolve() == (new / "heavy_new.png").resolve()

@@ -152,7 +152,7 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
     random_state = check_random_state("random_state", random_state)
     sorted_folder = open_sorted(out_dir)
     record = sorted_folder.record
-    paths, labels, dists = sorted_folder.labels()
+    paths, labels, dists, outliers = sorted_folder.labels(outliers=True)
     n_clusters = sorted_folder.n_clusters
     warnings = []
     if features is None:
@@ -169,7 +169,6 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
         except FeatclustError:
             if features is not None:
                 raise
-    outliers = _outliers(model, labels, dists)
     if features is not None and model is not None and model.n_features_in_ != features.shape[1]:
         model = None
     kscan_scores = _kscan_scores(sorted_folder, warnings)
@@ -242,19 +241,6 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
 def _int_or_none(value):
     return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
         else None
-
-
-def _outliers(model, labels, dists):
-    """Per image: farther from its centre than the model's outlier threshold (``None``:
-    no model, or one that does not fit the labels)."""
-    thresholds = getattr(model, "thresholds_", None)
-    if thresholds is None or len(labels) == 0:
-        return None
-    thresholds = np.asarray(thresholds, np.float64)
-    if thresholds.ndim != 1 or labels.max() >= len(thresholds):
-        return None
-    # labels.csv keeps 6 significant digits: compare at that precision
-    return dists > thresholds[labels] * (1 + 1e-6)
 
 
 def _read_features(record, paths):
