@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .embed import Embedder
+from .embed import Embedder, weights_identity
 from .errors import ModelMismatchError, NoImagesError, UnsafeOutputError, UsageError
 from .output import SortedFolder, open_sorted
 from .pipeline import embed_inputs
@@ -62,6 +62,8 @@ def embedder_for(sorted_folder, **overrides):
 
     Raises
     ------
+    UsageError
+        If an override is not a valid value (``layer="block9"``).
     ModelMismatchError
         If the resulting feature settings differ from the model's (see
         :func:`check_settings`).
@@ -70,16 +72,35 @@ def embedder_for(sorted_folder, **overrides):
     params = dict(record.embedder)
     if "precision" in record.feature_settings:
         params["precision"] = record.feature_settings["precision"]  # as resolved then
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if set(given) - {"weights"}:
+        # A bad value given (layer="block9") is the caller's error, whatever the model.
+        Embedder.from_params({"weights": "none"}, **{**given, "weights": None})
     try:
         embedder = Embedder.from_params(params, **overrides)
     except UsageError as e:
-        if overrides.get("weights") is not None:
-            raise
+        if not _usable_weights({**params, **given}):
+            if "weights" in given:
+                raise
+            raise ModelMismatchError(f"the model in {str(sorted_folder.path)!r} was built with "
+                                     f"weights {params.get('weights')!r}, which cannot be used "
+                                     f"now: {e}") from None
+        # Values fine on their own that cannot go with the model's (pooling="flatten"
+        # for a model of grid=2 features).
         raise ModelMismatchError(f"the model in {str(sorted_folder.path)!r} was built with "
-                                 f"weights {params.get('weights')!r}, which cannot be used "
-                                 f"now: {e}") from None
+                                 f"other feature settings ({e}); use the settings of that "
+                                 f"sort or sort again") from None
     check_settings(record.feature_settings, embedder, sorted_folder.path)
     return embedder
+
+
+def _usable_weights(params):
+    """Whether the weights a model was built with can be loaded now (as far as the name says)."""
+    try:
+        weights_identity(str(params.get("weights")), params.get("seed", 0))
+    except UsageError:
+        return False
+    return True
 
 
 def check_settings(expected, embedder, where="the model"):

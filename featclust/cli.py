@@ -12,6 +12,7 @@ library and prints.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 import textwrap
@@ -19,8 +20,9 @@ import warnings
 
 from ._version import __version__
 from .checks import MAX_SEED
-from .cluster import METHODS
-from .embed import LAYERS, POOLINGS, PRECISIONS
+from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, METHODS
+from .embed import (CPU_BATCH_SIZE, GPU_BATCH_SIZE, GRIDS, LAYERS, POOLINGS, PRECISIONS, Embedder,
+                    layer_blocks)
 from .errors import FeatclustError
 from .report import MAP_METHODS
 from .sort import MODES
@@ -54,32 +56,50 @@ def _k_value(text):
             from None
 
 
+#: The defaults of the feature options: the :class:`~featclust.embed.Embedder`'s own.
+_DEFAULTS = {name: p.default for name, p in inspect.signature(Embedder).parameters.items()}
+
+
+def _map_shape(layer):
+    """``"14x14x512"`` for ``"block4"``, joined by ``+`` for several blocks."""
+    return "+".join("{0}x{0}x{1}".format(*LAYERS[b]) for b in layer_blocks(layer))
+
+
 def _feature_options(p, from_model=False):
     """The options that decide the features; ``from_model``: defaults come from a saved model."""
     g = p.add_argument_group("features" + (" (default: as the model in OUT_DIR was built; "
                                            "other values are refused)" if from_model else ""))
+    d = _DEFAULTS
 
     def default(text):
         return "" if from_model else f" (default: {text})"
 
-    g.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
+    g.add_argument("--weights", default=d["weights"], metavar="imagenet|none|PATH",
                    help="VGG16 weights: 'imagenet' (downloaded once by Keras), 'none' (random, "
                         "seeded: for trying things offline) or a local .h5/.weights.h5 file"
-                        + default("imagenet"))
-    g.add_argument("--layer", choices=tuple(LAYERS), default="block4",
-                   help="the VGG16 block whose pooled output is the feature map"
-                        + default("block4, 14x14x512; see benchmarks/quality.py"))
-    g.add_argument("--pooling", choices=POOLINGS, default="max",
+                        + default(d["weights"]))
+    # Checked by the library (featclust.embed.layer_blocks), so a bad value is one line.
+    g.add_argument("--layer", default=d["layer"], metavar="BLOCK[+BLOCK]",
+                   help=f"the VGG16 block whose pooled output is the feature map "
+                        f"({', '.join(LAYERS)}), or several joined by '+' (block4+block5: "
+                        f"each L2-normalised, then concatenated)"
+                        + default(f"{d['layer']}, {_map_shape(d['layer'])}; see "
+                                  f"benchmarks/quality.py"))
+    g.add_argument("--pooling", choices=POOLINGS, default=d["pooling"],
                    help="how the feature map becomes a vector: mean, maximum, generalised "
-                        "mean (p=3) or the whole map" + default("max"))
+                        "mean (p=3) or the whole map" + default(d["pooling"]))
+    g.add_argument("--grid", type=int, choices=GRIDS, default=d["grid"],
+                   help="where to pool: 1 the whole map; 2 also its 2x2 cells; 4 also its 2x2 "
+                        "and 4x4 cells (so layout counts)" + default(d["grid"]))
     g.add_argument("--tta", action="store_true",
                    help="average the features of the 8 flips and 90-degree rotations of each "
                         "image, for shapes whose orientation should not matter; 8 times the "
                         "embedding time, stored apart from the plain features")
-    g.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="compute precision of the model" + default("auto"))
+    g.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
+                   help="compute precision of the model" + default(d["precision"]))
     g.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                   help="images per forward pass (default: 16 on a CPU, 256 on a GPU)")
+                   help=f"images per forward pass (default: {CPU_BATCH_SIZE} on a CPU, "
+                        f"{GPU_BATCH_SIZE} on a GPU)")
     _store_option(g)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -124,15 +144,30 @@ def _seed_option(g):
                    help=f"random seed, 0 to {MAX_SEED} (default: 0)")
 
 
+def _pca_value(text):
+    if text.lower() == "none":
+        return None
+    return _positive_int(text)
+
+
+def _reduction_options(g):
+    """``--pca`` and ``--normalize``: the space k-means works in (sort and scan-k alike)."""
+    g.add_argument("--pca", type=_pca_value, default=DEFAULT_PCA, metavar="N|none",
+                   help="reduce the features to N PCA components (at most the number of "
+                        "images) before k-means; 'none': no PCA"
+                        f" (default: {str(DEFAULT_PCA).lower()})")
+    g.add_argument("--normalize", action=argparse.BooleanOptionalAction,
+                   default=DEFAULT_NORMALIZE,
+                   help="L2-normalise the features before and after PCA (cosine k-means)"
+                        f" (default: {'on' if DEFAULT_NORMALIZE else 'off'})")
+
+
 def _cluster_options(p):
     g = p.add_argument_group("clustering")
     g.add_argument("-k", "--clusters", type=_k_value, required=True, metavar="K|auto",
                    help="number of clusters, or 'auto': the k that scan-k suggests "
                         "among 2..30 (its table is written to OUT_DIR/kscan.csv)")
-    g.add_argument("--pca", type=_positive_int, metavar="N",
-                   help="reduce the features to N PCA components first")
-    g.add_argument("--normalize", action="store_true",
-                   help="L2-normalise the features (cosine k-means)")
+    _reduction_options(g)
     g.add_argument("--method", choices=METHODS, default="kmeans",
                    help="k-means (the default) or Ward agglomerative clustering: Ward found "
                         "the shape families a little better in benchmarks/quality.py, but "
@@ -153,7 +188,7 @@ def _report_options(p, with_switch=True):
 
 
 #: Feature options that ``assign`` takes from the model unless given.
-_MODEL_FEATURES = ("weights", "pooling", "precision", "layer", "tta")
+_MODEL_FEATURES = ("weights", "pooling", "precision", "layer", "tta", "grid")
 
 _IMAGE_DIR_HELP = "the folder of images (searched recursively; it is never changed)"
 _OUT_DIR_HELP = "the output folder: new, empty, or written by an earlier featclust sort"
@@ -210,10 +245,7 @@ def build_parser():
                    help="the ks to try, A to B inclusive (default: 2:30)")
     p.add_argument("--step", type=_positive_int, default=1, metavar="N",
                    help="try every N-th k of the range (default: 1)")
-    p.add_argument("--pca", type=_positive_int, metavar="N",
-                   help="reduce the features to N PCA components first, as sort --pca")
-    p.add_argument("--normalize", action="store_true",
-                   help="L2-normalise the features, as sort --normalize")
+    _reduction_options(p)
     _seed_option(p)
     p.add_argument("--out", metavar="DIR",
                    help="write kscan.csv and kscan.png (the scores against k) into DIR: a "
@@ -323,14 +355,14 @@ def _progress(quiet):
 
 
 def _embedder(args):
-    from .embed import Embedder
-
+    """The embedder of the feature options; checked (a bad --layer refused) before any work."""
+    embedder = Embedder(weights=args.weights, pooling=args.pooling, precision=args.precision,
+                        batch_size=args.batch_size, seed=getattr(args, "seed", 0),
+                        layer=args.layer, tta=args.tta, grid=args.grid)
     if args.weights == "none":
         print("featclust: warning: --weights none uses random weights; clusters will not "
               "reflect pretrained features", file=sys.stderr)
-    return Embedder(weights=args.weights, pooling=args.pooling, precision=args.precision,
-                    batch_size=args.batch_size, seed=getattr(args, "seed", 0),
-                    layer=args.layer, tta=args.tta)
+    return embedder
 
 
 def _report_embed(emb, out):
@@ -451,9 +483,10 @@ def _cmd_scan_k(args):
     scan = KScan(ks=ks, pca=args.pca, normalize=args.normalize, random_state=args.seed,
                  fit_sample=_fit_sample(args))
     scan.check_params()
+    embedder = _embedder(args)
     if args.out:
         OutputFolder(args.out, args.image_dir)  # refuse an unsafe folder before embedding
-    emb = embed_folder(args.image_dir, _embedder(args), args.store,
+    emb = embed_folder(args.image_dir, embedder, args.store,
                        exclude=[args.out] if args.out else (), progress=_progress(args.quiet),
                        dask=args.dask)
     _report_embed(emb, sys.stdout)
@@ -548,7 +581,8 @@ COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo,
 #: Python parameters named in library messages, and the options that set them.
 _FLAGS = {"n_clusters": "-k", "random_state": "--seed", "batch_size": "--batch-size",
           "map_method": "--map", **{name: f"--{name}" for name in (
-              "weights", "pooling", "precision", "layer", "pca", "mode", "method", "store")}}
+              "weights", "pooling", "precision", "layer", "grid", "pca", "mode", "method",
+              "store")}}
 _PARAM = re.compile(r"\b(" + "|".join(_FLAGS) + r")=(?=[A-Z]+\b)")
 
 

@@ -26,6 +26,13 @@ MAX_WARD_IMAGES = 20000
 #: are fitted on at most this many rows (measured with benchmarks/fit_sample.py;
 #: see the ``fit_sample`` parameter of :class:`FeatureKMeans`).
 FIT_SAMPLE = 100_000
+#: The reduction before k-means chosen by ``benchmarks/quality.py`` (the best
+#: worst case over five kinds of generated folders; README, "Defaults chosen by
+#: measurement"): PCA components (at most the number of images) and L2
+#: normalisation, and the k-means restarts, of FeatureKMeans, KScan and sort.
+DEFAULT_PCA = None
+DEFAULT_NORMALIZE = False
+DEFAULT_N_INIT = 4
 #: Constructor parameters, in order (also the ``params`` a model file records).
 PARAMS = ("n_clusters", "pca", "whiten", "normalize", "random_state", "n_init", "method",
           "fit_sample")
@@ -45,19 +52,20 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     n_clusters : int, default 8
-    pca : int or None, default None
-        Number of PCA components; ``None`` keeps features of up to 4,096
-        values as they are and reduces longer ones (flatten pooling) to
+    pca : int or None, default :data:`DEFAULT_PCA`
+        Number of PCA components, at most the number of images (and of
+        feature values); ``None`` keeps features of up to 4,096 values as
+        they are and reduces longer ones (flatten pooling) to
         ``min(256, n_samples)`` components. A large matrix is reduced block
         by block (:func:`featclust.reduce.blockwise_pca`), so it can be a
         memory-mapped array larger than memory.
     whiten : bool, default False
         Whiten the PCA components.
-    normalize : bool, default False
+    normalize : bool, default :data:`DEFAULT_NORMALIZE`
         L2-normalise the vectors before and after PCA.
     random_state : int, default 0
         Random state of PCA and k-means.
-    n_init : int, default 4
+    n_init : int, default :data:`DEFAULT_N_INIT`
         k-means restarts; the best inertia wins.
     method : {"kmeans", "ward"}, default "kmeans"
         ``"ward"``: Ward agglomerative clustering finds the groups, their
@@ -106,8 +114,8 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     ``inertia_`` (they belong to the fitted images).
     """
 
-    def __init__(self, n_clusters=8, pca=None, whiten=False, normalize=False, random_state=0,
-                 n_init=4, method="kmeans", fit_sample=FIT_SAMPLE):
+    def __init__(self, n_clusters=8, pca=DEFAULT_PCA, whiten=False, normalize=DEFAULT_NORMALIZE,
+                 random_state=0, n_init=DEFAULT_N_INIT, method="kmeans", fit_sample=FIT_SAMPLE):
         self.n_clusters = n_clusters
         self.pca = pca
         self.whiten = whiten

@@ -34,6 +34,8 @@ from .errors import UsageError, WeightsError
 POOLINGS = ("avg", "max", "gem", "flatten")
 #: VGG16 blocks whose pooled output can be the feature map: (side, channels).
 LAYERS = {"block3": (28, 256), "block4": (14, 512), "block5": (7, 512)}
+#: Spatial grids: 1 pools the whole map, 2 adds the 2x2 cells, 4 the 2x2 and 4x4 cells.
+GRIDS = (1, 2, 4)
 #: Exponent of generalised-mean pooling.
 GEM_P = 3.0
 INPUT_SIZE = images.INPUT_SIZE
@@ -52,7 +54,8 @@ CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 256
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 #: The constructor parameters of :class:`Embedder`.
-_PARAMS = ("weights", "pooling", "precision", "batch_size", "seed", "jit_compile", "layer", "tta")
+_PARAMS = ("weights", "pooling", "precision", "batch_size", "seed", "jit_compile", "layer", "tta",
+           "grid")
 
 
 def _keras():
@@ -163,13 +166,21 @@ class Embedder:
         Compile the model with XLA; ``None`` does so on a GPU only (on a CPU,
         TensorFlow's oneDNN kernels are faster than XLA's). The JAX backend
         always compiles.
-    layer : {"block3", "block4", "block5"}, default "block4"
-        The VGG16 block whose pooled output (28x28x256, 14x14x512, 7x7x512)
-        is the feature map; the blocks after it are not run.
+    layer : str, default "block4"
+        The VGG16 block whose pooled output (``"block3"`` 28x28x256,
+        ``"block4"`` 14x14x512, ``"block5"`` 7x7x512) is the feature map,
+        or several joined by ``+`` (``"block4+block5"``): each block is
+        pooled, L2-normalised and the vectors concatenated. The blocks after
+        the last one are not run.
     tta : bool, default False
         Test-time augmentation: the features are the mean over the 8 flips
         and 90-degree rotations of the image (8 forward passes), so the
         orientation of a shape matters less.
+    grid : {1, 2, 4}, default 1
+        Spatial grid of the pooling: 1 pools the whole map; 2 adds the pools
+        of the 2x2 cells and 4 those of the 2x2 and the 4x4 cells (a spatial
+        pyramid), so where things are in the image counts too. Cells of an
+        odd-sized map share its middle row and column.
 
     Notes
     -----
@@ -178,10 +189,16 @@ class Embedder:
     """
 
     def __init__(self, weights="imagenet", pooling="max", precision="auto", batch_size=None,
-                 seed=0, jit_compile=None, layer="block4", tta=False):
+                 seed=0, jit_compile=None, layer="block4", tta=False, grid=1):
         check_choice("pooling", pooling, POOLINGS)
-        check_choice("layer", layer, tuple(LAYERS))
+        blocks = layer_blocks(layer)
         check_bool("tta", tta)
+        grid = check_int("grid", grid)
+        if grid not in GRIDS:
+            raise UsageError(f"grid={grid!r} is not one of {', '.join(map(str, GRIDS))}")
+        if pooling == "flatten" and (len(blocks) > 1 or grid != 1):
+            raise UsageError(f"pooling='flatten' keeps the whole map of one block: it cannot be "
+                             f"combined with layer={layer!r} or grid={grid!r}")
         check_int("batch_size", batch_size, none_ok=True)
         check_choice("precision", precision, PRECISIONS)
         check_int("seed", seed, low=0)
@@ -194,6 +211,8 @@ class Embedder:
         self.jit_compile = jit_compile
         self.layer = layer
         self.tta = tta
+        self.grid = grid
+        self._blocks = blocks
         self._identity = weights_identity(self.weights, seed)
         self._precision = None
         self._batch = None
@@ -234,8 +253,11 @@ class Embedder:
     @property
     def dim(self):
         """Length of one feature vector."""
-        side, channels = LAYERS[self.layer]
-        return side * side * channels if self.pooling == "flatten" else channels
+        if self.pooling == "flatten":
+            side, channels = LAYERS[self._blocks[0]]
+            return side * side * channels
+        cells = sum(g * g for g in _levels(self.grid))
+        return cells * sum(LAYERS[b][1] for b in self._blocks)
 
     @property
     def batch(self):
@@ -249,10 +271,10 @@ class Embedder:
         """Everything that determines the features, as a JSON-able dict."""
         if self._precision is None:
             self._precision = resolve_precision(self.precision)
-        return {
+        settings = {
             "model": "keras.applications.VGG16(include_top=False)",
             "weights": self._identity,
-            "layer": f"{self.layer}_pool",
+            "layer": "+".join(f"{b}_pool" for b in self._blocks),
             "pooling": self.pooling if self.pooling != "gem" else f"gem(p={GEM_P:g})",
             "tta": "mean of 8 flips/rotations" if self.tta else "none",
             "input_size": INPUT_SIZE,
@@ -262,6 +284,13 @@ class Embedder:
             "feature_version": FEATURE_VERSION,
             "dim": self.dim,
         }
+        # Only present when used, so the features of one whole-map block keep
+        # the store entry they had before grids and block combinations existed.
+        if self.grid != 1:
+            settings["grid"] = "+".join(f"{g}x{g}" for g in _levels(self.grid))
+        if len(self._blocks) > 1:
+            settings["combine"] = "l2 per block, concatenated"
+        return settings
 
     def build(self):
         """Build the model now (it is otherwise built by the first :meth:`embed`).
@@ -279,15 +308,23 @@ class Embedder:
         keras.config.set_dtype_policy(_POLICIES[precision])
         try:
             vgg = self.load_vgg16()
-            if self.layer != "block5":
-                vgg = keras.Model(vgg.input, vgg.get_layer(f"{self.layer}_pool").output)
+            vgg = keras.Model(vgg.input, [vgg.get_layer(f"{b}_pool").output
+                                          for b in self._blocks])
         finally:
             keras.config.set_dtype_policy(previous)
         ops = keras.ops
         gray = keras.Input((INPUT_SIZE, INPUT_SIZE), dtype="uint8")
         x = ops.expand_dims(ops.cast(gray, "float32"), -1) - np.array(VGG_MEAN_BGR, np.float32)
-        model = keras.Model(gray, _pool(keras, vgg(x), self.pooling),
-                            name=f"featclust_vgg16_{self.layer}_{self.pooling}")
+        maps = vgg(x)
+        maps = maps if isinstance(maps, (list, tuple)) else [maps]
+        vectors = [_pool_grid(keras, m, self.pooling, self.grid) for m in maps]
+        if len(vectors) > 1:
+            vectors = [v / ops.maximum(ops.norm(v, axis=1, keepdims=True), 1e-12)
+                       for v in vectors]
+        features = vectors[0] if len(vectors) == 1 else ops.concatenate(vectors, axis=1)
+        name = "_".join(self._blocks)
+        model = keras.Model(gray, features,
+                            name=f"featclust_vgg16_{name}_{self.pooling}_g{self.grid}")
         jit = self.jit_compile
         if jit is None:
             jit = keras.backend.backend() == "jax" or gpu_available()
@@ -397,15 +434,68 @@ def padded_size(n, batch):
     return min(batch, 1 << max(0, int(n) - 1).bit_length())
 
 
-def _pool(keras, y, pooling):
-    """``(batch, h, w, c)`` block output to ``(batch, dim)`` float32 vectors."""
-    if pooling == "gem":
-        ops = keras.ops
-        y = ops.maximum(ops.cast(y, "float32"), 1e-6)
-        return ops.power(ops.mean(ops.power(y, GEM_P), axis=(1, 2)), 1.0 / GEM_P)
-    layer = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
-             "flatten": keras.layers.Flatten}[pooling]
-    return layer(dtype="float32")(y)
+def layer_blocks(layer):
+    """The blocks named by ``layer`` (``"block4"``, ``"block4+block5"``), in network order.
+
+    Raises
+    ------
+    UsageError
+        If ``layer`` names no block, an unknown one or one twice.
+    """
+    names = str(layer).split("+") if isinstance(layer, str) else []
+    if not names or any(n not in LAYERS for n in names) or len(set(names)) < len(names):
+        raise UsageError(f"layer={layer!r} must be one of {', '.join(LAYERS)} or several of "
+                         f"them joined by '+' (e.g. 'block4+block5')")
+    return tuple(sorted(names))
+
+
+def grid_cells(side, grid):
+    """The ``(start, stop)`` row (and column) ranges of each pooled cell along one side.
+
+    Level ``g`` cuts the side into ``g`` ranges ``[floor(i*side/g), ceil((i+1)*side/g))``:
+    equal parts, and on an odd side the middle row is in both halves.
+
+    Parameters
+    ----------
+    side : int
+        The map's height (it is square).
+    grid : {1, 2, 4}
+
+    Returns
+    -------
+    list of list of (int, int)
+        One list of ranges per level: ``[[(0, side)], [(0, h), (h', side)], ...]``.
+    """
+    return [[(i * side // g, -(-(i + 1) * side // g)) for i in range(g)]
+            for g in _levels(grid)]
+
+
+def _levels(grid):
+    return [g for g in (1, 2, 4) if g <= grid]
+
+
+def _pool_grid(keras, y, pooling, grid):
+    """``(batch, h, w, c)`` block output to ``(batch, cells * c)`` float32 vectors.
+
+    The whole map first, then the cells of each level row by row.
+    """
+    if pooling == "flatten":
+        return keras.layers.Flatten(dtype="float32")(y)
+    ops = keras.ops
+    y = ops.cast(y, "float32")
+    side = y.shape[1]
+    parts = [_pool_region(ops, y[:, r0:r1, c0:c1, :], pooling)
+             for ranges in grid_cells(side, grid) for r0, r1 in ranges for c0, c1 in ranges]
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
+
+
+def _pool_region(ops, y, pooling):
+    if pooling == "max":
+        return ops.max(y, axis=(1, 2))
+    if pooling == "avg":
+        return ops.mean(y, axis=(1, 2))
+    y = ops.maximum(y, 1e-6)
+    return ops.power(ops.mean(ops.power(y, GEM_P), axis=(1, 2)), 1.0 / GEM_P)
 
 
 def dihedral(gray, t):

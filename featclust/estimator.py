@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .checks import check_int
-from .cluster import FeatureKMeans
+from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FeatureKMeans
+from .embed import Embedder
 from .errors import NoImagesError, UsageError
+
+#: The defaults of the feature parameters: the :class:`~featclust.embed.Embedder`'s own.
+_EMBED = {name: p.default for name, p in inspect.signature(Embedder).parameters.items()}
 
 
 def _inputs(X):
@@ -30,6 +35,10 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     them), one image file, or a list of folders and image files. Features
     go through the feature store, so an image is embedded once.
 
+    The feature parameters (``weights``, ``pooling``, ``batch_size``,
+    ``precision``, ``layer``, ``tta``, ``grid``) are those of
+    :class:`featclust.embed.Embedder`, with its defaults.
+
     Parameters
     ----------
     n_clusters : int or "auto", default 8
@@ -38,8 +47,8 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         ``"imagenet"``, ``"none"`` (random, seeded with ``random_state``) or
         a weights file path.
     pooling : {"avg", "max", "gem", "flatten"}, default "max"
-    pca : int or None, default None
-    normalize : bool, default False
+    pca : int or None, default :data:`featclust.cluster.DEFAULT_PCA`
+    normalize : bool, default :data:`featclust.cluster.DEFAULT_NORMALIZE`
     random_state : int, default 0
         Random state of the clustering (and of the random weights).
     store : path-like or None, default None
@@ -47,8 +56,9 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     batch_size : int or None, default None
         Images per forward pass; ``None`` is 16 on a CPU and 256 on a GPU.
     precision : {"auto", "float32", "bfloat16", "float16"}, default "auto"
-    layer : {"block3", "block4", "block5"}, default "block4"
-        The VGG16 block whose output is pooled.
+    layer : str, default "block4"
+        The VGG16 block whose output is pooled (``"block3"``, ``"block4"``,
+        ``"block5"``), or several joined by ``+`` (``"block4+block5"``).
     tta : bool, default False
         Average the features of the 8 flips and 90-degree rotations.
     method : {"kmeans", "ward"}, default "kmeans"
@@ -58,6 +68,9 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         ``None`` on where a person watches (a terminal or a notebook), or a
         ``tqdm`` class to draw them with (passed to
         :func:`featclust.embed_folder`).
+    grid : {1, 2, 4}, default 1
+        Spatial grid of the pooling: 1 the whole map; 2 adds its 2x2 cells, 4
+        its 2x2 and 4x4 cells.
 
     Attributes
     ----------
@@ -85,9 +98,11 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     >>> est.predict("images/new.png")                                       # doctest: +SKIP
     """
 
-    def __init__(self, n_clusters=8, weights="imagenet", pooling="max", pca=None,
-                 normalize=False, random_state=0, store=None, batch_size=None,
-                 precision="auto", layer="block4", tta=False, method="kmeans", progress=None):
+    def __init__(self, n_clusters=8, weights=_EMBED["weights"], pooling=_EMBED["pooling"],
+                 pca=DEFAULT_PCA, normalize=DEFAULT_NORMALIZE, random_state=0, store=None,
+                 batch_size=_EMBED["batch_size"], precision=_EMBED["precision"],
+                 layer=_EMBED["layer"], tta=_EMBED["tta"], method="kmeans", progress=None,
+                 grid=_EMBED["grid"]):
         self.n_clusters = n_clusters
         self.weights = weights
         self.pooling = pooling
@@ -101,6 +116,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.tta = tta
         self.method = method
         self.progress = progress
+        self.grid = grid
 
     def _model(self, n_clusters):
         model = FeatureKMeans(n_clusters, pca=self.pca, normalize=self.normalize,
@@ -128,7 +144,6 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         NoImagesError
             If no input is a usable image.
         """
-        from .embed import Embedder
         from .kscan import choose_k
         from .pipeline import embed_folder, embed_inputs
 
@@ -139,7 +154,8 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         inputs = _inputs(X)
         embedder = Embedder(weights=self.weights, pooling=self.pooling,
                             precision=self.precision, batch_size=self.batch_size,
-                            seed=self.random_state, layer=self.layer, tta=self.tta)
+                            seed=self.random_state, layer=self.layer, tta=self.tta,
+                            grid=self.grid)
         if len(inputs) == 1 and os.path.isdir(inputs[0]):
             emb = embed_folder(inputs[0], embedder, self.store, progress=self.progress)
             paths, features, bad = emb.paths, emb.features, emb.bad_files
@@ -217,7 +233,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                   pca=model.pca, normalize=model.normalize, random_state=model.random_state,
                   store=store if store is not None else record.store_root,
                   batch_size=e["batch_size"], precision=e["precision"], layer=e["layer"],
-                  tta=e["tta"], method=model.method, progress=progress)
+                  tta=e["tta"], method=model.method, progress=progress, grid=e["grid"])
         est.embedder_ = embedder
         est.image_dir_ = record.image_dir
         est._set_model(model)

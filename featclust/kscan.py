@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .checks import check_float, check_int, check_random_state
-from .cluster import FIT_SAMPLE, sample_rows, subsample_kmeans
+from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE, sample_rows, subsample_kmeans
 from .errors import UsageError
 from .reduce import Reducer, blocks, check_features, count_distinct, fitting_space
 from .scores import SILHOUETTE_SAMPLE, SilhouetteSample, cluster_scores, stability
@@ -127,7 +127,8 @@ class KScan(BaseEstimator):
     >>> scan.suggested_k_, scan.reason_                     # doctest: +SKIP
     """
 
-    def __init__(self, ks=DEFAULT_KS, pca=None, normalize=False, random_state=0, n_runs=3,
+    def __init__(self, ks=DEFAULT_KS, pca=DEFAULT_PCA, normalize=DEFAULT_NORMALIZE,
+                 random_state=0, n_runs=3,
                  n_init=3, sample_size=SILHOUETTE_SAMPLE, fit_size=5000, fit_dims=64,
                  min_stability=MIN_STABILITY, fit_sample=FIT_SAMPLE):
         self.ks = ks
@@ -259,7 +260,7 @@ def suggest_k(scores, min_stability=MIN_STABILITY):
                            f"below {min_stability:g}): the images may not fall into clear groups")
 
 
-def choose_k(X, ks=DEFAULT_KS, pca=None, normalize=False, random_state=0,
+def choose_k(X, ks=DEFAULT_KS, pca=DEFAULT_PCA, normalize=DEFAULT_NORMALIZE, random_state=0,
              fit_sample=FIT_SAMPLE):
     """Run the scan for ``sort`` with ``n_clusters="auto"``; returns the fitted :class:`KScan`."""
     return KScan(ks=ks, pca=pca, normalize=normalize, random_state=random_state,

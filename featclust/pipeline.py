@@ -12,7 +12,7 @@ import numpy as np
 
 from . import images
 from .checks import check_choice
-from .cluster import FIT_SAMPLE, FeatureKMeans
+from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE, FeatureKMeans
 from .decoding import iter_features
 from .distributed import check_dask, connect, labeller
 from .embed import Embedder
@@ -81,7 +81,7 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
     image_dir : path-like
     embedder : featclust.embed.Embedder, optional
         Built from ``kwargs`` (``weights``, ``pooling``, ``precision``,
-        ``batch_size``, ``seed``, ``layer``, ``tta``) when not given.
+        ``batch_size``, ``seed``, ``layer``, ``tta``, ``grid``) when not given.
     store : path-like, optional
         Store root; default under the user's cache folder.
     exclude : iterable of path-like
@@ -267,8 +267,8 @@ class SortResult:
     kept: list = field(default_factory=list)
 
 
-def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=None,
-                normalize=False, random_state=0, mode="copy", progress=None, report=True,
+def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=DEFAULT_PCA,
+                normalize=DEFAULT_NORMALIZE, random_state=0, mode="copy", progress=None, report=True,
                 map_method="auto", truth=None, method="kmeans", fit_sample=FIT_SAMPLE, dask=None,
                 **kwargs):
     """Embed what is missing, cluster, and copy images into cluster folders.
@@ -283,10 +283,10 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=N
         :class:`featclust.kscan.KScan`); its table goes to ``kscan.csv``.
     embedder, store, progress, kwargs
         As in :func:`embed_folder`.
-    pca : int, optional
-        PCA components before clustering.
-    normalize : bool
-        L2-normalise the features (cosine k-means).
+    pca : int or None, default :data:`featclust.cluster.DEFAULT_PCA`
+        PCA components before clustering (at most the number of images).
+    normalize : bool, default :data:`featclust.cluster.DEFAULT_NORMALIZE`
+        L2-normalise the features before and after PCA (cosine k-means).
     random_state : int
         Random state of the clustering.
     method : {"kmeans", "ward"}

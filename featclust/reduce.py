@@ -70,7 +70,8 @@ class Reducer(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     pca : int or None, default None
-        Number of PCA components; ``None`` keeps features of up to
+        Number of PCA components, at most the number of samples and of
+        features (a smaller folder gets fewer); ``None`` keeps features of up to
         :data:`AUTO_PCA_MIN_FEATURES` values as they are and reduces longer
         ones to ``min(AUTO_PCA, n_samples)`` components.
     whiten : bool, default False
@@ -125,11 +126,8 @@ class Reducer(TransformerMixin, BaseEstimator):
         d = X.shape[1]
         n = len(X) if rows is None else len(rows)
         self.n_features_in_ = d
-        if self.pca is not None and self.pca > min(n, d):
-            raise UsageError(f"pca={self.pca} is larger than min(number of images, "
-                             f"feature length) = {min(n, d)}")
         self.mean_ = self.components_ = self.scale_ = None
-        c = self.pca
+        c = None if self.pca is None else min(self.pca, n, d)
         if c is None and d > AUTO_PCA_MIN_FEATURES:
             c = min(AUTO_PCA, n, d)
         self.n_components_ = c

@@ -84,7 +84,7 @@ def test_get_params_are_the_constructor_parameters():
     assert list(params) == list(inspect.signature(Embedder).parameters)
     assert params == {"weights": "none", "pooling": "gem", "precision": "float32",
                       "batch_size": 4, "seed": 3, "jit_compile": False, "layer": "block3",
-                      "tta": True}
+                      "tta": True, "grid": 1}
     again = Embedder.from_params(params)
     assert again.get_params() == params and again.settings() == e.settings()
     # The defaults round-trip too (weights is kept as the string given).

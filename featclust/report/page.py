@@ -191,6 +191,8 @@ def _features_words(emb):
     if pool:
         p = pooling.get(pool) if isinstance(pool, str) else None
         h += f", {_text(p)}" if pool == "flatten" else f", {_text(p or pool)} pooling"
+    if emb.get("grid") in (2, 4):
+        h += f", over the whole map and its {'2x2' if emb['grid'] == 2 else '2x2 and 4x4'} cells"
     if emb.get("tta") is True:
         h += ", averaged over 8 flips and rotations"
     return h

@@ -1,0 +1,80 @@
+"""The shipped defaults: the ones benchmarks/quality.py chose, the same in every entry point."""
+
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featclust import ImageClusterer
+from featclust.cli import build_parser
+from featclust.cluster import DEFAULT_N_INIT, DEFAULT_NORMALIZE, DEFAULT_PCA, FeatureKMeans
+from featclust.kscan import KScan
+from featclust.pipeline import sort_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quality():
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["quality"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _defaults(f, *names):
+    params = inspect.signature(f).parameters
+    return tuple(params[n].default for n in names)
+
+
+def test_the_shipped_default_is_the_one_the_benchmark_chose():
+    """A default changed without measuring it again fails here.
+
+    benchmarks/RESULTS.md records the setting the worst-case rule chose; the
+    Embedder's and FeatureKMeans' signatures must give exactly that setting.
+    """
+    quality = _quality()
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    found = re.search(r"^chosen \(best worst case[^)]*\): (.+?) \| (.+?): min ARI", text, re.M)
+    assert found, "RESULTS.md has no 'chosen (best worst case ...)' line"
+    spec, post, n_init = quality.shipped_default()
+    assert (spec.name, post.name) == (found.group(1), found.group(2))
+    assert f"n_init {n_init}" in text
+
+
+def test_every_entry_point_has_the_same_reduction_defaults():
+    want = (DEFAULT_PCA, DEFAULT_NORMALIZE)
+    assert _defaults(FeatureKMeans, "pca", "normalize") == want
+    assert _defaults(KScan, "pca", "normalize") == want
+    assert _defaults(sort_folder, "pca", "normalize") == want
+    assert _defaults(ImageClusterer, "pca", "normalize") == want
+    assert _defaults(FeatureKMeans, "n_init") == (DEFAULT_N_INIT,)
+    for command in (["sort", "images", "out", "-k", "3"], ["scan-k", "images"]):
+        args = build_parser().parse_args(command)
+        assert (args.pca, args.normalize) == want
+
+
+def test_the_cli_can_turn_the_reduction_off_and_on():
+    args = build_parser().parse_args(["sort", "i", "o", "-k", "3", "--pca", "none",
+                                      "--no-normalize"])
+    assert args.pca is None and args.normalize is False
+    args = build_parser().parse_args(["scan-k", "i", "--pca", "12", "--normalize"])
+    assert args.pca == 12 and args.normalize is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sort", "i", "o", "-k", "3", "--pca", "0"])
+
+
+def test_pca_larger_than_the_folder_takes_every_component_there_is():
+    """A small folder gets fewer components than asked for, not an error."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], 6)
+    X = (rng.normal(0, 0.2, (12, 40)) + 3 * np.eye(40)[truth]).astype(np.float32)
+    model = FeatureKMeans(2, pca=64, normalize=True).fit(X)
+    assert model.n_components_ == 12 and model.reduce(X).shape == (12, 12)
+    assert sorted(np.bincount(model.labels_)) == [6, 6]
+    np.testing.assert_array_equal(model.predict(X), model.labels_)
+    assert FeatureKMeans(2, pca=5).fit(X).n_components_ == 5
