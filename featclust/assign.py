@@ -75,7 +75,8 @@ def embedder_for(sorted_folder, **overrides):
     given = {k: v for k, v in overrides.items() if v is not None}
     if set(given) - {"weights"}:
         # A bad value given (layer="block9") is the caller's error, whatever the model.
-        Embedder.from_params({"weights": "none"}, **{**given, "weights": None})
+        Embedder.from_params({"weights": "none", "layer": "block5"},
+                             **{**given, "weights": None})
     try:
         embedder = Embedder.from_params(params, **overrides)
     except UsageError as e:

@@ -152,9 +152,11 @@ def _model_from_arrays(cls, arrays, where):
     width = d
     if present:
         c = arrays["pca_components"].shape[0] if arrays["pca_components"].ndim == 2 else -1
-        if c < 1 or c > d or (model.pca is not None and c != model.pca):
+        # pca is an upper bound: a folder with fewer images got fewer components.
+        most = d if model.pca is None else min(model.pca, d)
+        if c < 1 or c > most:
             raise bad(f"pca_components has shape {arrays['pca_components'].shape}; expected "
-                      f"({model.pca if model.pca is not None else 'at most ' + str(d)}, {d})")
+                      f"(at most {most}, {d})")
         r.mean_ = array("pca_mean", (d,))
         r.components_ = array("pca_components", (c, d))
         r.scale_ = array("pca_scale", (c,))

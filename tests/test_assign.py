@@ -51,8 +51,10 @@ def sorted_out(two_families, tmp_path_factory):
     truth_csv = base / "truth.csv"
     samples.write_truth_csv(truth, truth_csv)
     out = base / "sorted"
+    # The whole feature space (no PCA): on 16 images a PCA would keep every direction
+    # the folder has and drop the ones a foreign image stands out in.
     code, stdout, stderr = run("sort", folder, out, "-k", "2", "--no-report", "--truth",
-                               truth_csv, *FEATURES)
+                               truth_csv, "--pca", "none", "--no-normalize", *FEATURES)
     assert code == 0, stderr
     labels = {r["path"]: r for r in read_csv(out / "labels.csv")}
     return {"folder": folder, "truth": truth, "out": out, "stdout": stdout, "labels": labels,

@@ -46,7 +46,7 @@ def test_long_features_get_automatic_pca_and_stay_out_of_memory(tmp_path, monkey
 
     tracemalloc.start()
     try:
-        model = FeatureKMeans(n_clusters=4, normalize=True, random_state=0).fit(X)
+        model = FeatureKMeans(n_clusters=4, pca=None, normalize=True, random_state=0).fit(X)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -75,7 +75,7 @@ def test_blockwise_pca_matches_scikit_learn(monkeypatch):
 
 def test_short_features_keep_their_length_without_pca():
     X, truth = _planted(60, 512, 3)
-    model = FeatureKMeans(n_clusters=3).fit(X)
+    model = FeatureKMeans(n_clusters=3, pca=None).fit(X)
     assert model.n_components_ is None and model.reducer_.components_ is None
     assert model.cluster_centers_.shape == (3, 512)
     assert adjusted_rand_score(truth, model.labels_) == 1.0
@@ -83,7 +83,7 @@ def test_short_features_keep_their_length_without_pca():
 
 def test_saved_model_remembers_automatic_pca(tmp_path):
     X, _ = _planted(40, 5000, 2)
-    model = FeatureKMeans(n_clusters=2).fit(X)
+    model = FeatureKMeans(n_clusters=2, pca=None).fit(X)
     assert model.n_components_ == 40  # min(AUTO_PCA, n_samples)
     model.save(tmp_path / "m.npz")
     loaded, _ = FeatureKMeans.load(tmp_path / "m.npz")

@@ -89,7 +89,7 @@ DAMAGE = {
     "pca components wrong shape": (replace("pca_components", np.zeros((4, 7), np.float32)),
                                    r"pca_components must be a float array of shape \(4, 12\)"),
     "pca components too many": (replace("pca_components", np.zeros((5, 12), np.float32)),
-                                r"pca_components has shape \(5, 12\); expected \(4, 12\)"),
+                                r"pca_components has shape \(5, 12\); expected \(at most 4, 12\)"),
     "pca components 1-D": (replace("pca_components", np.zeros(48, np.float32)),
                            "pca_components has shape"),
     "pca scale zero": (replace("pca_scale", np.zeros(4, np.float32)), "pca_scale must be positive"),
@@ -130,6 +130,6 @@ def test_intact_model_file_still_loads_and_predicts(tmp_path, saved):
     loaded, extra = FeatureKMeans.load(path)
     assert extra == {"feature_settings": {"dim": 12}}
     np.testing.assert_array_equal(loaded.predict(X), model.labels_)
-    no_pca = FeatureKMeans(3).fit(X)
+    no_pca = FeatureKMeans(3, pca=None).fit(X)
     no_pca.save(path)
     np.testing.assert_array_equal(FeatureKMeans.load(path)[0].predict(X), no_pca.labels_)

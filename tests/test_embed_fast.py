@@ -71,10 +71,15 @@ def test_iter_features_streams_batches_in_order(tmp_path, embedder):
     vgg = next(layer for layer in embedder.build().layers if isinstance(layer, keras.Model))
     x = keras.applications.vgg16.preprocess_input(
         np.repeat(gray[..., None].astype(np.float32), 3, axis=-1))
-    maps = np.asarray(vgg.predict_on_batch(x), dtype=np.float32)
-    pooled = {"avg": maps.mean(axis=(1, 2)), "max": maps.max(axis=(1, 2)),
-              "flatten": maps.reshape(len(maps), -1)}
-    np.testing.assert_allclose(feats[7:], pooled[embedder.pooling], rtol=1e-4, atol=1e-3)
+    outputs = vgg.predict_on_batch(x)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    parts = []
+    for maps in outputs:  # each block pooled; several blocks each L2-normalised, then joined
+        maps = np.asarray(maps, dtype=np.float32)
+        v = {"avg": maps.mean(axis=(1, 2)), "max": maps.max(axis=(1, 2)),
+             "flatten": maps.reshape(len(maps), -1)}[embedder.pooling]
+        parts.append(v / np.linalg.norm(v, axis=1, keepdims=True) if len(outputs) > 1 else v)
+    np.testing.assert_allclose(feats[7:], np.concatenate(parts, axis=1), rtol=1e-4, atol=1e-3)
 
 
 def test_get_params_are_the_constructor_parameters():
@@ -97,7 +102,7 @@ def test_from_params_overrides_and_ignores_unknown_keys():
              "from_a_newer_version": 1}
     e = Embedder.from_params(saved, pooling="max", batch_size=None, layer=None, unknown=5)
     assert e.pooling == "max"  # overridden
-    assert e.batch_size == 4 and e.layer == "block4"  # None overrides keep the saved value
+    assert e.batch_size == 4 and e.layer == saved["layer"]  # None keeps the saved value
     with pytest.raises(embed.UsageError, match="pooling='median'"):
         Embedder.from_params(saved, pooling="median")
 

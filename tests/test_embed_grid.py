@@ -166,7 +166,8 @@ def test_grid_cells_cover_the_map_and_nest():
 
 def test_settings_keep_grids_and_combinations_apart():
     # One block's whole map: the key the stores made before grids existed have.
-    assert not {"grid", "combine"} & set(Embedder(weights="none").settings())
+    assert not {"grid", "combine"} & set(Embedder(weights="none", layer="block4").settings())
+    assert Embedder(weights="none").settings()["combine"] == "l2 per block, concatenated"
     for layer in LAYERS:
         plain = Embedder(weights="none", layer=layer, grid=1).settings()
         assert not {"grid", "combine"} & set(plain) and plain["layer"] == f"{layer}_pool"

@@ -114,7 +114,7 @@ def test_memory_flat_with_blockwise_pca_on_the_sample(tmp_path, monkeypatch):
 
     tracemalloc.start()
     try:
-        model = FeatureKMeans(n_clusters=4, normalize=True, fit_sample=1500).fit(X)
+        model = FeatureKMeans(n_clusters=4, pca=None, normalize=True, fit_sample=1500).fit(X)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -179,15 +179,16 @@ def test_labeller_gets_a_small_model_and_sets_the_labels():
                  for a in range(0, len(X), 300)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
-    model = FeatureKMeans(n_clusters=5, fit_sample=400).fit(X, labeller=labeller)
-    reference = FeatureKMeans(n_clusters=5, fit_sample=400).fit(X)
+    # Without PCA, the model a labeller gets is the centres and a few numbers.
+    model = FeatureKMeans(n_clusters=5, fit_sample=400, pca=None).fit(X, labeller=labeller)
+    reference = FeatureKMeans(n_clusters=5, fit_sample=400, pca=None).fit(X)
     assert seen and seen[0] < 5000
     np.testing.assert_array_equal(model.labels_, reference.labels_)
     np.testing.assert_array_equal(model.thresholds_, reference.thresholds_)
     # Also when every row is the sample: the labeller gives the fit's own labels.
-    whole = FeatureKMeans(n_clusters=5, fit_sample=None).fit(X, labeller=labeller)
+    whole = FeatureKMeans(n_clusters=5, fit_sample=None, pca=None).fit(X, labeller=labeller)
     np.testing.assert_array_equal(
-        whole.labels_, FeatureKMeans(n_clusters=5, fit_sample=None).fit(X).labels_)
+        whole.labels_, FeatureKMeans(n_clusters=5, fit_sample=None, pca=None).fit(X).labels_)
     with pytest.raises(ValueError, match="labeller gave"):
         FeatureKMeans(n_clusters=5).fit(X, labeller=lambda m, X: (np.zeros(3), np.zeros(3)))
 

@@ -71,7 +71,8 @@ def test_fast_path_pca_and_subsamples_keeps_the_answer():
     # More rows than fit_size and more dimensions than fit_dims: k-means runs
     # on PCA components of subsamples, the scores on all rows and dimensions.
     X, y = blobs(n=2000, dim=64, groups=5, seed=3, std=2.0)
-    scan = KScan(ks=range(2, 9), fit_size=400, fit_dims=8, sample_size=300).fit(X)
+    scan = KScan(ks=range(2, 9), fit_size=400, fit_dims=8, sample_size=300, pca=None,
+                 normalize=False).fit(X)
     assert scan.suggested_k_ == 5
     from sklearn.metrics import adjusted_rand_score
 
@@ -82,7 +83,7 @@ def test_fast_path_pca_and_subsamples_keeps_the_answer():
 
 def test_scan_in_the_space_sort_clusters_in():
     X, _ = blobs(groups=4, dim=16)
-    plain = {c: v[0] for c, v in KScan(ks=[4]).fit(X).scores_.items()}
+    plain = {c: v[0] for c, v in KScan(ks=[4], pca=None, normalize=False).fit(X).scores_.items()}
     reduced = {c: v[0] for c, v in KScan(ks=[4], pca=2, normalize=True).fit(X).scores_.items()}
     model = FeatureKMeans(4, pca=2, normalize=True).fit(X)
     Z = model.reduce(X)

@@ -152,7 +152,7 @@ def test_kmeans_numbers_clusters_by_size_and_round_trips(tmp_path):
 @pytest.mark.parametrize("params, message", [
     ({"n_clusters": 0}, "n_clusters=0"),
     ({"n_clusters": 30}, "n_clusters=30 is larger than the number of images (10)"),
-    ({"n_clusters": 2, "pca": 50}, "pca=50"),
+    ({"n_clusters": 2, "pca": 0}, "pca=0"),
     ({"n_clusters": "3"}, "n_clusters='3'"),
 ])
 def test_kmeans_errors_name_parameter_and_value(params, message):
