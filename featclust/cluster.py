@@ -102,7 +102,9 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     cluster_centers_ : ndarray of shape (n_clusters, n_reduced)
         Centres in the reduced (and normalised) space.
     distances_ : ndarray of shape (n_samples,)
-        Euclidean distance of each sample to its centre, in that space.
+        Euclidean distance of each sample to its centre, in that space, with
+        the part of its features the PCA leaves out added in quadrature (0
+        without PCA), so an image unlike the folder is never near a centre.
     thresholds_ : ndarray of shape (n_clusters,)
         The 95th percentile of the members' distances, per cluster (0 for an
         empty cluster): a new vector farther than this from its centre is an
@@ -225,7 +227,7 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_components_ = reducer.n_components_
         self.cluster_centers_ = centers[order].astype(np.float32)
         if rows is None and labeller is None:
-            labels, distances = self._nearest(Z)
+            labels, distances = self._nearest(Z, reducer._transform(X, with_residual=True)[1])
         else:
             del Z, labels
             labels, distances = (labeller or label_rows)(self, X)
@@ -267,13 +269,23 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             B = np.asarray(Z[start:start + NEAREST_BLOCK_ROWS], dtype=np.float64)
             yield start, np.sum(B ** 2, axis=1)[:, None] - 2 * B @ C.T + c2[None, :]
 
-    def _nearest(self, Z):
+    def _nearest(self, Z, residual):
+        """Nearest centre of each reduced row, and the distance to it.
+
+        The distance also counts the row's ``residual``, the part of its
+        features the PCA left out (:meth:`Reducer._transform_block`): an image
+        unlike the folder, whose difference lies outside the kept components,
+        is then far from every centre, not close to one.
+        """
         labels = np.empty(len(Z), np.int64)
         dist = np.empty(len(Z), np.float32)
+        r2 = np.asarray(residual, np.float64) ** 2
         for start, d2 in self._squared_distances(Z):
             best = np.argmin(d2, axis=1)
-            labels[start:start + len(d2)] = best
-            dist[start:start + len(d2)] = np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0.0))
+            end = start + len(d2)
+            labels[start:end] = best
+            dist[start:end] = np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0.0)
+                                      + r2[start:end])
         return labels, dist
 
     def predict(self, X):
@@ -291,19 +303,27 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,), int64
         distances : ndarray of shape (n_samples,), float32
         """
-        return self._nearest(self.reduce(X))
+        check_is_fitted(self, "cluster_centers_")
+        X = check_features(self, X, reset=False)
+        return self._nearest(*self.reducer_._transform(X, with_residual=True))
 
     def transform(self, X):
         """Distance of each feature vector to every centre (as ``KMeans.transform``).
+
+        The same distance as :attr:`distances_`: the part of a vector the PCA
+        leaves out counts towards every centre.
 
         Returns
         -------
         ndarray of shape (n_samples, n_clusters), float32
         """
-        Z = self.reduce(X)
+        check_is_fitted(self, "cluster_centers_")
+        Z, residual = self.reducer_._transform(check_features(self, X, reset=False),
+                                               with_residual=True)
+        r2 = np.asarray(residual, np.float64)[:, None] ** 2
         out = np.empty((len(Z), len(self.cluster_centers_)), np.float32)
         for start, d2 in self._squared_distances(Z):
-            out[start:start + len(d2)] = np.sqrt(np.maximum(d2, 0.0))
+            out[start:start + len(d2)] = np.sqrt(np.maximum(d2, 0.0) + r2[start:start + len(d2)])
         return out
 
     def __sklearn_tags__(self):
@@ -397,7 +417,7 @@ def label_rows(model, X):
     start = 0
     for block in blocks(X):
         labels[start:start + len(block)], distances[start:start + len(block)] = (
-            model._nearest(model.reducer_._transform_block(block)))
+            model._nearest(*model.reducer_._transform_block(block, with_residual=True)))
         start += len(block)
     return labels, distances
 

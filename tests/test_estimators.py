@@ -93,9 +93,13 @@ def test_transform_gives_distances_to_every_centre():
     np.testing.assert_array_equal(np.argmin(D, axis=1), model.labels_)
     np.testing.assert_allclose(D[np.arange(len(X)), model.labels_], model.distances_,
                                rtol=1e-5, atol=1e-6)
-    Z = model.reduce(X)
-    np.testing.assert_allclose(D, np.linalg.norm(Z[:, None] - model.cluster_centers_[None],
-                                                 axis=2), rtol=1e-4, atol=1e-5)
+    Z, residual = model.reducer_._transform(X.astype(np.float32), with_residual=True)
+    np.testing.assert_allclose(model.reduce(X), Z)
+    # In the reduced space, with what the PCA leaves out of each vector added.
+    in_space = np.linalg.norm(Z[:, None] - model.cluster_centers_[None], axis=2)
+    np.testing.assert_allclose(D, np.sqrt(in_space ** 2 + residual[:, None] ** 2),
+                               rtol=1e-4, atol=1e-5)
+    assert residual.min() > 0  # 4 components do not hold blobs in more dimensions
     assert model.reducer_.n_components_ == model.n_components_ == 4
     np.testing.assert_array_equal(model.fit_predict(X), model.labels_)
 
