@@ -102,9 +102,13 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     cluster_centers_ : ndarray of shape (n_clusters, n_reduced)
         Centres in the reduced (and normalised) space.
     distances_ : ndarray of shape (n_samples,)
-        Euclidean distance of each sample to its centre, in that space, with
-        the part of its features the PCA leaves out added in quadrature (0
-        without PCA), so an image unlike the folder is never near a centre.
+        Euclidean distance of each sample to its cluster: in that space
+        without PCA; with PCA, before it, to :attr:`feature_centers_`, so
+        that an image unlike the folder is far from every cluster even when
+        its few kept components are not.
+    feature_centers_ : ndarray of shape (n_clusters, n_features) or None
+        With PCA, the mean of each cluster's members before the PCA (after
+        the first L2 normalisation); ``None`` without PCA.
     thresholds_ : ndarray of shape (n_clusters,)
         The 95th percentile of the members' distances, per cluster (0 for an
         empty cluster): a new vector farther than this from its centre is an
@@ -223,11 +227,16 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             labels = km.fit_predict(Z)
             centers = km.cluster_centers_
         order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
+        rank = np.empty(k, np.int64)
+        rank[order] = np.arange(k)
         self.reducer_ = reducer
         self.n_components_ = reducer.n_components_
         self.cluster_centers_ = centers[order].astype(np.float32)
-        if rows is None and labeller is None:
-            labels, distances = self._nearest(Z, reducer._transform(X, with_residual=True)[1])
+        self.feature_centers_ = None
+        if reducer.components_ is not None:
+            self.feature_centers_ = member_means(reducer, X, rows, rank[labels], k)
+        if rows is None and labeller is None and self.feature_centers_ is None:
+            labels, distances = self._nearest(Z)
         else:
             del Z, labels
             labels, distances = (labeller or label_rows)(self, X)
@@ -269,24 +278,29 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             B = np.asarray(Z[start:start + NEAREST_BLOCK_ROWS], dtype=np.float64)
             yield start, np.sum(B ** 2, axis=1)[:, None] - 2 * B @ C.T + c2[None, :]
 
-    def _nearest(self, Z, residual):
-        """Nearest centre of each reduced row, and the distance to it.
-
-        The distance also counts the row's ``residual``, the part of its
-        features the PCA left out (:meth:`Reducer._transform_block`): an image
-        unlike the folder, whose difference lies outside the kept components,
-        is then far from every centre, not close to one.
-        """
+    def _nearest(self, Z):
         labels = np.empty(len(Z), np.int64)
         dist = np.empty(len(Z), np.float32)
-        r2 = np.asarray(residual, np.float64) ** 2
         for start, d2 in self._squared_distances(Z):
             best = np.argmin(d2, axis=1)
-            end = start + len(d2)
-            labels[start:end] = best
-            dist[start:end] = np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0.0)
-                                      + r2[start:end])
+            labels[start:start + len(d2)] = best
+            dist[start:start + len(d2)] = np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0.0))
         return labels, dist
+
+    def _label_block(self, X_block):
+        """Nearest centre (in the reduced space) and distance of checked rows.
+
+        With PCA, the distance is measured before the PCA, to the mean of the
+        cluster's members there (:attr:`feature_centers_`): an image unlike the
+        folder differs mostly in what the few kept components leave out, and
+        is far from every cluster there even when its projection is not.
+        """
+        labels, distances = self._nearest(self.reducer_._transform_block(X_block))
+        centres = getattr(self, "feature_centers_", None)
+        if centres is not None:
+            F = self.reducer_.prepare(X_block).astype(np.float64)
+            distances = np.linalg.norm(F - centres[labels], axis=1).astype(np.float32)
+        return labels, distances
 
     def predict(self, X):
         """Index of the nearest centre of each feature vector."""
@@ -304,26 +318,22 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         distances : ndarray of shape (n_samples,), float32
         """
         check_is_fitted(self, "cluster_centers_")
-        X = check_features(self, X, reset=False)
-        return self._nearest(*self.reducer_._transform(X, with_residual=True))
+        return label_rows(self, check_features(self, X, reset=False))
 
     def transform(self, X):
         """Distance of each feature vector to every centre (as ``KMeans.transform``).
 
-        The same distance as :attr:`distances_`: the part of a vector the PCA
-        leaves out counts towards every centre.
+        In the reduced space the centres live in (:attr:`distances_` is
+        measured before the PCA when there is one).
 
         Returns
         -------
         ndarray of shape (n_samples, n_clusters), float32
         """
-        check_is_fitted(self, "cluster_centers_")
-        Z, residual = self.reducer_._transform(check_features(self, X, reset=False),
-                                               with_residual=True)
-        r2 = np.asarray(residual, np.float64)[:, None] ** 2
+        Z = self.reduce(X)
         out = np.empty((len(Z), len(self.cluster_centers_)), np.float32)
         for start, d2 in self._squared_distances(Z):
-            out[start:start + len(d2)] = np.sqrt(np.maximum(d2, 0.0) + r2[start:start + len(d2)])
+            out[start:start + len(d2)] = np.sqrt(np.maximum(d2, 0.0))
         return out
 
     def __sklearn_tags__(self):
@@ -417,9 +427,39 @@ def label_rows(model, X):
     start = 0
     for block in blocks(X):
         labels[start:start + len(block)], distances[start:start + len(block)] = (
-            model._nearest(*model.reducer_._transform_block(block, with_residual=True)))
+            model._label_block(block))
         start += len(block)
     return labels, distances
+
+
+def member_means(reducer, X, rows, labels, k):
+    """Mean of each cluster's rows in the space before the PCA (``reducer.prepare``).
+
+    Parameters
+    ----------
+    reducer : Reducer
+        Fitted.
+    X : array-like of shape (n_samples, n_features)
+        Checked; read block by block.
+    rows : ndarray or None
+        The rows ``labels`` belong to (sorted indices), or ``None`` for all.
+    labels : ndarray of int
+        Cluster of each of those rows.
+    k : int
+
+    Returns
+    -------
+    ndarray of shape (k, n_features), float32
+        Zero for a cluster without rows.
+    """
+    sums = np.zeros((k, X.shape[1]), np.float64)
+    start = 0
+    for block in blocks(X, rows=rows):
+        part = labels[start:start + len(block)]
+        np.add.at(sums, part, reducer.prepare(block).astype(np.float64))
+        start += len(block)
+    counts = np.bincount(labels, minlength=k)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
 def slim(model):

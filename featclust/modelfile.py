@@ -19,7 +19,7 @@ from .reduce import Reducer
 MODEL_FORMAT = 1
 #: Every array a model file may hold.
 MODEL_ARRAYS = ("meta", "cluster_centers", "thresholds", "pca_mean", "pca_components",
-                "pca_scale")
+                "pca_scale", "feature_centers")
 
 
 def save_model(model, path, extra=None):
@@ -40,6 +40,8 @@ def save_model(model, path, extra=None):
     r = model.reducer_
     if r.components_ is not None:
         arrays.update(pca_mean=r.mean_, pca_components=r.components_, pca_scale=r.scale_)
+    if getattr(model, "feature_centers_", None) is not None:
+        arrays["feature_centers"] = model.feature_centers_
     np.savez(path, **arrays)
 
 
@@ -168,6 +170,13 @@ def _model_from_arrays(cls, arrays, where):
     r.n_components_ = model.n_components_ = r.components_.shape[0] if present else None
     model.reducer_ = r
     model.cluster_centers_ = array("cluster_centers", (k, width))
+    # Written since the PCA became a default; a file without them measures
+    # distances in the reduced space, as its thresholds were.
+    model.feature_centers_ = None
+    if "feature_centers" in arrays:
+        if not present:
+            raise bad("feature_centers without PCA arrays")
+        model.feature_centers_ = array("feature_centers", (k, d))
     model.thresholds_ = array("thresholds", (k,))
     if np.any(model.thresholds_ < 0):
         raise bad("thresholds must not be negative")

@@ -168,38 +168,25 @@ class Reducer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_components_")
         return self._transform(check_features(self, X, reset=False))
 
-    def _transform(self, X, with_residual=False):
+    def _transform(self, X):
         if X.nbytes <= BLOCK_BYTES:
-            return self._transform_block(X, with_residual)
-        parts = [self._transform_block(block, with_residual) for block in blocks(X)]
-        if not with_residual:
-            return np.concatenate(parts)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            return self._transform_block(X)
+        return np.concatenate([self._transform_block(block) for block in blocks(X)])
 
-    def _transform_block(self, Z, with_residual=False):
-        """The reduced rows; with ``with_residual``, also what the PCA leaves out of each.
+    def prepare(self, Z):
+        """Rows in the space before the PCA: L2-normalised with ``normalize``, else as given."""
+        return np.asarray(l2(Z) if self.normalize else Z, dtype=np.float32)
 
-        The residual of a row is the length of the part of its (normalised,
-        centred) vector outside the kept components: 0 without PCA, large for
-        a row unlike those the PCA was fitted on.
-        """
-        if self.normalize:
-            Z = l2(Z)
-        residual = np.zeros(len(Z), np.float32)
+    def _transform_block(self, Z):
+        Z = self.prepare(Z)
         if self.components_ is not None:
             # float64, so that an image gets the same reduced vector (to float32
             # precision) whether it is projected alone or among thousands.
             W = self.components_.T.astype(np.float64)
-            C = Z.astype(np.float64) - self.mean_
-            P = C @ W
-            if with_residual:
-                left = np.sum(C ** 2, axis=1) - np.sum(P ** 2, axis=1)
-                residual = np.sqrt(np.maximum(left, 0.0)).astype(np.float32)
-            Z = (P / self.scale_).astype(np.float32)
+            Z = (((Z.astype(np.float64) - self.mean_) @ W) / self.scale_).astype(np.float32)
             if self.normalize:
                 Z = l2(Z)
-        Z = np.asarray(Z, dtype=np.float32)
-        return (Z, residual) if with_residual else Z
+        return np.asarray(Z, dtype=np.float32)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -93,6 +93,13 @@ DAMAGE = {
     "pca components 1-D": (replace("pca_components", np.zeros(48, np.float32)),
                            "pca_components has shape"),
     "pca scale zero": (replace("pca_scale", np.zeros(4, np.float32)), "pca_scale must be positive"),
+    "feature centres wrong shape": (replace("feature_centers", np.zeros((3, 5), np.float32)),
+                                    r"feature_centers must be a float array of shape \(3, 12\)"),
+    "feature centres NaN": (replace("feature_centers", np.full((3, 12), np.nan, np.float32)),
+                            "feature_centers holds NaN"),
+    "feature centres without PCA": (
+        lambda a: {k: v for k, v in a.items() if not k.startswith("pca_")},
+        "feature_centers without PCA arrays|no PCA arrays"),
     "unknown array": (replace("evil", np.zeros(2)), "unknown arrays evil"),
     "pickled array": (replace("thresholds", np.array([{"a": 1}, None, 3], dtype=object)),
                       "pickled"),

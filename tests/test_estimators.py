@@ -91,15 +91,18 @@ def test_transform_gives_distances_to_every_centre():
     D = model.transform(X)
     assert D.shape == (len(X), 3) and D.dtype == np.float32
     np.testing.assert_array_equal(np.argmin(D, axis=1), model.labels_)
-    np.testing.assert_allclose(D[np.arange(len(X)), model.labels_], model.distances_,
+    Z = model.reduce(X)
+    np.testing.assert_allclose(D, np.linalg.norm(Z[:, None] - model.cluster_centers_[None],
+                                                 axis=2), rtol=1e-4, atol=1e-5)
+    # distances_ are measured before the PCA, to the members' mean there.
+    F = model.reducer_.prepare(X)
+    np.testing.assert_allclose(model.distances_, np.linalg.norm(
+        F - model.feature_centers_[model.labels_], axis=1), rtol=1e-4, atol=1e-5)
+    no_pca = FeatureKMeans(3, pca=None, normalize=True).fit(X)
+    assert no_pca.feature_centers_ is None
+    D = no_pca.transform(X)
+    np.testing.assert_allclose(D[np.arange(len(X)), no_pca.labels_], no_pca.distances_,
                                rtol=1e-5, atol=1e-6)
-    Z, residual = model.reducer_._transform(X.astype(np.float32), with_residual=True)
-    np.testing.assert_allclose(model.reduce(X), Z)
-    # In the reduced space, with what the PCA leaves out of each vector added.
-    in_space = np.linalg.norm(Z[:, None] - model.cluster_centers_[None], axis=2)
-    np.testing.assert_allclose(D, np.sqrt(in_space ** 2 + residual[:, None] ** 2),
-                               rtol=1e-4, atol=1e-5)
-    assert residual.min() > 0  # 4 components do not hold blobs in more dimensions
     assert model.reducer_.n_components_ == model.n_components_ == 4
     np.testing.assert_array_equal(model.fit_predict(X), model.labels_)
 
