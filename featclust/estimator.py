@@ -56,7 +56,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     batch_size : int or None, default None
         Images per forward pass; ``None`` is 16 on a CPU and 256 on a GPU.
     precision : {"auto", "float32", "bfloat16", "float16"}, default "auto"
-    layer : str, default "block4"
+    layer : str, default "block4+block5"
         The VGG16 block whose output is pooled (``"block3"``, ``"block4"``,
         ``"block5"``), or several joined by ``+`` (``"block4+block5"``).
     tta : bool, default False

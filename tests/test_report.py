@@ -213,9 +213,10 @@ def test_montages_hold_their_cluster_in_order_of_distance(tmp_path, two_families
     result = sort_folder(folder, tmp_path / "out", 2, embedder=embedder, store=store_root,
                          random_state=0)
     model, emb = result.model, result.embed
-    Z = model.reduce(emb.features)
-    dist = {p: float(np.linalg.norm(z - model.cluster_centers_[c]))
-            for p, z, c in zip(emb.paths, Z, model.labels_)}
+    # Measured before the PCA, to the members' mean there (FeatureKMeans.distances_).
+    F = model.reducer_.prepare(emb.features)
+    dist = {p: float(np.linalg.norm(f - model.feature_centers_[c]))
+            for p, f, c in zip(emb.paths, F, model.labels_)}
     label = dict(zip(emb.paths, model.labels_))
     sources = {}
     for p in truth:
