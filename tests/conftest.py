@@ -88,3 +88,39 @@ def read_csv(path):
     """Rows of a CSV file as dicts."""
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         return list(csv.DictReader(fh))
+
+
+def stripes(path):
+    """An image unlike the generated dots: thick black bars."""
+    im = Image.new("L", (200, 200), 255)
+    draw = ImageDraw.Draw(im)
+    for y in range(5, 200, 22):
+        draw.rectangle([0, y, 200, y + 7], fill=0)
+    im.save(path)
+    return path
+
+
+def load_benchmark(name):
+    """A script of ``benchmarks/`` as a module (its dataclasses look it up in sys.modules)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cli(*argv):
+    """``featclust ARGV`` in-process: exit code, stdout, stderr."""
+    import contextlib
+    import io
+
+    from featclust.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()

@@ -5,43 +5,23 @@ and 8 "light" dot images, which random-weight features separate) serves
 every test; all later runs reuse its stored features.
 """
 
-import contextlib
 import io
 import json
 import shutil
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
-from conftest import read_csv
+from conftest import read_csv, stripes
+from conftest import run_cli as run
 from featclust import ImageClusterer, ModelMismatchError, samples
 from featclust.assign import embedder_for
 from featclust.output import open_sorted
-from featclust.cli import main
 
 #: Random weights, block5 with average pooling: the settings that separate the
 #: test images (see tests/conftest.py), as the session's ``embedder`` uses them.
 FEATURES = ["--weights", "none", "--layer", "block5", "--pooling", "avg", "--batch-size", "8",
             "-q"]
-
-
-def run(*argv):
-    """``featclust ARGV`` in-process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
-def stripes(path):
-    """A clearly foreign image: thick black bars, nothing like dots."""
-    im = Image.new("L", (200, 200), 255)
-    draw = ImageDraw.Draw(im)
-    for y in range(5, 200, 22):
-        draw.rectangle([0, y, 200, y + 7], fill=0)
-    im.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 """The shipped defaults: the ones benchmarks/quality.py chose, the same in every entry point."""
 
-import importlib.util
 import inspect
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
 from featclust import ImageClusterer
 from featclust.cli import build_parser
 from featclust.cluster import DEFAULT_N_INIT, DEFAULT_NORMALIZE, DEFAULT_PCA, FeatureKMeans
@@ -16,14 +15,6 @@ from featclust.kscan import KScan
 from featclust.pipeline import sort_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _quality():
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quality"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _defaults(f, *names):
@@ -37,7 +28,7 @@ def test_the_shipped_default_is_the_one_the_benchmark_chose():
     benchmarks/RESULTS.md records the setting the worst-case rule chose; the
     Embedder's and FeatureKMeans' signatures must give exactly that setting.
     """
-    quality = _quality()
+    quality = load_benchmark("quality")
     text = (ROOT / "benchmarks" / "RESULTS.md").read_text()
     spec, post, n_init = quality.shipped_default()
     chosen = dict(re.findall(r"^chosen \(best worst case.*?n_init (\d+)\): (.+?): min ARI",

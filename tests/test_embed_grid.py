@@ -6,7 +6,6 @@ The command-line tests share one ``embed`` + ``sort`` with ``--grid 2
 --layer block4+block5`` into one store, which the later runs reuse.
 """
 
-import contextlib
 import csv
 import inspect
 import io
@@ -17,13 +16,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 from sklearn.base import clone
 
-from conftest import make_two_families, read_csv
+from conftest import make_two_families, read_csv, stripes
+from conftest import run_cli as run
 from featclust import ImageClusterer, ModelMismatchError, UsageError, images
 from featclust.assign import embedder_for
-from featclust.cli import build_parser, main
+from featclust.cli import build_parser
 from featclust.embed import LAYERS, Embedder, grid_cells, layer_blocks
 from featclust.output import open_sorted
 
@@ -31,14 +30,6 @@ from featclust.output import open_sorted
 GRID_OPTIONS = ["--grid", "2", "--layer", "block4+block5"]
 COMMON = ["--weights", "none", "--batch-size", "4", "-q"]
 GRID_DIM = 5 * (512 + 512)
-
-
-def run(*argv):
-    """``featclust ARGV`` in-process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def errors(stderr):
@@ -49,16 +40,6 @@ def errors(stderr):
 def read_csv_text(text):
     """Rows of CSV text (what assign prints) as dicts."""
     return list(csv.DictReader(io.StringIO(text)))
-
-
-def stripes(path):
-    """An image unlike the dots: thick black bars."""
-    im = Image.new("L", (200, 200), 255)
-    draw = ImageDraw.Draw(im)
-    for y in range(5, 200, 22):
-        draw.rectangle([0, y, 200, y + 7], fill=0)
-    im.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

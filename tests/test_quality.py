@@ -1,28 +1,17 @@
 """benchmarks/quality.py: the CI-sized run prints sane tables, and it measures what ships."""
 
 import csv
-import importlib.util
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
 from featclust import embed
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_quality():
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quality"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-quality = _load_quality()
+quality = load_benchmark("quality")
 
 
 @pytest.fixture(scope="module")
