@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -100,12 +101,16 @@ def _sort_argv(folder, out, st_root, *more):
 # -- interrupted and killed runs ----------------------------------------------------------------
 
 def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
-        prepared, tmp_path, monkeypatch, capsys, embedder):
+        prepared, tmp_path, monkeypatch, capsys, embedder, request):
     folder, _, reference = prepared
     st_root = tmp_path / "store"
     argv = ["embed", str(folder), "--weights", "none", "--batch-size", "2",
             "--store", str(st_root), "-q"]
     monkeypatch.setenv("FEATCLUST_CHUNK_SIZE", "2")
+    # interrupt_main() does nothing unless Python's own SIGINT handler is in
+    # place; a library loaded earlier in the session may have replaced it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
     # Ctrl-C once the first chunk is written.
     returned = threading.Event()
