@@ -12,7 +12,6 @@ library and prints.
 from __future__ import annotations
 
 import argparse
-import inspect
 import re
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import warnings
 from ._version import __version__
 from .checks import MAX_SEED
 from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, METHODS
+from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import (CPU_BATCH_SIZE, GPU_BATCH_SIZE, GRIDS, LAYERS, POOLINGS, PRECISIONS, Embedder,
                     layer_blocks)
 from .errors import FeatclustError
@@ -56,10 +56,6 @@ def _k_value(text):
             from None
 
 
-#: The defaults of the feature options: the :class:`~featclust.embed.Embedder`'s own.
-_DEFAULTS = {name: p.default for name, p in inspect.signature(Embedder).parameters.items()}
-
-
 def _map_shape(layer):
     """``"14x14x512"`` for ``"block4"``, joined by ``+`` for several blocks."""
     return "+".join("{0}x{0}x{1}".format(*LAYERS[b]) for b in layer_blocks(layer))
@@ -69,7 +65,7 @@ def _feature_options(p, from_model=False):
     """The options that decide the features; ``from_model``: defaults come from a saved model."""
     g = p.add_argument_group("features" + (" (default: as the model in OUT_DIR was built; "
                                            "other values are refused)" if from_model else ""))
-    d = _DEFAULTS
+    d = EMBED_DEFAULTS  # the Embedder's own
 
     def default(text):
         return "" if from_model else f" (default: {text})"

@@ -235,8 +235,14 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.feature_centers_ = None
         if reducer.components_ is not None:
             self.feature_centers_ = member_means(reducer, X, rows, rank[labels], k)
-        if rows is None and labeller is None and self.feature_centers_ is None:
+        if rows is None and labeller is None:
             labels, distances = self._nearest(Z)
+            if self.feature_centers_ is not None:  # measured before the PCA
+                start = 0
+                for block in blocks(X):
+                    end = start + len(block)
+                    distances[start:end] = self._feature_distances(block, labels[start:end])
+                    start = end
         else:
             del Z, labels
             labels, distances = (labeller or label_rows)(self, X)
@@ -296,11 +302,14 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         is far from every cluster there even when its projection is not.
         """
         labels, distances = self._nearest(self.reducer_._transform_block(X_block))
-        centres = getattr(self, "feature_centers_", None)
-        if centres is not None:
-            F = self.reducer_.prepare(X_block).astype(np.float64)
-            distances = np.linalg.norm(F - centres[labels], axis=1).astype(np.float32)
+        if getattr(self, "feature_centers_", None) is not None:
+            distances = self._feature_distances(X_block, labels)
         return labels, distances
+
+    def _feature_distances(self, X_block, labels):
+        """Distance of checked rows to their cluster's members' mean before the PCA."""
+        F = self.reducer_.prepare(X_block).astype(np.float64)
+        return np.linalg.norm(F - self.feature_centers_[labels], axis=1).astype(np.float32)
 
     def predict(self, X):
         """Index of the nearest centre of each feature vector."""

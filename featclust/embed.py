@@ -13,6 +13,7 @@ JAX with ``KERAS_BACKEND=jax``.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from pathlib import Path
 
@@ -424,6 +425,10 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         return np.concatenate([self.embed_batch(gray[start:start + self.batch])
                                for start in range(0, len(gray), self.batch)])
+
+
+#: The constructor defaults of :class:`Embedder`, for the CLI and the estimator.
+DEFAULTS = {name: p.default for name, p in inspect.signature(Embedder).parameters.items()}
 
 
 def padded_size(n, batch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
@@ -10,11 +9,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from .checks import check_int
 from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FeatureKMeans
+from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder
 from .errors import NoImagesError, UsageError
 
-#: The defaults of the feature parameters: the :class:`~featclust.embed.Embedder`'s own.
-_EMBED = {name: p.default for name, p in inspect.signature(Embedder).parameters.items()}
 
 
 def _inputs(X):
@@ -98,11 +96,11 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     >>> est.predict("images/new.png")                                       # doctest: +SKIP
     """
 
-    def __init__(self, n_clusters=8, weights=_EMBED["weights"], pooling=_EMBED["pooling"],
+    def __init__(self, n_clusters=8, weights=EMBED_DEFAULTS["weights"], pooling=EMBED_DEFAULTS["pooling"],
                  pca=DEFAULT_PCA, normalize=DEFAULT_NORMALIZE, random_state=0, store=None,
-                 batch_size=_EMBED["batch_size"], precision=_EMBED["precision"],
-                 layer=_EMBED["layer"], tta=_EMBED["tta"], method="kmeans", progress=None,
-                 grid=_EMBED["grid"]):
+                 batch_size=EMBED_DEFAULTS["batch_size"], precision=EMBED_DEFAULTS["precision"],
+                 layer=EMBED_DEFAULTS["layer"], tta=EMBED_DEFAULTS["tta"], method="kmeans", progress=None,
+                 grid=EMBED_DEFAULTS["grid"]):
         self.n_clusters = n_clusters
         self.weights = weights
         self.pooling = pooling
