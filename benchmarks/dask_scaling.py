@@ -60,7 +60,7 @@ def run_mode(mode, image_dir, store, weights, batch_size):
         embedder.embed_batch(np.zeros((batch_size, 224, 224), np.uint8))  # warm the model
         result["startup_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        emb = embed_folder(image_dir, embedder, store, progress=False)
+        emb = embed_folder(image_dir, embedder=embedder, store=store, progress=False)
         result["embed_s"] = time.perf_counter() - t1
     else:
         import logging
@@ -89,7 +89,8 @@ def run_mode(mode, image_dir, store, weights, batch_size):
                 client.submit(int, 1, pure=False).result()
             result["task_roundtrip_ms"] = (time.perf_counter() - t) / 200 * 1000
             t1 = time.perf_counter()
-            emb = embed_folder(image_dir, embedder, store, progress=False, dask=client)
+            emb = embed_folder(image_dir, embedder=embedder, store=store, progress=False,
+                               dask=client)
             result["embed_s"] = time.perf_counter() - t1
     result["images"] = emb.n_embedded
     result["images_per_s"] = emb.n_embedded / result["embed_s"]

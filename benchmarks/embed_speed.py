@@ -186,7 +186,7 @@ def embed_phases(job):
         del gray
 
         start, cpu0 = time.perf_counter(), time.process_time()
-        res = embed_folder(part, emb, store=Path(job["work"]) / f"store-lib-{i}")
+        res = embed_folder(part, embedder=emb, store=Path(job["work"]) / f"store-lib-{i}")
         t["library"] += time.perf_counter() - start
         cpu["library"] += time.process_time() - cpu0
         assert res.n_embedded == len(files), res

@@ -3,61 +3,62 @@
 Every image is embedded with a pretrained VGG16 (features cached in a store),
 the features are clustered with k-means, and the images are copied into one
 folder per cluster. TensorFlow is imported only when images are embedded.
+
+``__all__`` is what a user imports: the estimators, the jobs (one function
+per command) and their results, the sorted folder read back, and the errors
+worth catching (all derive from :class:`FeatclustError`; the rest of the
+family is in :mod:`featclust.errors`).
 """
 
 from ._version import __version__
-from .assign import Assignment, assign_images
+from .assign import AssignResult, PlaceResult, assign_images, place_images
 from .cluster import FeatureKMeans
 from .demo import demo
 from .embed import Embedder
-from .errors import (FeatclustError, FeaturesUnavailableError, ModelMismatchError,
-                     NoImagesError, OutputError, OutputFormatError, StoreError,
-                     StoreLockedError, UnsafeOutputError, UsageError, WeightsError)
+from .errors import FeatclustError, ModelMismatchError, NoImagesError, UsageError, WeightsError
 from .estimator import ImageClusterer
-from .images import BadFile, ImageFile, scan
 from .kscan import KScan
-from .output import RunRecord, SortedFolder, open_sorted
-from .pipeline import EmbedResult, SortResult, embed_folder, embed_inputs, sort_folder
-from .reduce import Reducer
-from .similarity import DuplicatesResult, SimilarImages, find_duplicates, similar_images
+from .output import SortedFolder, open_sorted
+from .pipeline import (EmbedInputsResult, EmbedResult, ScanResult, SortResult, embed_folder,
+                       embed_inputs, scan_folder, sort_folder)
 from .report import ReportResult, write_report
+from .similarity import DuplicatesResult, SimilarResult, find_duplicates, similar_images
 
 __all__ = [
     "__version__",
-    "Assignment",
-    "BadFile",
-    "EmbedResult",
+    # estimators
     "Embedder",
-    "FeatclustError",
     "FeatureKMeans",
-    "FeaturesUnavailableError",
     "ImageClusterer",
-    "ImageFile",
     "KScan",
-    "ModelMismatchError",
-    "NoImagesError",
-    "OutputError",
-    "OutputFormatError",
-    "DuplicatesResult",
-    "Reducer",
-    "ReportResult",
-    "RunRecord",
-    "SortResult",
-    "SimilarImages",
-    "SortedFolder",
-    "StoreError",
-    "StoreLockedError",
-    "UnsafeOutputError",
-    "UsageError",
-    "WeightsError",
-    "assign_images",
-    "demo",
+    # jobs and their results
     "embed_folder",
+    "EmbedResult",
     "embed_inputs",
-    "find_duplicates",
-    "open_sorted",
-    "scan",
-    "similar_images",
+    "EmbedInputsResult",
+    "scan_folder",
+    "ScanResult",
     "sort_folder",
+    "SortResult",
     "write_report",
+    "ReportResult",
+    "assign_images",
+    "AssignResult",
+    "place_images",
+    "PlaceResult",
+    "similar_images",
+    "SimilarResult",
+    "find_duplicates",
+    "DuplicatesResult",
+    "demo",
+    # a sorted folder, read back
+    "open_sorted",
+    "SortedFolder",
+    # errors worth catching
+    "FeatclustError",
+    "UsageError",
+    "NoImagesError",
+    "WeightsError",
+    "ModelMismatchError",
 ]
+

@@ -11,18 +11,22 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 
+from .checks import check_choice
 from .embed import Embedder, weights_identity
 from .errors import ModelMismatchError, NoImagesError, UnsafeOutputError, UsageError
-from .output import SortedFolder, open_sorted
+from .fileio import content_hash, inside
+from .output import LABELS_CSV, OutputFolder, SortedFolder, open_sorted, output_error
 from .pipeline import embed_inputs
-from .tables import assignment_csv
+from .sort import MODES, cluster_dir_name, place
+from .tables import assignment_csv, labels_csv
 
 
 @dataclass
-class Assignment:
+class AssignResult:
     """Clusters of a set of images.
 
     Attributes
@@ -44,12 +48,12 @@ class Assignment:
     outliers: np.ndarray
     bad_files: list = field(default_factory=list)
 
-    def csv(self):
+    def csv(self) -> str:
         """The assignment as CSV: ``path,cluster,distance,outlier``."""
         return assignment_csv(self.paths, self.labels, self.distances, self.outliers)
 
 
-def embedder_for(sorted_folder, **overrides):
+def embedder_for(sorted_folder: SortedFolder, **overrides: Any) -> Embedder:
     """An embedder with the settings a sorted folder was made with.
 
     Parameters
@@ -104,7 +108,7 @@ def _usable_weights(params):
     return True
 
 
-def check_settings(expected, embedder, where="the model"):
+def check_settings(expected: dict, embedder: Embedder, where: Any = "the model") -> None:
     """Refuse an embedder whose features would differ from the model's.
 
     Parameters
@@ -129,7 +133,7 @@ def check_settings(expected, embedder, where="the model"):
             + "; ".join(diffs) + "); use the settings of that sort or sort again")
 
 
-def assign_features(model, features):
+def assign_features(model: Any, features: np.ndarray) -> tuple:
     """Cluster, distance and outlier flag of each feature vector.
 
     Returns
@@ -140,7 +144,10 @@ def assign_features(model, features):
     return labels, distances, distances > model.thresholds_[labels]
 
 
-def assign_images(sorted_folder, inputs, embedder=None, store=None, progress=None):
+def assign_images(sorted_folder: SortedFolder | str | os.PathLike,
+                  inputs: str | os.PathLike | Sequence[str | os.PathLike], *,
+                  embedder: Embedder | None = None, store: str | os.PathLike | None = None,
+                  progress: Any = None) -> AssignResult:
     """Assign image files and folders to the clusters of a sorted output folder.
 
     Parameters
@@ -154,11 +161,12 @@ def assign_images(sorted_folder, inputs, embedder=None, store=None, progress=Non
         a given one is checked against the model's settings.
     store : path-like, optional
         Store root; default the one the sort used.
-    progress : callable, optional
+    progress : bool, None or tqdm class
+        As in :func:`featclust.embed_folder`.
 
     Returns
     -------
-    Assignment
+    AssignResult
 
     Raises
     ------
@@ -177,16 +185,18 @@ def assign_images(sorted_folder, inputs, embedder=None, store=None, progress=Non
     if store is None:
         store = record.store_root
     model = sorted_folder.model
-    paths, feats, bad = embed_inputs(inputs, embedder, store, record.image_dir, progress)
-    if not paths:
+    found = embed_inputs(inputs, embedder=embedder, store=store, image_dir=record.image_dir,
+                         progress=progress)
+    bad = found.bad_files
+    if not found.paths:
         raise NoImagesError("none of the inputs is a usable image"
                             + (f" ({bad[0].path}: {bad[0].reason})" if bad else ""))
-    labels, distances, outliers = assign_features(model, feats)
-    return Assignment(paths, labels, distances, outliers, bad)
+    labels, distances, outliers = assign_features(model, found.features)
+    return AssignResult(found.paths, labels, distances, outliers, bad)
 
 
 @dataclass
-class Placement:
+class PlaceResult:
     """What :func:`place_images` did.
 
     Attributes
@@ -201,7 +211,8 @@ class Placement:
     skipped: list = field(default_factory=list)
 
 
-def place_images(sorted_folder, assignment, mode=None):
+def place_images(sorted_folder: SortedFolder | str | os.PathLike, assignment: AssignResult, *,
+                 mode: str | None = None) -> PlaceResult:
     """Put assigned images into their clusters' folders, as ``sort`` placed its images.
 
     Each image goes to ``cluster_XX/<file name>`` (a name already taken
@@ -215,21 +226,15 @@ def place_images(sorted_folder, assignment, mode=None):
     Parameters
     ----------
     sorted_folder : featclust.output.SortedFolder or path-like
-    assignment : Assignment
+    assignment : AssignResult
         From :func:`assign_images` on that folder.
     mode : {"copy", "symlink", "hardlink"}, optional
         Default: the mode the folder was sorted with.
 
     Returns
     -------
-    Placement
+    PlaceResult
     """
-    from .checks import check_choice
-    from .fileio import content_hash, inside
-    from .output import LABELS_CSV, OutputFolder, output_error
-    from .sort import MODES, cluster_dir_name, place
-    from .tables import labels_csv
-
     if not isinstance(sorted_folder, SortedFolder):
         sorted_folder = open_sorted(sorted_folder)
     record = sorted_folder.record
@@ -244,7 +249,7 @@ def place_images(sorted_folder, assignment, mode=None):
     out = OutputFolder(sorted_folder.path)
     root = os.path.realpath(out.path)
     known = set(paths)
-    result = Placement()
+    result = PlaceResult()
     for src, label, dist, outlier in zip(assignment.paths, assignment.labels,
                                          assignment.distances, assignment.outliers):
         if inside(os.path.realpath(src), root):
@@ -293,8 +298,6 @@ def _free_name(out_path, folder, names, known, digest):
 
 
 def _same_content(path, digest):
-    from .fileio import content_hash
-
     try:
         with open(path, "rb") as fh:
             return content_hash(fh.read()) == digest

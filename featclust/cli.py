@@ -4,9 +4,9 @@ Errors a user can cause become one line on stderr and an exit code:
 2 for a user error, 3 when model weights are unavailable, 4 when the store or
 the output cannot be written, 130 when interrupted.
 
-It is longer than the other modules because it holds the options, help and
-examples of all nine commands; every command function only parses, calls the
-library and prints.
+The options are defined in :mod:`featclust.cli_options`; here are the nine
+commands' help and examples, and command functions that only parse, call the
+library and print.
 """
 
 from __future__ import annotations
@@ -17,174 +17,26 @@ import sys
 import textwrap
 import warnings
 
+import numpy as np
+
 from ._version import __version__
-from .checks import MAX_SEED
-from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, METHODS
-from .embed import DEFAULTS as EMBED_DEFAULTS
-from .embed import (CPU_BATCH_SIZE, GPU_BATCH_SIZE, GRIDS, LAYERS, POOLINGS, PRECISIONS, Embedder,
-                    layer_blocks)
+from .assign import assign_images, embedder_for, place_images
+from .cli_options import (cluster_options, columns, cluster_params, dask_option, embedder_params,
+                          feature_options, positive_int, report_options, scan_options,
+                          store_option, unit_float)
+from .demo import demo
+from .embed import Embedder
 from .errors import FeatclustError
-from .report import MAP_METHODS
+from .fileio import fmt_num
+from .kscan import parse_k_range
+from .output import open_sorted
+from .pipeline import embed_folder, scan_folder, sort_folder
+from .report import write_report
+from .scores import LOOSE_FACTOR
+from .similarity import find_duplicates, similar_images
 from .sort import MODES
-
-
-def _int_type(low=1, high=None):
-    """An argparse type: an integer within ``[low, high]``, checked before any work starts."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"at least {low}" if high is None else f"from {low} to {high}"
-            raise argparse.ArgumentTypeError(f"{text!r} must be an integer {bounds}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_type(1)
-
-
-def _k_value(text):
-    if text == "auto":
-        return text
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive integer nor 'auto'") \
-            from None
-
-
-def _map_shape(layer):
-    """``"14x14x512"`` for ``"block4"``, joined by ``+`` for several blocks."""
-    return "+".join("{0}x{0}x{1}".format(*LAYERS[b]) for b in layer_blocks(layer))
-
-
-def _feature_options(p, from_model=False):
-    """The options that decide the features; ``from_model``: defaults come from a saved model."""
-    g = p.add_argument_group("features" + (" (default: as the model in OUT_DIR was built; "
-                                           "other values are refused)" if from_model else ""))
-    d = EMBED_DEFAULTS  # the Embedder's own
-
-    def default(text):
-        return "" if from_model else f" (default: {text})"
-
-    g.add_argument("--weights", default=d["weights"], metavar="imagenet|none|PATH",
-                   help="VGG16 weights: 'imagenet' (downloaded once by Keras), 'none' (random, "
-                        "seeded: for trying things offline) or a local .h5/.weights.h5 file"
-                        + default(d["weights"]))
-    # Checked by the library (featclust.embed.layer_blocks), so a bad value is one line.
-    g.add_argument("--layer", default=d["layer"], metavar="BLOCK[+BLOCK]",
-                   help=f"the VGG16 block whose pooled output is the feature map "
-                        f"({', '.join(LAYERS)}), or several joined by '+' (block4+block5: "
-                        f"each L2-normalised, then concatenated)"
-                        + default(f"{d['layer']}, {_map_shape(d['layer'])}; see "
-                                  f"benchmarks/quality.py"))
-    g.add_argument("--pooling", choices=POOLINGS, default=d["pooling"],
-                   help="how the feature map becomes a vector: mean, maximum, generalised "
-                        "mean (p=3) or the whole map" + default(d["pooling"]))
-    g.add_argument("--grid", type=int, choices=GRIDS, default=d["grid"],
-                   help="where to pool: 1 the whole map; 2 also its 2x2 cells; 4 also its 2x2 "
-                        "and 4x4 cells (so layout counts)" + default(d["grid"]))
-    g.add_argument("--tta", action="store_true",
-                   help="average the features of the 8 flips and 90-degree rotations of each "
-                        "image, for shapes whose orientation should not matter; 8 times the "
-                        "embedding time, stored apart from the plain features")
-    g.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
-                   help="compute precision of the model" + default(d["precision"]))
-    g.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                   help=f"images per forward pass (default: {CPU_BATCH_SIZE} on a CPU, "
-                        f"{GPU_BATCH_SIZE} on a GPU)")
-    _store_option(g)
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-
-
-def _store_option(g):
-    g.add_argument("--store", metavar="DIR",
-                   help="feature store root (default: featclust's folder in the platform's "
-                        "cache folder, e.g. ~/.cache/featclust/store on Linux; "
-                        "$XDG_CACHE_HOME is honoured)")
-
-
-def _dask_option(p):
-    p.add_argument("--dask", metavar="ADDRESS|local:N",
-                   help="embed on a Dask cluster: a scheduler address (tcp://host:8786) or "
-                        "local:N (N worker processes on this machine); images and the store "
-                        "must be on a filesystem every worker sees (pip install "
-                        "'featclust[dask]')")
-
-
-def _fit_sample_type(text):
-    if text == "all":
-        return "all"
-    return _int_type(2)(text)
-
-
-def _fit_sample_option(p):
-    p.add_argument("--fit-sample", type=_fit_sample_type, default=None, metavar="N|all",
-                   help="fit the reduction and k-means on a random sample of at most N images, "
-                        "then label every image; all: fit on every image (default: 100000)")
-
-
-def _fit_sample(args):
-    from .cluster import FIT_SAMPLE
-
-    if args.fit_sample is None:
-        return FIT_SAMPLE
-    return None if args.fit_sample == "all" else args.fit_sample
-
-
-def _seed_option(g):
-    g.add_argument("--seed", type=_int_type(0, MAX_SEED), default=0, metavar="N",
-                   help=f"random seed, 0 to {MAX_SEED} (default: 0)")
-
-
-def _pca_value(text):
-    if text.lower() == "none":
-        return None
-    return _positive_int(text)
-
-
-def _reduction_options(g):
-    """``--pca`` and ``--normalize``: the space k-means works in (sort and scan-k alike)."""
-    g.add_argument("--pca", type=_pca_value, default=DEFAULT_PCA, metavar="N|none",
-                   help="reduce the features to N PCA components (at most the number of "
-                        "images) before k-means; 'none': no PCA"
-                        f" (default: {str(DEFAULT_PCA).lower()})")
-    g.add_argument("--normalize", action=argparse.BooleanOptionalAction,
-                   default=DEFAULT_NORMALIZE,
-                   help="L2-normalise the features before and after PCA (cosine k-means)"
-                        f" (default: {'on' if DEFAULT_NORMALIZE else 'off'})")
-
-
-def _cluster_options(p):
-    g = p.add_argument_group("clustering")
-    g.add_argument("-k", "--clusters", type=_k_value, required=True, metavar="K|auto",
-                   help="number of clusters, or 'auto': the k that scan-k suggests "
-                        "among 2..30 (its table is written to OUT_DIR/kscan.csv)")
-    _reduction_options(g)
-    g.add_argument("--method", choices=METHODS, default="kmeans",
-                   help="k-means (the default) or Ward agglomerative clustering: Ward found "
-                        "the shape families a little better in benchmarks/quality.py, but "
-                        "needs memory for all pairs of images (at most 20,000)")
-    _seed_option(g)
-    g.add_argument("--mode", choices=MODES, default="copy",
-                   help="how images get into the cluster folders (default: copy)")
-
-
-def _report_options(p, with_switch=True):
-    g = p.add_argument_group("report")
-    if with_switch:
-        g.add_argument("--no-report", action="store_true",
-                       help="do not write OUT_DIR/report/ (montages, map, index.html)")
-    g.add_argument("--map", choices=MAP_METHODS, default="auto",
-                   help="2-D map of the report: t-SNE, PCA (fast, for very large sets) or "
-                        "auto (the default: t-SNE up to its size limit, PCA above)")
-
-
-#: Feature options that ``assign`` takes from the model unless given.
-_MODEL_FEATURES = ("weights", "pooling", "precision", "layer", "tta", "grid")
+from .store import gc
+from .tables import kscan_table, read_truth_csv
 
 _IMAGE_DIR_HELP = "the folder of images (searched recursively; it is never changed)"
 _OUT_DIR_HELP = "the output folder: new, empty, or written by an earlier featclust sort"
@@ -200,7 +52,7 @@ def _sub(sub, name, help, description, examples):
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``featclust`` command."""
     parser = argparse.ArgumentParser(
         prog="featclust",
@@ -214,21 +66,22 @@ def build_parser():
 
     p = _sub(sub, "sort", "embed, cluster and copy images into cluster folders",
              "Embed what is not in the store yet, cluster with k-means and copy every image "
-             "into OUT_DIR/cluster_XX/, with labels.csv, clusters.csv and a report.",
+             "into OUT_DIR/cluster_XX/, with " + ", ".join(
+                 columns(name) for name in ("labels.csv", "clusters.csv", "bad_files.csv"))
+             + " and a report; with --truth also " + columns("truth.csv") + ".",
              ["featclust sort photos/ sorted/ -k 8",
               "featclust sort sorted/cluster_03 split/ -k 4   # refine one cluster; embeds "
               "nothing"])
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     p.add_argument("out_dir", metavar="OUT_DIR", help=_OUT_DIR_HELP)
-    _cluster_options(p)
+    cluster_options(p)
     p.add_argument("--truth", metavar="CSV",
                    help="known classes of some images (columns path,label; paths relative to "
                         "IMAGE_DIR): report adjusted Rand index, NMI and a contingency table "
                         "(OUT_DIR/truth.csv)")
-    _fit_sample_option(p)
-    _feature_options(p)
-    _dask_option(p)
-    _report_options(p)
+    feature_options(p)
+    dask_option(p)
+    report_options(p)
 
     p = _sub(sub, "scan-k", "score k-means for a range of k and suggest one",
              "Fit k-means for every k of a range on the stored features (embedding only what "
@@ -237,22 +90,17 @@ def build_parser():
              ["featclust scan-k photos/ -k 2:30", "featclust scan-k photos/ -k 5:50 --step 5 "
               "--out scan/"])
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
-    p.add_argument("-k", "--clusters", "--k", dest="k", default="2:30", metavar="A:B",
-                   help="the ks to try, A to B inclusive (default: 2:30)")
-    p.add_argument("--step", type=_positive_int, default=1, metavar="N",
-                   help="try every N-th k of the range (default: 1)")
-    _reduction_options(p)
-    _seed_option(p)
+    scan_options(p)
     p.add_argument("--out", metavar="DIR",
-                   help="write kscan.csv and kscan.png (the scores against k) into DIR: a "
-                        "new or empty folder, or a featclust output such as a sorted folder")
-    _fit_sample_option(p)
-    _feature_options(p)
-    _dask_option(p)
+                   help=f"write {columns('kscan.csv')} and kscan.png (the scores against k) "
+                        "into DIR: a new or empty folder, or a featclust output such as a "
+                        "sorted folder")
+    feature_options(p)
+    dask_option(p)
 
     p = _sub(sub, "assign", "assign new images to the clusters of a sorted folder",
              "Embed the given images (through the feature store) with the settings the model "
-             "in OUT_DIR was built with, and print CSV: path,cluster,distance,outlier. outlier "
+             f"in OUT_DIR was built with, and print CSV: {columns('assign')}. outlier "
              "is true when the image is farther from its cluster's centre than 95% of the "
              "cluster's own members. With --place, also copy each image into its cluster's "
              "folder and add it to labels.csv.",
@@ -264,45 +112,44 @@ def build_parser():
     p.add_argument("--place", nargs="?", const="model", choices=("model", *MODES),
                    metavar="MODE", help="also put each image into its cluster's folder: by the "
                                         "sort's --mode (the default) or copy|symlink|hardlink")
-    _feature_options(p, from_model=True)
-    p.set_defaults(**dict.fromkeys(_MODEL_FEATURES))
+    feature_options(p, from_model=True)
 
     p = _sub(sub, "embed", "fill the feature store only",
              "Embed the images of IMAGE_DIR that are not in the store yet.",
              ["featclust embed photos/", "featclust embed photos/ --store /data/featclust",
               "featclust embed photos/ --dask local:4"])
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
-    _feature_options(p)
-    _dask_option(p)
+    feature_options(p)
+    dask_option(p)
 
     p = _sub(sub, "similar", "list the images of a folder most similar to query images",
              "For each query image, the most similar images of IMAGE_DIR by cosine similarity "
              "of the stored features (queries that are not in the store are embedded through "
-             "it), as CSV on stdout: query,path,similarity,rank.",
+             f"it), as CSV on stdout: {columns('similar')}.",
              ["featclust similar photos/ photos/cat.png --top 5",
               "featclust similar photos/ queries/"])
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     p.add_argument("queries", metavar="QUERY", nargs="+",
                    help="query image files, or folders of them")
-    p.add_argument("--top", type=_positive_int, default=10, metavar="N",
+    p.add_argument("--top", type=positive_int, default=10, metavar="N",
                    help="similar images per query (default: 10)")
-    _feature_options(p)
+    feature_options(p)
 
     p = _sub(sub, "duplicates", "find near-duplicate and byte-identical images",
              "Group the images of IMAGE_DIR whose features are near-identical (cosine "
              "similarity at least the threshold), and separately byte-identical files; write "
-             "duplicates.csv (kind,group,path,similarity_to_first) and duplicates.html into "
-             "OUT_DIR.",
+             f"{columns('duplicates.csv')}, {columns('identical.csv')} and duplicates.html "
+             "into OUT_DIR.",
              ["featclust duplicates photos/ dups/",
               "featclust duplicates photos/ dups/ --threshold 0.98"])
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     p.add_argument("out_dir", metavar="OUT_DIR",
-                   help="where duplicates.csv and duplicates.html go (new, empty or written by "
+                   help="where the tables and duplicates.html go (new, empty or written by "
                         "featclust)")
-    p.add_argument("--threshold", type=_unit_float, default=None, metavar="T",
+    p.add_argument("--threshold", type=unit_float, default=None, metavar="T",
                    help="cosine similarity from which two images count as near-duplicates, "
                         "0 to 1 (default: the one measured in benchmarks/near_duplicates.py)")
-    _feature_options(p)
+    feature_options(p)
 
     p = _sub(sub, "demo", "sort a built-in sample set of dot-pattern images",
              "Write a small set of dot-pattern images (rings, lines, grids, clusters) and sort "
@@ -312,8 +159,8 @@ def build_parser():
     p.add_argument("out_dir", metavar="OUT_DIR", help=_OUT_DIR_HELP)
     p.add_argument("--images", metavar="DIR",
                    help="where to write the sample images (default: featclust's cache folder)")
-    _feature_options(p)
-    _report_options(p)
+    feature_options(p)
+    report_options(p)
 
     p = _sub(sub, "report", "write the report of a sorted folder again",
              "Re-create OUT_DIR/report/ (montages, galleries, overview, 2-D map, index.html) "
@@ -321,7 +168,7 @@ def build_parser():
              "sort used.",
              ["featclust report sorted/", "featclust report sorted/ --map pca"])
     p.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by featclust sort")
-    _report_options(p, with_switch=False)
+    report_options(p, with_switch=False)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = _sub(sub, "store", "look after the feature store",
@@ -331,18 +178,8 @@ def build_parser():
     p.add_argument("action", choices=("gc",), help="what to do: gc (collect garbage)")
     p.add_argument("--dry-run", action="store_true",
                    help="only say what would be dropped")
-    _store_option(p)
+    store_option(p)
     return parser
-
-
-def _unit_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number from 0 to 1")
-    return value
 
 
 def _progress(quiet):
@@ -352,9 +189,7 @@ def _progress(quiet):
 
 def _embedder(args):
     """The embedder of the feature options; checked (a bad --layer refused) before any work."""
-    embedder = Embedder(weights=args.weights, pooling=args.pooling, precision=args.precision,
-                        batch_size=args.batch_size, seed=getattr(args, "seed", 0),
-                        layer=args.layer, tta=args.tta, grid=args.grid)
+    embedder = Embedder(**embedder_params(args))
     if args.weights == "none":
         print("featclust: warning: --weights none uses random weights; clusters will not "
               "reflect pretrained features", file=sys.stderr)
@@ -369,9 +204,7 @@ def _report_embed(emb, out):
 
 
 def _cmd_embed(args):
-    from .pipeline import embed_folder
-
-    emb = embed_folder(args.image_dir, _embedder(args), args.store,
+    emb = embed_folder(args.image_dir, embedder=_embedder(args), store=args.store,
                        progress=_progress(args.quiet), dask=args.dask)
     _report_embed(emb, sys.stdout)
     print(f"store: {emb.store_path}")
@@ -379,8 +212,6 @@ def _cmd_embed(args):
 
 
 def _print_sort(result):
-    import numpy as np
-
     _report_embed(result.embed, sys.stdout)
     sizes = ", ".join(str(s) for s in np.bincount(result.model.labels_,
                                                   minlength=result.model.n_clusters))
@@ -409,17 +240,12 @@ def _print_report(report):
 
 
 def _cmd_report(args):
-    from .report import write_report
-
-    _print_report(write_report(args.out_dir, map_method=args.map,
+    _print_report(write_report(args.out_dir, map_method=args.map_method,
                                progress=_progress(args.quiet)))
     return 0
 
 
 def _print_judgement(judged, n_images):
-    from .fileio import fmt_num
-    from .scores import LOOSE_FACTOR
-
     def score(name, digits=3):
         return fmt_num(s[name], digits) or "n/a"
 
@@ -450,71 +276,45 @@ def _print_judgement(judged, n_images):
 
 
 def _cmd_sort(args):
-    from .pipeline import sort_folder
-
-    truth = None
-    if args.truth:
-        from .tables import read_truth_csv
-
-        truth = read_truth_csv(args.truth)
-    result = sort_folder(args.image_dir, args.out_dir, args.clusters, _embedder(args),
-                         args.store, pca=args.pca, normalize=args.normalize,
-                         random_state=args.seed, mode=args.mode,
+    truth = read_truth_csv(args.truth) if args.truth else None
+    result = sort_folder(args.image_dir, args.out_dir, **cluster_params(args),
+                         embedder=_embedder(args), store=args.store, mode=args.mode,
                          progress=_progress(args.quiet), report=not args.no_report,
-                         map_method=args.map, truth=truth, method=args.method,
-                         fit_sample=_fit_sample(args), dask=args.dask)
+                         map_method=args.map_method, truth=truth, dask=args.dask)
     _print_sort(result)
     return 0
 
 
 def _cmd_scan_k(args):
-    import os
-
-    from .kscan import KScan, parse_k_range
-    from .output import OutputFolder, RunRecord, save_kscan
-    from .pipeline import embed_folder
-    from .tables import kscan_table
-
-    ks = parse_k_range(args.k, args.step)
-    scan = KScan(ks=ks, pca=args.pca, normalize=args.normalize, random_state=args.seed,
-                 fit_sample=_fit_sample(args))
-    scan.check_params()
-    embedder = _embedder(args)
-    if args.out:
-        OutputFolder(args.out, args.image_dir)  # refuse an unsafe folder before embedding
-    emb = embed_folder(args.image_dir, embedder, args.store,
-                       exclude=[args.out] if args.out else (), progress=_progress(args.quiet),
-                       dask=args.dask)
-    _report_embed(emb, sys.stdout)
-    scan.fit(emb.features)
-    if list(scan.ks_) != ks:
-        print(f"featclust: warning: k above {len(emb.paths) - 1} left out: k-means needs more "
-              f"images than clusters ({len(emb.paths)} images)", file=sys.stderr)
+    result = scan_folder(args.image_dir, ks=parse_k_range(args.k, args.step),
+                         embedder=_embedder(args), store=args.store, pca=args.pca,
+                         normalize=args.normalize, random_state=args.random_state,
+                         fit_sample=args.fit_sample, out_dir=args.out,
+                         progress=_progress(args.quiet), dask=args.dask)
+    scan = result.kscan
+    _report_embed(result.embed, sys.stdout)
+    if result.left_out:
+        print(f"featclust: warning: k = {', '.join(map(str, result.left_out))} left out: "
+              f"k-means needs more (distinct) images than clusters "
+              f"({len(result.embed.paths)} images)", file=sys.stderr)
     print(kscan_table(scan.scores_, scan.suggested_k_), end="")
     print(f"suggested k: {scan.suggested_k_} ({scan.reason_})")
-    if args.out:
-        record = RunRecord(command="scan-k", status="writing",
-                           image_dir=os.path.abspath(args.image_dir),
-                           feature_settings=emb.settings)
-        for path in save_kscan(args.out, scan, record, args.image_dir):
-            print(f"wrote {path}")
+    for path in result.written:
+        print(f"wrote {path}")
     return 0
 
 
 def _cmd_assign(args):
-    from .assign import assign_images, embedder_for, place_images
-    from .output import open_sorted
-
     folder = open_sorted(args.out_dir)
-    embedder = embedder_for(folder, **{k: getattr(args, k, None) for k in _MODEL_FEATURES},
-                            batch_size=args.batch_size)
-    result = assign_images(folder, args.inputs, embedder, args.store,
+    embedder = embedder_for(folder, **embedder_params(args))
+    result = assign_images(folder, args.inputs, embedder=embedder, store=args.store,
                            progress=_progress(args.quiet))
     for b in result.bad_files:
         print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
     sys.stdout.write(result.csv())
     if args.place:
-        placed = place_images(folder, result, None if args.place == "model" else args.place)
+        placed = place_images(folder, result,
+                              mode=None if args.place == "model" else args.place)
         for src, why in placed.skipped:
             print(f"featclust: not placed {src}: {why}", file=sys.stderr)
         print(f"featclust: placed {len(placed.placed)} images into {folder.path} "
@@ -523,9 +323,8 @@ def _cmd_assign(args):
 
 
 def _cmd_similar(args):
-    from .similarity import similar_images
-
-    result = similar_images(args.image_dir, args.queries, args.top, _embedder(args), args.store,
+    result = similar_images(args.image_dir, args.queries, top=args.top,
+                            embedder=_embedder(args), store=args.store,
                             progress=_progress(args.quiet))
     for b in result.bad_files:
         print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
@@ -534,10 +333,9 @@ def _cmd_similar(args):
 
 
 def _cmd_duplicates(args):
-    from .similarity import find_duplicates
-
-    result = find_duplicates(args.image_dir, args.out_dir, args.threshold, _embedder(args),
-                             args.store, progress=_progress(args.quiet))
+    result = find_duplicates(args.image_dir, args.out_dir, threshold=args.threshold,
+                             embedder=_embedder(args), store=args.store,
+                             progress=_progress(args.quiet))
     in_near = sum(len(g) for g in result.near)
     print(f"images: {result.n_images}; near-duplicate groups: {len(result.near)} "
           f"({in_near} images, cosine similarity >= {result.threshold:g}); byte-identical "
@@ -547,8 +345,6 @@ def _cmd_duplicates(args):
 
 
 def _cmd_store(args):
-    from .store import gc
-
     report = gc(args.store, dry_run=args.dry_run)
     verb = "would drop" if args.dry_run else "dropped"
     print(f"store: {verb} {report.rows_dropped} rows ({report.bytes_freed / 2 ** 20:.1f} MiB) "
@@ -559,11 +355,9 @@ def _cmd_store(args):
 
 
 def _cmd_demo(args):
-    from .demo import demo
-
     result = demo(args.out_dir, images_dir=args.images, embedder=_embedder(args),
                   store=args.store, progress=_progress(args.quiet),
-                  report=not args.no_report, map_method=args.map)
+                  report=not args.no_report, map_method=args.map_method)
     print(f"sample images: {result.images_dir}")
     _print_sort(result)
     return 0
@@ -574,18 +368,24 @@ COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo,
             "similar": _cmd_similar, "duplicates": _cmd_duplicates, "store": _cmd_store}
 
 
-#: Python parameters named in library messages, and the options that set them.
-_FLAGS = {"n_clusters": "-k", "random_state": "--seed", "batch_size": "--batch-size",
-          "map_method": "--map", **{name: f"--{name}" for name in (
-              "weights", "pooling", "precision", "layer", "grid", "pca", "mode", "method",
-              "store")}}
-_PARAM = re.compile(r"\b(" + "|".join(_FLAGS) + r")=(?=[A-Z]+\b)")
+def _flags(parser):
+    """Each parameter an option sets, and the option (``random_state``: ``--seed``)."""
+    flags = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags.update(_flags(sub))
+        elif action.option_strings and action.dest not in ("help", "version"):
+            flags.setdefault(action.dest, action.option_strings[0])
+    return flags
 
 
-def _in_flags(message):
+def _in_flags(message, parser):
     """A library message's advice in the command line's words: ``weights=PATH`` becomes
     ``--weights PATH`` (values received, ``pca=300``, are left as they are)."""
-    return _PARAM.sub(lambda m: _FLAGS[m.group(1)] + " ", message)
+    flags = _flags(parser)
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, flags)) + r")=(?=[A-Z]+\b)")
+    return pattern.sub(lambda m: flags[m.group(1)] + " ", message)
 
 
 def _escape_unprintable():
@@ -601,7 +401,7 @@ def _escape_unprintable():
             pass
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code instead of exiting.
 
     Parameters
@@ -621,7 +421,7 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args)
     except FeatclustError as e:
-        print(f"featclust: error: {_in_flags(str(e))}", file=sys.stderr)
+        print(f"featclust: error: {_in_flags(str(e), parser)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("featclust: interrupted; features computed so far are kept in the store, "
@@ -629,6 +429,6 @@ def main(argv=None):
         return 130
 
 
-def main_exit():
+def main_exit() -> None:
     """Entry point of the console script."""
     sys.exit(main())

@@ -6,18 +6,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from . import samples
 from .errors import UnsafeOutputError
 from .fileio import current_umask, read_csv
 from .output import OutputFolder
-from .pipeline import sort_folder
+from .pipeline import SortResult, sort_folder
 from .store import default_root
 
 DEMO_FAMILIES = ("ring", "line", "grid", "clusters")
 
 
-def demo_images(images_dir=None, n_per_family=12, seed=0):
+def demo_images(images_dir: str | os.PathLike | None = None, *, n_per_family: int = 12,
+                seed: int = 0) -> tuple[Path, dict]:
     """Write (once) the built-in sample set of dot-pattern images.
 
     Parameters
@@ -62,7 +64,8 @@ def demo_images(images_dir=None, n_per_family=12, seed=0):
     return images_dir, truth
 
 
-def demo(out_dir, images_dir=None, n_per_family=12, **kwargs):
+def demo(out_dir: str | os.PathLike, *, images_dir: str | os.PathLike | None = None,
+         n_per_family: int = 12, **sort_params: Any) -> SortResult:
     """Sort the built-in sample set into ``out_dir``.
 
     Parameters
@@ -71,7 +74,7 @@ def demo(out_dir, images_dir=None, n_per_family=12, **kwargs):
     images_dir : path-like, optional
         Where the sample images are written (see :func:`demo_images`).
     n_per_family : int
-    kwargs
+    sort_params
         Passed to :func:`featclust.sort_folder` (``embedder``, ``store``,
         ``progress`` ...).
 
@@ -82,8 +85,9 @@ def demo(out_dir, images_dir=None, n_per_family=12, **kwargs):
         extra attributes.
     """
     OutputFolder(out_dir, images_dir)  # refuse unsafe folders before writing samples
-    images_dir, truth = demo_images(images_dir, n_per_family)
-    result = sort_folder(images_dir, out_dir, len(DEMO_FAMILIES), truth=truth, **kwargs)
-    result.truth = truth
-    result.images_dir = images_dir
+    images_dir, truth = demo_images(images_dir, n_per_family=n_per_family)
+    result = sort_folder(images_dir, out_dir, n_clusters=len(DEMO_FAMILIES), truth=truth,
+                         **sort_params)
+    result.truth = truth  # type: ignore[attr-defined]
+    result.images_dir = images_dir  # type: ignore[attr-defined]
     return result

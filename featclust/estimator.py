@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Sequence, Union
 
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, \
+    TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .assign import AssignResult, assign_features, embedder_for
 from .checks import check_int
-from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FeatureKMeans
+from .cluster import FeatureKMeans
 from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder
 from .errors import NoImagesError, UsageError
+from .kscan import choose_k
+from .output import open_sorted
+from .pipeline import CLUSTER_DEFAULTS, embed_folder, embed_inputs
+from .search import top_similar
+from .similarity import SimilarResult
+
+#: What ``fit``, ``predict`` ... take: a folder, an image file, or a list of them.
+Inputs = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+_C, _E = CLUSTER_DEFAULTS, EMBED_DEFAULTS
 
 
-
-def _inputs(X):
+def _inputs(X: Any) -> list:
     """``X`` (a folder, an image path, or a list of them) as a list of paths."""
     if isinstance(X, (str, os.PathLike)):
         return [X]
@@ -25,7 +37,8 @@ def _inputs(X):
                      "and image files")
 
 
-class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
+class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin,
+                     BaseEstimator):
     """Cluster images by their VGG16 features.
 
     :meth:`fit`, :meth:`predict`, :meth:`transform` and :meth:`assign` all
@@ -33,42 +46,28 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     them), one image file, or a list of folders and image files. Features
     go through the feature store, so an image is embedded once.
 
-    The feature parameters (``weights``, ``pooling``, ``batch_size``,
-    ``precision``, ``layer``, ``tta``, ``grid``) are those of
-    :class:`featclust.embed.Embedder`, with its defaults.
+    The estimator is an :class:`~featclust.embed.Embedder` followed by a
+    :class:`~featclust.cluster.FeatureKMeans`: it takes every parameter of
+    the two, with their defaults and their checks (see those classes), plus
+    ``store`` and ``progress``.
 
     Parameters
     ----------
-    n_clusters : int or "auto", default 8
+    n_clusters : int or "auto", default as FeatureKMeans
         ``"auto"``: the k a scan of 2..30 suggests (see ``kscan_``).
-    weights : str, default "imagenet"
-        ``"imagenet"``, ``"none"`` (random, seeded with ``random_state``) or
-        a weights file path.
-    pooling : {"avg", "max", "gem", "flatten"}, default "max"
-    pca : int or None, default :data:`featclust.cluster.DEFAULT_PCA`
-    normalize : bool, default :data:`featclust.cluster.DEFAULT_NORMALIZE`
-    random_state : int, default 0
-        Random state of the clustering (and of the random weights).
+    weights, pooling, precision, batch_size, seed, jit_compile, layer, tta, grid
+        The embedding: see :class:`featclust.embed.Embedder` (``seed`` is the
+        seed of the random weights of ``weights="none"``).
+    pca, whiten, normalize, random_state, n_init, method, fit_sample
+        The clustering: see :class:`featclust.cluster.FeatureKMeans`
+        (``random_state`` is the clustering's, and the k scan's).
     store : path-like or None, default None
         Feature store root; default under the user's cache folder.
-    batch_size : int or None, default None
-        Images per forward pass; ``None`` is 16 on a CPU and 256 on a GPU.
-    precision : {"auto", "float32", "bfloat16", "float16"}, default "auto"
-    layer : str, default "block4+block5"
-        The VGG16 block whose output is pooled (``"block3"``, ``"block4"``,
-        ``"block5"``), or several joined by ``+`` (``"block4+block5"``).
-    tta : bool, default False
-        Average the features of the 8 flips and 90-degree rotations.
-    method : {"kmeans", "ward"}, default "kmeans"
-        See :class:`featclust.cluster.FeatureKMeans`.
     progress : bool, None or tqdm class, default None
         Progress bars while images are embedded: ``True`` on, ``False`` off,
         ``None`` on where a person watches (a terminal or a notebook), or a
         ``tqdm`` class to draw them with (passed to
         :func:`featclust.embed_folder`).
-    grid : {1, 2, 4}, default 1
-        Spatial grid of the pooling: 1 the whole map; 2 adds its 2x2 cells, 4
-        its 2x2 and 4x4 cells.
 
     Attributes
     ----------
@@ -96,33 +95,33 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     >>> est.predict("images/new.png")                                       # doctest: +SKIP
     """
 
-    def __init__(self, n_clusters=8, weights=EMBED_DEFAULTS["weights"], pooling=EMBED_DEFAULTS["pooling"],
-                 pca=DEFAULT_PCA, normalize=DEFAULT_NORMALIZE, random_state=0, store=None,
-                 batch_size=EMBED_DEFAULTS["batch_size"], precision=EMBED_DEFAULTS["precision"],
-                 layer=EMBED_DEFAULTS["layer"], tta=EMBED_DEFAULTS["tta"], method="kmeans", progress=None,
-                 grid=EMBED_DEFAULTS["grid"]):
-        self.n_clusters = n_clusters
-        self.weights = weights
-        self.pooling = pooling
-        self.pca = pca
-        self.normalize = normalize
-        self.random_state = random_state
-        self.store = store
-        self.batch_size = batch_size
-        self.precision = precision
-        self.layer = layer
-        self.tta = tta
-        self.method = method
-        self.progress = progress
-        self.grid = grid
+    def __init__(self, n_clusters: int | str = _C["n_clusters"], *,
+                 weights: str = _E["weights"], pooling: str = _E["pooling"],
+                 precision: str = _E["precision"], batch_size: int | None = _E["batch_size"],
+                 seed: int = _E["seed"], jit_compile: bool | None = _E["jit_compile"],
+                 layer: str = _E["layer"], tta: bool = _E["tta"], grid: int = _E["grid"],
+                 pca: int | None = _C["pca"], whiten: bool = _C["whiten"],
+                 normalize: bool = _C["normalize"], random_state: Any = _C["random_state"],
+                 n_init: int = _C["n_init"], method: str = _C["method"],
+                 fit_sample: int | None = _C["fit_sample"],
+                 store: str | os.PathLike | None = None, progress: Any = None) -> None:
+        # Every parameter stored as given (the names are the signature's, not a second list).
+        for name, value in locals().items():
+            if name != "self":
+                setattr(self, name, value)
 
-    def _model(self, n_clusters):
-        model = FeatureKMeans(n_clusters, pca=self.pca, normalize=self.normalize,
-                              random_state=self.random_state, method=self.method)
+    def _embedder(self) -> Embedder:
+        """The :class:`Embedder` of the parameters (checked: a bad value raises)."""
+        return Embedder(**{name: getattr(self, name) for name in EMBED_DEFAULTS})
+
+    def _model(self, n_clusters: int) -> FeatureKMeans:
+        """The :class:`FeatureKMeans` of the parameters, checked, with ``n_clusters``."""
+        params = {name: getattr(self, name) for name in CLUSTER_DEFAULTS}
+        model = FeatureKMeans(**{**params, "n_clusters": n_clusters})
         model.check_params()
         return model
 
-    def fit(self, X, y=None):
+    def fit(self, X: Inputs, y: Any = None) -> ImageClusterer:
         """Embed the images (reusing the store) and cluster them.
 
         Parameters
@@ -142,25 +141,21 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         NoImagesError
             If no input is a usable image.
         """
-        from .kscan import choose_k
-        from .pipeline import embed_folder, embed_inputs
-
         auto = isinstance(self.n_clusters, str) and self.n_clusters == "auto"
         if not auto:
             check_int("n_clusters", self.n_clusters)
         model = self._model(2 if auto else self.n_clusters)
         inputs = _inputs(X)
-        embedder = Embedder(weights=self.weights, pooling=self.pooling,
-                            precision=self.precision, batch_size=self.batch_size,
-                            seed=self.random_state, layer=self.layer, tta=self.tta,
-                            grid=self.grid)
+        embedder = self._embedder()
         if len(inputs) == 1 and os.path.isdir(inputs[0]):
-            emb = embed_folder(inputs[0], embedder, self.store, progress=self.progress)
+            emb = embed_folder(inputs[0], embedder=embedder, store=self.store,
+                               progress=self.progress)
             paths, features, bad = emb.paths, emb.features, emb.bad_files
             image_dir = os.path.abspath(inputs[0])
         else:
-            paths, features, bad = embed_inputs(inputs, embedder, self.store, image_dir=None,
-                                                progress=self.progress)
+            found = embed_inputs(inputs, embedder=embedder, store=self.store,
+                                 progress=self.progress)
+            paths, features, bad = found.paths, found.features, found.bad_files
             emb = image_dir = None
             if not paths:
                 raise NoImagesError("none of the inputs is a usable image"
@@ -168,7 +163,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         kscan = None
         if auto:
             kscan = choose_k(features, pca=self.pca, normalize=self.normalize,
-                             random_state=self.random_state)
+                             random_state=self.random_state, fit_sample=self.fit_sample)
             model.set_params(n_clusters=kscan.suggested_k_)
         model.fit(features)
         self.embedder_ = embedder
@@ -183,16 +178,24 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.distances_ = model.distances_
         return self
 
-    def _set_model(self, model):
+    def _set_model(self, model: FeatureKMeans) -> None:
         self.model_ = model
         self.cluster_centers_ = model.cluster_centers_
 
-    def fit_transform(self, X, y=None):
+    def fit_transform(self, X: Inputs, y: Any = None) -> np.ndarray:
         """Fit and return ``features_``."""
         return self.fit(X).features_
 
+    @property
+    def _n_features_out(self) -> int:
+        """Length of the feature vectors :meth:`transform` returns (for
+        :meth:`get_feature_names_out`)."""
+        check_is_fitted(self, "embedder_")
+        return self.embedder_.dim
+
     @classmethod
-    def from_output(cls, out_dir, store=None, progress=None):
+    def from_output(cls, out_dir: str | os.PathLike, *, store: str | os.PathLike | None = None,
+                    progress: Any = None) -> ImageClusterer:
         """The fitted estimator saved by ``sort`` in an output folder.
 
         Parameters
@@ -207,9 +210,10 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         ImageClusterer
-            With ``model_``, ``embedder_``, ``cluster_centers_`` and
-            ``image_dir_`` set, ready for :meth:`predict`, :meth:`transform`
-            and :meth:`assign` (the clustered images' ``labels_`` are in the
+            With the parameters of the saved embedder and model, and
+            ``model_``, ``embedder_``, ``cluster_centers_`` and ``image_dir_``
+            set, ready for :meth:`predict`, :meth:`transform`, :meth:`assign`
+            and :meth:`similar` (the clustered images' ``labels_`` are in the
             folder's ``labels.csv``).
 
         Raises
@@ -220,34 +224,26 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             If the model cannot be used with the embedder it was made with
             (its weights file changed, say).
         """
-        from .assign import embedder_for
-        from .output import open_sorted
-
         sorted_folder = open_sorted(out_dir)
         record, model = sorted_folder.record, sorted_folder.model
         embedder = embedder_for(sorted_folder)
-        e = embedder.get_params()
-        est = cls(n_clusters=model.n_clusters, weights=e["weights"], pooling=e["pooling"],
-                  pca=model.pca, normalize=model.normalize, random_state=model.random_state,
-                  store=store if store is not None else record.store_root,
-                  batch_size=e["batch_size"], precision=e["precision"], layer=e["layer"],
-                  tta=e["tta"], method=model.method, progress=progress, grid=e["grid"])
+        est = cls(**embedder.get_params(), **model.get_params(),
+                  store=store if store is not None else record.store_root, progress=progress)
         est.embedder_ = embedder
         est.image_dir_ = record.image_dir
         est._set_model(model)
         return est
 
-    def _embed(self, X):
-        from .pipeline import embed_inputs
-
+    def _embed(self, X: Inputs) -> tuple[list, np.ndarray]:
         check_is_fitted(self, ("model_", "embedder_"))
-        paths, features, bad = embed_inputs(_inputs(X), self.embedder_, self.store,
-                                            self.image_dir_, progress=self.progress)
-        if bad:
-            raise UsageError(f"cannot use {bad[0].path!r}: {bad[0].reason}")
-        return paths, features
+        found = embed_inputs(_inputs(X), embedder=self.embedder_, store=self.store,
+                             image_dir=self.image_dir_, progress=self.progress)
+        if found.bad_files:
+            bad = found.bad_files[0]
+            raise UsageError(f"cannot use {bad.path!r}: {bad.reason}")
+        return found.paths, found.features
 
-    def transform(self, X):
+    def transform(self, X: Inputs) -> np.ndarray:
         """VGG16 features of the images, through the feature store.
 
         Parameters
@@ -266,7 +262,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         return self._embed(X)[1]
 
-    def assign(self, X):
+    def assign(self, X: Inputs) -> AssignResult:
         """Cluster, distance to its centre and outlier flag of each image.
 
         An image is an outlier when it is farther from its cluster's centre
@@ -279,14 +275,12 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        featclust.assign.Assignment
+        featclust.assign.AssignResult
         """
-        from .assign import Assignment, assign_features
-
         paths, features = self._embed(X)
-        return Assignment(paths, *assign_features(self.model_, features))
+        return AssignResult(paths, *assign_features(self.model_, features))
 
-    def predict(self, X):
+    def predict(self, X: Inputs) -> np.ndarray:
         """Cluster of each image: the nearest fitted centre.
 
         Images that were part of the clustering get the cluster they were
@@ -303,13 +297,14 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         return self.assign(X).labels
 
-    def similar(self, X, top=10):
+    def similar(self, X: Inputs, top: int = 10) -> SimilarResult:
         """The ``top`` clustered images most similar to each image of ``X``.
 
         Similarity is the cosine of the VGG16 features (exact search,
         :func:`featclust.search.top_similar`). The queries go through the
         feature store (an image already embedded is not embedded again); an
         image that was clustered finds itself first, with similarity 1.0.
+        The estimator is left as it is.
 
         Parameters
         ----------
@@ -320,7 +315,7 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        featclust.similarity.SimilarImages
+        featclust.similarity.SimilarResult
 
         Raises
         ------
@@ -330,26 +325,21 @@ class ImageClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         Notes
         -----
         An estimator made by :meth:`from_output` has no ``features_``: the
-        sorted folder's images are then read through the store first (as
-        :func:`featclust.embed_folder` does: nothing unchanged is embedded
-        again), and set as ``paths_`` and ``features_``.
+        sorted folder's images are then read through the store on each call
+        (as :func:`featclust.embed_folder` does: nothing unchanged is
+        embedded again).
         """
-        from .search import top_similar
-        from .similarity import SimilarImages
-
         check_int("top", top)
         check_is_fitted(self, ("model_", "embedder_"))
-        if not hasattr(self, "features_"):
-            from .pipeline import embed_folder
-
-            if self.image_dir_ is None:
-                raise UsageError("this estimator knows no clustered images: fit it first")
-            emb = embed_folder(self.image_dir_, self.embedder_, self.store,
+        if hasattr(self, "features_"):
+            paths, features = self.paths_, self.features_
+        elif self.image_dir_ is None:
+            raise UsageError("this estimator knows no clustered images: fit it first")
+        else:
+            emb = embed_folder(self.image_dir_, embedder=self.embedder_, store=self.store,
                                progress=self.progress)
-            self.paths_, self.features_ = list(emb.paths), emb.features
-        queries, features = self._embed(X)
-        indices, similarities = top_similar(self.features_, features, top)
-        return SimilarImages(queries, [[self.paths_[i] for i in row] for row in indices],
+            paths, features = list(emb.paths), emb.features
+        queries, query_features = self._embed(X)
+        indices, similarities = top_similar(features, query_features, top)
+        return SimilarResult(queries, [[paths[i] for i in row] for row in indices],
                              indices, similarities)
-
-

@@ -1,29 +1,42 @@
-"""The main jobs, composed from the modules: embed a folder or a list of files, sort a folder."""
+"""The main jobs, composed from the modules: embed a folder or a list of files, scan k, sort
+a folder."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from . import images
 from .checks import check_choice
-from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE, FeatureKMeans
+from .cluster import FeatureKMeans
 from .decoding import iter_features
-from .distributed import check_dask, connect, labeller
+from .distributed import check_dask, connect, labeller, update_store
 from .embed import Embedder
 from .errors import FeatclustError, NoImagesError, UsageError
 from .fileio import inside
+from .kscan import KScan
 from .output import (BAD_FILES_CSV, CLUSTERS_CSV, KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ,
-                     TRUTH_CSV, OutputFolder, RunRecord, kscan_info, read_record, write_kscan)
+                     TRUTH_CSV, OutputFolder, RunRecord, kscan_info, read_record, save_kscan,
+                     write_kscan)
 from .progress import bar_factory
 from .sort import MODES, destinations, sort_into_folders
 from .store import FeatureStore, check_root
 from .tables import bad_files_csv, clusters_csv, labels_csv, truth_csv
+
+#: The parameters of :class:`~featclust.cluster.FeatureKMeans` and their defaults, read from its
+#: signature (the one place they are declared).
+CLUSTER_DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(FeatureKMeans).parameters.items()}
+#: The same for :class:`~featclust.kscan.KScan`.
+KSCAN_DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(KScan).parameters.items()}
 
 
 @dataclass
@@ -60,17 +73,25 @@ class EmbedResult:
     hashes: list = field(default_factory=list)
 
 
-def _embedder(embedder, kwargs):
+def make_embedder(embedder: Embedder | None, params: dict[str, Any]) -> Embedder:
+    """``embedder``, or an :class:`~featclust.embed.Embedder` built from ``params``.
+
+    Raises
+    ------
+    UsageError
+        If both are given, or a parameter is invalid.
+    """
     if embedder is not None:
-        if kwargs:
+        if params:
             raise UsageError(f"give either embedder or embedder parameters "
-                             f"({', '.join(sorted(kwargs))}), not both")
+                             f"({', '.join(sorted(params))}), not both")
         return embedder
-    return Embedder(**kwargs)
+    return Embedder(**params)
 
 
-def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None, dask=None,
-                 **kwargs):
+def embed_folder(image_dir: str | os.PathLike, *, embedder: Embedder | None = None,
+                 store: str | os.PathLike | None = None, exclude: Iterable = (),
+                 progress: Any = None, dask: Any = None, **embedder_params: Any) -> EmbedResult:
     """Fill the feature store for ``image_dir`` and return the features.
 
     Only images that are new or changed since the last run are embedded;
@@ -80,8 +101,9 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
     ----------
     image_dir : path-like
     embedder : featclust.embed.Embedder, optional
-        Built from ``kwargs`` (``weights``, ``pooling``, ``precision``,
-        ``batch_size``, ``seed``, ``layer``, ``tta``, ``grid``) when not given.
+        Built from ``embedder_params`` (the parameters of
+        :class:`~featclust.embed.Embedder`: ``weights``, ``pooling`` ...)
+        when not given.
     store : path-like, optional
         Store root; default under the user's cache folder.
     exclude : iterable of path-like
@@ -105,7 +127,7 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
     NoImagesError
         If the folder holds no usable image.
     """
-    embedder = _embedder(embedder, kwargs)
+    embedder = make_embedder(embedder, embedder_params)
     dask = check_dask(dask)
     progress = bar_factory(progress)
     root = check_root(store, [image_dir])
@@ -120,8 +142,6 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
             cached, bad, n_embedded = st.update(
                 files, functools.partial(iter_features, embedder=embedder), progress)
         else:
-            from .distributed import update_store
-
             cached, bad, n_embedded = update_store(client, st, files, embedder, progress)
         bad = list(problems) + bad
         st.finish(files, bad)
@@ -138,7 +158,29 @@ def embed_folder(image_dir, embedder=None, store=None, exclude=(), progress=None
                        repaired, hashes)
 
 
-def embed_inputs(inputs, embedder=None, store=None, image_dir=None, progress=None, **kwargs):
+@dataclass
+class EmbedInputsResult:
+    """What :func:`embed_inputs` found and computed.
+
+    Attributes
+    ----------
+    paths : list of str
+        The usable images, in input order (files inside a given folder joined to it).
+    features : numpy.ndarray
+        ``(len(paths), dim)`` float32, row ``i`` belongs to ``paths[i]``.
+    bad_files : list of featclust.images.BadFile
+        Files that could not be used (path as given).
+    """
+
+    paths: list
+    features: np.ndarray
+    bad_files: list = field(default_factory=list)
+
+
+def embed_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 embedder: Embedder | None = None, store: str | os.PathLike | None = None,
+                 image_dir: str | os.PathLike | None = None, progress: Any = None,
+                 **embedder_params: Any) -> EmbedInputsResult:
     """Features of image files and of the images in folders, through the store.
 
     Each file is looked up in (and added to) the store of ``image_dir`` when
@@ -151,28 +193,24 @@ def embed_inputs(inputs, embedder=None, store=None, image_dir=None, progress=Non
     inputs : path-like or list of path-like
         Image files and folders (folders are scanned as ``sort`` does).
     embedder : featclust.embed.Embedder, optional
-        Built from ``kwargs`` when not given.
+        Built from ``embedder_params`` when not given.
     store : path-like, optional
         Store root; default under the user's cache folder.
     image_dir : path-like, optional
         The folder a model was made from.
-    progress : callable, optional
+    progress : bool, None or tqdm class
         As in :func:`embed_folder`.
 
     Returns
     -------
-    paths : list of str
-        The usable images, in input order (files inside a given folder joined to it).
-    features : ndarray of shape (len(paths), dim)
-    bad : list of featclust.images.BadFile
-        Files that could not be used (path as given).
+    EmbedInputsResult
 
     Raises
     ------
     UsageError
         If an input does not exist.
     """
-    embedder = _embedder(embedder, kwargs)
+    embedder = make_embedder(embedder, embedder_params)
     progress = bar_factory(progress)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -228,7 +266,81 @@ def embed_inputs(inputs, embedder=None, store=None, image_dir=None, progress=Non
     paths = [shown for shown, _ in order]
     feats = (np.stack([features[key] for _, key in order]) if order
              else np.zeros((0, int(settings["dim"])), np.float32))
-    return paths, feats, bad
+    return EmbedInputsResult(paths, feats, bad)
+
+
+@dataclass
+class ScanResult:
+    """What :func:`scan_folder` did.
+
+    Attributes
+    ----------
+    embed : EmbedResult
+    kscan : featclust.kscan.KScan
+        The fitted scan: ``scores_``, ``suggested_k_``, ``reason_``.
+    left_out : list of int
+        The ks asked for that were not tried (k-means needs more images than clusters).
+    written : list of pathlib.Path
+        ``kscan.csv`` and ``kscan.png`` in ``out_dir`` (empty without it).
+    """
+
+    embed: EmbedResult
+    kscan: KScan
+    left_out: list = field(default_factory=list)
+    written: list = field(default_factory=list)
+
+
+def scan_folder(image_dir: str | os.PathLike, *, ks: Iterable[int] = KSCAN_DEFAULTS["ks"],
+                embedder: Embedder | None = None, store: str | os.PathLike | None = None,
+                pca: int | None = KSCAN_DEFAULTS["pca"],
+                normalize: bool = KSCAN_DEFAULTS["normalize"],
+                random_state: Any = KSCAN_DEFAULTS["random_state"],
+                fit_sample: int | None = KSCAN_DEFAULTS["fit_sample"],
+                out_dir: str | os.PathLike | None = None, progress: Any = None,
+                dask: Any = None, **embedder_params: Any) -> ScanResult:
+    """Embed what is missing and score k-means for each k of ``ks`` (``featclust scan-k``).
+
+    Parameters
+    ----------
+    image_dir : path-like
+    ks : iterable of int
+        The ks to try (each at least 2; those not below the number of images are left out).
+    embedder, store, progress, dask, embedder_params
+        As in :func:`embed_folder`.
+    pca, normalize, random_state, fit_sample
+        As in :class:`featclust.kscan.KScan`.
+    out_dir : path-like, optional
+        Write ``kscan.csv`` and ``kscan.png`` there: a new or empty folder, or
+        a featclust output such as a sorted folder (see
+        :func:`featclust.output.save_kscan`). Checked before anything is embedded.
+
+    Returns
+    -------
+    ScanResult
+
+    Raises
+    ------
+    UsageError
+        For an invalid parameter, or an ``out_dir`` that is not safe to write.
+    NoImagesError
+        If the folder holds no usable image.
+    """
+    scan = KScan(ks=ks, pca=pca, normalize=normalize, random_state=random_state,
+                 fit_sample=fit_sample)
+    wanted = scan.check_params()
+    embedder = make_embedder(embedder, embedder_params)
+    if out_dir is not None:
+        OutputFolder(out_dir, image_dir)  # refuse an unsafe folder before embedding
+    emb = embed_folder(image_dir, embedder=embedder, store=store,
+                       exclude=[out_dir] if out_dir is not None else (), progress=progress,
+                       dask=dask)
+    scan.fit(emb.features)
+    written = []
+    if out_dir is not None:
+        record = RunRecord(command="scan-k", status="writing",
+                           image_dir=os.path.abspath(image_dir), feature_settings=emb.settings)
+        written = save_kscan(out_dir, scan, record, image_dir)
+    return ScanResult(emb, scan, sorted(set(wanted) - {int(k) for k in scan.ks_}), written)
 
 
 @dataclass
@@ -267,10 +379,19 @@ class SortResult:
     kept: list = field(default_factory=list)
 
 
-def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=DEFAULT_PCA,
-                normalize=DEFAULT_NORMALIZE, random_state=0, mode="copy", progress=None, report=True,
-                map_method="auto", truth=None, method="kmeans", fit_sample=FIT_SAMPLE, dask=None,
-                **kwargs):
+def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                n_clusters: int | str = CLUSTER_DEFAULTS["n_clusters"],
+                embedder: Embedder | None = None, store: str | os.PathLike | None = None,
+                pca: int | None = CLUSTER_DEFAULTS["pca"],
+                whiten: bool = CLUSTER_DEFAULTS["whiten"],
+                normalize: bool = CLUSTER_DEFAULTS["normalize"],
+                random_state: Any = CLUSTER_DEFAULTS["random_state"],
+                n_init: int = CLUSTER_DEFAULTS["n_init"],
+                method: str = CLUSTER_DEFAULTS["method"],
+                fit_sample: int | None = CLUSTER_DEFAULTS["fit_sample"],
+                mode: str = "copy", progress: Any = None, report: bool = True,
+                map_method: str = "auto", truth: dict | None = None, dask: Any = None,
+                **embedder_params: Any) -> SortResult:
     """Embed what is missing, cluster, and copy images into cluster folders.
 
     Parameters
@@ -281,16 +402,11 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=D
     n_clusters : int or "auto"
         ``"auto"``: the k suggested by a scan of k = 2..30 (see
         :class:`featclust.kscan.KScan`); its table goes to ``kscan.csv``.
-    embedder, store, progress, kwargs
+    embedder, store, progress, embedder_params
         As in :func:`embed_folder`.
-    pca : int or None, default :data:`featclust.cluster.DEFAULT_PCA`
-        PCA components before clustering (at most the number of images).
-    normalize : bool, default :data:`featclust.cluster.DEFAULT_NORMALIZE`
-        L2-normalise the features before and after PCA (cosine k-means).
-    random_state : int
-        Random state of the clustering.
-    method : {"kmeans", "ward"}
-        Clustering method (see :class:`featclust.cluster.FeatureKMeans`).
+    pca, whiten, normalize, random_state, n_init, method
+        The clustering's parameters, with its defaults: see
+        :class:`featclust.cluster.FeatureKMeans`.
     mode : {"copy", "symlink", "hardlink"}
     report : bool
         Write montages, a 2-D map and ``index.html`` into ``out_dir/report/``
@@ -318,8 +434,9 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=D
 
     out = OutputFolder(out_dir, image_dir)
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
-    model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, normalize=normalize,
-                          random_state=random_state, method=method, fit_sample=fit_sample)
+    model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, whiten=whiten,
+                          normalize=normalize, random_state=random_state, n_init=n_init,
+                          method=method, fit_sample=fit_sample)
     model.check_params()
     dask = check_dask(dask)
     check_choice("mode", mode, MODES)
@@ -327,12 +444,12 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=D
         from .report import check_map_method
 
         check_map_method(map_method)
-    embedder = _embedder(embedder, kwargs)
+    embedder = make_embedder(embedder, embedder_params)
     progress = bar_factory(progress)
     parent = _parent_sort(image_dir)
     with connect(dask) as client:
-        emb = embed_folder(image_dir, embedder, store, exclude=[out_dir], progress=progress,
-                           dask=client)
+        emb = embed_folder(image_dir, embedder=embedder, store=store, exclude=[out_dir],
+                           progress=progress, dask=client)
         scan = None
         if auto:
             scan = choose_k(emb.features, pca=pca, normalize=normalize,

@@ -11,12 +11,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .output import OutputFolder
-from .pipeline import _embedder, embed_folder, embed_inputs
+from .checks import check_float, check_int
+from .embed import Embedder
+from .output import OutputFolder, RunRecord
+from .pipeline import EmbedResult, embed_folder, embed_inputs, make_embedder
 from .progress import bar_factory
+from .report import duplicates_html
+from .search import NEAR_DUPLICATE, exact_duplicate_groups, near_duplicate_groups, top_similar
 from .tables import duplicates_csv, identical_csv, similar_csv
 
 DUPLICATES_CSV = "duplicates.csv"
@@ -25,7 +30,7 @@ DUPLICATES_HTML = "duplicates.html"
 
 
 @dataclass
-class SimilarImages:
+class SimilarResult:
     """The images most similar to each query.
 
     Attributes
@@ -51,19 +56,21 @@ class SimilarImages:
     bad_files: list = field(default_factory=list)
     n_embedded: int = 0
 
-    def rows(self):
+    def rows(self) -> Iterator[tuple[str, str, float, int]]:
         """``(query, path, similarity, rank)`` tuples, rank 1 the most similar."""
         for q, paths, sims in zip(self.queries, self.paths, self.similarities):
             for rank, (path, sim) in enumerate(zip(paths, sims), start=1):
                 yield q, path, float(sim), rank
 
-    def csv(self):
+    def csv(self) -> str:
         """The result as CSV: ``query,path,similarity,rank``."""
         return similar_csv(self.rows())
 
 
-def similar_images(image_dir, queries, top=10, embedder=None, store=None, progress=None,
-                   **kwargs):
+def similar_images(image_dir: str | os.PathLike,
+                   queries: str | os.PathLike | Sequence[str | os.PathLike], *, top: int = 10,
+                   embedder: Embedder | None = None, store: str | os.PathLike | None = None,
+                   progress: Any = None, **embedder_params: Any) -> SimilarResult:
     """The ``top`` most similar images of ``image_dir`` for each query image.
 
     Parameters
@@ -72,12 +79,12 @@ def similar_images(image_dir, queries, top=10, embedder=None, store=None, progre
     queries : path-like or list of path-like
         Image files and folders of images.
     top : int
-    embedder, store, progress, kwargs
+    embedder, store, progress, embedder_params
         As in :func:`featclust.embed_folder`.
 
     Returns
     -------
-    SimilarImages
+    SimilarResult
 
     Raises
     ------
@@ -86,17 +93,15 @@ def similar_images(image_dir, queries, top=10, embedder=None, store=None, progre
     UsageError
         If a query does not exist or ``top`` is not a positive integer.
     """
-    from .checks import check_int
-    from .search import top_similar
-
     top = check_int("top", top)
-    embedder = _embedder(embedder, kwargs)
+    embedder = make_embedder(embedder, embedder_params)
     progress = bar_factory(progress)
-    emb = embed_folder(image_dir, embedder, store, progress=progress)
-    names, feats, bad = embed_inputs(queries, embedder, store, image_dir, progress)
-    index, sims = top_similar(emb.features, feats, top)
-    return SimilarImages(names, [[emb.paths[i] for i in row] for row in index], index, sims,
-                         emb.bad_files + bad, emb.n_embedded)
+    emb = embed_folder(image_dir, embedder=embedder, store=store, progress=progress)
+    found = embed_inputs(queries, embedder=embedder, store=store, image_dir=image_dir,
+                         progress=progress)
+    index, sims = top_similar(emb.features, found.features, top)
+    return SimilarResult(found.paths, [[emb.paths[i] for i in row] for row in index], index,
+                         sims, emb.bad_files + found.bad_files, emb.n_embedded)
 
 
 @dataclass
@@ -124,7 +129,7 @@ class DuplicatesResult:
     n_images: int = 0
 
 
-def duplicate_groups(emb, threshold=None):
+def duplicate_groups(emb: EmbedResult, threshold: float | None = None) -> tuple:
     """Near-duplicate and byte-identical groups of an :class:`~featclust.EmbedResult`.
 
     Returns
@@ -133,8 +138,6 @@ def duplicate_groups(emb, threshold=None):
     identical : list of list of str
     threshold : float
     """
-    from .search import NEAR_DUPLICATE, exact_duplicate_groups, near_duplicate_groups
-
     threshold = NEAR_DUPLICATE if threshold is None else threshold
     near = [[(emb.paths[i], float(s)) for i, s in group]
             for group in near_duplicate_groups(emb.features, threshold)]
@@ -142,8 +145,10 @@ def duplicate_groups(emb, threshold=None):
     return near, identical, threshold
 
 
-def find_duplicates(image_dir, out_dir=None, threshold=None, embedder=None, store=None,
-                    progress=None, **kwargs):
+def find_duplicates(image_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                    threshold: float | None = None, embedder: Embedder | None = None,
+                    store: str | os.PathLike | None = None, progress: Any = None,
+                    **embedder_params: Any) -> DuplicatesResult:
     """Find near-duplicate and byte-identical images; write them into ``out_dir``.
 
     Parameters
@@ -157,27 +162,22 @@ def find_duplicates(image_dir, out_dir=None, threshold=None, embedder=None, stor
     threshold : float, optional
         Cosine similarity from which two images are near-duplicates; default
         :data:`featclust.search.NEAR_DUPLICATE` (chosen by measurement).
-    embedder, store, progress, kwargs
+    embedder, store, progress, embedder_params
         As in :func:`featclust.embed_folder`.
 
     Returns
     -------
     DuplicatesResult
     """
-    from .checks import check_float
-
     if threshold is not None:
         threshold = check_float("threshold", threshold, low=0, high=1)
     out = OutputFolder(out_dir, image_dir) if out_dir is not None else None
-    embedder = _embedder(embedder, kwargs)
-    emb = embed_folder(image_dir, embedder, store,
+    embedder = make_embedder(embedder, embedder_params)
+    emb = embed_folder(image_dir, embedder=embedder, store=store,
                        exclude=[out_dir] if out_dir is not None else (),
                        progress=bar_factory(progress))
     near, identical, threshold = duplicate_groups(emb, threshold)
     if out is not None:
-        from .output import RunRecord
-        from .report import duplicates_html
-
         files = [DUPLICATES_CSV, IDENTICAL_CSV, DUPLICATES_HTML]
         record = RunRecord(command="duplicates", image_dir=os.path.abspath(image_dir),
                            feature_settings=emb.settings,

@@ -29,6 +29,21 @@ from .errors import OutputFormatError, UsageError
 from .fileio import csv_text, fmt_num, norm_relpath, read_csv
 from .kscan import COLUMNS as KSCAN_COLUMNS
 
+#: The columns of every table featclust writes, by file name ("assign" and "similar": the
+#: CSV those commands print). ``"cluster_*"``: one column per cluster (``cluster_0`` ...).
+#: The command line's help is built from these; tests/test_parameters.py checks the writers.
+COLUMNS = {
+    "labels.csv": ("path", "cluster", "distance", "outlier"),
+    "bad_files.csv": ("path", "reason"),
+    "clusters.csv": ("cluster", "size", "mean_distance", "p95_distance", "max_distance",
+                     "flags"),
+    "truth.csv": ("label", "cluster_*", "total"),
+    "kscan.csv": (*KSCAN_COLUMNS, "suggested"),
+    "duplicates.csv": ("group", "path", "similarity_to_first"),
+    "identical.csv": ("group", "path"),
+    "assign": ("path", "cluster", "distance", "outlier"),
+    "similar": ("query", "path", "similarity", "rank"),
+}
 
 
 def labels_csv(paths, labels, distances, outliers):

@@ -267,7 +267,7 @@ def test_estimator_takes_a_folder_a_single_path_or_a_list(sorted_out, no_embeddi
 
 
 def test_sorted_folder_opens_through_the_output_module(sorted_out, tmp_path):
-    from featclust import OutputFormatError
+    from featclust.errors import OutputFormatError
 
     folder = open_sorted(sorted_out["out"])
     paths, labels, distances = folder.labels()

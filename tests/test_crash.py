@@ -76,7 +76,7 @@ def prepared(tmp_path_factory, embedder):
     old = os.environ.get("FEATCLUST_CHUNK_SIZE")
     os.environ["FEATCLUST_CHUNK_SIZE"] = "2"
     try:
-        ref = featclust.embed_folder(folder, embedder, base / "store")
+        ref = featclust.embed_folder(folder, embedder=embedder, store=base / "store")
     finally:
         if old is None:
             del os.environ["FEATCLUST_CHUNK_SIZE"]
@@ -157,7 +157,7 @@ def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
             "skipped: 0") in out
     assert _leftovers(st_root) == []
 
-    final = featclust.embed_folder(folder, embedder, st_root)
+    final = featclust.embed_folder(folder, embedder=embedder, store=st_root)
     assert (final.n_embedded, final.n_reused) == (0, N_IMAGES)
     for path, vec in zip(final.paths, final.features):
         if path in whole:
@@ -186,7 +186,7 @@ def test_damaged_chunks_are_detected_reported_and_embedded_again(prepared, store
     assert len(repaired) == 3 and all("damaged" in line for line in repaired)
     assert _leftovers(store_copy) == []
 
-    again = featclust.embed_folder(folder, embedder, store_copy)
+    again = featclust.embed_folder(folder, embedder=embedder, store=store_copy)
     assert (again.n_embedded, again.problems) == (0, [])
     for path, vec in zip(again.paths, again.features):
         np.testing.assert_allclose(vec, reference[path], rtol=1e-4, atol=1e-5)

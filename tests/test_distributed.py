@@ -45,7 +45,8 @@ def client():
 @pytest.fixture(scope="module")
 def reference(images, embedder, tmp_path_factory):
     """The single-process run, the truth every Dask run is held to."""
-    return embed_folder(images[0], embedder, tmp_path_factory.mktemp("ref-store"), progress=False)
+    return embed_folder(images[0], embedder=embedder, store=tmp_path_factory.mktemp("ref-store"),
+                        progress=False)
 
 
 def _chunk_hashes(store_root):
@@ -68,13 +69,13 @@ def test_embed_through_dask_equals_one_process(images, embedder, client, referen
     # the same batches as in one process (other batches differ by float32 round-off).
     monkeypatch.setenv("FEATCLUST_CHUNK_SIZE", "8")
     store = tmp_path / "store"
-    emb = embed_folder(images[0], embedder, store, progress=False, dask=client)
+    emb = embed_folder(images[0], embedder=embedder, store=store, progress=False, dask=client)
     _same(emb, reference)
     assert emb.n_embedded == len(reference.paths)
     assert sorted(_chunk_hashes(store)) == sorted(set(reference.hashes))  # each row once
     assert (emb.store_path / "bad_files.csv").read_text() == \
         (reference.store_path / "bad_files.csv").read_text()
-    again = embed_folder(images[0], embedder, store, progress=False, dask=client)
+    again = embed_folder(images[0], embedder=embedder, store=store, progress=False, dask=client)
     assert again.n_embedded == 0 and again.n_reused == len(reference.paths)
 
 
@@ -102,7 +103,7 @@ def test_a_killed_worker_changes_nothing(images, embedder, client, reference, tm
     client.register_plugin(plugin_class(str(marker)))
     try:
         store = tmp_path / "store"
-        emb = embed_folder(images[0], embedder, store, progress=False, dask=client)
+        emb = embed_folder(images[0], embedder=embedder, store=store, progress=False, dask=client)
     finally:
         client.unregister_worker_plugin("featclust-kill-once")
     assert marker.exists()  # a worker did die

@@ -11,7 +11,8 @@ import pytest
 
 import featclust
 from featclust import ImageClusterer, UsageError
-from featclust.similarity import SimilarImages
+from featclust.pipeline import EmbedInputsResult
+from featclust.similarity import SimilarResult
 
 
 class Bars:
@@ -58,17 +59,17 @@ def test_progress_reaches_the_embedding(fitted):
 def test_progress_is_passed_to_the_pipeline_unchanged(monkeypatch, tmp_path, progress):
     seen = []
 
-    def fake_embed_folder(image_dir, embedder=None, store=None, progress="missing", **kw):
+    def fake_embed_folder(image_dir, *, embedder=None, store=None, progress="missing", **kw):
         seen.append(("folder", progress))
         raise featclust.NoImagesError("stop here")
 
-    def fake_embed_inputs(inputs, embedder=None, store=None, image_dir=None,
+    def fake_embed_inputs(inputs, *, embedder=None, store=None, image_dir=None,
                           progress="missing", **kw):
         seen.append(("inputs", progress))
-        return [], np.zeros((0, 512), np.float32), []
+        return EmbedInputsResult([], np.zeros((0, 512), np.float32), [])
 
-    monkeypatch.setattr(featclust.pipeline, "embed_folder", fake_embed_folder)
-    monkeypatch.setattr(featclust.pipeline, "embed_inputs", fake_embed_inputs)
+    monkeypatch.setattr(featclust.estimator, "embed_folder", fake_embed_folder)
+    monkeypatch.setattr(featclust.estimator, "embed_inputs", fake_embed_inputs)
     est = ImageClusterer(weights="none", progress=progress)
     with pytest.raises(featclust.NoImagesError):
         est.fit(tmp_path)
@@ -82,7 +83,7 @@ def test_similar_finds_each_clustered_image_itself_first(fitted):
     est, folder, truth, _, _ = fitted
     names = sorted(truth)
     found = est.similar([folder / names[0], folder / names[5]], top=4)
-    assert isinstance(found, SimilarImages)
+    assert isinstance(found, SimilarResult)
     assert found.queries == [str(folder / names[0]), str(folder / names[5])]
     assert [p[0] for p in found.paths] == [names[0], names[5]]
     assert found.indices.shape == found.similarities.shape == (2, 4)
@@ -118,10 +119,24 @@ def test_similar_checks_top_and_fitting(fitted):
 def test_similar_on_an_estimator_read_from_a_sorted_folder(fitted, tmp_path, embedder):
     _, folder, truth, store, _ = fitted
     out = tmp_path / "out"
-    featclust.sort_folder(folder, out, 2, embedder=embedder, store=store, report=False)
+    featclust.sort_folder(folder, out, n_clusters=2, embedder=embedder, store=store, report=False)
     est = ImageClusterer.from_output(out, progress=False)
     assert est.get_params()["progress"] is False
+    before = dict(vars(est))
     names = sorted(truth)
     found = est.similar(folder / names[2], top=2)
     assert found.paths[0][0] == names[2] and found.similarities[0, 0] == 1.0
-    assert est.paths_ == names
+    # similar() leaves the estimator as it was: no paths_ or features_ set on it
+    assert vars(est).keys() == before.keys()
+    assert all(vars(est)[k] is v for k, v in before.items())
+    again = est.similar(folder / names[4], top=1)
+    assert again.paths == [[names[4]]]
+
+
+def test_similar_leaves_a_fitted_estimator_alone(fitted):
+    est, folder, truth, _, _ = fitted
+    before = {k: v for k, v in vars(est).items() if k.endswith("_")}
+    est.similar(folder / sorted(truth)[1], top=3)
+    after = {k: v for k, v in vars(est).items() if k.endswith("_")}
+    assert after.keys() == before.keys()
+    assert all(after[k] is v for k, v in before.items())

@@ -35,7 +35,7 @@ def sorted_run(tmp_path_factory, two_families, embedder):
     store = tmp_path_factory.mktemp("store")
     out = tmp_path_factory.mktemp("runs") / "k2"
     before = {p: _sha(folder / p) for p in truth}
-    result = featclust.sort_folder(folder, out, 2, embedder=embedder, store=store,
+    result = featclust.sort_folder(folder, out, n_clusters=2, embedder=embedder, store=store,
                                    normalize=True)
     return folder, truth, store, out, result, before
 
@@ -85,7 +85,8 @@ def test_marker_and_model_written(sorted_run):
 
 def test_second_run_with_other_k_embeds_nothing(sorted_run, tmp_path, embedder):
     folder, truth, store, _, _, _ = sorted_run
-    result = featclust.sort_folder(folder, tmp_path / "k3", 3, embedder=embedder, store=store)
+    result = featclust.sort_folder(folder, tmp_path / "k3", n_clusters=3, embedder=embedder,
+                                   store=store)
     assert result.embed.n_embedded == 0
     assert result.embed.n_reused == len(truth)
     listing = os.listdir(tmp_path / "k3")
@@ -98,7 +99,7 @@ def test_changed_added_and_deleted_images(tmp_path, embedder):
     folder = tmp_path / "imgs"
     truth = make_two_families(folder, n_per_family=3)
     store = tmp_path / "store"
-    first = featclust.embed_folder(folder, embedder, store)
+    first = featclust.embed_folder(folder, embedder=embedder, store=store)
     assert first.n_embedded == 6
     names = sorted(truth)
     changed, deleted = folder / names[0], folder / names[1]
@@ -107,7 +108,7 @@ def test_changed_added_and_deleted_images(tmp_path, embedder):
     deleted.unlink()
     samples.draw_dots("line", np.random.default_rng(5)).save(folder / "new.png")
 
-    second = featclust.embed_folder(folder, embedder, store)
+    second = featclust.embed_folder(folder, embedder=embedder, store=store)
     assert second.n_embedded == 2  # the changed and the new image
     assert second.n_reused == 4
     assert names[1] not in second.paths and "new.png" in second.paths
@@ -119,7 +120,7 @@ def test_changed_added_and_deleted_images(tmp_path, embedder):
     with featclust.store.FeatureStore(folder, embedder.settings(), store) as st:
         assert names[1] not in st and len(st) == 6
 
-    third = featclust.embed_folder(folder, embedder, store)
+    third = featclust.embed_folder(folder, embedder=embedder, store=store)
     assert third.n_embedded == 0
     np.testing.assert_array_equal(third.features, second.features)
 
@@ -135,12 +136,12 @@ def test_other_pooling_gets_its_own_store_entry(tmp_path, two_families):
             p.unlink()
     avg = featclust.Embedder(weights="none", pooling="avg", batch_size=4)
     mx = featclust.Embedder(weights="none", pooling="max", batch_size=4)
-    a = featclust.embed_folder(sub, avg, store)
-    b = featclust.embed_folder(sub, mx, store)
+    a = featclust.embed_folder(sub, embedder=avg, store=store)
+    b = featclust.embed_folder(sub, embedder=mx, store=store)
     assert (a.n_embedded, b.n_embedded) == (3, 3)
     assert a.store_path != b.store_path
     assert not np.allclose(a.features, b.features)
-    assert featclust.embed_folder(sub, mx, store).n_embedded == 0
+    assert featclust.embed_folder(sub, embedder=mx, store=store).n_embedded == 0
 
 
 def test_same_names_in_subfolders_both_arrive(tmp_path, embedder):
@@ -150,7 +151,7 @@ def test_same_names_in_subfolders_both_arrive(tmp_path, embedder):
         for i in range(2):
             contrast_dots(fam, np.random.default_rng(i)).save(folder / sub / f"img_{i}.png")
     out = tmp_path / "out"
-    featclust.sort_folder(folder, out, 2, embedder=embedder, store=tmp_path / "store")
+    featclust.sort_folder(folder, out, n_clusters=2, embedder=embedder, store=tmp_path / "store")
     copies = sorted(p.relative_to(out).as_posix() for p in out.glob("cluster_*/**/*.png"))
     assert len(copies) == 4
     assert sorted(c.split("/", 1)[1] for c in copies) == [
@@ -171,8 +172,8 @@ def test_weights_file_written_by_the_test(tmp_path, two_families):
     path = tmp_path / "vgg16.weights.h5"
     vgg.save_weights(path)
     from_file = featclust.Embedder(weights=str(path), batch_size=2, layer="block5")
-    got = featclust.embed_folder(sub, from_file, tmp_path / "store")
-    want = featclust.embed_folder(sub, ref, tmp_path / "store2")
+    got = featclust.embed_folder(sub, embedder=from_file, store=tmp_path / "store")
+    want = featclust.embed_folder(sub, embedder=ref, store=tmp_path / "store2")
     np.testing.assert_allclose(got.features, want.features, rtol=1e-5, atol=1e-5)
     assert got.settings["weights"].startswith("file:sha256=")
     assert keras.config.dtype_policy().name == "float32"

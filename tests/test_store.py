@@ -54,11 +54,12 @@ def test_reuse_and_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(FeatureStore.__init__, "__defaults__", (None, 4))
     write_images(tmp_path / "img", range(0, 250, 25))  # 10 images
     fake = FakeEmbedder()
-    first = featclust.embed_folder(tmp_path / "img", fake, tmp_path / "store")
+    first = featclust.embed_folder(tmp_path / "img", embedder=fake, store=tmp_path / "store")
     assert fake.seen == 10 and first.n_embedded == 10
     assert len(list((tmp_path / "store").glob("features-*/rows/chunk-*.npy"))) == 3
     np.testing.assert_allclose(first.features[:, 0], np.arange(0, 250, 25) / 255, atol=1e-6)
-    again = featclust.embed_folder(tmp_path / "img", FakeEmbedder(), tmp_path / "store")
+    again = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
+                                   store=tmp_path / "store")
     assert again.n_reused == 10 and again.n_embedded == 0
     np.testing.assert_array_equal(again.features, first.features)
 
@@ -67,9 +68,10 @@ def test_interrupted_run_keeps_whole_chunks_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(FeatureStore.__init__, "__defaults__", (None, 2))
     write_images(tmp_path / "img", range(0, 250, 25))
     with pytest.raises(KeyboardInterrupt):
-        featclust.embed_folder(tmp_path / "img", FakeEmbedder(fail_after=6), tmp_path / "store")
+        featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(fail_after=6),
+                               store=tmp_path / "store")
     resumed = FakeEmbedder()
-    result = featclust.embed_folder(tmp_path / "img", resumed, tmp_path / "store")
+    result = featclust.embed_folder(tmp_path / "img", embedder=resumed, store=tmp_path / "store")
     assert result.n_reused == 6 and resumed.seen == 4
     np.testing.assert_allclose(result.features[:, 0], np.arange(0, 250, 25) / 255, atol=1e-6)
     assert not list(result.store_path.glob("*.tmp"))
@@ -77,7 +79,8 @@ def test_interrupted_run_keeps_whole_chunks_and_resumes(tmp_path, monkeypatch):
 
 def test_same_size_and_mtime_but_new_content_is_detected(tmp_path):
     write_images(tmp_path / "img", [0, 255], "bmp")  # uncompressed: same size for any pixels
-    first = featclust.embed_folder(tmp_path / "img", FakeEmbedder(), tmp_path / "store")
+    first = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
+                                   store=tmp_path / "store")
     target = tmp_path / "img" / "im00.bmp"
     st = os.stat(target)
     data = target.read_bytes()
@@ -86,7 +89,8 @@ def test_same_size_and_mtime_but_new_content_is_detected(tmp_path):
     assert len(new) == len(data)
     target.write_bytes(new)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # a racy, same-stat change
-    second = featclust.embed_folder(tmp_path / "img", FakeEmbedder(), tmp_path / "store")
+    second = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
+                                    store=tmp_path / "store")
     assert second.n_embedded == 1
     assert second.features[0, 0] == pytest.approx(7 / 255, abs=1e-6)
     assert first.features[0, 0] == 0
@@ -94,24 +98,29 @@ def test_same_size_and_mtime_but_new_content_is_detected(tmp_path):
 
 def test_other_settings_other_entry_and_foreign_settings_rebuilt(tmp_path):
     write_images(tmp_path / "img", [0, 100, 200])
-    a = featclust.embed_folder(tmp_path / "img", FakeEmbedder("a"), tmp_path / "store")
-    b = featclust.embed_folder(tmp_path / "img", FakeEmbedder("b"), tmp_path / "store")
+    a = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder("a"),
+                               store=tmp_path / "store")
+    b = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder("b"),
+                               store=tmp_path / "store")
     assert a.store_path != b.store_path and b.n_embedded == 3
     settings = a.store_path.parents[1] / "settings.json"
     data = json.loads(settings.read_text())
     data["settings"]["tag"] = "tampered"
     settings.write_text(json.dumps(data))
-    again = featclust.embed_folder(tmp_path / "img", FakeEmbedder("a"), tmp_path / "store")
+    again = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder("a"),
+                                   store=tmp_path / "store")
     assert again.n_embedded == 3
     assert any("other settings" in p and "rebuilt" in p for p in again.problems)
 
 
 def test_truncated_chunk_is_reported_and_rebuilt(tmp_path):
     write_images(tmp_path / "img", [0, 100, 200])
-    first = featclust.embed_folder(tmp_path / "img", FakeEmbedder(), tmp_path / "store")
+    first = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
+                                   store=tmp_path / "store")
     [chunk] = (tmp_path / "store").glob("features-*/rows/chunk-*.npy")
     chunk.write_bytes(chunk.read_bytes()[:100])
-    again = featclust.embed_folder(tmp_path / "img", FakeEmbedder(), tmp_path / "store")
+    again = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
+                                   store=tmp_path / "store")
     assert again.n_embedded == 3
     assert any(f"chunk {chunk.stem[6:]} is damaged" in p for p in again.problems)
     np.testing.assert_array_equal(again.features, first.features)
@@ -129,8 +138,8 @@ def test_two_folders_with_the_same_file_names_never_share_rows(tmp_path):
     write_images(tmp_path / "one", [0, 0])
     write_images(tmp_path / "two", [255, 255])
     store = tmp_path / "store"
-    one = featclust.embed_folder(tmp_path / "one", FakeEmbedder(), store)
-    two = featclust.embed_folder(tmp_path / "two", FakeEmbedder(), store)
+    one = featclust.embed_folder(tmp_path / "one", embedder=FakeEmbedder(), store=store)
+    two = featclust.embed_folder(tmp_path / "two", embedder=FakeEmbedder(), store=store)
     assert one.paths == two.paths and two.n_embedded == 2
     assert one.features[0, 0] == 0 and two.features[0, 0] == 1
 

@@ -36,7 +36,7 @@ def _age(folder):
 
 
 def _embed(folder, root, fake=None):
-    return featclust.embed_folder(folder, fake or FakeEmbedder(), root)
+    return featclust.embed_folder(folder, embedder=fake or FakeEmbedder(), store=root)
 
 
 def _tree(root):
@@ -325,7 +325,7 @@ def test_sorted_copies_and_a_renamed_folder_embed_nothing_with_the_real_model(
         two_families, tmp_path, embedder):
     folder, _ = two_families
     root = tmp_path / "store"
-    first = featclust.embed_folder(folder, embedder, root)
+    first = featclust.embed_folder(folder, embedder=embedder, store=root)
     assert first.n_embedded == 16
     out = tmp_path / "out"
     for mode in ["copy", "symlink", "hardlink"]:
@@ -334,13 +334,13 @@ def test_sorted_copies_and_a_renamed_folder_embed_nothing_with_the_real_model(
         for p in first.paths[:5]:
             {"copy": shutil.copy2, "symlink": os.symlink, "hardlink": os.link}[mode](
                 folder / p, sub / p)
-        again = featclust.embed_folder(sub, embedder, root)
+        again = featclust.embed_folder(sub, embedder=embedder, store=root)
         assert (again.n_embedded, again.n_reused) == (0, 5), mode
         np.testing.assert_array_equal(again.features, first.features[:5])
     shutil.copytree(folder, tmp_path / "renamed")
     shutil.copy(folder / first.paths[1], tmp_path / "renamed" / first.paths[0])  # a known image
     contrast_dots("heavy", np.random.default_rng(99)).save(tmp_path / "renamed" / first.paths[2])
-    renamed = featclust.embed_folder(tmp_path / "renamed", embedder, root)
+    renamed = featclust.embed_folder(tmp_path / "renamed", embedder=embedder, store=root)
     assert (renamed.n_embedded, renamed.n_reused) == (1, 15)  # only the new image
     np.testing.assert_array_equal(renamed.features[0], first.features[1])
     assert not np.allclose(renamed.features[2], first.features[2], atol=1e-3)
