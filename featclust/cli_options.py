@@ -79,8 +79,9 @@ def _on_off(value):
 
 
 def columns(name: str) -> str:
-    """``"labels.csv (path,cluster,...)"``: a table and its columns, as tables.py writes them."""
-    cols = ",".join("cluster_0,cluster_1,..." if c == "cluster_*" else c for c in COLUMNS[name])
+    """``"labels.csv (path, cluster, ...)"``: a table and its columns, as tables.py writes them."""
+    cols = ", ".join("cluster_0, cluster_1, ..." if c == "cluster_*" else c
+                     for c in COLUMNS[name])
     return f"{name} ({cols})" if name.endswith(".csv") else cols
 
 

@@ -8,6 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+import sklearn.base
+from sklearn.exceptions import NotFittedError
 
 import featclust
 from featclust import ImageClusterer, UsageError
@@ -110,8 +112,6 @@ def test_similar_checks_top_and_fitting(fitted):
     est, folder, truth, _, _ = fitted
     with pytest.raises(UsageError, match="top=0"):
         est.similar(folder / sorted(truth)[0], top=0)
-    from sklearn.exceptions import NotFittedError
-
     with pytest.raises(NotFittedError):
         ImageClusterer(weights="none").similar(folder)
 
@@ -140,3 +140,23 @@ def test_similar_leaves_a_fitted_estimator_alone(fitted):
     after = {k: v for k, v in vars(est).items() if k.endswith("_")}
     assert after.keys() == before.keys()
     assert all(after[k] is v for k, v in before.items())
+
+
+def test_feature_names_out_name_every_feature(fitted):
+    est, folder, truth, _, _ = fitted
+    names = est.get_feature_names_out()
+    assert len(names) == est.features_.shape[1] == est.embedder_.dim
+    assert names[0] == "imageclusterer0" and len(set(names)) == len(names)
+    assert est.set_output(transform="default") is est
+    features = est.transform(folder / sorted(truth)[0])
+    assert isinstance(features, np.ndarray) and features.shape == (1, len(names))
+    with pytest.raises(NotFittedError):
+        ImageClusterer().get_feature_names_out()
+
+
+def test_set_output_pandas_gives_named_columns(fitted):
+    pd = pytest.importorskip("pandas")
+    est, folder, truth, _, _ = fitted
+    frame = sklearn.base.clone(est).set_output(transform="pandas").fit_transform(folder)
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == list(est.get_feature_names_out())
