@@ -175,16 +175,16 @@ def assign_images(sorted_folder: SortedFolder | str | os.PathLike,
     NoImagesError
         If no input is a usable image.
     """
-    if not isinstance(sorted_folder, SortedFolder):
-        sorted_folder = open_sorted(sorted_folder)
-    record = sorted_folder.record
+    folder = (sorted_folder if isinstance(sorted_folder, SortedFolder)
+              else open_sorted(sorted_folder))
+    record = folder.record
     if embedder is None:
-        embedder = embedder_for(sorted_folder)
+        embedder = embedder_for(folder)
     else:
-        check_settings(record.feature_settings, embedder, sorted_folder.path)
+        check_settings(record.feature_settings, embedder, folder.path)
     if store is None:
         store = record.store_root
-    model = sorted_folder.model
+    model = folder.model
     found = embed_inputs(inputs, embedder=embedder, store=store, image_dir=record.image_dir,
                          progress=progress)
     bad = found.bad_files
@@ -235,18 +235,18 @@ def place_images(sorted_folder: SortedFolder | str | os.PathLike, assignment: As
     -------
     PlaceResult
     """
-    if not isinstance(sorted_folder, SortedFolder):
-        sorted_folder = open_sorted(sorted_folder)
-    record = sorted_folder.record
+    folder = (sorted_folder if isinstance(sorted_folder, SortedFolder)
+              else open_sorted(sorted_folder))
+    record = folder.record
     mode = check_choice("mode", mode or record.mode or "copy", MODES)
-    model = sorted_folder.model
-    k = sorted_folder.n_clusters
-    paths, labels, distances, outliers = sorted_folder.labels(outliers=True)
+    model = folder.model
+    k = folder.n_clusters
+    paths, labels, distances, outliers = folder.labels(outliers=True)
     if outliers is None:  # a labels.csv written before it recorded the flag
         outliers = distances > model.thresholds_[labels]
     outliers = list(outliers)
     paths, labels, distances = list(paths), list(labels), list(distances)
-    out = OutputFolder(sorted_folder.path)
+    out = OutputFolder(folder.path)
     root = os.path.realpath(out.path)
     known = set(paths)
     result = PlaceResult()

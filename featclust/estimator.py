@@ -18,7 +18,7 @@ from .embed import Embedder
 from .errors import NoImagesError, UsageError
 from .kscan import choose_k
 from .output import open_sorted
-from .pipeline import CLUSTER_DEFAULTS, embed_folder, embed_inputs
+from .pipeline import CLUSTER_DEFAULTS, EmbedResult, embed_folder, embed_inputs
 from .search import top_similar
 from .similarity import SimilarResult
 
@@ -147,6 +147,8 @@ class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         model = self._model(2 if auto else self.n_clusters)
         inputs = _inputs(X)
         embedder = self._embedder()
+        emb: EmbedResult | None = None
+        image_dir = None
         if len(inputs) == 1 and os.path.isdir(inputs[0]):
             emb = embed_folder(inputs[0], embedder=embedder, store=self.store,
                                progress=self.progress)
@@ -156,7 +158,6 @@ class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             found = embed_inputs(inputs, embedder=embedder, store=self.store,
                                  progress=self.progress)
             paths, features, bad = found.paths, found.features, found.bad_files
-            emb = image_dir = None
             if not paths:
                 raise NoImagesError("none of the inputs is a usable image"
                                     + (f" ({bad[0].path}: {bad[0].reason})" if bad else ""))

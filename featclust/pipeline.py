@@ -247,7 +247,8 @@ def embed_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], *,
 
     settings = embedder.settings()
     embed_files = functools.partial(iter_features, embedder=embedder)
-    features, by_folder = {}, {}
+    features: dict = {}
+    by_folder: dict = {}
     for shown, folder, f in entries:
         by_folder.setdefault(folder, []).append((shown, f))
     for folder, group in by_folder.items():
@@ -472,7 +473,7 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     record.counts["near_duplicate_groups"] = n_near
     out.claim(dests + own, record, status="writing")
     bar = progress("copying", len(dests)) if progress else None
-    vanished = []
+    vanished: list = []
     try:
         written = sort_into_folders(image_dir, out, emb.paths, model.labels_, k, mode,
                                     bar.update if bar else None, skipped=vanished)
@@ -501,7 +502,7 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         report = write_report(out.path, emb.features, model, map_method, random_state,
                               progress)
     else:
-        report = None
+        report = None  # type: ignore[assignment]
     return SortResult(emb, model, out.path, written, report, judged, scan, out.record,
                       list(out.changed))
 
