@@ -15,50 +15,59 @@ from .assign import AssignResult, PlaceResult, assign_images, place_images
 from .cluster import FeatureKMeans
 from .demo import demo
 from .embed import Embedder
-from .errors import FeatclustError, ModelMismatchError, NoImagesError, UsageError, WeightsError
+from .errors import (
+    FeatclustError,
+    ModelMismatchError,
+    NoImagesError,
+    UsageError,
+    WeightsError,
+)
 from .estimator import ImageClusterer
 from .kscan import KScan
 from .output import SortedFolder, open_sorted
-from .pipeline import (EmbedInputsResult, EmbedResult, ScanResult, SortResult, embed_folder,
-                       embed_inputs, scan_folder, sort_folder)
+from .pipeline import (
+    EmbedInputsResult,
+    EmbedResult,
+    ScanResult,
+    SortResult,
+    embed_folder,
+    embed_inputs,
+    scan_folder,
+    sort_folder,
+)
 from .report import ReportResult, write_report
 from .similarity import DuplicatesResult, SimilarResult, find_duplicates, similar_images
 
 __all__ = [
-    "__version__",
-    # estimators
+    "AssignResult",
+    "DuplicatesResult",
+    "EmbedInputsResult",
+    "EmbedResult",
     "Embedder",
+    "FeatclustError",
     "FeatureKMeans",
     "ImageClusterer",
     "KScan",
-    # jobs and their results
-    "embed_folder",
-    "EmbedResult",
-    "embed_inputs",
-    "EmbedInputsResult",
-    "scan_folder",
-    "ScanResult",
-    "sort_folder",
-    "SortResult",
-    "write_report",
-    "ReportResult",
-    "assign_images",
-    "AssignResult",
-    "place_images",
-    "PlaceResult",
-    "similar_images",
-    "SimilarResult",
-    "find_duplicates",
-    "DuplicatesResult",
-    "demo",
-    # a sorted folder, read back
-    "open_sorted",
-    "SortedFolder",
-    # errors worth catching
-    "FeatclustError",
-    "UsageError",
-    "NoImagesError",
-    "WeightsError",
     "ModelMismatchError",
+    "NoImagesError",
+    "PlaceResult",
+    "ReportResult",
+    "ScanResult",
+    "SimilarResult",
+    "SortResult",
+    "SortedFolder",
+    "UsageError",
+    "WeightsError",
+    "__version__",
+    "assign_images",
+    "demo",
+    "embed_folder",
+    "embed_inputs",
+    "find_duplicates",
+    "open_sorted",
+    "place_images",
+    "scan_folder",
+    "similar_images",
+    "sort_folder",
+    "write_report",
 ]
-

@@ -21,9 +21,19 @@ import numpy as np
 
 from ._version import __version__
 from .assign import assign_images, embedder_for, place_images
-from .cli_options import (cluster_options, columns, cluster_params, dask_option, embedder_params,
-                          feature_options, positive_int, report_options, scan_options,
-                          store_option, unit_float)
+from .cli_options import (
+    cluster_options,
+    cluster_params,
+    columns,
+    dask_option,
+    embedder_params,
+    feature_options,
+    positive_int,
+    report_options,
+    scan_options,
+    store_option,
+    unit_float,
+)
 from .demo import demo
 from .embed import Embedder
 from .errors import FeatclustError
@@ -70,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                  columns(name) for name in ("labels.csv", "clusters.csv", "bad_files.csv"))
              + " and a report; with --truth also " + columns("truth.csv") + ".",
              ["featclust sort photos/ sorted/ -k 8",
-              "featclust sort sorted/cluster_03 split/ -k 4   # refine one cluster; embeds "
-              "nothing"])
+              ("featclust sort sorted/cluster_03 split/ -k 4   # refine one cluster; embeds "
+               "nothing")])
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     p.add_argument("out_dir", metavar="OUT_DIR", help=_OUT_DIR_HELP)
     cluster_options(p)
@@ -87,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
              "Fit k-means for every k of a range on the stored features (embedding only what "
              "is missing), print inertia, silhouette, Davies-Bouldin, Calinski-Harabasz and "
              "stability per k, and suggest a k with the reason.",
-             ["featclust scan-k photos/ -k 2:30", "featclust scan-k photos/ -k 5:50 --step 5 "
-              "--out scan/"])
+             ["featclust scan-k photos/ -k 2:30",
+              "featclust scan-k photos/ -k 5:50 --step 5 --out scan/"])
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     scan_options(p)
     p.add_argument("--out", metavar="DIR",

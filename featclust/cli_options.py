@@ -10,13 +10,21 @@ with the class's default, so :func:`embedder_params` and
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .checks import MAX_SEED
 from .cluster import MAX_WARD_IMAGES, METHODS
+from .embed import (
+    CPU_BATCH_SIZE,
+    GPU_BATCH_SIZE,
+    GRIDS,
+    LAYERS,
+    POOLINGS,
+    PRECISIONS,
+    layer_blocks,
+)
 from .embed import DEFAULTS as EMBED_DEFAULTS
-from .embed import CPU_BATCH_SIZE, GPU_BATCH_SIZE, GRIDS, LAYERS, POOLINGS, PRECISIONS, \
-    layer_blocks
 from .pipeline import CLUSTER_DEFAULTS, KSCAN_DEFAULTS
 from .report import MAP_METHODS
 from .sort import MODES

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, \
-    TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
 from sklearn.utils.validation import check_is_fitted
 
 from .assign import AssignResult, assign_features, embedder_for
@@ -23,7 +28,7 @@ from .search import top_similar
 from .similarity import SimilarResult
 
 #: What ``fit``, ``predict`` ... take: a folder, an image file, or a list of them.
-Inputs = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+Inputs = str | os.PathLike | Sequence[str | os.PathLike]
 _C, _E = CLUSTER_DEFAULTS, EMBED_DEFAULTS
 
 

@@ -1,5 +1,8 @@
-"""The main jobs, composed from the modules: embed a folder or a list of files, scan k, sort
-a folder."""
+"""Over 500 lines: four jobs, each short, with their result types and numpy-style docstrings.
+
+The main jobs, composed from the modules: embed a folder or a list of files, scan k for a
+folder, sort a folder.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ import functools
 import inspect
 import io
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,9 +26,21 @@ from .embed import Embedder
 from .errors import FeatclustError, NoImagesError, UsageError
 from .fileio import inside
 from .kscan import KScan
-from .output import (BAD_FILES_CSV, CLUSTERS_CSV, KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ,
-                     TRUTH_CSV, OutputFolder, RunRecord, kscan_info, read_record, save_kscan,
-                     write_kscan)
+from .output import (
+    BAD_FILES_CSV,
+    CLUSTERS_CSV,
+    KSCAN_CSV,
+    KSCAN_PNG,
+    LABELS_CSV,
+    MODEL_NPZ,
+    TRUTH_CSV,
+    OutputFolder,
+    RunRecord,
+    kscan_info,
+    read_record,
+    save_kscan,
+    write_kscan,
+)
 from .progress import bar_factory
 from .sort import MODES, destinations, sort_into_folders
 from .store import FeatureStore, check_root
@@ -322,7 +338,9 @@ def scan_folder(image_dir: str | os.PathLike, *, ks: Iterable[int] = KSCAN_DEFAU
     Raises
     ------
     UsageError
-        For an invalid parameter, or an ``out_dir`` that is not safe to write.
+        For an invalid parameter.
+    UnsafeOutputError
+        For an ``out_dir`` that is not safe to write (see :class:`featclust.output.OutputFolder`).
     NoImagesError
         If the folder holds no usable image.
     """

@@ -9,9 +9,10 @@ TensorFlow is not imported when every image is already stored.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,12 @@ from .output import OutputFolder, RunRecord
 from .pipeline import EmbedResult, embed_folder, embed_inputs, make_embedder
 from .progress import bar_factory
 from .report import duplicates_html
-from .search import NEAR_DUPLICATE, exact_duplicate_groups, near_duplicate_groups, top_similar
+from .search import (
+    NEAR_DUPLICATE,
+    exact_duplicate_groups,
+    near_duplicate_groups,
+    top_similar,
+)
 from .tables import duplicates_csv, identical_csv, similar_csv
 
 DUPLICATES_CSV = "duplicates.csv"

@@ -148,7 +148,7 @@ def test_feature_names_out_name_every_feature(fitted):
     assert len(names) == est.features_.shape[1] == est.embedder_.dim
     assert names[0] == "imageclusterer0" and len(set(names)) == len(names)
     assert est.set_output(transform="default") is est
-    features = est.transform(folder / sorted(truth)[0])
+    features = est.transform(folder / min(truth))
     assert isinstance(features, np.ndarray) and features.shape == (1, len(names))
     with pytest.raises(NotFittedError):
         ImageClusterer().get_feature_names_out()
@@ -156,7 +156,7 @@ def test_feature_names_out_name_every_feature(fitted):
 
 def test_set_output_pandas_gives_named_columns(fitted):
     pd = pytest.importorskip("pandas")
-    est, folder, truth, _, _ = fitted
+    est, folder, _, _, _ = fitted
     frame = sklearn.base.clone(est).set_output(transform="pandas").fit_transform(folder)
     assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns) == list(est.get_feature_names_out())

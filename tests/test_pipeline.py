@@ -13,6 +13,7 @@ from PIL import Image
 import featclust
 from featclust import samples
 from featclust.cluster import FeatureKMeans
+from featclust.errors import UnsafeOutputError
 
 from conftest import contrast_dots, make_two_families, read_csv
 
@@ -188,3 +189,23 @@ def test_estimator_fit_predict(two_families, embedder, tmp_path):
     assert est.cluster_centers_.shape[0] == 2
     some = [folder / p for p in est.paths_[:3]]
     np.testing.assert_array_equal(est.predict(some), est.labels_[:3])
+
+
+def test_scan_folder_scores_each_k_and_writes_the_table(sorted_run, tmp_path, embedder):
+    folder, truth, store, _, _, _ = sorted_run
+    out = tmp_path / "scan"
+    result = featclust.scan_folder(folder, ks=[2, 3, 40], embedder=embedder, store=store,
+                                   out_dir=out, progress=False)
+    assert isinstance(result, featclust.ScanResult)
+    assert result.embed.n_embedded == 0 and result.embed.n_reused == len(truth)
+    assert list(result.kscan.ks_) == [2, 3] and result.left_out == [40]
+    assert result.kscan.suggested_k_ in (2, 3)
+    assert sorted(p.name for p in result.written) == ["kscan.csv", "kscan.png"]
+    rows = read_csv(out / "kscan.csv")
+    assert [int(r["k"]) for r in rows] == [2, 3]
+    assert [r["suggested"] for r in rows].count("1") == 1
+    # an unsafe output folder is refused before anything is embedded
+    with pytest.raises(UnsafeOutputError, match="inside the image"):
+        featclust.scan_folder(folder, ks=[2], embedder=embedder, store=store,
+                              out_dir=folder / "inside")
+    assert not (folder / "inside").exists()
