@@ -18,7 +18,7 @@ from .embed import Embedder, weights_identity
 from .errors import ModelMismatchError, NoImagesError, UnsafeOutputError, UsageError
 from .output import SortedFolder, open_sorted
 from .pipeline import embed_inputs
-from .tables import assignment_csv
+from .tables import labels_csv
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Assignment:
 
     def csv(self):
         """The assignment as CSV: ``path,cluster,distance,outlier``."""
-        return assignment_csv(self.paths, self.labels, self.distances, self.outliers)
+        return labels_csv(self.paths, self.labels, self.distances, self.outliers)
 
 
 def embedder_for(sorted_folder, **overrides):
@@ -228,7 +228,6 @@ def place_images(sorted_folder, assignment, mode=None):
     from .fileio import content_hash, inside
     from .output import LABELS_CSV, OutputFolder, output_error
     from .sort import MODES, cluster_dir_name, place
-    from .tables import labels_csv
 
     if not isinstance(sorted_folder, SortedFolder):
         sorted_folder = open_sorted(sorted_folder)

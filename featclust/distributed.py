@@ -191,7 +191,7 @@ def embed_chunk(params, files, rows_dir):
         ``None`` when no file decoded.
     """
     from .decoding import iter_features
-    from .storefiles import write_chunk_npy
+    from .store import write_chunk_npy
 
     embedder = worker_embedder(params)
     good, bad, rows, seen = [], [], [], set()

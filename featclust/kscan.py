@@ -39,12 +39,14 @@ from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE, sample_rows, su
 from .errors import UsageError
 from .reduce import Reducer, blocks, check_features, count_distinct, fitting_space
 from .scores import SILHOUETTE_SAMPLE, SilhouetteSample, cluster_scores, stability
+from .tables import KSCAN_COLUMNS
 
 DEFAULT_KS = range(2, 31)
 #: A k counts as reproducible when its stability reaches this.
 MIN_STABILITY = 0.8
-#: Keys of :attr:`KScan.scores_`, in the order tables show them.
-COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz", "stability")
+#: Keys of :attr:`KScan.scores_`, in the order tables show them (owned by
+#: :mod:`featclust.tables`, which writes them).
+COLUMNS = KSCAN_COLUMNS
 
 
 def parse_k_range(text, step=1):

@@ -7,12 +7,12 @@ unchanged with Python's csv module.
 ============== ============================================== ==========================
 file           columns                                        written by
 ============== ============================================== ==========================
-labels.csv     path, cluster, distance                        sort
+labels.csv     path, cluster, distance, outlier               sort, assign ``--place``
 bad_files.csv  path, reason                                   sort, the feature store
 clusters.csv   cluster, size, mean/p95/max distance, flags    sort
 truth.csv      label, cluster_0 ... cluster_k-1, total        sort ``--truth``
 kscan.csv      k, the scan's scores, suggested                scan-k, sort ``-k auto``
-(stdout)       path, cluster, distance, outlier               assign
+(stdout)       path, cluster, distance, outlier               assign (as labels.csv)
 (stdout)       query, path, similarity, rank                  similar
 duplicates.csv group, path, similarity_to_first               duplicates
 identical.csv  group, path                                    duplicates
@@ -27,15 +27,17 @@ import numpy as np
 
 from .errors import OutputFormatError, UsageError
 from .fileio import csv_text, fmt_num, norm_relpath, read_csv
-from .kscan import COLUMNS as KSCAN_COLUMNS
 
 
 
 def labels_csv(paths, labels, distances, outliers):
     """The text of ``labels.csv``: ``path,cluster,distance,outlier``, one row per image.
 
-    ``outlier`` is ``true`` for an image farther from its cluster's centre than
-    95% of the cluster's members (see :attr:`featclust.FeatureKMeans.thresholds_`).
+    ``distance`` is the image's distance to its cluster (see
+    :attr:`featclust.FeatureKMeans.distances_`); ``outlier`` is ``true`` for an
+    image farther from its cluster's centre than 95% of the cluster's members
+    (see :attr:`featclust.FeatureKMeans.thresholds_`). What ``featclust assign``
+    prints is the same table.
     """
     return csv_text(["path", "cluster", "distance", "outlier"],
                     ([p, int(c), fmt_num(d), "true" if o else "false"]
@@ -149,6 +151,12 @@ def read_truth_csv(path):
     return truth
 
 
+#: The k scan's score columns, in the order tables show them (the keys of
+#: :attr:`featclust.KScan.scores_`).
+KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz",
+                 "stability")
+
+
 def kscan_csv(scores, suggested_k):
     """The text of ``kscan.csv``: one row per k; ``suggested`` is 1 on the suggestion.
 
@@ -203,13 +211,6 @@ def kscan_table(scores, suggested_k):
         mark = "  <- suggested" if k == suggested_k else ""
         out.append("  ".join(x.rjust(w) for x, w in zip(line, widths)) + mark)
     return "\n".join(out) + "\n"
-
-
-def assignment_csv(paths, labels, distances, outliers):
-    """The text ``featclust assign`` prints: ``path,cluster,distance,outlier``."""
-    return csv_text(["path", "cluster", "distance", "outlier"],
-                    ([p, int(c), fmt_num(d), "true" if o else "false"]
-                     for p, c, d, o in zip(paths, labels, distances, outliers)))
 
 
 

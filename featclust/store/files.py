@@ -1,6 +1,6 @@
 """The feature store's files: layout, chunk files, index files, locks.
 
-The one owner of the bytes on disk (see :mod:`featclust.store` for the
+The one owner of the bytes on disk (see :mod:`featclust.store.core` for the
 guarantees built on them). Layout::
 
     ROOT/featclust-store.json                  marker, so scans skip the store
@@ -34,9 +34,9 @@ import filelock
 import numpy as np
 import platformdirs
 
-from .checks import check_int
-from .errors import StoreError, UsageError
-from .fileio import atomic_write, content_hash, inside, json_bytes
+from ..checks import check_int
+from ..errors import StoreError, UsageError
+from ..fileio import atomic_write, content_hash, inside, json_bytes
 
 STORE_FORMAT = 3
 #: Rows per chunk file: at most this many images are embedded again after a

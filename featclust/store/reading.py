@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from . import images
-from .errors import FeaturesUnavailableError, StoreError, StoreLockedError
-from .storefiles import (_BAD_TYPES, _CHUNK, _DAMAGE, _ENTRY_TYPES, INDEX, MMAP_BYTES, STORE_FORMAT,
+from .. import images
+from ..errors import FeaturesUnavailableError, StoreError, StoreLockedError
+from .files import (_BAD_TYPES, _CHUNK, _DAMAGE, _ENTRY_TYPES, INDEX, MMAP_BYTES, STORE_FORMAT,
                          _json_writer, _read_chunk_data, _read_chunk_meta, _read_json, _stat_of,
                          _store_error, _valid)
 

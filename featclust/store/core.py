@@ -1,9 +1,9 @@
 """The feature store: features found by the image's content, never served stale.
 
 The owner of the store's rules (this module), its files
-(:mod:`featclust.storefiles`: layout, chunk files, index files, locks), its
-reading (:mod:`featclust.storeread`) and garbage collection
-(:mod:`featclust.storegc`).
+(:mod:`featclust.store.files`: layout, chunk files, index files, locks), its
+reading (:mod:`featclust.store.reading`) and garbage collection
+(:mod:`featclust.store.cleanup`).
 
 Guarantees:
 
@@ -51,20 +51,14 @@ import time
 
 import numpy as np
 
-from . import images
-from .errors import StoreError, StoreLockedError
-from .fileio import atomic_write, content_hash
-from .storefiles import (CHUNK_SIZE, INDEX, LOCK_WAIT_S, MMAP_BYTES, STORE_FORMAT, _bytes_writer,
-                         _chunk_files, _chunk_size, _clean_leftovers, _folder_id, _json_writer,
-                         _Lock, _stat_of, _store_error, check_root, commit_chunk, default_root,
-                         features_path, settings_key, store_path)
-from .storegc import GcReport, gc
-from .storeread import RACY_NS, StoreReading
-from .tables import bad_files_csv
-
-__all__ = ["CHUNK_SIZE", "LOCK_WAIT_S", "MMAP_BYTES", "RACY_NS", "STORE_FORMAT", "FeatureStore",
-           "GcReport", "check_root", "default_root", "features_path", "gc", "settings_key",
-           "store_path"]
+from .. import images
+from ..errors import StoreError, StoreLockedError
+from ..fileio import atomic_write, content_hash
+from ..tables import bad_files_csv
+from .files import (INDEX, LOCK_WAIT_S, STORE_FORMAT, _bytes_writer, _chunk_files, _chunk_size,
+                    _clean_leftovers, _folder_id, _json_writer, _Lock, _stat_of, _store_error,
+                    check_root, commit_chunk, settings_key)
+from .reading import StoreReading
 
 
 class FeatureStore(StoreReading):
@@ -347,7 +341,7 @@ class FeatureStore(StoreReading):
             self._rows.setdefault(h, (cid, i))
 
     def commit_written(self, cid, hashes, digest, good):
-        """Commit a chunk another process wrote (:func:`featclust.storefiles.write_chunk_npy`).
+        """Commit a chunk another process wrote (:func:`featclust.store.write_chunk_npy`).
 
         Its ``.npy`` is checked against ``digest`` under the store's lock
         and committed; then ``good`` is recorded in the folder's index.
@@ -355,7 +349,7 @@ class FeatureStore(StoreReading):
         Parameters
         ----------
         cid, digest : str
-            What :func:`~featclust.storefiles.write_chunk_npy` returned.
+            What :func:`~featclust.store.write_chunk_npy` returned.
         hashes : list of str
             The content hash of each row of the chunk.
         good : list of (ImageFile, str)
