@@ -137,7 +137,7 @@ def assign_features(model, features):
     labels, distances, outliers : ndarray
     """
     labels, distances = model.predict_with_distance(features)
-    return labels, distances, distances > model.thresholds_[labels]
+    return labels, distances, model.outliers(labels, distances)
 
 
 def assign_images(sorted_folder, inputs, embedder=None, store=None, progress=None):
@@ -237,7 +237,7 @@ def place_images(sorted_folder, assignment, mode=None):
     k = sorted_folder.n_clusters
     paths, labels, distances, outliers = sorted_folder.labels(outliers=True)
     if outliers is None:  # a labels.csv written before it recorded the flag
-        outliers = distances > model.thresholds_[labels]
+        outliers = model.outliers(labels, distances)
     outliers = list(outliers)
     paths, labels, distances = list(paths), list(labels), list(distances)
     out = OutputFolder(sorted_folder.path)

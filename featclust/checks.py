@@ -7,6 +7,9 @@ do. Library messages name Python parameters, never command-line flags.
 from __future__ import annotations
 
 import numbers
+from typing import Any
+
+import numpy as np
 
 from .errors import UsageError
 
@@ -69,10 +72,46 @@ def check_bool(name, value):
 MAX_SEED = 2 ** 32 - 1
 
 
-def check_random_state(name, value):
-    """Return an int seed in ``0 .. 2**32 - 1``, or raise :class:`UsageError`.
+def check_random_state(name: str, value: Any, seed: bool = True) -> Any:
+    """Check a ``random_state`` as scikit-learn accepts it; return an int seed.
 
-    featclust's runs are reproducible: ``None`` and generator objects are not
-    accepted.
+    Accepted, as :func:`sklearn.utils.check_random_state` does: an int from 0
+    to ``2**32 - 1`` (the same result every time), ``None`` (numpy's global
+    random state) or a :class:`numpy.random.RandomState` instance. featclust
+    draws every random number of one fit from one int seed (its samples and
+    scikit-learn's k-means and PCA), so:
+
+    * an int is that seed;
+    * ``None`` draws the seed from numpy's global random state;
+    * a ``RandomState`` draws the seed from that generator (advancing it, so
+      a second fit with the same instance differs, as in scikit-learn).
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name, for the message.
+    value : int, None or numpy.random.RandomState
+    seed : bool, default True
+        False: only check ``value`` and return it unchanged (no draw).
+
+    Returns
+    -------
+    int
+        The seed (``value`` itself when ``seed`` is False).
+
+    Raises
+    ------
+    UsageError
+        For anything else (a :class:`numpy.random.Generator` too, which
+        scikit-learn does not accept).
     """
-    return check_int(name, value, low=0, high=MAX_SEED)
+    if value is None or isinstance(value, np.random.RandomState):
+        if not seed:
+            return value
+        draw = np.random.randint if value is None else value.randint
+        return int(draw(0, MAX_SEED, dtype=np.int64))
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not (
+            0 <= value <= MAX_SEED):
+        raise UsageError(f"{name}={value!r} must be an integer from 0 to {MAX_SEED}, None or "
+                         "a numpy.random.RandomState")
+    return int(value)

@@ -4,7 +4,8 @@ Importing this module imports neither TensorFlow nor Keras. Whether a GPU
 may exist is first decided from the device files (:func:`gpu_may_exist`):
 on a machine without one the backend is never imported to ask. Also here:
 keeping the runtime's start-up log lines (absl, CUDA, oneDNN) off the
-terminal (:func:`quiet_native_stderr`).
+terminal (:func:`quiet_native_stderr`), and :func:`load_keras`, the one place
+the Keras backend is imported and configured (when first needed).
 """
 
 from __future__ import annotations
@@ -60,9 +61,7 @@ def accelerator():
     """
     if not gpu_may_exist():
         return "cpu", None
-    from .embed import _keras
-
-    keras, tf = _keras()
+    keras, tf = load_keras()
     backend = keras.backend.backend()
     if tf is not None:
         gpus = tf.config.list_physical_devices("GPU")
@@ -231,3 +230,51 @@ def resolve_precision(precision):
     if kind == "gpu":
         return "bfloat16" if cc >= (8, 0) else "float32"
     return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def load_keras():
+    """Import Keras (and TensorFlow when it is the backend), configured once.
+
+    Returns
+    -------
+    keras : module
+    tf : module or None
+        TensorFlow, or ``None`` with another Keras backend.
+    """
+    if _BACKEND:
+        return _BACKEND[0]
+    prepare_runtime_env()
+    with quiet_native_stderr():
+        import keras
+
+        tf = None
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            _configure_tensorflow(tf)
+            tf.config.list_physical_devices("GPU")  # starts the runtime (its log lines) here
+    silence_python_loggers()
+    _BACKEND.append((keras, tf))
+    return keras, tf
+
+_BACKEND: list = []
+_TF_CONFIGURED: list = []
+
+
+def _configure_tensorflow(tf):
+    """Give TensorFlow's op thread pool the CPUs this process may use.
+
+    VGG16 is a chain of layers, so only one op runs at a time: one inter-op
+    thread, and every core inside each op. (TensorFlow's own default is
+    close; on the 2-core benchmark machine the two measured the same.) Runs
+    once, before TensorFlow starts; later it cannot change and is left as
+    it is.
+    """
+    if _TF_CONFIGURED:
+        return
+    _TF_CONFIGURED.append(True)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpu_count())
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow was started before featclust got to it
+        pass

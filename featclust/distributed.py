@@ -27,11 +27,17 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
 
 import numpy as np
 
 from .checks import check_int
+from .cluster import label_block
+from .decoding import iter_features
+from .embed import Embedder
 from .errors import FeatclustError, StoreError, UsageError
+from .reduce import blocks
+from .store import write_chunk_npy
 
 #: Times a task is tried again after an error on its worker.
 RETRIES = 3
@@ -49,7 +55,7 @@ def _import_distributed():
     try:
         import distributed
     except ImportError:
-        raise DaskError(f"--dask needs Dask distributed, which is not installed: "
+        raise DaskError(f"dask= needs Dask distributed, which is not installed: "
                         f"{INSTALL_HINT}") from None
     return distributed
 
@@ -61,7 +67,7 @@ def _local_workers(dask):
     except ValueError:
         n = 0
     if n < 1 or text.strip() != text:
-        raise UsageError(f"--dask {dask!r}: give local:N with N a positive number of worker "
+        raise UsageError(f"dask={dask!r}: give local:N with N a positive number of worker "
                          "processes, or a scheduler address such as tcp://host:8786")
     return n
 
@@ -165,8 +171,6 @@ def worker_embedder(params):
     with _EMBEDDERS_LOCK:
         embedder = _EMBEDDERS.get(key)
         if embedder is None:
-            from .embed import Embedder
-
             embedder = _EMBEDDERS[key] = Embedder.from_params(params)
     return embedder
 
@@ -190,9 +194,6 @@ def embed_chunk(params, files, rows_dir):
         ``chunk``: ``(cid, hashes, digest)`` of the written ``.npy``, or
         ``None`` when no file decoded.
     """
-    from .decoding import iter_features
-    from .store import write_chunk_npy
-
     embedder = worker_embedder(params)
     good, bad, rows, seen = [], [], [], set()
     for batch_good, feats, batch_bad in iter_features(files, embedder, decoder="threads"):
@@ -326,11 +327,6 @@ def labeller(client, retries=RETRIES):
     callable
         ``label(model, X) -> (labels, distances)``.
     """
-    from collections import deque
-
-    from .cluster import label_block
-    from .reduce import blocks
-
     def label(model, X):
         labels = np.empty(len(X), np.int64)
         distances = np.empty(len(X), np.float32)

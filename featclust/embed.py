@@ -21,15 +21,7 @@ import numpy as np
 
 from . import images
 from .checks import check_bool, check_choice, check_int
-from .device import (
-    PRECISIONS,
-    cpu_count,
-    gpu_available,
-    prepare_runtime_env,
-    quiet_native_stderr,
-    resolve_precision,
-    silence_python_loggers,
-)
+from .device import PRECISIONS, gpu_available, load_keras, resolve_precision
 from .errors import UsageError, WeightsError
 
 POOLINGS = ("avg", "max", "gem", "flatten")
@@ -57,57 +49,6 @@ _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mix
 #: The constructor parameters of :class:`Embedder`.
 _PARAMS = ("weights", "pooling", "precision", "batch_size", "seed", "jit_compile", "layer", "tta",
            "grid")
-
-
-def _keras():
-    """Import Keras (and TensorFlow when it is the backend), configured once.
-
-    Returns
-    -------
-    keras : module
-    tf : module or None
-        TensorFlow, or ``None`` with another Keras backend.
-    """
-    if _BACKEND:
-        return _BACKEND[0]
-    prepare_runtime_env()
-    with quiet_native_stderr():
-        import keras
-
-        tf = None
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            _configure_tensorflow(tf)
-            tf.config.list_physical_devices("GPU")  # starts the runtime (its log lines) here
-    silence_python_loggers()
-    _BACKEND.append((keras, tf))
-    return keras, tf
-
-
-_BACKEND = []
-
-
-_TF_CONFIGURED = []
-
-
-def _configure_tensorflow(tf):
-    """Give TensorFlow's op thread pool the CPUs this process may use.
-
-    VGG16 is a chain of layers, so only one op runs at a time: one inter-op
-    thread, and every core inside each op. (TensorFlow's own default is
-    close; on the 2-core benchmark machine the two measured the same.) Runs
-    once, before TensorFlow starts; later it cannot change and is left as
-    it is.
-    """
-    if _TF_CONFIGURED:
-        return
-    _TF_CONFIGURED.append(True)
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(cpu_count())
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow was started before featclust got to it
-        pass
 
 
 def keras_weights_path():
@@ -306,7 +247,7 @@ class Embedder:
         """
         if self._model is not None:
             return self._model
-        keras, _ = _keras()
+        keras, _ = load_keras()
         precision = self.settings()["precision"]
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(_POLICIES[precision])
@@ -352,7 +293,7 @@ class Embedder:
         WeightsError
             If the weights cannot be downloaded or loaded.
         """
-        keras, _ = _keras()
+        keras, _ = load_keras()
         shape = (INPUT_SIZE, INPUT_SIZE, 3)
         if self.weights == "imagenet":
             try:

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import autonotebook, std
+from tqdm.auto import tqdm
+
+from .errors import UsageError
+
 
 def bar_factory(progress=None):
     """Turn the public ``progress`` argument into a bar factory (or ``None``).
@@ -30,9 +35,6 @@ def bar_factory(progress=None):
     if progress is False:
         return None
     if progress is None or progress is True:
-        from tqdm import autonotebook, std
-        from tqdm.auto import tqdm
-
         if progress is True:
             disable = False
         else:
@@ -44,8 +46,6 @@ def bar_factory(progress=None):
         return _factory(progress, None)
     if callable(progress):
         return progress
-    from .errors import UsageError
-
     raise UsageError(f"progress={progress!r} must be True, False, None or a tqdm class")
 
 

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from sklearn.metrics import (adjusted_rand_score, normalized_mutual_info_score,
+                             pairwise_distances, silhouette_samples, silhouette_score)
 
-from .cluster import FIT_SAMPLE, sample_rows, subsample_kmeans
+from .cluster import FIT_SAMPLE
 from .errors import UsageError
 from .fileio import norm_relpath
+from .labelling import OUTLIER_PERCENTILE, sample_rows, subsample_kmeans
 from .reduce import MAX_IN_MEMORY_BYTES, blocks, check_features, fitting_space
 
 #: Images in the one sample every silhouette is computed on (the scores of a
@@ -63,8 +67,6 @@ class SilhouetteSample:
     """
 
     def __init__(self, Z, size=SILHOUETTE_SAMPLE, random_state=0):
-        from sklearn.metrics import pairwise_distances
-
         n = len(Z)
         if n > size:
             self.index = np.sort(np.random.default_rng(random_state).choice(n, size,
@@ -81,8 +83,6 @@ class SilhouetteSample:
         Returns NaN where the silhouette is undefined (fewer than 2 clusters in
         the sample, or every sampled image alone in its cluster).
         """
-        from sklearn.metrics import silhouette_score
-
         sub = self._defined(labels)
         if sub is None:
             return math.nan
@@ -97,8 +97,6 @@ class SilhouetteSample:
             One per cluster; ``None`` for a cluster without sampled members,
             and for all when the silhouette is undefined (see :meth:`score`).
         """
-        from sklearn.metrics import silhouette_samples
-
         sub = self._defined(labels)
         if sub is None:
             return [None] * n_clusters
@@ -233,12 +231,11 @@ class ReducedRows:
     def blocks(self):
         """The reduced rows, one block of :func:`featclust.reduce.blocks` at a time."""
         for block in blocks(self.X):
-            yield self.reducer._transform_block(block)
+            yield self.reducer.transform_checked(block)
 
     def take(self, rows):
         """The reduced rows ``rows`` (sorted indices), as one array."""
-        return np.concatenate([self.reducer._transform_block(b)
-                               for b in blocks(self.X, rows=np.asarray(rows))])
+        return self.reducer.transform_checked(self.X, np.asarray(rows))
 
 
 def stability(label_runs):
@@ -252,8 +249,6 @@ def stability(label_runs):
     label_runs : list of ndarray
         At least two label vectors of equal length.
     """
-    from sklearn.metrics import adjusted_rand_score
-
     pairs = [(a, b) for i, a in enumerate(label_runs) for b in label_runs[i + 1:]]
     if not pairs:
         return math.nan
@@ -287,7 +282,8 @@ def cluster_table(labels, distances, n_clusters):
     rows = []
     for c in range(n_clusters):
         d = distances[labels == c]
-        stats = (d.mean(), np.percentile(d, 95), d.max()) if len(d) else (math.nan,) * 3
+        stats = ((d.mean(), np.percentile(d, OUTLIER_PERCENTILE), d.max()) if len(d)
+                 else (math.nan,) * 3)
         rows.append({"cluster": c, "size": len(d), "mean_distance": float(stats[0]),
                      "p95_distance": float(stats[1]), "max_distance": float(stats[2])})
     tiny_below = max(TINY_MIN_SIZE, TINY_SHARE * n / max(n_clusters, 1))
@@ -359,8 +355,6 @@ def compare_with_truth(paths, labels, truth, n_clusters=None):
     UsageError
         If no path of ``truth`` is a clustered image.
     """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     labels = np.asarray(labels)
     truth = {norm_relpath(p): v for p, v in truth.items()}
     pairs = [(truth[p], int(c)) for p, c in zip(paths, labels) if p in truth]
@@ -404,14 +398,25 @@ def model_scores(model, X, random_state=0, n_runs=3, n_init=3, sample_size=SILHO
 
     Notes
     -----
-    A matrix larger than :data:`featclust.reduce.MAX_IN_MEMORY_BYTES` is
+    The rows are not reduced again when the model keeps them (its
+    ``reduced_``, from :meth:`FeatureKMeans.fit` on these ``X``). Otherwise
+    a matrix larger than :data:`featclust.reduce.MAX_IN_MEMORY_BYTES` is
     never reduced whole: the scores are computed block by block over all
-    rows (:class:`ReducedRows`), and the stability on a random sample of at
-    most ``model.fit_sample`` rows (:data:`featclust.cluster.FIT_SAMPLE`
-    when that is None), so memory stays flat in the number of rows.
+    rows (:class:`ReducedRows`). Either way the stability of a large matrix
+    comes from a random sample of at most ``model.fit_sample`` rows
+    (:data:`featclust.cluster.FIT_SAMPLE` when that is None), so memory
+    stays flat in the number of rows.
     """
     k = model.n_clusters
-    if (X.nbytes if hasattr(X, "nbytes") else np.asarray(X).nbytes) <= MAX_IN_MEMORY_BYTES:
+    small = (X.nbytes if hasattr(X, "nbytes") else np.asarray(X).nbytes) <= MAX_IN_MEMORY_BYTES
+    reduced = getattr(model, "reduced_", None)
+    if reduced is not None and len(reduced) == len(X):
+        Z = Zs = reduced
+        if not small:
+            rows = sample_rows(len(X), getattr(model, "fit_sample", None) or FIT_SAMPLE,
+                               random_state)
+            Zs = Z if rows is None else Z[rows]
+    elif small:
         Z = Zs = model.reduce(X)
     else:
         X = check_features(model, X, reset=False)
@@ -470,13 +475,16 @@ class Judgement:
                 "truth": self.truth.summary() if self.truth is not None else None}
 
 
-def judge(model, X, paths=None, truth=None, random_state=0):
+def judge(model: Any, X: Any, paths: list[str] | None = None, truth: dict | None = None,
+          random_state: int = 0) -> Judgement:
     """Score a fitted model, size and flag its clusters, compare with known classes.
 
     Parameters
     ----------
     model : featclust.cluster.FeatureKMeans
-        Fitted on ``X``.
+        Fitted on ``X``. Its ``reduced_`` (the rows of ``X`` as the fit
+        reduced them) is used when present: the features are not reduced
+        again.
     X : array-like of shape (n_samples, n_features)
     paths : list of str, optional
         Relative paths of the rows; needed with ``truth``.

@@ -17,6 +17,8 @@ No TensorFlow here: this module works on arrays only.
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .checks import check_float, check_int
 from .errors import UsageError
@@ -233,9 +235,6 @@ def near_duplicate_groups(features, threshold=NEAR_DUPLICATE, block_rows=BLOCK_R
 
 def _merge(component, rows, cols):
     """Component labels after linking ``rows[i]`` with ``cols[i]`` (labels are rows)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = len(component)
     graph = coo_matrix((np.ones(len(rows), np.int8), (component[rows], component[cols])),
                        shape=(n, n))
