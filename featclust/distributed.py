@@ -161,7 +161,7 @@ def connect(dask):
 
 # -- on the workers ------------------------------------------------------------------------------
 
-_EMBEDDERS = {}
+_EMBEDDERS: dict[str, Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 

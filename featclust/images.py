@@ -6,9 +6,7 @@ not is reported with the reason, never a crash. :func:`thumbnail` makes the
 colour pictures of the report with the same rules (first frame, EXIF
 orientation, transparency on white, 16-bit and float images scaled).
 
-Longer than the usual ~450 lines because the memory-bounded conversions
-(strips, the decoding budget) belong with the decoder whose pixels they
-define: one module decides what the model sees.
+Over 500 lines: one module decides what the model sees (the bounded-memory strips and budget too).
 """
 
 from __future__ import annotations

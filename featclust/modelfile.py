@@ -13,6 +13,8 @@ is wrong, never a traceback later.
 from __future__ import annotations
 
 import json
+import os
+from typing import IO, Any
 
 import numpy as np
 
@@ -25,8 +27,13 @@ MODEL_ARRAYS = ("meta", "cluster_centers", "thresholds", "pca_mean", "pca_compon
                 "pca_scale", "feature_centers")
 
 
-def save_model(model, path, extra=None):
+def save_model(model: Any, path: str | os.PathLike | IO[bytes], extra: dict | None = None,
+               ) -> None:
     """Write a fitted model to ``path`` (a path or a binary file object).
+
+    ``random_state`` is recorded as an int or None: a
+    ``numpy.random.RandomState`` instance is recorded as the int seed the fit
+    drew from it (``model.seed_``), so the loaded model refits the same way.
 
     Parameters
     ----------
@@ -36,7 +43,10 @@ def save_model(model, path, extra=None):
     extra : dict, optional
         JSON-able metadata stored with the model (e.g. feature settings).
     """
-    meta = {"format": MODEL_FORMAT, "params": model.get_params(),
+    params = model.get_params()
+    if params.get("random_state") is not None and not isinstance(params["random_state"], int):
+        params["random_state"] = int(model.seed_)  # a RandomState: the seed this fit drew
+    meta = {"format": MODEL_FORMAT, "params": params,
             "n_features_in": int(model.n_features_in_), "extra": extra or {}}
     arrays = {"cluster_centers": model.cluster_centers_, "thresholds": model.thresholds_,
               "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
@@ -48,7 +58,7 @@ def save_model(model, path, extra=None):
     np.savez(path, **arrays)
 
 
-def load_model(path, cls):
+def load_model(path: str | os.PathLike | IO[bytes], cls: type) -> tuple[Any, dict]:
     """Read a model written by :func:`save_model` (also by versions that said ``seed``).
 
     Parameters

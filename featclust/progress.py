@@ -13,6 +13,8 @@ bar stays as one line with the count and the rate.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from tqdm import autonotebook, std
 from tqdm.auto import tqdm
@@ -20,7 +22,7 @@ from tqdm.auto import tqdm
 from .errors import UsageError
 
 
-def bar_factory(progress=None):
+def bar_factory(progress: Any = None) -> Callable[..., Any] | None:
     """Turn the public ``progress`` argument into a bar factory (or ``None``).
 
     Parameters
@@ -35,6 +37,7 @@ def bar_factory(progress=None):
     if progress is False:
         return None
     if progress is None or progress is True:
+        disable: bool | None = False
         if progress is True:
             disable = False
         else:

@@ -12,8 +12,7 @@ clusters, agreement with known classes); the CSV files of those are
 formatted by :mod:`featclust.tables`. No TensorFlow here: this module works
 on arrays only.
 
-All judging lives here, one module, as its callers (sort, the k scan, the
-report) must score the same way; that makes it longer than most.
+Over 500 lines: all judging is one module, as sort, the k scan and the report must score alike.
 """
 
 from __future__ import annotations

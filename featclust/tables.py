@@ -22,15 +22,18 @@ identical.csv  group, path                                    duplicates
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import OutputFormatError, UsageError
-from .fileio import csv_text, fmt_num, norm_relpath, read_csv
+from .fileio import PathLike, csv_text, fmt_num, norm_relpath, read_csv
 
 
 
-def labels_csv(paths, labels, distances, outliers):
+def labels_csv(paths: Sequence[str], labels: Iterable[int], distances: Iterable[float],
+               outliers: Iterable[bool]) -> str:
     """The text of ``labels.csv``: ``path,cluster,distance,outlier``, one row per image.
 
     ``distance`` is the image's distance to its cluster (see
@@ -44,7 +47,7 @@ def labels_csv(paths, labels, distances, outliers):
                      for p, c, d, o in zip(paths, labels, distances, outliers)))
 
 
-def read_labels_csv(path, outliers=False):
+def read_labels_csv(path: PathLike, outliers: bool = False) -> tuple:
     """Read ``labels.csv``.
 
     Parameters
@@ -88,13 +91,13 @@ def read_labels_csv(path, outliers=False):
     return (paths, labels, distances, flags) if outliers else (paths, labels, distances)
 
 
-def bad_files_csv(bad_files):
+def bad_files_csv(bad_files: Iterable[Any]) -> str:
     """The text of ``bad_files.csv``: ``path,reason``, one row per skipped file, by path."""
     return csv_text(["path", "reason"],
                     ([b.path, b.reason] for b in sorted(bad_files, key=lambda b: b.path)))
 
 
-def clusters_csv(rows):
+def clusters_csv(rows: Iterable[dict]) -> str:
     """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows."""
     return csv_text(
         ["cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"],
@@ -103,7 +106,7 @@ def clusters_csv(rows):
          for r in rows))
 
 
-def truth_csv(comparison):
+def truth_csv(comparison: Any) -> str:
     """The contingency table of a :class:`featclust.scores.TruthComparison` as CSV.
 
     Columns ``label,cluster_0,...,total``; a last row of totals.
@@ -116,7 +119,7 @@ def truth_csv(comparison):
     return csv_text(["label"] + [f"cluster_{c}" for c in range(k)] + ["total"], rows)
 
 
-def read_truth_csv(path):
+def read_truth_csv(path: PathLike) -> dict[str, str]:
     """Read a file of known classes: CSV with columns ``path,label``.
 
     Paths are relative to the image folder, as in ``labels.csv``.
@@ -139,7 +142,7 @@ def read_truth_csv(path):
     except ValueError as e:
         raise UsageError(f"truth file {str(path)!r}: {e} (it needs the columns path,label)") \
             from None
-    truth = {}
+    truth: dict[str, str] = {}
     for row in rows:
         if not row["path"]:
             continue
@@ -157,7 +160,7 @@ KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harab
                  "stability")
 
 
-def kscan_csv(scores, suggested_k):
+def kscan_csv(scores: dict, suggested_k: int | None) -> str:
     """The text of ``kscan.csv``: one row per k; ``suggested`` is 1 on the suggestion.
 
     Parameters
@@ -172,7 +175,7 @@ def kscan_csv(scores, suggested_k):
                      + [int(k == suggested_k)] for i, k in enumerate(ks)))
 
 
-def read_kscan_csv(path):
+def read_kscan_csv(path: PathLike) -> tuple[dict, int | None]:
     """Read ``kscan.csv`` back.
 
     Returns
@@ -197,7 +200,7 @@ def read_kscan_csv(path):
     return scores, (suggested[0] if suggested else None)
 
 
-def kscan_table(scores, suggested_k):
+def kscan_table(scores: dict, suggested_k: int | None) -> str:
     """The scan as an aligned text table for the terminal, the suggestion marked ``<-``."""
     head = ["k", "inertia", "silhouette", "davies-bouldin", "calinski-harabasz", "stability"]
     digits = (None, 5, 3, 3, 5, 3)
@@ -214,7 +217,7 @@ def kscan_table(scores, suggested_k):
 
 
 
-def similar_csv(rows):
+def similar_csv(rows: Iterable[tuple[str, str, float, int]]) -> str:
     """The text ``featclust similar`` prints: ``query,path,similarity,rank`` (rank from 1).
 
     Parameters
@@ -225,14 +228,14 @@ def similar_csv(rows):
                     ([q, p, fmt_num(s), rank] for q, p, s, rank in rows))
 
 
-def duplicates_csv(groups):
+def duplicates_csv(groups: Iterable[Iterable[tuple[str, float]]]) -> str:
     """The text of ``duplicates.csv``: ``group,path,similarity_to_first``, group from 1."""
     return csv_text(["group", "path", "similarity_to_first"],
                     ([g, p, fmt_num(s)] for g, group in enumerate(groups, start=1)
                      for p, s in group))
 
 
-def identical_csv(groups):
+def identical_csv(groups: Iterable[Iterable[str]]) -> str:
     """The text of ``identical.csv``: ``group,path`` of byte-identical files, group from 1."""
     return csv_text(["group", "path"],
                     ([g, p] for g, group in enumerate(groups, start=1) for p in group))

@@ -218,15 +218,15 @@ class StoreReading:
                 damaged.append((cid, e))
             else:
                 self._verified.add(cid)
-        for cid, e in damaged:
+        for cid, _error in damaged:
             hashes, _ = self._chunks.pop(cid)
             for h in hashes:
                 if self._rows.get(h, (None,))[0] == cid:
                     del self._rows[h]
         if damaged and repair:
             with self._locked_store():
-                for cid, e in damaged:
-                    self.problems.append(f"chunk {cid} is damaged ({e}); its images are "
+                for cid, error in damaged:
+                    self.problems.append(f"chunk {cid} is damaged ({error}); its images are "
                                          "embedded again")
                     self._delete_chunk(cid)
         return damaged
