@@ -28,6 +28,8 @@ import os
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +38,9 @@ from .cluster import label_block
 from .decoding import iter_features
 from .embed import Embedder
 from .errors import FeatclustError, StoreError, UsageError
+from .images import BadFile, ImageFile
 from .reduce import blocks
-from .store import write_chunk_npy
+from .store import FeatureStore, write_chunk_npy
 
 #: Times a task is tried again after an error on its worker.
 RETRIES = 3
@@ -72,7 +75,7 @@ def _local_workers(dask):
     return n
 
 
-def check_dask(dask):
+def check_dask(dask: Any) -> Any:
     """Refuse a ``dask=`` value that cannot work, before anything is done.
 
     Parameters
@@ -101,7 +104,7 @@ def check_dask(dask):
 
 
 @contextlib.contextmanager
-def connect(dask):
+def connect(dask: Any) -> Iterator[Any]:
     """A Dask client for ``dask``, closed at the end when it was made here.
 
     Parameters
@@ -165,7 +168,7 @@ _EMBEDDERS: dict[str, Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
-def worker_embedder(params):
+def worker_embedder(params: dict[str, Any]) -> Embedder:
     """The embedder of ``params`` in this process, built once and kept."""
     key = json.dumps(params, sort_keys=True)
     with _EMBEDDERS_LOCK:
@@ -175,7 +178,7 @@ def worker_embedder(params):
     return embedder
 
 
-def embed_chunk(params, files, rows_dir):
+def embed_chunk(params: dict[str, Any], files: list[ImageFile], rows_dir: str) -> dict:
     """One task: decode and embed ``files``, write their chunk's ``.npy``.
 
     Parameters
@@ -220,7 +223,9 @@ def _n_workers(client):
         return 1
 
 
-def update_store(client, st, files, embedder, progress=None, retries=RETRIES):
+def update_store(client: Any, st: FeatureStore, files: list[ImageFile], embedder: Embedder,
+                 progress: Callable[..., Any] | None = None, retries: int = RETRIES,
+                 ) -> tuple[list[ImageFile], list[BadFile], int]:
     """Fill the open store ``st`` through Dask: :meth:`FeatureStore.update` on a cluster.
 
     Parameters
@@ -308,7 +313,8 @@ def update_store(client, st, files, embedder, progress=None, retries=RETRIES):
     return cached, bad, n_embedded
 
 
-def labeller(client, retries=RETRIES):
+def labeller(client: Any, retries: int = RETRIES,
+             ) -> Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A ``labeller`` for :meth:`featclust.FeatureKMeans.fit` that labels rows as Dask tasks.
 
     The fitted model (centres and the reduction, no per-row data: a few KB)

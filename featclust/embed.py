@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,13 +52,13 @@ _PARAMS = ("weights", "pooling", "precision", "batch_size", "seed", "jit_compile
            "grid")
 
 
-def keras_weights_path():
+def keras_weights_path() -> Path:
     """Where Keras keeps (and looks for) the downloaded ImageNet weights file."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return Path(home) / "models" / IMAGENET_FILE
 
 
-def weights_identity(weights, seed=0):
+def weights_identity(weights: str | os.PathLike, seed: int = 0) -> str:
     """A string that changes whenever the weights change.
 
     Parameters
@@ -163,7 +164,7 @@ class Embedder:
         self._batch = None
         self._model = None
 
-    def get_params(self):
+    def get_params(self) -> dict[str, Any]:
         """The constructor's parameters, as given (``weights`` as a string).
 
         Returns
@@ -175,7 +176,7 @@ class Embedder:
         return {name: getattr(self, name) for name in _PARAMS}
 
     @classmethod
-    def from_params(cls, params, **overrides):
+    def from_params(cls, params: dict[str, Any], **overrides: Any) -> Embedder:
         """An embedder from saved parameters (as :meth:`get_params` returns them).
 
         Parameters
@@ -196,7 +197,7 @@ class Embedder:
         return cls(**kwargs)
 
     @property
-    def dim(self):
+    def dim(self) -> int:
         """Length of one feature vector."""
         if self.pooling == "flatten":
             side, channels = LAYERS[self._blocks[0]]
@@ -205,14 +206,14 @@ class Embedder:
         return cells * sum(LAYERS[b][1] for b in self._blocks)
 
     @property
-    def batch(self):
+    def batch(self) -> int:
         """The batch size in use: ``batch_size``, or the default for the device."""
         if self._batch is None:
             self._batch = self.batch_size or (GPU_BATCH_SIZE if gpu_available()
                                               else CPU_BATCH_SIZE)
         return self._batch
 
-    def settings(self):
+    def settings(self) -> dict[str, Any]:
         """Everything that determines the features, as a JSON-able dict."""
         if self._precision is None:
             self._precision = resolve_precision(self.precision)
@@ -237,7 +238,7 @@ class Embedder:
             settings["combine"] = "l2 per block, concatenated"
         return settings
 
-    def build(self):
+    def build(self) -> Any:
         """Build the model now (it is otherwise built by the first :meth:`embed`).
 
         Returns
@@ -277,7 +278,7 @@ class Embedder:
         self._model = model
         return model
 
-    def load_vgg16(self):
+    def load_vgg16(self) -> Any:
         """Keras' VGG16 without its top (up to ``block5_pool``), with these weights.
 
         The model is made in the current Keras dtype policy; :meth:`build`
@@ -319,7 +320,7 @@ class Embedder:
             ) from None
         return model
 
-    def embed_batch(self, gray):
+    def embed_batch(self, gray: np.ndarray) -> np.ndarray:
         """Features of at most :attr:`batch` decoded images, in one forward pass.
 
         With ``tta`` it is 8 passes, one per flip/rotation, and their mean.
@@ -348,7 +349,7 @@ class Embedder:
             total += np.asarray(model.predict_on_batch(dihedral(gray, t)), np.float32)[:n]
         return (total / 8).astype(np.float32)
 
-    def embed(self, gray):
+    def embed(self, gray: np.ndarray) -> np.ndarray:
         """Features of a stack of decoded images.
 
         Parameters
@@ -372,7 +373,7 @@ class Embedder:
 DEFAULTS = {name: p.default for name, p in inspect.signature(Embedder).parameters.items()}
 
 
-def padded_size(n, batch):
+def padded_size(n: int, batch: int) -> int:
     """The batch size ``n`` images are padded to: the next power of two, at most ``batch``.
 
     The compiled step then sees at most ``log2(batch) + 2`` shapes, and a
@@ -383,7 +384,7 @@ def padded_size(n, batch):
     return min(batch, 1 << max(0, int(n) - 1).bit_length())
 
 
-def layer_blocks(layer):
+def layer_blocks(layer: str) -> tuple[str, ...]:
     """The blocks named by ``layer`` (``"block4"``, ``"block4+block5"``), in network order.
 
     Raises
@@ -398,7 +399,7 @@ def layer_blocks(layer):
     return tuple(sorted(names))
 
 
-def grid_cells(side, grid):
+def grid_cells(side: int, grid: int) -> list[list[tuple[int, int]]]:
     """The ``(start, stop)`` row (and column) ranges of each pooled cell along one side.
 
     Level ``g`` cuts the side into ``g`` ranges ``[floor(i*side/g), ceil((i+1)*side/g))``:
@@ -447,7 +448,7 @@ def _pool_region(ops, y, pooling):
     return ops.power(ops.mean(ops.power(y, GEM_P), axis=(1, 2)), 1.0 / GEM_P)
 
 
-def dihedral(gray, t):
+def dihedral(gray: np.ndarray, t: int) -> np.ndarray:
     """The ``t``-th of the 8 flips/rotations of a ``(n, h, w)`` stack (0 is the identity).
 
     ``t % 4`` quarter turns, then a left-right mirror for ``t >= 4``.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -239,7 +240,8 @@ class Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
-def fitting_space(Z, fit_dims, fit_size, rng, random_state):
+def fitting_space(Z: np.ndarray, fit_dims: int, fit_size: int, rng: np.random.Generator,
+                  random_state: int) -> np.ndarray:
     """At most ``fit_dims`` PCA components of ``Z``, the PCA fitted on ``fit_size`` rows.
 
     Fast k-means runs (the k scan, the stability of a model) work here: the
@@ -267,8 +269,10 @@ def fitting_space(Z, fit_dims, fit_size, rng, random_state):
     return pca.transform(Z).astype(np.float32)
 
 
-def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
-                  n_oversamples=10, rows=None):
+def blockwise_pca(X: np.ndarray, n_components: int, normalize: bool = False,
+                  random_state: int = 0, n_iter: int = 4, n_oversamples: int = 10,
+                  rows: np.ndarray | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Randomized PCA (Halko, Martinsson and Tropp, 2011) reading ``X`` block by block.
 
     Every pass over the data multiplies one block of rows at a time, so ``X``
@@ -330,7 +334,8 @@ def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
     return mean, Vt[:n_components], S[:n_components] ** 2 / max(n - 1, 1)
 
 
-def blocks(X, min_rows=1, rows=None):
+def blocks(X: np.ndarray, min_rows: int = 1,
+           rows: np.ndarray | None = None) -> Sequence[np.ndarray] | _RowBlocks:
     """Consecutive row blocks of ``X`` of about :data:`BLOCK_BYTES` each (one if smaller).
 
     Every block has at least ``min_rows`` rows when ``X`` has that many.
@@ -386,7 +391,8 @@ class _RowBlocks:
             yield np.asarray(self.X[self.rows[a:b]])
 
 
-def count_distinct(X, stop=None, rows=None):
+def count_distinct(X: np.ndarray, stop: int | None = None,
+                   rows: np.ndarray | None = None) -> int:
     """Number of distinct rows of ``X`` (exactly equal values), read block by block.
 
     Parameters
@@ -413,7 +419,7 @@ def count_distinct(X, stop=None, rows=None):
     return len(seen)
 
 
-def l2(X):
+def l2(X: np.ndarray) -> np.ndarray:
     """Rows of ``X`` scaled to unit length (zero rows left as they are)."""
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.where(norms > 0, norms, 1.0)

@@ -18,6 +18,7 @@ Over 500 lines: all judging is one module, as sort, the k scan and the report mu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +77,7 @@ class SilhouetteSample:
         self._dist = pairwise_distances(rows).astype(np.float32)
         np.fill_diagonal(self._dist, 0.0)
 
-    def score(self, labels):
+    def score(self, labels: np.ndarray) -> float:
         """Mean silhouette of the sample under ``labels`` (labels of all rows).
 
         Returns NaN where the silhouette is undefined (fewer than 2 clusters in
@@ -87,7 +88,7 @@ class SilhouetteSample:
             return math.nan
         return float(silhouette_score(self._dist, sub, metric="precomputed"))
 
-    def per_cluster(self, labels, n_clusters):
+    def per_cluster(self, labels: np.ndarray, n_clusters: int) -> list[float | None]:
         """Mean silhouette of each cluster's sampled members.
 
         Returns
@@ -110,7 +111,9 @@ class SilhouetteSample:
         return None if n_labels < 2 or n_labels > len(sub) - 1 else sub
 
 
-def cluster_silhouettes(Z, labels, n_clusters, sample_size=SILHOUETTE_SAMPLE, random_state=0):
+def cluster_silhouettes(Z: Any, labels: np.ndarray, n_clusters: int,
+                        sample_size: int = SILHOUETTE_SAMPLE,
+                        random_state: int = 0) -> list[float | None]:
     """Mean silhouette of every cluster, on one fixed random sample of the rows.
 
     Parameters
@@ -131,7 +134,8 @@ def cluster_silhouettes(Z, labels, n_clusters, sample_size=SILHOUETTE_SAMPLE, ra
     return SilhouetteSample(Z, sample_size, random_state).per_cluster(labels, n_clusters)
 
 
-def cluster_scores(Z, labels, silhouette=None):
+def cluster_scores(Z: Any, labels: np.ndarray,
+                   silhouette: SilhouetteSample | None = None) -> dict[str, float]:
     """Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz of one clustering.
 
     Parameters
@@ -162,7 +166,10 @@ def cluster_scores(Z, labels, silhouette=None):
     labels = np.asarray(labels)
     n = len(labels)
     clusters = np.unique(labels)
-    sums, sizes, total, start = {}, {}, 0.0, 0
+    sums: dict = {}
+    sizes: Any = {}  # a dict per cluster, then an array
+    total: Any = 0.0
+    start = 0
     for block in parts():  # pass 1: cluster means, overall mean
         part = labels[start:start + len(block)]
         start += len(block)
@@ -171,7 +178,7 @@ def cluster_scores(Z, labels, silhouette=None):
             members = block[part == c]
             sums[c] = sums.get(c, 0.0) + members.sum(axis=0, dtype=np.float64)
             sizes[c] = sizes.get(c, 0) + len(members)
-    means = {c: sums[c] / sizes[c] for c in clusters}
+    means: Any = {c: sums[c] / sizes[c] for c in clusters}
     squares, dists, start = dict.fromkeys(clusters, 0.0), dict.fromkeys(clusters, 0.0), 0
     for block in parts():  # pass 2: distances to the cluster means
         part = labels[start:start + len(block)]
@@ -227,17 +234,17 @@ class ReducedRows:
     def __len__(self):
         return len(self.X)
 
-    def blocks(self):
+    def blocks(self) -> Iterator[np.ndarray]:
         """The reduced rows, one block of :func:`featclust.reduce.blocks` at a time."""
         for block in blocks(self.X):
             yield self.reducer.transform_checked(block)
 
-    def take(self, rows):
+    def take(self, rows: np.ndarray) -> np.ndarray:
         """The reduced rows ``rows`` (sorted indices), as one array."""
         return self.reducer.transform_checked(self.X, np.asarray(rows))
 
 
-def stability(label_runs):
+def stability(label_runs: list[np.ndarray]) -> float:
     """Mean adjusted Rand index over all pairs of clusterings of the same rows.
 
     1 means every run found the same partition; near 0, the partitions agree
@@ -254,7 +261,7 @@ def stability(label_runs):
     return float(np.mean([adjusted_rand_score(a, b) for a, b in pairs]))
 
 
-def cluster_table(labels, distances, n_clusters):
+def cluster_table(labels: np.ndarray, distances: np.ndarray, n_clusters: int) -> list[dict]:
     """Size and spread of every cluster, with the clusters that look wrong flagged.
 
     A cluster is *tiny* when it has fewer than :data:`TINY_MIN_SIZE` members
@@ -324,13 +331,14 @@ class TruthComparison:
     classes: list
     contingency: np.ndarray
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         """Scores as a JSON-able dict."""
         return {"ari": self.ari, "nmi": self.nmi, "n_labelled": self.n_labelled,
                 "n_unknown": self.n_unknown}
 
 
-def compare_with_truth(paths, labels, truth, n_clusters=None):
+def compare_with_truth(paths: Sequence[str], labels: np.ndarray, truth: dict[str, str],
+                       n_clusters: int | None = None) -> TruthComparison:
     """Adjusted Rand index, NMI and contingency table against known classes.
 
     Parameters
@@ -376,8 +384,9 @@ def compare_with_truth(paths, labels, truth, n_clusters=None):
 
 # -- judging a fitted model ------------------------------------------------------------
 
-def model_scores(model, X, random_state=0, n_runs=3, n_init=3, sample_size=SILHOUETTE_SAMPLE,
-                 fit_size=5000, fit_dims=64):
+def model_scores(model: Any, X: Any, random_state: int = 0, n_runs: int = 3, n_init: int = 3,
+                 sample_size: int = SILHOUETTE_SAMPLE, fit_size: int = 5000,
+                 fit_dims: int = 64) -> dict[str, float]:
     """The k scan's scores for a fitted model, on the features it was fitted on.
 
     Parameters
@@ -447,19 +456,19 @@ class Judgement:
 
     scores: dict
     clusters: list
-    truth: object = None
+    truth: TruthComparison | None = None
 
     @property
-    def tiny(self):
+    def tiny(self) -> list[int]:
         """Clusters flagged tiny."""
         return [r["cluster"] for r in self.clusters if r["tiny"]]
 
     @property
-    def loose(self):
+    def loose(self) -> list[int]:
         """Clusters flagged loose (members far from the centre)."""
         return [r["cluster"] for r in self.clusters if r["loose"]]
 
-    def info(self):
+    def info(self) -> dict[str, Any]:
         """What the output folder's record keeps: scores (NaN as None), flags, truth summary.
 
         Returns
@@ -498,5 +507,5 @@ def judge(model: Any, X: Any, paths: list[str] | None = None, truth: dict | None
     table = cluster_table(model.labels_, model.distances_, model.n_clusters)
     compared = None
     if truth is not None:
-        compared = compare_with_truth(paths, model.labels_, truth, model.n_clusters)
+        compared = compare_with_truth(paths or [], model.labels_, truth, model.n_clusters)
     return Judgement(model_scores(model, X, random_state), table, compared)
