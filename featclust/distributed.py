@@ -320,7 +320,7 @@ def labeller(client: Any, retries: int = RETRIES,
     The fitted model (centres and the reduction, no per-row data: a few KB)
     is sent to every worker once; each block of rows (see
     :func:`featclust.reduce.blocks`, about 16 MB) becomes one
-    :func:`featclust.cluster.label_block` task. At most two blocks per
+    :func:`featclust.labelling.label_block` task. At most two blocks per
     worker are in flight, so the driver's memory stays flat in the number of
     rows besides the labels themselves.
 

@@ -225,7 +225,8 @@ class Embedder:
             "tta": "mean of 8 flips/rotations" if self.tta else "none",
             "input_size": INPUT_SIZE,
             "resample": "bilinear",
-            "preprocess": f"gray->3ch,pad-white,vgg16.preprocess_input,decode-v{images.DECODE_VERSION}",
+            "preprocess": ("gray->3ch,pad-white,vgg16.preprocess_input,"
+                           f"decode-v{images.DECODE_VERSION}"),
             "precision": self._precision,
             "feature_version": FEATURE_VERSION,
             "dim": self.dim,

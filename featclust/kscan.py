@@ -12,7 +12,7 @@ How the scan stays fast at 32,000 x 512 (see benchmarks/scan_k_speed.py):
 * k-means itself runs on at most ``fit_dims`` PCA components of that space
   (PCA fitted on ``fit_size`` rows), with ``n_init`` k-means++ starts per
   run, on a random subsample of ``fit_size`` rows; every row is then given its
-  nearest centre (:func:`featclust.cluster.subsample_kmeans`). These small
+  nearest centre (:func:`featclust.labelling.subsample_kmeans`). These small
   fits run on one thread, several times faster than OpenMP and BLAS threads
   contending on a busy machine. The top components hold the between-cluster
   directions (at most k - 1 of them), so the partitions found there are the

@@ -159,7 +159,8 @@ def label_block(model: Any, X_block: Any) -> tuple[np.ndarray, np.ndarray]:
     What a Dask task runs to label its part of a folder; the same as
     ``model.predict_with_distance(X_block)``. Send it a model without
     per-row attributes (:func:`slim`, or the model a ``labeller`` of
-    :meth:`FeatureKMeans.fit` receives): a few centres and the reduction.
+    :meth:`featclust.cluster.FeatureKMeans.fit` receives): a few centres and
+    the reduction.
 
     Parameters
     ----------
@@ -246,7 +247,7 @@ def slim(model: Any) -> Any:
 
     It pickles to the size of its centres and reduction, whatever the
     number of rows it was fitted on, as a model read by
-    :meth:`FeatureKMeans.load` does.
+    :meth:`featclust.cluster.FeatureKMeans.load` does.
     """
     check_is_fitted(model, "cluster_centers_")
     out = copy.copy(model)
