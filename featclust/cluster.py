@@ -96,7 +96,7 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         Fit the reduction and the clustering on a random sample of at most
         this many rows (drawn with ``random_state``), then give every row
         its nearest centre, block by block: time and memory stop growing
-        with the number of images beyond the per-row labels. ``None``, or a
+        with the number of images beyond the per-row results. ``None``, or a
         value of at least the number of rows, fits on every row (the labels
         are then exactly those of a fit on the whole matrix).
         Chosen by measurement (benchmarks/fit_sample.py; 200,000 x 512
@@ -108,8 +108,9 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         0.16 GB). 100,000 keeps every folder of up to 100,000 images
         exactly as fitted whole, keeps rare groups (0.1% of the images is
         ~100 rows of the sample), and bounds the fit below 1 GB at 512
-        values a row; beyond it only ``labels_`` and ``distances_`` (12
-        bytes a row) grow.
+        values a row; beyond it only ``labels_``, ``distances_`` and
+        ``reduced_`` grow (12 bytes a row, and 4 per component: 140 bytes a
+        row at 32 components).
 
     Attributes
     ----------
@@ -196,7 +197,8 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         random sample of ``fit_sample`` rows (drawn with ``random_state``,
         read block by block), and then every row is labelled block by block
         (reduced and given its nearest centre), so memory does not grow
-        with the number of rows beyond ``labels_`` and ``distances_``.
+        with the number of rows beyond the per-row ``labels_``,
+        ``distances_`` and ``reduced_``.
 
         Parameters
         ----------

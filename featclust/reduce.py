@@ -208,11 +208,18 @@ class Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_rows, n_components_ or n_features), float32
         """
-        if rows is not None:
-            return np.concatenate([self._transform_block(b) for b in blocks(X, rows=rows)])
-        if X.nbytes <= BLOCK_BYTES:
+        if rows is None and X.nbytes <= BLOCK_BYTES:
             return self._transform_block(X)
-        return np.concatenate([self._transform_block(block) for block in blocks(X)])
+        out = None
+        start = 0
+        for block in blocks(X, rows=rows):  # filled in place: no second copy of the result
+            Z = self._transform_block(block)
+            if out is None:
+                out = np.empty((len(X) if rows is None else len(rows), Z.shape[1]), np.float32)
+            out[start:start + len(Z)] = Z
+            start += len(Z)
+        assert out is not None  # blocks() yields at least one block
+        return out
 
     @property
     def _n_features_out(self) -> int:
