@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from .checks import check_int
-from .cluster import label_block
 from .decoding import iter_features
 from .embed import Embedder
 from .errors import FeatclustError, StoreError, UsageError
 from .images import BadFile, ImageFile
+from .labelling import label_block
 from .reduce import blocks
 from .store import FeatureStore, write_chunk_npy
 

@@ -196,7 +196,8 @@ class KScan(BaseEstimator):
             distinct images) for the smallest k, or all images are identical.
         """
         ks = self.check_params()
-        for name in ("scan_labels_", "ks_", "scores_"):  # of an earlier fit
+        for name in ("scan_labels_", "ks_", "scores_", "suggested_k_", "reason_",
+                     "sample_index_", "seed_"):  # of an earlier fit
             self.__dict__.pop(name, None)
         seed = check_random_state("random_state", self.random_state)
         X, sample = checked_sample(self, X, self.fit_sample, seed)
