@@ -23,6 +23,7 @@ from .errors import UsageError
 from .labelling import (OUTLIER_PERCENTILE, ROW_ATTRIBUTES, feature_distances, label_block,
                         label_rows, member_means, nearest, outlier_thresholds, outliers,
                         sample_rows, slim, squared_distances, subsample_kmeans)
+from . import reduce as reduction
 from .modelfile import load_model, save_model
 from .reduce import Reducer, blocks, check_features, count_distinct
 
@@ -132,16 +133,18 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         empty cluster): a new vector farther than this from its centre is an
         outlier (see :meth:`predict_with_distance`).
     inertia_ : float
-    reduced_ : ndarray of shape (n_samples, n_components_ or n_features), float32
+    reduced_ : ndarray of shape (n_samples, n_components_ or n_features), float32, or None
         Every fitted row in the space of :attr:`cluster_centers_` (what
         :meth:`reduce` gives for ``X``), kept so that judging the clustering
         (:func:`featclust.scores.judge`) and the report do not reduce the
         features again. With PCA it is small (128 bytes a row at 32
-        components, so 128 MB for a million rows, memory-mapped ``X`` or not);
-        without PCA (``pca=None`` on features of up to 4,096 values) it is the
-        rows themselves, normalised with ``normalize``: as large as ``X``.
-        Computed while labelling the rows; with a ``labeller`` (Dask), one
-        more local pass over ``X`` after it.
+        components: 128 MB for a million rows, memory-mapped ``X`` or not).
+        Without PCA (``pca=None`` on features of up to 4,096 values) the
+        reduced rows are ``X`` itself, normalised: they are kept only while
+        they take at most :data:`featclust.reduce.MAX_IN_MEMORY_BYTES`
+        (64 MB), else ``reduced_`` is None and the rows are reduced again,
+        block by block, when needed. Computed while labelling the rows; with
+        a ``labeller`` (Dask), in one more local pass over ``X`` after it.
     seed_ : int
         The int seed this fit drew everything from (``random_state`` itself
         when it is an int).
@@ -263,6 +266,9 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         self.feature_centers_ = None
         if reducer.components_ is not None:
             self.feature_centers_ = member_means(reducer, X, rows, rank[labels], k)
+        width = self.cluster_centers_.shape[1]
+        keep = (reducer.components_ is not None
+                or n * width * 4 <= reduction.MAX_IN_MEMORY_BYTES)  # see reduced_
         if rows is None and labeller is None:
             labels, distances = nearest(self.cluster_centers_, Z)
             if self.feature_centers_ is not None:  # measured before the PCA
@@ -271,15 +277,15 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
                     end = start + len(block)
                     distances[start:end] = feature_distances(self, block, labels[start:end])
                     start = end
-            reduced = Z
+            reduced = Z if keep else None
         elif labeller is None:
             del Z, labels
-            reduced = np.empty((n, self.cluster_centers_.shape[1]), np.float32)
+            reduced = np.empty((n, width), np.float32) if keep else None
             labels, distances = label_rows(self, X, reduced)
         else:
             del Z, labels
             labels, distances = labeller(self, X)  # before reduced_: the model pickles small
-            reduced = reducer.transform_checked(X)
+            reduced = reducer.transform_checked(X) if keep else None
         self._set_row_labels(labels, distances, n)
         self.reduced_ = reduced
         return self

@@ -8,6 +8,7 @@ scores, and the one outlier rule.
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
 
 from featclust import FeatureKMeans, KScan, UsageError
 from featclust import labelling, scores
@@ -96,8 +97,6 @@ def test_scan_labels_are_one_row_per_scanned_k():
     assert list(scan.scores_["k"]) == scan.ks_
     for k, labels in zip(scan.ks_, scan.scan_labels_):
         assert len(np.unique(labels)) == k
-    from sklearn.metrics import adjusted_rand_score
-
     assert adjusted_rand_score(y, scan.scan_labels_[scan.ks_.index(4)]) > 0.99
 
 
@@ -117,6 +116,24 @@ def test_a_labeller_fit_keeps_the_reduced_rows_too():
     X, _ = blobs()
     model = FeatureKMeans(3, pca=4, fit_sample=100).fit(X, labeller=labelling.label_rows)
     np.testing.assert_allclose(model.reduced_, model.reduce(X), atol=1e-6)
+
+
+def test_without_pca_large_reduced_rows_are_not_kept(monkeypatch):
+    # Without PCA the reduced rows are X itself (normalised): beyond the
+    # in-memory budget the fit does not keep a second copy of it.
+    from featclust import reduce
+
+    X, _ = blobs()
+    small = FeatureKMeans(3, pca=None).fit(X)
+    assert small.reduced_.shape == X.shape
+    monkeypatch.setattr(reduce, "MAX_IN_MEMORY_BYTES", X.nbytes - 1)
+    for fit_sample in (None, 100):
+        model = FeatureKMeans(3, pca=None, fit_sample=fit_sample).fit(X)
+        assert model.reduced_ is None
+        assert adjusted_rand_score(model.labels_, small.labels_) == 1.0
+        judged = scores.judge(model, X)  # reduces the rows again
+        assert judged.scores["inertia"] == pytest.approx(
+            scores.judge(small, X).scores["inertia"], rel=1e-5)
 
 
 def _count_reductions(monkeypatch):
