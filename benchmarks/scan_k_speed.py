@@ -79,7 +79,7 @@ def main():
     print(kscan_table(scan.scores_, scan.suggested_k_), end="")
     print(f"suggested k = {scan.suggested_k_}: {scan.reason_}")
     if y is not None:
-        ari = adjusted_rand_score(y, scan.labels_[scan.suggested_k_])
+        ari = adjusted_rand_score(y, scan.scan_labels_[scan.ks_.index(scan.suggested_k_)])
         print(f"  true k = {args.groups}; ARI of the scan's clustering at the suggestion "
               f"vs the true groups: {ari:.3f}")
     print(f"scan time: {elapsed:.1f} s for {len(scan.ks_)} k ({elapsed / len(scan.ks_):.2f} s "
@@ -93,7 +93,7 @@ def main():
             labels, sil, dt = reference(X, k, args.seed)
             total += dt
             row = {c: v[list(scan.scores_["k"]).index(k)] for c, v in scan.scores_.items()}
-            agree = adjusted_rand_score(labels, scan.labels_[k])
+            agree = adjusted_rand_score(labels, scan.scan_labels_[scan.ks_.index(k)])
             print(f"  k={k:3d}: {dt:6.1f} s; silhouette {sil:.4f} (scan {row['silhouette']:.4f}); "
                   f"ARI reference vs scan clustering {agree:.3f}"
                   + (f"; reference vs truth {adjusted_rand_score(y, labels):.3f}"

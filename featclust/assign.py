@@ -23,7 +23,7 @@ from .fileio import content_hash, inside
 from .output import LABELS_CSV, OutputFolder, SortedFolder, open_sorted, output_error
 from .pipeline import embed_inputs
 from .sort import MODES, cluster_dir_name, place
-from .tables import assignment_csv, labels_csv
+from .tables import labels_csv
 
 
 @dataclass
@@ -51,7 +51,7 @@ class AssignResult:
 
     def csv(self) -> str:
         """The assignment as CSV: ``path,cluster,distance,outlier``."""
-        return assignment_csv(self.paths, self.labels, self.distances, self.outliers)
+        return labels_csv(self.paths, self.labels, self.distances, self.outliers)
 
 
 def embedder_for(sorted_folder: SortedFolder, **overrides: Any) -> Embedder:
@@ -142,7 +142,7 @@ def assign_features(model: Any, features: np.ndarray) -> tuple:
     labels, distances, outliers : ndarray
     """
     labels, distances = model.predict_with_distance(features)
-    return labels, distances, distances > model.thresholds_[labels]
+    return labels, distances, model.outliers(labels, distances)
 
 
 def assign_images(sorted_folder: SortedFolder | str | os.PathLike,
@@ -244,7 +244,7 @@ def place_images(sorted_folder: SortedFolder | str | os.PathLike, assignment: As
     k = folder.n_clusters
     paths, labels, distances, outliers = folder.labels(outliers=True)
     if outliers is None:  # a labels.csv written before it recorded the flag
-        outliers = distances > model.thresholds_[labels]
+        outliers = model.outliers(labels, distances)
     outliers = list(outliers)
     paths, labels, distances = list(paths), list(labels), list(distances)
     out = OutputFolder(folder.path)

@@ -1,23 +1,38 @@
 """k-means (or Ward) on feature vectors, in the space of :class:`~featclust.reduce.Reducer`.
 
-No TensorFlow here: this module works on arrays only.
+The estimator and the opening of a fit it shares with :class:`featclust.kscan.KScan`
+(:func:`checked_sample`, :func:`reduced_sample`); giving rows their nearest
+centre, and the outlier rule, are :mod:`featclust.labelling`; the model file
+is :mod:`featclust.modelfile`. No TensorFlow here: this module works on
+arrays only.
 """
 
 from __future__ import annotations
 
+import os
+from typing import IO, Any, Callable
+
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin,
+                          TransformerMixin)
+from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.utils.validation import check_is_fitted
 
 from .checks import check_bool, check_choice, check_int, check_random_state
 from .errors import UsageError
+from .labelling import (OUTLIER_PERCENTILE, ROW_ATTRIBUTES, feature_distances, label_block,
+                        label_rows, member_means, nearest, outlier_thresholds, outliers,
+                        sample_rows, slim, squared_distances, subsample_kmeans)
+from . import reduce as reduction
+from .modelfile import load_model, save_model
 from .reduce import Reducer, blocks, check_features, count_distinct
 
-#: Members of a cluster farther from its centre than this percentile of their
-#: distances make a new image an outlier (see :attr:`FeatureKMeans.thresholds_`).
-OUTLIER_PERCENTILE = 95
-#: Rows per block when finding the nearest centres.
-NEAREST_BLOCK_ROWS = 4096
+# Kept importable from here, where callers found them before featclust.labelling.
+__all__ = ["DEFAULT_NORMALIZE", "DEFAULT_N_INIT", "DEFAULT_PCA", "FIT_SAMPLE", "FeatureKMeans",
+           "MAX_WARD_IMAGES", "METHODS", "OUTLIER_PERCENTILE", "PARAMS", "ROW_ATTRIBUTES",
+           "checked_sample", "label_block", "label_rows", "member_means", "outliers",
+           "reduced_sample", "sample_rows", "slim", "subsample_kmeans"]
+
 #: Clustering methods: k-means, or Ward agglomerative clustering.
 METHODS = ("kmeans", "ward")
 #: Ward needs the n*(n-1)/2 pairwise distances in memory: 20,000 images take 1.6 GB.
@@ -38,11 +53,10 @@ DEFAULT_N_INIT = 16
 #: Constructor parameters, in order (also the ``params`` a model file records).
 PARAMS = ("n_clusters", "pca", "whiten", "normalize", "random_state", "n_init", "method",
           "fit_sample")
-#: Fitted attributes that belong to the rows fitted on (one value per row, or their sum).
-ROW_ATTRIBUTES = ("labels_", "distances_", "inertia_")
 
 
-class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin,
+                    BaseEstimator):
     """k-means on feature vectors, a scikit-learn estimator.
 
     The features are reduced by a :class:`~featclust.reduce.Reducer`
@@ -65,8 +79,12 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Whiten the PCA components.
     normalize : bool, default :data:`DEFAULT_NORMALIZE`
         L2-normalise the vectors before and after PCA.
-    random_state : int, default 0
-        Random state of PCA and k-means.
+    random_state : int, None or numpy.random.RandomState, default 0
+        Random state of the fit sample, PCA and k-means, as scikit-learn
+        accepts it: an int gives the same result every time; ``None`` (numpy's
+        global random state) or a ``RandomState`` give the fit an int seed
+        drawn from it (see :func:`featclust.checks.check_random_state` and
+        ``seed_``).
     n_init : int, default :data:`DEFAULT_N_INIT`
         k-means restarts; the best inertia wins.
     method : {"kmeans", "ward"}, default "kmeans"
@@ -79,7 +97,7 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Fit the reduction and the clustering on a random sample of at most
         this many rows (drawn with ``random_state``), then give every row
         its nearest centre, block by block: time and memory stop growing
-        with the number of images beyond the per-row labels. ``None``, or a
+        with the number of images beyond the per-row results. ``None``, or a
         value of at least the number of rows, fits on every row (the labels
         are then exactly those of a fit on the whole matrix).
         Chosen by measurement (benchmarks/fit_sample.py; 200,000 x 512
@@ -91,8 +109,9 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         0.16 GB). 100,000 keeps every folder of up to 100,000 images
         exactly as fitted whole, keeps rare groups (0.1% of the images is
         ~100 rows of the sample), and bounds the fit below 1 GB at 512
-        values a row; beyond it only ``labels_`` and ``distances_`` (12
-        bytes a row) grow.
+        values a row; beyond it only ``labels_``, ``distances_`` and
+        ``reduced_`` grow (12 bytes a row, and 4 per component: 140 bytes a
+        row at 32 components).
 
     Attributes
     ----------
@@ -114,16 +133,33 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         empty cluster): a new vector farther than this from its centre is an
         outlier (see :meth:`predict_with_distance`).
     inertia_ : float
+    reduced_ : ndarray of shape (n_samples, n_components_ or n_features), float32, or None
+        Every fitted row in the space of :attr:`cluster_centers_` (what
+        :meth:`reduce` gives for ``X``), kept so that judging the clustering
+        (:func:`featclust.scores.judge`) and the report do not reduce the
+        features again. With PCA it is small (128 bytes a row at 32
+        components: 128 MB for a million rows, memory-mapped ``X`` or not).
+        Without PCA (``pca=None`` on features of up to 4,096 values) the
+        reduced rows are ``X`` itself, normalised: they are kept only while
+        they take at most :data:`featclust.reduce.MAX_IN_MEMORY_BYTES`
+        (64 MB), else ``reduced_`` is None and the rows are reduced again,
+        block by block, when needed. Computed while labelling the rows; with
+        a ``labeller`` (Dask), in one more local pass over ``X`` after it.
+    seed_ : int
+        The int seed this fit drew everything from (``random_state`` itself
+        when it is an int).
     n_features_in_ : int
     n_components_ : int or None
         PCA components used (``pca``, or the automatic choice above).
 
-    A model read by :meth:`load` has no ``labels_``, ``distances_`` or
-    ``inertia_`` (they belong to the fitted images).
+    A model read by :meth:`load` has no ``labels_``, ``distances_``,
+    ``inertia_`` or ``reduced_`` (they belong to the fitted images).
     """
 
-    def __init__(self, n_clusters=8, pca=DEFAULT_PCA, whiten=False, normalize=DEFAULT_NORMALIZE,
-                 random_state=0, n_init=DEFAULT_N_INIT, method="kmeans", fit_sample=FIT_SAMPLE):
+    def __init__(self, n_clusters: int = 8, pca: int | None = DEFAULT_PCA, whiten: bool = False,
+                 normalize: bool = DEFAULT_NORMALIZE, random_state: Any = 0,
+                 n_init: int = DEFAULT_N_INIT, method: str = "kmeans",
+                 fit_sample: int | None = FIT_SAMPLE) -> None:
         self.n_clusters = n_clusters
         self.pca = pca
         self.whiten = whiten
@@ -133,7 +169,7 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.method = method
         self.fit_sample = fit_sample
 
-    def check_params(self):
+    def check_params(self) -> None:
         """Validate the parameters that do not depend on the data (:meth:`fit` does too).
 
         Callers that do expensive work before fitting (embedding a folder)
@@ -148,12 +184,14 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         check_int("pca", self.pca, none_ok=True)
         check_bool("whiten", self.whiten)
         check_bool("normalize", self.normalize)
-        check_random_state("random_state", self.random_state)
+        check_random_state("random_state", self.random_state, seed=False)
         check_int("n_init", self.n_init)
         check_choice("method", self.method, METHODS)
         check_int("fit_sample", self.fit_sample, low=2, none_ok=True)
 
-    def fit(self, X, y=None, labeller=None):
+    def fit(self, X: Any, y: Any = None,
+            labeller: Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+            ) -> FeatureKMeans:
         """Fit the reduction, then k-means (or Ward), on at most ``fit_sample`` rows.
 
         With ``fit_sample`` at least the number of rows (or ``None``) every
@@ -162,7 +200,8 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         random sample of ``fit_sample`` rows (drawn with ``random_state``,
         read block by block), and then every row is labelled block by block
         (reduced and given its nearest centre), so memory does not grow
-        with the number of rows beyond ``labels_`` and ``distances_``.
+        with the number of rows beyond the per-row ``labels_``,
+        ``distances_`` and ``reduced_``.
 
         Parameters
         ----------
@@ -185,17 +224,15 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         UsageError
             Naming the parameter and the value received, or describing ``X``.
         """
-        from sklearn.cluster import KMeans
-
         self.check_params()
         for name in ROW_ATTRIBUTES + ("thresholds_",):  # of an earlier fit
             self.__dict__.pop(name, None)
-        X = check_features(self, X, reset=True)
+        seed = check_random_state("random_state", self.random_state)
+        X, rows = checked_sample(self, X, self.fit_sample, seed)
         n, k = len(X), self.n_clusters
         if k > n:
             raise UsageError(f"n_clusters={k} is larger than the number of images ({n})"
                              + ("; X holds only 1 sample" if n == 1 else ""))
-        rows = sample_rows(n, self.fit_sample, self.random_state)
         m = n if rows is None else len(rows)
         if k > m:
             raise UsageError(f"n_clusters={k} is larger than fit_sample={self.fit_sample}")
@@ -210,48 +247,51 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise UsageError(f"method='ward' needs memory for all pairs of images: at most "
                              f"{MAX_WARD_IMAGES} images, got {m}; use method='kmeans' or "
                              f"fit_sample <= {MAX_WARD_IMAGES}")
-        reducer = Reducer(self.pca, self.whiten, self.normalize, self.random_state)
-        reducer._fit(X, rows)  # X is checked
-        if rows is None:
-            Z = reducer._transform(X)
-        else:
-            Z = np.concatenate([reducer._transform_block(b) for b in blocks(X, rows=rows)])
+        reducer, Z = reduced_sample(X, rows, self.pca, self.whiten, self.normalize, seed)
         if self.method == "ward":
-            from sklearn.cluster import AgglomerativeClustering
-
             labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(Z)
             centers = np.stack([Z[labels == c].mean(axis=0, dtype=np.float64)
                                 for c in range(k)])
         else:
-            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
+            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=seed)
             labels = km.fit_predict(Z)
             centers = km.cluster_centers_
         order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
         rank = np.empty(k, np.int64)
         rank[order] = np.arange(k)
+        self.seed_ = seed
         self.reducer_ = reducer
         self.n_components_ = reducer.n_components_
         self.cluster_centers_ = centers[order].astype(np.float32)
         self.feature_centers_ = None
         if reducer.components_ is not None:
             self.feature_centers_ = member_means(reducer, X, rows, rank[labels], k)
+        width = self.cluster_centers_.shape[1]
+        keep = (reducer.components_ is not None
+                or n * width * 4 <= reduction.MAX_IN_MEMORY_BYTES)  # see reduced_
         if rows is None and labeller is None:
-            labels, distances = self._nearest(Z)
+            labels, distances = nearest(self.cluster_centers_, Z)
             if self.feature_centers_ is not None:  # measured before the PCA
                 start = 0
                 for block in blocks(X):
                     end = start + len(block)
-                    distances[start:end] = self._feature_distances(block, labels[start:end])
+                    distances[start:end] = feature_distances(self, block, labels[start:end])
                     start = end
+            reduced = Z if keep else None
+        elif labeller is None:
+            del Z, labels
+            reduced = np.empty((n, width), np.float32) if keep else None
+            labels, distances = label_rows(self, X, reduced)
         else:
             del Z, labels
-            labels, distances = (labeller or label_rows)(self, X)
+            labels, distances = labeller(self, X)  # before reduced_: the model pickles small
+            reduced = reducer.transform_checked(X) if keep else None
         self._set_row_labels(labels, distances, n)
+        self.reduced_ = reduced
         return self
 
     def _set_row_labels(self, labels, distances, n):
         """Set ``labels_``, ``distances_``, ``inertia_`` and ``thresholds_`` from every row's."""
-        k = self.n_clusters
         labels = np.asarray(labels, dtype=np.int64)
         distances = np.asarray(distances, dtype=np.float32)
         if labels.shape != (n,) or distances.shape != (n,):
@@ -259,11 +299,9 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                              f"of shape {distances.shape} for {n} rows")
         self.labels_, self.distances_ = labels, distances
         self.inertia_ = float(np.sum(distances ** 2))
-        self.thresholds_ = np.array(
-            [np.percentile(distances[labels == c], OUTLIER_PERCENTILE)
-             if np.any(labels == c) else 0.0 for c in range(k)], dtype=np.float32)
+        self.thresholds_ = outlier_thresholds(labels, distances, self.n_clusters)
 
-    def reduce(self, X):
+    def reduce(self, X: Any) -> np.ndarray:
         """Map features into the space the centres live in (as ``reducer_.transform``).
 
         Returns
@@ -272,54 +310,17 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "cluster_centers_")
         X = check_features(self, X, reset=False)
-        return self.reducer_._transform(X)
+        return self.reducer_.transform_checked(X)
 
-    def _squared_distances(self, Z):
-        # float64 and in blocks: the squared-distance expansion loses digits to
-        # cancellation in float32, enough to flip a near tie between the sort and
-        # a later predict of the same image; float64 leaves no practical tie.
-        C = np.asarray(self.cluster_centers_, dtype=np.float64)
-        c2 = np.sum(C ** 2, axis=1)
-        for start in range(0, len(Z), NEAREST_BLOCK_ROWS):
-            B = np.asarray(Z[start:start + NEAREST_BLOCK_ROWS], dtype=np.float64)
-            yield start, np.sum(B ** 2, axis=1)[:, None] - 2 * B @ C.T + c2[None, :]
-
-    def _nearest(self, Z):
-        labels = np.empty(len(Z), np.int64)
-        dist = np.empty(len(Z), np.float32)
-        for start, d2 in self._squared_distances(Z):
-            best = np.argmin(d2, axis=1)
-            labels[start:start + len(d2)] = best
-            dist[start:start + len(d2)] = np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0.0))
-        return labels, dist
-
-    def _label_block(self, X_block):
-        """Nearest centre (in the reduced space) and distance of checked rows.
-
-        With PCA, the distance is measured before the PCA, to the mean of the
-        cluster's members there (:attr:`feature_centers_`): an image unlike the
-        folder differs mostly in what the few kept components leave out, and
-        is far from every cluster there even when its projection is not.
-        """
-        labels, distances = self._nearest(self.reducer_._transform_block(X_block))
-        if getattr(self, "feature_centers_", None) is not None:
-            distances = self._feature_distances(X_block, labels)
-        return labels, distances
-
-    def _feature_distances(self, X_block, labels):
-        """Distance of checked rows to their cluster's members' mean before the PCA."""
-        F = self.reducer_.prepare(X_block).astype(np.float64)
-        return np.linalg.norm(F - self.feature_centers_[labels], axis=1).astype(np.float32)
-
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
         """Index of the nearest centre of each feature vector."""
         return self.predict_with_distance(X)[0]
 
-    def predict_with_distance(self, X):
+    def predict_with_distance(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centre and the distance to it, for each feature vector.
 
         A vector is an outlier of its cluster when the distance exceeds
-        ``thresholds_[label]``.
+        ``thresholds_[label]`` (:meth:`outliers`).
 
         Returns
         -------
@@ -329,7 +330,25 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "cluster_centers_")
         return label_rows(self, check_features(self, X, reset=False))
 
-    def transform(self, X):
+    def outliers(self, labels: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        """Which images are outliers of their cluster (:func:`featclust.labelling.outliers`).
+
+        Parameters
+        ----------
+        labels, distances : ndarray of shape (n_samples,)
+            As :meth:`predict_with_distance` gives them (or ``labels_`` and
+            ``distances_``).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), bool
+            True where the distance exceeds the cluster's threshold (the 95th
+            percentile of its members' distances, :attr:`thresholds_`).
+        """
+        check_is_fitted(self, "thresholds_")
+        return outliers(self.thresholds_, labels, distances)
+
+    def transform(self, X: Any) -> np.ndarray:
         """Distance of each feature vector to every centre (as ``KMeans.transform``).
 
         In the reduced space the centres live in (:attr:`distances_` is
@@ -341,16 +360,21 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         Z = self.reduce(X)
         out = np.empty((len(Z), len(self.cluster_centers_)), np.float32)
-        for start, d2 in self._squared_distances(Z):
+        for start, d2 in squared_distances(self.cluster_centers_, Z):
             out[start:start + len(d2)] = np.sqrt(np.maximum(d2, 0.0))
         return out
+
+    @property
+    def _n_features_out(self) -> int:
+        """Columns of :meth:`transform` (one per centre), for :meth:`get_feature_names_out`."""
+        return len(self.cluster_centers_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
-    def save(self, path, extra=None):
+    def save(self, path: str | os.PathLike | IO[bytes], extra: dict | None = None) -> None:
         """Save the fitted model as ``.npz`` (arrays and JSON settings; no pickle).
 
         See :func:`featclust.modelfile.save_model`.
@@ -361,13 +385,11 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         extra : dict, optional
             JSON-able metadata stored with the model (e.g. feature settings).
         """
-        from .modelfile import save_model
-
         check_is_fitted(self, "cluster_centers_")
         save_model(self, path, extra)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike | IO[bytes]) -> tuple[FeatureKMeans, dict]:
         """Load a model written by :meth:`save`, every part of the file checked.
 
         See :func:`featclust.modelfile.load_model`.
@@ -383,147 +405,51 @@ class FeatureKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         ModelMismatchError
             Naming the file and what is wrong with it.
         """
-        from .modelfile import load_model
-
         return load_model(path, cls)
 
 
-def sample_rows(n, fit_sample, random_state):
-    """The rows a fit on at most ``fit_sample`` of ``n`` rows uses: sorted indices, or None for all.
-
-    The same ``n``, ``fit_sample`` and ``random_state`` give the same rows.
-    """
-    if fit_sample is None or fit_sample >= n:
-        return None
-    return np.sort(np.random.default_rng(random_state).choice(n, fit_sample, replace=False))
-
-
-def label_block(model, X_block):
-    """Nearest centre and distance to it of every row of one block (a store chunk, say).
-
-    What a Dask task runs to label its part of a folder; the same as
-    ``model.predict_with_distance(X_block)``. Send it a model without
-    per-row attributes (:func:`slim`, or the model a ``labeller`` of
-    :meth:`FeatureKMeans.fit` receives): a few centres and the reduction.
+def checked_sample(estimator: BaseEstimator, X: Any, fit_sample: int | None,
+                   seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The opening of a fit (FeatureKMeans, KScan): ``X`` checked, the fit sample drawn.
 
     Parameters
     ----------
-    model : FeatureKMeans
-        Fitted (or loaded).
-    X_block : array-like of shape (n_rows, n_features)
-
-    Returns
-    -------
-    labels : ndarray of shape (n_rows,), int64
-    distances : ndarray of shape (n_rows,), float32
-    """
-    return model.predict_with_distance(X_block)
-
-
-def label_rows(model, X):
-    """:func:`label_block` over every block of ``X`` in turn (the default labeller).
-
-    ``X`` is read block by block (see :func:`featclust.reduce.blocks`):
-    memory holds one block besides the result.
-
-    Returns
-    -------
-    labels : ndarray of shape (n_samples,), int64
-    distances : ndarray of shape (n_samples,), float32
-    """
-    labels = np.empty(len(X), np.int64)
-    distances = np.empty(len(X), np.float32)
-    start = 0
-    for block in blocks(X):
-        labels[start:start + len(block)], distances[start:start + len(block)] = (
-            model._label_block(block))
-        start += len(block)
-    return labels, distances
-
-
-def member_means(reducer, X, rows, labels, k):
-    """Mean of each cluster's rows in the space before the PCA (``reducer.prepare``).
-
-    Parameters
-    ----------
-    reducer : Reducer
-        Fitted.
+    estimator : BaseEstimator
+        Gets ``n_features_in_`` (see :func:`featclust.reduce.check_features`).
     X : array-like of shape (n_samples, n_features)
-        Checked; read block by block.
-    rows : ndarray or None
-        The rows ``labels`` belong to (sorted indices), or ``None`` for all.
-    labels : ndarray of int
-        Cluster of each of those rows.
-    k : int
+    fit_sample : int or None
+    seed : int
+        From :func:`featclust.checks.check_random_state`.
 
     Returns
     -------
-    ndarray of shape (k, n_features), float32
-        Zero for a cluster without rows.
+    X : ndarray
+        Float32, finite, not copied when it was so already.
+    rows : ndarray or None
+        :func:`featclust.labelling.sample_rows`: the sorted rows of the
+        sample, or ``None`` for all.
     """
-    sums = np.zeros((k, X.shape[1]), np.float64)
-    start = 0
-    for block in blocks(X, rows=rows):
-        part = labels[start:start + len(block)]
-        np.add.at(sums, part, reducer.prepare(block).astype(np.float64))
-        start += len(block)
-    counts = np.bincount(labels, minlength=k)
-    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    X = check_features(estimator, X, reset=True)
+    return X, sample_rows(len(X), fit_sample, seed)
 
 
-def slim(model):
-    """A copy of a fitted model without its per-row attributes (what predicting needs).
-
-    It pickles to the size of its centres and reduction, whatever the
-    number of rows it was fitted on, as a model read by
-    :meth:`FeatureKMeans.load` does.
-    """
-    import copy
-
-    check_is_fitted(model, "cluster_centers_")
-    out = copy.copy(model)
-    for name in ROW_ATTRIBUTES:
-        out.__dict__.pop(name, None)
-    return out
-
-
-def subsample_kmeans(F, k, n_runs, n_init, fit_size, rng):
-    """``n_runs`` fast k-means fits, each on a random subsample of ``fit_size`` rows.
-
-    Every row then gets its nearest centre. The k scan and the stability
-    score of a model (:func:`featclust.scores.model_scores`) run k-means so.
+def reduced_sample(X: np.ndarray, rows: np.ndarray | None, pca: int | None, whiten: bool,
+                   normalize: bool, seed: int) -> tuple[Reducer, np.ndarray]:
+    """The reduction fitted on the fit sample, and the sample reduced (block by block).
 
     Parameters
     ----------
-    F : ndarray of shape (n_samples, n_features)
-        Usually :func:`featclust.reduce.fitting_space` of the reduced features.
-    k, n_runs, n_init, fit_size : int
-    rng : numpy.random.Generator
-        Draws the subsamples and the k-means seeds.
+    X : ndarray
+        Checked (:func:`checked_sample`).
+    rows : ndarray or None
+        The fit sample (None: every row).
+    pca, whiten, normalize : as in :class:`FeatureKMeans`
+    seed : int
 
     Returns
     -------
-    labels : ndarray of shape (n_samples,)
-        Labels of the run of lowest inertia.
-    runs : list of ndarray
-        The labels of every run (their agreement is the stability).
+    reducer : Reducer
+    Z : ndarray of shape (n_rows, n_reduced), float32
     """
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    n = len(F)
-    sq = np.sum(F ** 2, axis=1)
-    runs, inertias = [], []
-    for _ in range(n_runs):
-        rows = np.sort(rng.choice(n, fit_size, replace=False)) if n > fit_size else slice(None)
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=int(rng.integers(2 ** 31)))
-        # One thread: on a few thousand rows, syncing threads costs more than it
-        # saves (3-10 times slower on a busy 2-core machine).
-        with threadpool_limits(1):
-            km.fit(F[rows])
-        centers = km.cluster_centers_.astype(np.float32)
-        d2 = sq[:, None] - 2 * (F @ centers.T) + np.sum(centers ** 2, axis=1)[None, :]
-        labels = np.argmin(d2, axis=1)
-        runs.append(labels)
-        inertias.append(float(np.sum(np.maximum(d2[np.arange(n), labels], 0))))
-    return runs[int(np.argmin(inertias))], runs
+    reducer = Reducer(pca, whiten, normalize, seed).fit_checked(X, rows)
+    return reducer, reducer.transform_checked(X, rows)

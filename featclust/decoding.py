@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 import numpy as np
 
 from . import images
+from .images import ImageFile
 from .checks import check_choice, check_int
 from .device import cpu_count, gpu_available
 
@@ -33,7 +36,8 @@ PROCESS_CHUNK = 16
 MIN_FILES_PER_PROCESS = 64
 
 
-def choose_decoder(decoder="auto", n_files=None, model_on_gpu=None):
+def choose_decoder(decoder: str = "auto", n_files: int | None = None,
+                   model_on_gpu: bool | None = None) -> str:
     """Threads or processes for decoding.
 
     ``"auto"`` takes processes only where the model outruns decoding: on a
@@ -65,8 +69,9 @@ def choose_decoder(decoder="auto", n_files=None, model_on_gpu=None):
     return "processes" if model_on_gpu else "threads"
 
 
-def iter_decoded(files, batch_size, size=INPUT_SIZE, workers=None, prefetch_batches=2,
-                 decoder="threads"):
+def iter_decoded(files: Sequence[ImageFile], batch_size: int, size: int = INPUT_SIZE,
+                 workers: int | None = None, prefetch_batches: int = 2,
+                 decoder: str = "threads") -> Iterator[tuple[list, np.ndarray, list]]:
     """Decode files in the background, in order, ``batch_size`` good images at a time.
 
     Parameters
@@ -109,7 +114,7 @@ def iter_decoded(files, batch_size, size=INPUT_SIZE, workers=None, prefetch_batc
     limit = batch_size * (prefetch_batches + 1)
     if decoder == "processes":
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(workers, mp_context=context)
+        pool: Executor = ProcessPoolExecutor(workers, mp_context=context)
         chunk = max(1, min(PROCESS_CHUNK, batch_size))
         tasks = _chunks(files, chunk)
         work = partial(_decode_chunk, size=size)
@@ -120,8 +125,8 @@ def iter_decoded(files, batch_size, size=INPUT_SIZE, workers=None, prefetch_batc
         work = partial(_decode_chunk, size=size)
         ahead = limit
     try:
-        pending = deque()
-        ready = deque()
+        pending: deque = deque()
+        ready: deque = deque()
 
         def fill():
             while len(pending) < ahead:
@@ -142,7 +147,9 @@ def iter_decoded(files, batch_size, size=INPUT_SIZE, workers=None, prefetch_batc
 
         fill()
         while pending or ready:
-            good, stack, bad = [], [], []
+            good: list = []
+            stack: list = []
+            bad: list = []
             while (pending or ready) and len(stack) < batch_size:
                 f, digest, pixels, reason = next_item()
                 if reason is None:
@@ -188,7 +195,8 @@ def _decode_chunk(files, size=INPUT_SIZE):
     return results, (np.stack(stack) if stack else np.zeros((0, size, size), np.uint8))
 
 
-def load_one(file, size=INPUT_SIZE):
+def load_one(file: ImageFile, size: int = INPUT_SIZE,
+             ) -> tuple[str | None, np.ndarray | None, str | None]:
     """Read and decode one file; any failure is the file's, never the run's.
 
     Returns
@@ -211,7 +219,9 @@ def load_one(file, size=INPUT_SIZE):
         return None, None, f"cannot decode: {type(e).__name__}: {e}"
 
 
-def iter_features(files, embedder, workers=None, prefetch_batches=2, decoder="auto"):
+def iter_features(files: Sequence[ImageFile], embedder: Any, workers: int | None = None,
+                  prefetch_batches: int = 2, decoder: str = "auto",
+                  ) -> Iterator[tuple[list, np.ndarray, list]]:
     """Decode files in background threads and embed them batch by batch.
 
     The function a :meth:`featclust.store.FeatureStore.update` takes, bound to

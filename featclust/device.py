@@ -4,7 +4,8 @@ Importing this module imports neither TensorFlow nor Keras. Whether a GPU
 may exist is first decided from the device files (:func:`gpu_may_exist`):
 on a machine without one the backend is never imported to ask. Also here:
 keeping the runtime's start-up log lines (absl, CUDA, oneDNN) off the
-terminal (:func:`quiet_native_stderr`).
+terminal (:func:`quiet_native_stderr`), and :func:`load_keras`, the one place
+the Keras backend is imported and configured (when first needed).
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .checks import check_choice
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
-def cpu_count():
+def cpu_count() -> int:
     """CPUs this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
@@ -31,7 +34,7 @@ def cpu_count():
         return os.cpu_count() or 1
 
 
-def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16 flags).
 
     Parameters
@@ -49,7 +52,7 @@ def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
     return False
 
 
-def accelerator():
+def accelerator() -> tuple[str, tuple[int, ...] | None]:
     """The GPU the Keras backend will use, if any.
 
     Returns
@@ -60,9 +63,7 @@ def accelerator():
     """
     if not gpu_may_exist():
         return "cpu", None
-    from .embed import _keras
-
-    keras, tf = _keras()
+    keras, tf = load_keras()
     backend = keras.backend.backend()
     if tf is not None:
         gpus = tf.config.list_physical_devices("GPU")
@@ -90,7 +91,7 @@ def _version_tuple(text):
         return (0, 0)
 
 
-def gpu_may_exist(root="/"):
+def gpu_may_exist(root: str = "/") -> bool:
     """Whether a GPU may be present, decided without importing any backend.
 
     False when ``CUDA_VISIBLE_DEVICES`` hides every device ("" or "-1"), or
@@ -114,7 +115,7 @@ def gpu_may_exist(root="/"):
                 or os.path.exists(join("dev", "kfd")) or os.path.exists(join("dev", "dxg")))
 
 
-def gpu_available():
+def gpu_available() -> bool:
     """Whether the Keras backend sees a GPU (without importing it where none may exist)."""
     return accelerator()[0] == "gpu"
 
@@ -132,7 +133,7 @@ NOISE = re.compile(
 )
 
 
-def runtime_logs_wanted():
+def runtime_logs_wanted() -> bool:
     """Whether the user asked for the runtime's own log lines.
 
     ``FEATCLUST_RUNTIME_LOGS=1``, or ``TF_CPP_MIN_LOG_LEVEL=0`` set by the user.
@@ -141,7 +142,7 @@ def runtime_logs_wanted():
             or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0")
 
 
-def prepare_runtime_env():
+def prepare_runtime_env() -> None:
     """Environment for a quiet backend start, set before it is imported.
 
     Only variables the user has not set: ``TF_CPP_MIN_LOG_LEVEL=2``,
@@ -154,7 +155,7 @@ def prepare_runtime_env():
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 
 
-def silence_python_loggers():
+def silence_python_loggers() -> None:
     """TensorFlow's and absl's Python loggers report errors only."""
     for name in ("tensorflow", "absl", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -164,7 +165,7 @@ def silence_python_loggers():
 
 
 @contextmanager
-def quiet_native_stderr():
+def quiet_native_stderr() -> Iterator[None]:
     """Keep the runtime's start-up lines (see :data:`NOISE`) off the terminal.
 
     File descriptor 2 points into a temporary file inside the block; at its
@@ -208,7 +209,7 @@ def _flush():
             pass
 
 
-def resolve_precision(precision):
+def resolve_precision(precision: str) -> str:
     """Turn ``"auto"`` into the precision the hardware runs fastest.
 
     ``auto`` is bfloat16 on a GPU of compute capability 8.0 or later and on a
@@ -229,5 +230,54 @@ def resolve_precision(precision):
         return precision
     kind, cc = accelerator()
     if kind == "gpu":
-        return "bfloat16" if cc >= (8, 0) else "float32"
+        return "bfloat16" if cc is not None and cc >= (8, 0) else "float32"
     return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def load_keras() -> tuple[Any, Any]:
+    """Import Keras (and TensorFlow when it is the backend), configured once.
+
+    Returns
+    -------
+    keras : module
+    tf : module or None
+        TensorFlow, or ``None`` with another Keras backend.
+    """
+    if _BACKEND:
+        return _BACKEND[0]
+    prepare_runtime_env()
+    with quiet_native_stderr():
+        import keras
+
+        tf: Any = None
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow
+
+            tf = tensorflow
+            _configure_tensorflow(tf)
+            tf.config.list_physical_devices("GPU")  # starts the runtime (its log lines) here
+    silence_python_loggers()
+    _BACKEND.append((keras, tf))
+    return keras, tf
+
+_BACKEND: list = []
+_TF_CONFIGURED: list = []
+
+
+def _configure_tensorflow(tf):
+    """Give TensorFlow's op thread pool the CPUs this process may use.
+
+    VGG16 is a chain of layers, so only one op runs at a time: one inter-op
+    thread, and every core inside each op. (TensorFlow's own default is
+    close; on the 2-core benchmark machine the two measured the same.) Runs
+    once, before TensorFlow starts; later it cannot change and is left as
+    it is.
+    """
+    if _TF_CONFIGURED:
+        return
+    _TF_CONFIGURED.append(True)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpu_count())
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow was started before featclust got to it
+        pass

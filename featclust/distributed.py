@@ -27,11 +27,20 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from .checks import check_int
+from .decoding import iter_features
+from .embed import Embedder
 from .errors import FeatclustError, StoreError, UsageError
+from .images import BadFile, ImageFile
+from .labelling import label_block
+from .reduce import blocks
+from .store import FeatureStore, write_chunk_npy
 
 #: Times a task is tried again after an error on its worker.
 RETRIES = 3
@@ -49,7 +58,7 @@ def _import_distributed():
     try:
         import distributed
     except ImportError:
-        raise DaskError(f"--dask needs Dask distributed, which is not installed: "
+        raise DaskError(f"dask= needs Dask distributed, which is not installed: "
                         f"{INSTALL_HINT}") from None
     return distributed
 
@@ -61,12 +70,12 @@ def _local_workers(dask):
     except ValueError:
         n = 0
     if n < 1 or text.strip() != text:
-        raise UsageError(f"--dask {dask!r}: give local:N with N a positive number of worker "
+        raise UsageError(f"dask={dask!r}: give local:N with N a positive number of worker "
                          "processes, or a scheduler address such as tcp://host:8786")
     return n
 
 
-def check_dask(dask):
+def check_dask(dask: Any) -> Any:
     """Refuse a ``dask=`` value that cannot work, before anything is done.
 
     Parameters
@@ -95,7 +104,7 @@ def check_dask(dask):
 
 
 @contextlib.contextmanager
-def connect(dask):
+def connect(dask: Any) -> Iterator[Any]:
     """A Dask client for ``dask``, closed at the end when it was made here.
 
     Parameters
@@ -155,23 +164,21 @@ def connect(dask):
 
 # -- on the workers ------------------------------------------------------------------------------
 
-_EMBEDDERS = {}
+_EMBEDDERS: dict[str, Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
-def worker_embedder(params):
+def worker_embedder(params: dict[str, Any]) -> Embedder:
     """The embedder of ``params`` in this process, built once and kept."""
     key = json.dumps(params, sort_keys=True)
     with _EMBEDDERS_LOCK:
         embedder = _EMBEDDERS.get(key)
         if embedder is None:
-            from .embed import Embedder
-
             embedder = _EMBEDDERS[key] = Embedder.from_params(params)
     return embedder
 
 
-def embed_chunk(params, files, rows_dir):
+def embed_chunk(params: dict[str, Any], files: list[ImageFile], rows_dir: str) -> dict:
     """One task: decode and embed ``files``, write their chunk's ``.npy``.
 
     Parameters
@@ -190,9 +197,6 @@ def embed_chunk(params, files, rows_dir):
         ``chunk``: ``(cid, hashes, digest)`` of the written ``.npy``, or
         ``None`` when no file decoded.
     """
-    from .decoding import iter_features
-    from .storefiles import write_chunk_npy
-
     embedder = worker_embedder(params)
     good, bad, rows, seen = [], [], [], set()
     for batch_good, feats, batch_bad in iter_features(files, embedder, decoder="threads"):
@@ -219,7 +223,9 @@ def _n_workers(client):
         return 1
 
 
-def update_store(client, st, files, embedder, progress=None, retries=RETRIES):
+def update_store(client: Any, st: FeatureStore, files: list[ImageFile], embedder: Embedder,
+                 progress: Callable[..., Any] | None = None, retries: int = RETRIES,
+                 ) -> tuple[list[ImageFile], list[BadFile], int]:
     """Fill the open store ``st`` through Dask: :meth:`FeatureStore.update` on a cluster.
 
     Parameters
@@ -307,13 +313,14 @@ def update_store(client, st, files, embedder, progress=None, retries=RETRIES):
     return cached, bad, n_embedded
 
 
-def labeller(client, retries=RETRIES):
+def labeller(client: Any, retries: int = RETRIES,
+             ) -> Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A ``labeller`` for :meth:`featclust.FeatureKMeans.fit` that labels rows as Dask tasks.
 
     The fitted model (centres and the reduction, no per-row data: a few KB)
     is sent to every worker once; each block of rows (see
     :func:`featclust.reduce.blocks`, about 16 MB) becomes one
-    :func:`featclust.cluster.label_block` task. At most two blocks per
+    :func:`featclust.labelling.label_block` task. At most two blocks per
     worker are in flight, so the driver's memory stays flat in the number of
     rows besides the labels themselves.
 
@@ -326,11 +333,6 @@ def labeller(client, retries=RETRIES):
     callable
         ``label(model, X) -> (labels, distances)``.
     """
-    from collections import deque
-
-    from .cluster import label_block
-    from .reduce import blocks
-
     def label(model, X):
         labels = np.empty(len(X), np.int64)
         distances = np.empty(len(X), np.float32)

@@ -16,20 +16,13 @@ import hashlib
 import inspect
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import images
 from .checks import check_bool, check_choice, check_int
-from .device import (
-    PRECISIONS,
-    cpu_count,
-    gpu_available,
-    prepare_runtime_env,
-    quiet_native_stderr,
-    resolve_precision,
-    silence_python_loggers,
-)
+from .device import PRECISIONS, gpu_available, load_keras, resolve_precision
 from .errors import UsageError, WeightsError
 
 POOLINGS = ("avg", "max", "gem", "flatten")
@@ -59,64 +52,13 @@ _PARAMS = ("weights", "pooling", "precision", "batch_size", "seed", "jit_compile
            "grid")
 
 
-def _keras():
-    """Import Keras (and TensorFlow when it is the backend), configured once.
-
-    Returns
-    -------
-    keras : module
-    tf : module or None
-        TensorFlow, or ``None`` with another Keras backend.
-    """
-    if _BACKEND:
-        return _BACKEND[0]
-    prepare_runtime_env()
-    with quiet_native_stderr():
-        import keras
-
-        tf = None
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            _configure_tensorflow(tf)
-            tf.config.list_physical_devices("GPU")  # starts the runtime (its log lines) here
-    silence_python_loggers()
-    _BACKEND.append((keras, tf))
-    return keras, tf
-
-
-_BACKEND = []
-
-
-_TF_CONFIGURED = []
-
-
-def _configure_tensorflow(tf):
-    """Give TensorFlow's op thread pool the CPUs this process may use.
-
-    VGG16 is a chain of layers, so only one op runs at a time: one inter-op
-    thread, and every core inside each op. (TensorFlow's own default is
-    close; on the 2-core benchmark machine the two measured the same.) Runs
-    once, before TensorFlow starts; later it cannot change and is left as
-    it is.
-    """
-    if _TF_CONFIGURED:
-        return
-    _TF_CONFIGURED.append(True)
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(cpu_count())
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow was started before featclust got to it
-        pass
-
-
-def keras_weights_path():
+def keras_weights_path() -> Path:
     """Where Keras keeps (and looks for) the downloaded ImageNet weights file."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return Path(home) / "models" / IMAGENET_FILE
 
 
-def weights_identity(weights, seed=0):
+def weights_identity(weights: str | os.PathLike, seed: int = 0) -> str:
     """A string that changes whenever the weights change.
 
     Parameters
@@ -222,7 +164,7 @@ class Embedder:
         self._batch = None
         self._model = None
 
-    def get_params(self):
+    def get_params(self) -> dict[str, Any]:
         """The constructor's parameters, as given (``weights`` as a string).
 
         Returns
@@ -234,7 +176,7 @@ class Embedder:
         return {name: getattr(self, name) for name in _PARAMS}
 
     @classmethod
-    def from_params(cls, params, **overrides):
+    def from_params(cls, params: dict[str, Any], **overrides: Any) -> Embedder:
         """An embedder from saved parameters (as :meth:`get_params` returns them).
 
         Parameters
@@ -255,7 +197,7 @@ class Embedder:
         return cls(**kwargs)
 
     @property
-    def dim(self):
+    def dim(self) -> int:
         """Length of one feature vector."""
         if self.pooling == "flatten":
             side, channels = LAYERS[self._blocks[0]]
@@ -264,14 +206,14 @@ class Embedder:
         return cells * sum(LAYERS[b][1] for b in self._blocks)
 
     @property
-    def batch(self):
+    def batch(self) -> int:
         """The batch size in use: ``batch_size``, or the default for the device."""
         if self._batch is None:
             self._batch = self.batch_size or (GPU_BATCH_SIZE if gpu_available()
                                               else CPU_BATCH_SIZE)
         return self._batch
 
-    def settings(self):
+    def settings(self) -> dict[str, Any]:
         """Everything that determines the features, as a JSON-able dict."""
         if self._precision is None:
             self._precision = resolve_precision(self.precision)
@@ -283,7 +225,8 @@ class Embedder:
             "tta": "mean of 8 flips/rotations" if self.tta else "none",
             "input_size": INPUT_SIZE,
             "resample": "bilinear",
-            "preprocess": f"gray->3ch,pad-white,vgg16.preprocess_input,decode-v{images.DECODE_VERSION}",
+            "preprocess": ("gray->3ch,pad-white,vgg16.preprocess_input,"
+                           f"decode-v{images.DECODE_VERSION}"),
             "precision": self._precision,
             "feature_version": FEATURE_VERSION,
             "dim": self.dim,
@@ -296,7 +239,7 @@ class Embedder:
             settings["combine"] = "l2 per block, concatenated"
         return settings
 
-    def build(self):
+    def build(self) -> Any:
         """Build the model now (it is otherwise built by the first :meth:`embed`).
 
         Returns
@@ -306,7 +249,7 @@ class Embedder:
         """
         if self._model is not None:
             return self._model
-        keras, _ = _keras()
+        keras, _ = load_keras()
         precision = self.settings()["precision"]
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(_POLICIES[precision])
@@ -336,7 +279,7 @@ class Embedder:
         self._model = model
         return model
 
-    def load_vgg16(self):
+    def load_vgg16(self) -> Any:
         """Keras' VGG16 without its top (up to ``block5_pool``), with these weights.
 
         The model is made in the current Keras dtype policy; :meth:`build`
@@ -352,7 +295,7 @@ class Embedder:
         WeightsError
             If the weights cannot be downloaded or loaded.
         """
-        keras, _ = _keras()
+        keras, _ = load_keras()
         shape = (INPUT_SIZE, INPUT_SIZE, 3)
         if self.weights == "imagenet":
             try:
@@ -378,7 +321,7 @@ class Embedder:
             ) from None
         return model
 
-    def embed_batch(self, gray):
+    def embed_batch(self, gray: np.ndarray) -> np.ndarray:
         """Features of at most :attr:`batch` decoded images, in one forward pass.
 
         With ``tta`` it is 8 passes, one per flip/rotation, and their mean.
@@ -407,7 +350,7 @@ class Embedder:
             total += np.asarray(model.predict_on_batch(dihedral(gray, t)), np.float32)[:n]
         return (total / 8).astype(np.float32)
 
-    def embed(self, gray):
+    def embed(self, gray: np.ndarray) -> np.ndarray:
         """Features of a stack of decoded images.
 
         Parameters
@@ -431,7 +374,7 @@ class Embedder:
 DEFAULTS = {name: p.default for name, p in inspect.signature(Embedder).parameters.items()}
 
 
-def padded_size(n, batch):
+def padded_size(n: int, batch: int) -> int:
     """The batch size ``n`` images are padded to: the next power of two, at most ``batch``.
 
     The compiled step then sees at most ``log2(batch) + 2`` shapes, and a
@@ -442,7 +385,7 @@ def padded_size(n, batch):
     return min(batch, 1 << max(0, int(n) - 1).bit_length())
 
 
-def layer_blocks(layer):
+def layer_blocks(layer: str) -> tuple[str, ...]:
     """The blocks named by ``layer`` (``"block4"``, ``"block4+block5"``), in network order.
 
     Raises
@@ -457,7 +400,7 @@ def layer_blocks(layer):
     return tuple(sorted(names))
 
 
-def grid_cells(side, grid):
+def grid_cells(side: int, grid: int) -> list[list[tuple[int, int]]]:
     """The ``(start, stop)`` row (and column) ranges of each pooled cell along one side.
 
     Level ``g`` cuts the side into ``g`` ranges ``[floor(i*side/g), ceil((i+1)*side/g))``:
@@ -506,7 +449,7 @@ def _pool_region(ops, y, pooling):
     return ops.power(ops.mean(ops.power(y, GEM_P), axis=(1, 2)), 1.0 / GEM_P)
 
 
-def dihedral(gray, t):
+def dihedral(gray: np.ndarray, t: int) -> np.ndarray:
     """The ``t``-th of the 8 flips/rotations of a ``(n, h, w)`` stack (0 is the identity).
 
     ``t % 4`` quarter turns, then a left-right mirror for ``t >= 4``.

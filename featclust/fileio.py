@@ -20,10 +20,16 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any, Union
+
+#: What a path parameter accepts.
+PathLike = Union[str, "os.PathLike[str]"]
 
 
-def atomic_write(path, write, mode="wb"):
+def atomic_write(path: PathLike, write: Callable[[IO], Any],
+                 mode: str = "wb") -> None:
     """Write ``path`` through a temporary file in the same folder and ``os.replace``.
 
     Parameters
@@ -39,8 +45,8 @@ def atomic_write(path, write, mode="wb"):
         # mkstemp makes the file private (0600); the result gets the mode any new file
         # gets under the umask (0644 under the usual 022), so others can read reports.
         os.chmod(tmp, 0o666 & ~current_umask())
-        kwargs = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape",
-                                          "newline": ""}
+        kwargs: dict[str, Any] = {} if "b" in mode else {
+            "encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
         with os.fdopen(fd, mode, **kwargs) as fh:
             write(fh)
             fh.flush()
@@ -48,7 +54,8 @@ def atomic_write(path, write, mode="wb"):
 
 
 @contextlib.contextmanager
-def replaced_atomically(path, prefix=None):
+def replaced_atomically(path: PathLike, prefix: str | None = None,
+                        ) -> Iterator[tuple[int, str]]:
     """Make ``path`` anew through a temporary file beside it, moved into place at the end.
 
     Yields ``(fd, tmp)``: the open descriptor and the name of a new, empty
@@ -74,7 +81,7 @@ def replaced_atomically(path, prefix=None):
 _UMASK_LOCK = threading.Lock()
 
 
-def current_umask():
+def current_umask() -> int:
     """The process's umask (read by setting and restoring it, under a lock)."""
     with _UMASK_LOCK:
         mask = os.umask(0o022)
@@ -82,17 +89,17 @@ def current_umask():
     return mask
 
 
-def json_bytes(obj):
+def json_bytes(obj: Any) -> bytes:
     """``obj`` as indented, key-sorted ASCII JSON (how featclust writes every JSON file)."""
     return json.dumps(obj, indent=1, sort_keys=True).encode("ascii")
 
 
-def content_hash(data):
+def content_hash(data: bytes) -> str:
     """Hex digest used to recognise a file's content (BLAKE2b-128)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def csv_text(header, rows):
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """The text of a CSV file: ``header``, then ``rows``, every line ending in ``\\n``.
 
     Every field is quoted when it holds a comma, quote, newline or carriage
@@ -109,7 +116,7 @@ def csv_text(header, rows):
     return buf.getvalue()
 
 
-def read_csv(path, required=()):
+def read_csv(path: PathLike, required: Sequence[str] = ()) -> list[dict[str, str]]:
     """Rows of a CSV file written by :func:`csv_text` (or a person), as dicts.
 
     Parameters
@@ -136,7 +143,7 @@ def read_csv(path, required=()):
             raise ValueError(f"not valid CSV: {e}") from None
 
 
-def fmt_num(x, digits=6):
+def fmt_num(x: Any, digits: int | None = 6) -> str:
     """A number for a file or a page: ``digits`` significant digits; ``""`` for None/NaN.
 
     Raises
@@ -152,12 +159,12 @@ def fmt_num(x, digits=6):
     return "" if math.isnan(x) else f"{x:.{digits}g}"
 
 
-def norm_relpath(p):
+def norm_relpath(p: str) -> str:
     """A relative path as ``labels.csv`` writes it: ``/`` separators, no ``./`` or ``a/..``."""
     return os.path.normpath(p.strip().replace("\\", "/")).replace(os.sep, "/")
 
 
-def inside(child, parent):
+def inside(child: PathLike, parent: PathLike) -> bool:
     """Whether path ``child`` is ``parent`` or lies below it (no link resolution)."""
     child, parent = Path(child), Path(parent)
     return child == parent or parent in child.parents

@@ -6,9 +6,7 @@ not is reported with the reason, never a crash. :func:`thumbnail` makes the
 colour pictures of the report with the same rules (first frame, EXIF
 orientation, transparency on white, 16-bit and float images scaled).
 
-Longer than the usual ~450 lines because the memory-bounded conversions
-(strips, the decoding budget) belong with the decoder whose pixels they
-define: one module decides what the model sees.
+Over 500 lines: one module decides what the model sees (the bounded-memory strips and budget too).
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ import io
 import os
 import stat
 import threading
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from PIL import Image
 
 from .checks import check_int
 from .errors import FeatclustError, UsageError
-from .fileio import content_hash
+from .fileio import PathLike, content_hash
 
 #: Bumped whenever decoding changes the pixels handed to the model.
 DECODE_VERSION = 2
@@ -75,7 +74,7 @@ class ImageFile:
     ctime_ns: int = 0
 
     @classmethod
-    def from_stat(cls, path, abspath, st):
+    def from_stat(cls, path: str, abspath: str, st: os.stat_result) -> ImageFile:
         """An :class:`ImageFile` from an ``os.stat_result``.
 
         Parameters
@@ -102,7 +101,8 @@ class BadImageError(FeatclustError):
     """A single file cannot be decoded as an image; it is skipped, not fatal."""
 
 
-def scan(image_dir, exclude=()):
+def scan(image_dir: PathLike, exclude: Iterable[PathLike] = (),
+         ) -> tuple[list[ImageFile], list[BadFile]]:
     """List the regular files below ``image_dir`` in sorted order.
 
     Hidden files and folders (names starting with ``.``), the folders named in
@@ -191,7 +191,7 @@ def _rel(root, full):
     return Path(os.path.relpath(full, root)).as_posix()
 
 
-def read_bytes(file):
+def read_bytes(file: ImageFile) -> tuple[bytes, str]:
     """Read a file's bytes and their content hash.
 
     Returns
@@ -234,7 +234,7 @@ def _read_limited(path):
     return data
 
 
-def decode(data, size=INPUT_SIZE):
+def decode(data: bytes, size: int = INPUT_SIZE) -> np.ndarray:
     """Decode image bytes to a ``size`` x ``size`` uint8 grayscale array.
 
     The first frame is used; EXIF orientation is applied; transparent areas
@@ -317,7 +317,7 @@ _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               8: Image.Transpose.ROTATE_90}
 
 
-def decode_cost(mode, width, height):
+def decode_cost(mode: str, width: int, height: int) -> int:
     """Bytes an image of this mode and size holds while :func:`decode` prepares it."""
     return width * height * (_BYTES_PER_PIXEL.get(mode, 4) + 1) + 8 * STRIP_PIXELS
 
@@ -474,7 +474,7 @@ def _on_white(im):
     return Image.alpha_composite(white, rgba)
 
 
-def load(file, size=INPUT_SIZE):
+def load(file: ImageFile, size: int = INPUT_SIZE) -> tuple[np.ndarray, str]:
     """Read and decode one :class:`ImageFile`.
 
     Returns
@@ -488,7 +488,7 @@ def load(file, size=INPUT_SIZE):
     return decode(data, size), digest
 
 
-def thumbnail(path, size):
+def thumbnail(path: PathLike, size: int) -> Image.Image:
     """A colour picture of an image file that fits in ``size`` x ``size``.
 
     Decoded as :func:`decode` does, in colour: the first frame, EXIF

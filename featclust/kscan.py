@@ -12,7 +12,7 @@ How the scan stays fast at 32,000 x 512 (see benchmarks/scan_k_speed.py):
 * k-means itself runs on at most ``fit_dims`` PCA components of that space
   (PCA fitted on ``fit_size`` rows), with ``n_init`` k-means++ starts per
   run, on a random subsample of ``fit_size`` rows; every row is then given its
-  nearest centre (:func:`featclust.cluster.subsample_kmeans`). These small
+  nearest centre (:func:`featclust.labelling.subsample_kmeans`). These small
   fits run on one thread, several times faster than OpenMP and BLAS threads
   contending on a busy machine. The top components hold the between-cluster
   directions (at most k - 1 of them), so the partitions found there are the
@@ -31,23 +31,29 @@ No TensorFlow here: this module works on arrays only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .checks import check_float, check_int, check_random_state
-from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE, sample_rows, subsample_kmeans
+from .checks import check_bool, check_float, check_int, check_random_state
+from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE, checked_sample, reduced_sample
 from .errors import UsageError
-from .reduce import Reducer, blocks, check_features, count_distinct, fitting_space
+from .labelling import subsample_kmeans
+from .reduce import count_distinct, fitting_space
 from .scores import SILHOUETTE_SAMPLE, SilhouetteSample, cluster_scores, stability
+from .tables import KSCAN_COLUMNS
 
 DEFAULT_KS = range(2, 31)
 #: A k counts as reproducible when its stability reaches this.
 MIN_STABILITY = 0.8
-#: Keys of :attr:`KScan.scores_`, in the order tables show them.
-COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz", "stability")
+#: Keys of :attr:`KScan.scores_`, in the order tables show them (owned by
+#: :mod:`featclust.tables`, which writes them).
+COLUMNS = KSCAN_COLUMNS
 
 
-def parse_k_range(text, step=1):
+def parse_k_range(text: str, step: int = 1) -> list[int]:
     """The ks of ``"A:B"`` (A to B inclusive, every ``step``) or of a single ``"K"``.
 
     Raises
@@ -81,7 +87,8 @@ class KScan(BaseEstimator):
     pca, normalize : as in :class:`~featclust.cluster.FeatureKMeans`
         The space the scores are computed in (the one ``sort`` clusters in,
         made by the same :class:`~featclust.reduce.Reducer`).
-    random_state : int, default 0
+    random_state : int, None or numpy.random.RandomState, default 0
+        As in :class:`~featclust.cluster.FeatureKMeans`.
     n_runs : int, default 3
         k-means runs per k; their agreement is the stability.
     n_init : int, default 3
@@ -113,12 +120,15 @@ class KScan(BaseEstimator):
     suggested_k_ : int
     reason_ : str
         Why ``suggested_k_`` was chosen, in words.
-    labels_ : dict
-        k to the labels of the scored clustering, one per row of
+    scan_labels_ : ndarray of shape (len(ks_), len(sample_index_)), int64
+        The labels of the scored clustering of each k: row ``i`` belongs to
+        ``ks_[i]`` (and ``scores_["k"][i]``), one column per row of
         ``sample_index_``.
     sample_index_ : ndarray of int
         The rows scanned, sorted (all rows when there are at most
         ``fit_sample``).
+    seed_ : int
+        The int seed of this scan (``random_state`` when it is an int).
     n_features_in_ : int
 
     Examples
@@ -127,10 +137,11 @@ class KScan(BaseEstimator):
     >>> scan.suggested_k_, scan.reason_                     # doctest: +SKIP
     """
 
-    def __init__(self, ks=DEFAULT_KS, pca=DEFAULT_PCA, normalize=DEFAULT_NORMALIZE,
-                 random_state=0, n_runs=3,
-                 n_init=3, sample_size=SILHOUETTE_SAMPLE, fit_size=5000, fit_dims=64,
-                 min_stability=MIN_STABILITY, fit_sample=FIT_SAMPLE):
+    def __init__(self, ks: Iterable[int] = DEFAULT_KS, pca: int | None = DEFAULT_PCA,
+                 normalize: bool = DEFAULT_NORMALIZE, random_state: Any = 0, n_runs: int = 3,
+                 n_init: int = 3, sample_size: int = SILHOUETTE_SAMPLE, fit_size: int = 5000,
+                 fit_dims: int = 64, min_stability: float = MIN_STABILITY,
+                 fit_sample: int | None = FIT_SAMPLE) -> None:
         self.ks = ks
         self.pca = pca
         self.normalize = normalize
@@ -143,7 +154,7 @@ class KScan(BaseEstimator):
         self.min_stability = min_stability
         self.fit_sample = fit_sample
 
-    def check_params(self):
+    def check_params(self) -> list[int]:
         """Validate the parameters (:meth:`fit` does too); returns the sorted ks.
 
         Raises
@@ -157,14 +168,16 @@ class KScan(BaseEstimator):
             raise UsageError(f"ks={self.ks!r} must be integers") from None
         if not ks or ks[0] < 2:
             raise UsageError(f"ks={self.ks!r} must be integers of at least 2")
-        check_random_state("random_state", self.random_state)
+        check_int("pca", self.pca, none_ok=True)
+        check_bool("normalize", self.normalize)
+        check_random_state("random_state", self.random_state, seed=False)
         for name in ("n_runs", "n_init", "sample_size", "fit_size", "fit_dims"):
             check_int(name, getattr(self, name), low=2 if name in ("n_runs", "sample_size") else 1)
         check_float("min_stability", self.min_stability, low=0, high=1)
         check_int("fit_sample", self.fit_sample, low=2, none_ok=True)
         return ks
 
-    def fit(self, X, y=None):
+    def fit(self, X: Any, y: Any = None) -> KScan:
         """Scan the ks on features ``X``.
 
         Parameters
@@ -183,10 +196,11 @@ class KScan(BaseEstimator):
             distinct images) for the smallest k, or all images are identical.
         """
         ks = self.check_params()
-        reducer = Reducer(pca=self.pca, normalize=self.normalize, random_state=self.random_state)
-        reducer._check_params()
-        X = check_features(reducer, X, reset=True)
-        sample = sample_rows(len(X), self.fit_sample, self.random_state)
+        for name in ("scan_labels_", "ks_", "scores_", "suggested_k_", "reason_",
+                     "sample_index_", "seed_"):  # of an earlier fit
+            self.__dict__.pop(name, None)
+        seed = check_random_state("random_state", self.random_state)
+        X, sample = checked_sample(self, X, self.fit_sample, seed)
         n = len(X) if sample is None else len(sample)
         fitted_ks = [k for k in ks if k <= n - 1]
         if not fitted_ks:
@@ -203,22 +217,20 @@ class KScan(BaseEstimator):
         if not fitted_ks:
             raise UsageError(f"k={ks[0]} is larger than the number of distinct images: the "
                              f"{n} images have only {distinct} distinct feature vectors")
-        reducer._fit(X, sample)  # X is checked
-        if sample is None:
-            Z = reducer._transform(X)
-        else:  # the reduced sample, gathered block by block
-            Z = np.concatenate([reducer._transform_block(b) for b in blocks(X, rows=sample)])
-        rng = np.random.default_rng(self.random_state)
-        F = fitting_space(Z, self.fit_dims, self.fit_size, rng, self.random_state)
-        sil = SilhouetteSample(Z, self.sample_size, self.random_state)
-        rows, self.labels_ = [], {}
-        for k in fitted_ks:
+        # The reduced sample (gathered block by block), as FeatureKMeans reduces it.
+        _, Z = reduced_sample(X, sample, self.pca, False, self.normalize, seed)
+        rng = np.random.default_rng(seed)
+        F = fitting_space(Z, self.fit_dims, self.fit_size, rng, seed)
+        sil = SilhouetteSample(Z, self.sample_size, seed)
+        rows = []
+        self.scan_labels_ = np.empty((len(fitted_ks), n), np.int64)
+        for i, k in enumerate(fitted_ks):
             labels, runs = subsample_kmeans(F, k, self.n_runs, self.n_init, self.fit_size, rng)
             rows.append({"k": k, **cluster_scores(Z, labels, sil), "stability": stability(runs)})
-            self.labels_[k] = labels
+            self.scan_labels_[i] = labels
+        self.seed_ = seed
         self.ks_ = fitted_ks
         self.sample_index_ = np.arange(n) if sample is None else sample
-        self.n_features_in_ = reducer.n_features_in_
         self.scores_ = {c: np.array([r[c] for r in rows],
                                     dtype=np.int64 if c == "k" else np.float64)
                         for c in COLUMNS}
@@ -226,7 +238,7 @@ class KScan(BaseEstimator):
         return self
 
 
-def suggest_k(scores, min_stability=MIN_STABILITY):
+def suggest_k(scores: dict, min_stability: float = MIN_STABILITY) -> tuple[int, str]:
     """Pick k from a scan: the best silhouette among the reproducible ks.
 
     Parameters
@@ -260,8 +272,9 @@ def suggest_k(scores, min_stability=MIN_STABILITY):
                            f"below {min_stability:g}): the images may not fall into clear groups")
 
 
-def choose_k(X, ks=DEFAULT_KS, pca=DEFAULT_PCA, normalize=DEFAULT_NORMALIZE, random_state=0,
-             fit_sample=FIT_SAMPLE):
+def choose_k(X: Any, ks: Iterable[int] = DEFAULT_KS, pca: int | None = DEFAULT_PCA,
+             normalize: bool = DEFAULT_NORMALIZE, random_state: Any = 0,
+             fit_sample: int | None = FIT_SAMPLE) -> KScan:
     """Run the scan for ``sort`` with ``n_clusters="auto"``; returns the fitted :class:`KScan`."""
     return KScan(ks=ks, pca=pca, normalize=normalize, random_state=random_state,
                  fit_sample=fit_sample).fit(X)

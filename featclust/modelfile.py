@@ -1,6 +1,9 @@
 """``model.npz``: a fitted :class:`~featclust.cluster.FeatureKMeans` on disk, the one owner
 of that format.
 
+Below :mod:`featclust.cluster` (which calls it from ``save`` and ``load``):
+this module never imports it; :func:`load_model` is given the class to build.
+
 Arrays and JSON settings in an ``.npz``, never pickle. Loading checks every
 part of the file (parameters, shapes and values of the arrays) before the
 model is made, so a damaged or tampered file gives one error that says what
@@ -10,6 +13,8 @@ is wrong, never a traceback later.
 from __future__ import annotations
 
 import json
+import os
+from typing import IO, Any
 
 import numpy as np
 
@@ -22,8 +27,13 @@ MODEL_ARRAYS = ("meta", "cluster_centers", "thresholds", "pca_mean", "pca_compon
                 "pca_scale", "feature_centers")
 
 
-def save_model(model, path, extra=None):
+def save_model(model: Any, path: str | os.PathLike | IO[bytes], extra: dict | None = None,
+               ) -> None:
     """Write a fitted model to ``path`` (a path or a binary file object).
+
+    ``random_state`` is recorded as an int or None: a
+    ``numpy.random.RandomState`` instance is recorded as the int seed the fit
+    drew from it (``model.seed_``), so the loaded model refits the same way.
 
     Parameters
     ----------
@@ -33,7 +43,10 @@ def save_model(model, path, extra=None):
     extra : dict, optional
         JSON-able metadata stored with the model (e.g. feature settings).
     """
-    meta = {"format": MODEL_FORMAT, "params": model.get_params(),
+    params = model.get_params()
+    if params.get("random_state") is not None and not isinstance(params["random_state"], int):
+        params["random_state"] = int(model.seed_)  # a RandomState: the seed this fit drew
+    meta = {"format": MODEL_FORMAT, "params": params,
             "n_features_in": int(model.n_features_in_), "extra": extra or {}}
     arrays = {"cluster_centers": model.cluster_centers_, "thresholds": model.thresholds_,
               "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
@@ -45,15 +58,15 @@ def save_model(model, path, extra=None):
     np.savez(path, **arrays)
 
 
-
-def load_model(path, cls=None):
+def load_model(path: str | os.PathLike | IO[bytes], cls: type) -> tuple[Any, dict]:
     """Read a model written by :func:`save_model` (also by versions that said ``seed``).
 
     Parameters
     ----------
     path : path-like or file object
-    cls : type, optional
-        The estimator class to build (default :class:`featclust.cluster.FeatureKMeans`).
+    cls : type
+        The estimator class to build (:class:`featclust.cluster.FeatureKMeans`);
+        its constructor parameters are the ones a file may record.
 
     Returns
     -------
@@ -68,8 +81,6 @@ def load_model(path, cls=None):
         is missing, of the wrong type or shape, or not finite; the message
         names the file and the part.
     """
-    if cls is None:
-        from .cluster import FeatureKMeans as cls
     where = f"model file {str(path)!r}"
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -84,8 +95,6 @@ def load_model(path, cls=None):
     except Exception as e:  # zipfile.BadZipFile and other damage of the container
         raise ModelMismatchError(f"cannot read {where}: {type(e).__name__}: {e}") from None
     return _model_from_arrays(cls, arrays, where)
-
-
 
 
 def _model_from_arrays(cls, arrays, where):
@@ -120,9 +129,7 @@ def _model_from_arrays(cls, arrays, where):
     params = dict(params)
     if "seed" in params and "random_state" not in params:
         params["random_state"] = params.pop("seed")  # files written before the redesign
-    from .cluster import PARAMS
-
-    unknown = sorted(set(params) - set(PARAMS))
+    unknown = sorted(set(params) - set(cls().get_params()))
     if unknown:
         raise bad(f"unknown parameters {', '.join(map(repr, unknown))}")
     model = cls(**params)

@@ -502,7 +502,7 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         out.release(sorted(set(dests) - set(written)))
         emb.bad_files = sorted(emb.bad_files + vanished, key=lambda b: b.path)
         out.record.counts["bad_files"] = len(emb.bad_files)
-    outliers = model.distances_ > model.thresholds_[model.labels_]
+    outliers = model.outliers(model.labels_, model.distances_)
     out.write_text(LABELS_CSV, labels_csv(emb.paths, model.labels_, model.distances_, outliers))
     out.write_text(BAD_FILES_CSV, bad_files_csv(emb.bad_files))
     out.write_text(CLUSTERS_CSV, clusters_csv(judged.clusters))

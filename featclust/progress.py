@@ -13,9 +13,16 @@ bar stays as one line with the count and the rate.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
+
+from tqdm import autonotebook, std
+from tqdm.auto import tqdm
+
+from .errors import UsageError
 
 
-def bar_factory(progress=None):
+def bar_factory(progress: Any = None) -> Callable[..., Any] | None:
     """Turn the public ``progress`` argument into a bar factory (or ``None``).
 
     Parameters
@@ -30,9 +37,7 @@ def bar_factory(progress=None):
     if progress is False:
         return None
     if progress is None or progress is True:
-        from tqdm import autonotebook, std
-        from tqdm.auto import tqdm
-
+        disable: bool | None = False
         if progress is True:
             disable = False
         else:
@@ -44,8 +49,6 @@ def bar_factory(progress=None):
         return _factory(progress, None)
     if callable(progress):
         return progress
-    from .errors import UsageError
-
     raise UsageError(f"progress={progress!r} must be True, False, None or a tqdm class")
 
 

@@ -12,10 +12,15 @@ No TensorFlow here: this module works on arrays only.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.utils.extmath import svd_flip
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .checks import check_bool, check_int, check_random_state
@@ -33,7 +38,7 @@ MAX_IN_MEMORY_BYTES = 64 << 20
 BLOCK_BYTES = 16 << 20
 
 
-def check_features(estimator, X, reset):
+def check_features(estimator: BaseEstimator, X: Any, reset: bool) -> np.ndarray:
     """``X`` as a finite 2-D float32 array, its width checked against ``n_features_in_``.
 
     Parameters
@@ -61,7 +66,7 @@ def check_features(estimator, X, reset):
     return X
 
 
-class Reducer(TransformerMixin, BaseEstimator):
+class Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """L2 normalisation and PCA, as clustering uses them.
 
     The features are optionally L2-normalised, reduced with PCA and
@@ -78,8 +83,12 @@ class Reducer(TransformerMixin, BaseEstimator):
         Divide each component by its standard deviation.
     normalize : bool, default False
         L2-normalise the vectors before and after PCA.
-    random_state : int, default 0
-        Random state of the PCA.
+    random_state : int, None or numpy.random.RandomState, default 0
+        Random state of the PCA (see :func:`featclust.checks.check_random_state`).
+
+    Callers that checked ``X`` themselves (:func:`check_features`) use
+    :meth:`fit_checked` and :meth:`transform_checked`, which skip the check
+    and can fit on some rows only.
 
     Attributes
     ----------
@@ -90,19 +99,27 @@ class Reducer(TransformerMixin, BaseEstimator):
         The fitted projection (float32; ``None`` without PCA).
     """
 
-    def __init__(self, pca=None, whiten=False, normalize=False, random_state=0):
+    def __init__(self, pca: int | None = None, whiten: bool = False, normalize: bool = False,
+                 random_state: Any = 0) -> None:
         self.pca = pca
         self.whiten = whiten
         self.normalize = normalize
         self.random_state = random_state
 
-    def _check_params(self):
+    def check_params(self) -> None:
+        """Validate the parameters (:meth:`fit` does too).
+
+        Raises
+        ------
+        UsageError
+            Naming the parameter and the value received.
+        """
         check_int("pca", self.pca, none_ok=True)
         check_bool("whiten", self.whiten)
         check_bool("normalize", self.normalize)
-        check_random_state("random_state", self.random_state)
+        check_random_state("random_state", self.random_state, seed=False)
 
-    def fit(self, X, y=None):
+    def fit(self, X: Any, y: Any = None) -> Reducer:
         """Fit the PCA (if any) on ``X``.
 
         Parameters
@@ -114,15 +131,25 @@ class Reducer(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        self._check_params()
-        X = check_features(self, X, reset=True)
-        self._fit(X)
-        return self
+        self.check_params()
+        return self.fit_checked(check_features(self, X, reset=True))
 
-    def _fit(self, X, rows=None):
-        """Fit on checked ``X``, or on its ``rows`` only (sorted indices; see :func:`blocks`)."""
-        from sklearn.decomposition import PCA
+    def fit_checked(self, X: np.ndarray, rows: np.ndarray | None = None) -> Reducer:
+        """Fit on ``X`` checked by :func:`check_features`, or on its ``rows`` only.
 
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Float32 and finite (not checked again); may be memory-mapped.
+        rows : ndarray of int, optional
+            Fit on these rows only (sorted indices), read block by block
+            (see :func:`blocks`).
+
+        Returns
+        -------
+        self
+        """
+        seed = check_random_state("random_state", self.random_state)
         d = X.shape[1]
         n = len(X) if rows is None else len(rows)
         self.n_features_in_ = d
@@ -132,29 +159,28 @@ class Reducer(TransformerMixin, BaseEstimator):
             c = min(AUTO_PCA, n, d)
         self.n_components_ = c
         if c is None:
-            return
+            return self
         if rows is not None and n * d * X.itemsize <= MAX_IN_MEMORY_BYTES:
             X, rows = np.asarray(X[rows]), None  # a small sample: fitted as a whole
         if rows is not None or X.nbytes > MAX_IN_MEMORY_BYTES:
-            mean, components, variance = blockwise_pca(X, c, self.normalize,
-                                                       self.random_state, rows=rows)
+            mean, components, variance = blockwise_pca(X, c, self.normalize, seed, rows=rows)
         else:
-            pca = PCA(n_components=c, random_state=self.random_state)
+            pca = PCA(n_components=c, random_state=seed)
             pca.fit(l2(X) if self.normalize else X)
             mean, components, variance = pca.mean_, pca.components_, pca.explained_variance_
         self.mean_ = mean.astype(np.float32)
         self.components_ = components.astype(np.float32)
         scale = np.sqrt(variance) if self.whiten else np.ones(c)
         self.scale_ = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        return self
 
-    def fit_transform(self, X, y=None):
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
         """Fit and return the reduced ``X`` (validated once)."""
-        self._check_params()
+        self.check_params()
         X = check_features(self, X, reset=True)
-        self._fit(X)
-        return self._transform(X)
+        return self.fit_checked(X).transform_checked(X)
 
-    def transform(self, X):
+    def transform(self, X: Any) -> np.ndarray:
         """Map features into the reduced space, block by block.
 
         Parameters
@@ -166,14 +192,41 @@ class Reducer(TransformerMixin, BaseEstimator):
         ndarray of shape (n_samples, n_components_ or n_features), float32
         """
         check_is_fitted(self, "n_components_")
-        return self._transform(check_features(self, X, reset=False))
+        return self.transform_checked(check_features(self, X, reset=False))
 
-    def _transform(self, X):
-        if X.nbytes <= BLOCK_BYTES:
+    def transform_checked(self, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Reduce ``X`` checked by :func:`check_features` (or its ``rows``), block by block.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Float32 and finite (not checked again); may be memory-mapped.
+        rows : ndarray of int, optional
+            Only these rows (sorted indices), gathered block by block.
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n_components_ or n_features), float32
+        """
+        if rows is None and X.nbytes <= BLOCK_BYTES:
             return self._transform_block(X)
-        return np.concatenate([self._transform_block(block) for block in blocks(X)])
+        out = None
+        start = 0
+        for block in blocks(X, rows=rows):  # filled in place: no second copy of the result
+            Z = self._transform_block(block)
+            if out is None:
+                out = np.empty((len(X) if rows is None else len(rows), Z.shape[1]), np.float32)
+            out[start:start + len(Z)] = Z
+            start += len(Z)
+        assert out is not None  # blocks() yields at least one block
+        return out
 
-    def prepare(self, Z):
+    @property
+    def _n_features_out(self) -> int:
+        """Width of the output, for :meth:`get_feature_names_out` (scikit-learn's mixin)."""
+        return self.n_features_in_ if self.n_components_ is None else self.n_components_
+
+    def prepare(self, Z: np.ndarray) -> np.ndarray:
         """Rows in the space before the PCA: L2-normalised with ``normalize``, else as given."""
         return np.asarray(l2(Z) if self.normalize else Z, dtype=np.float32)
 
@@ -194,7 +247,8 @@ class Reducer(TransformerMixin, BaseEstimator):
         return tags
 
 
-def fitting_space(Z, fit_dims, fit_size, rng, random_state):
+def fitting_space(Z: np.ndarray, fit_dims: int, fit_size: int, rng: np.random.Generator,
+                  random_state: int) -> np.ndarray:
     """At most ``fit_dims`` PCA components of ``Z``, the PCA fitted on ``fit_size`` rows.
 
     Fast k-means runs (the k scan, the stability of a model) work here: the
@@ -214,8 +268,6 @@ def fitting_space(Z, fit_dims, fit_size, rng, random_state):
     ndarray of shape (n_samples, min(n_features, fit_dims)), float32
         ``Z`` itself when it has at most ``fit_dims`` columns.
     """
-    from sklearn.decomposition import PCA
-
     n, d = Z.shape
     if d <= fit_dims:
         return Z
@@ -224,8 +276,10 @@ def fitting_space(Z, fit_dims, fit_size, rng, random_state):
     return pca.transform(Z).astype(np.float32)
 
 
-def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
-                  n_oversamples=10, rows=None):
+def blockwise_pca(X: np.ndarray, n_components: int, normalize: bool = False,
+                  random_state: int = 0, n_iter: int = 4, n_oversamples: int = 10,
+                  rows: np.ndarray | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Randomized PCA (Halko, Martinsson and Tropp, 2011) reading ``X`` block by block.
 
     Every pass over the data multiplies one block of rows at a time, so ``X``
@@ -254,8 +308,6 @@ def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
         Rows of unit length, largest variance first, signs as scikit-learn's.
     explained_variance : ndarray of shape (n_components,)
     """
-    from sklearn.utils.extmath import svd_flip
-
     d = X.shape[1]
     n = len(X) if rows is None else len(rows)
     parts = blocks(X, rows=rows)
@@ -289,7 +341,8 @@ def blockwise_pca(X, n_components, normalize=False, random_state=0, n_iter=4,
     return mean, Vt[:n_components], S[:n_components] ** 2 / max(n - 1, 1)
 
 
-def blocks(X, min_rows=1, rows=None):
+def blocks(X: np.ndarray, min_rows: int = 1,
+           rows: np.ndarray | None = None) -> Sequence[np.ndarray] | _RowBlocks:
     """Consecutive row blocks of ``X`` of about :data:`BLOCK_BYTES` each (one if smaller).
 
     Every block has at least ``min_rows`` rows when ``X`` has that many.
@@ -345,7 +398,8 @@ class _RowBlocks:
             yield np.asarray(self.X[self.rows[a:b]])
 
 
-def count_distinct(X, stop=None, rows=None):
+def count_distinct(X: np.ndarray, stop: int | None = None,
+                   rows: np.ndarray | None = None) -> int:
     """Number of distinct rows of ``X`` (exactly equal values), read block by block.
 
     Parameters
@@ -362,8 +416,6 @@ def count_distinct(X, stop=None, rows=None):
     -------
     int
     """
-    import hashlib
-
     seen = set()
     for block in blocks(X, rows=rows):
         block = np.ascontiguousarray(block, dtype=np.float32) + np.float32(0)  # -0.0 -> 0.0
@@ -374,7 +426,7 @@ def count_distinct(X, stop=None, rows=None):
     return len(seen)
 
 
-def l2(X):
+def l2(X: np.ndarray) -> np.ndarray:
     """Rows of ``X`` scaled to unit length (zero rows left as they are)."""
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.where(norms > 0, norms, 1.0)

@@ -12,20 +12,24 @@ clusters, agreement with known classes); the CSV files of those are
 formatted by :mod:`featclust.tables`. No TensorFlow here: this module works
 on arrays only.
 
-All judging lives here, one module, as its callers (sort, the k scan, the
-report) must score the same way; that makes it longer than most.
+Over 500 lines: all judging is one module, as sort, the k scan and the report must score alike.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from sklearn.metrics import (adjusted_rand_score, normalized_mutual_info_score,
+                             pairwise_distances, silhouette_samples, silhouette_score)
 
-from .cluster import FIT_SAMPLE, sample_rows, subsample_kmeans
+from .cluster import FIT_SAMPLE
 from .errors import UsageError
 from .fileio import norm_relpath
+from .labelling import OUTLIER_PERCENTILE, sample_rows, subsample_kmeans
 from .reduce import MAX_IN_MEMORY_BYTES, blocks, check_features, fitting_space
 
 #: Images in the one sample every silhouette is computed on (the scores of a
@@ -63,8 +67,6 @@ class SilhouetteSample:
     """
 
     def __init__(self, Z, size=SILHOUETTE_SAMPLE, random_state=0):
-        from sklearn.metrics import pairwise_distances
-
         n = len(Z)
         if n > size:
             self.index = np.sort(np.random.default_rng(random_state).choice(n, size,
@@ -75,20 +77,18 @@ class SilhouetteSample:
         self._dist = pairwise_distances(rows).astype(np.float32)
         np.fill_diagonal(self._dist, 0.0)
 
-    def score(self, labels):
+    def score(self, labels: np.ndarray) -> float:
         """Mean silhouette of the sample under ``labels`` (labels of all rows).
 
         Returns NaN where the silhouette is undefined (fewer than 2 clusters in
         the sample, or every sampled image alone in its cluster).
         """
-        from sklearn.metrics import silhouette_score
-
         sub = self._defined(labels)
         if sub is None:
             return math.nan
         return float(silhouette_score(self._dist, sub, metric="precomputed"))
 
-    def per_cluster(self, labels, n_clusters):
+    def per_cluster(self, labels: np.ndarray, n_clusters: int) -> list[float | None]:
         """Mean silhouette of each cluster's sampled members.
 
         Returns
@@ -97,8 +97,6 @@ class SilhouetteSample:
             One per cluster; ``None`` for a cluster without sampled members,
             and for all when the silhouette is undefined (see :meth:`score`).
         """
-        from sklearn.metrics import silhouette_samples
-
         sub = self._defined(labels)
         if sub is None:
             return [None] * n_clusters
@@ -113,7 +111,9 @@ class SilhouetteSample:
         return None if n_labels < 2 or n_labels > len(sub) - 1 else sub
 
 
-def cluster_silhouettes(Z, labels, n_clusters, sample_size=SILHOUETTE_SAMPLE, random_state=0):
+def cluster_silhouettes(Z: Any, labels: np.ndarray, n_clusters: int,
+                        sample_size: int = SILHOUETTE_SAMPLE,
+                        random_state: int = 0) -> list[float | None]:
     """Mean silhouette of every cluster, on one fixed random sample of the rows.
 
     Parameters
@@ -134,7 +134,8 @@ def cluster_silhouettes(Z, labels, n_clusters, sample_size=SILHOUETTE_SAMPLE, ra
     return SilhouetteSample(Z, sample_size, random_state).per_cluster(labels, n_clusters)
 
 
-def cluster_scores(Z, labels, silhouette=None):
+def cluster_scores(Z: Any, labels: np.ndarray,
+                   silhouette: SilhouetteSample | None = None) -> dict[str, float]:
     """Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz of one clustering.
 
     Parameters
@@ -165,7 +166,10 @@ def cluster_scores(Z, labels, silhouette=None):
     labels = np.asarray(labels)
     n = len(labels)
     clusters = np.unique(labels)
-    sums, sizes, total, start = {}, {}, 0.0, 0
+    sums: dict = {}
+    sizes: Any = {}  # a dict per cluster, then an array
+    total: Any = 0.0
+    start = 0
     for block in parts():  # pass 1: cluster means, overall mean
         part = labels[start:start + len(block)]
         start += len(block)
@@ -174,7 +178,7 @@ def cluster_scores(Z, labels, silhouette=None):
             members = block[part == c]
             sums[c] = sums.get(c, 0.0) + members.sum(axis=0, dtype=np.float64)
             sizes[c] = sizes.get(c, 0) + len(members)
-    means = {c: sums[c] / sizes[c] for c in clusters}
+    means: Any = {c: sums[c] / sizes[c] for c in clusters}
     squares, dists, start = dict.fromkeys(clusters, 0.0), dict.fromkeys(clusters, 0.0), 0
     for block in parts():  # pass 2: distances to the cluster means
         part = labels[start:start + len(block)]
@@ -230,18 +234,17 @@ class ReducedRows:
     def __len__(self):
         return len(self.X)
 
-    def blocks(self):
+    def blocks(self) -> Iterator[np.ndarray]:
         """The reduced rows, one block of :func:`featclust.reduce.blocks` at a time."""
         for block in blocks(self.X):
-            yield self.reducer._transform_block(block)
+            yield self.reducer.transform_checked(block)
 
-    def take(self, rows):
+    def take(self, rows: np.ndarray) -> np.ndarray:
         """The reduced rows ``rows`` (sorted indices), as one array."""
-        return np.concatenate([self.reducer._transform_block(b)
-                               for b in blocks(self.X, rows=np.asarray(rows))])
+        return self.reducer.transform_checked(self.X, np.asarray(rows))
 
 
-def stability(label_runs):
+def stability(label_runs: list[np.ndarray]) -> float:
     """Mean adjusted Rand index over all pairs of clusterings of the same rows.
 
     1 means every run found the same partition; near 0, the partitions agree
@@ -252,15 +255,13 @@ def stability(label_runs):
     label_runs : list of ndarray
         At least two label vectors of equal length.
     """
-    from sklearn.metrics import adjusted_rand_score
-
     pairs = [(a, b) for i, a in enumerate(label_runs) for b in label_runs[i + 1:]]
     if not pairs:
         return math.nan
     return float(np.mean([adjusted_rand_score(a, b) for a, b in pairs]))
 
 
-def cluster_table(labels, distances, n_clusters):
+def cluster_table(labels: np.ndarray, distances: np.ndarray, n_clusters: int) -> list[dict]:
     """Size and spread of every cluster, with the clusters that look wrong flagged.
 
     A cluster is *tiny* when it has fewer than :data:`TINY_MIN_SIZE` members
@@ -287,7 +288,8 @@ def cluster_table(labels, distances, n_clusters):
     rows = []
     for c in range(n_clusters):
         d = distances[labels == c]
-        stats = (d.mean(), np.percentile(d, 95), d.max()) if len(d) else (math.nan,) * 3
+        stats = ((d.mean(), np.percentile(d, OUTLIER_PERCENTILE), d.max()) if len(d)
+                 else (math.nan,) * 3)
         rows.append({"cluster": c, "size": len(d), "mean_distance": float(stats[0]),
                      "p95_distance": float(stats[1]), "max_distance": float(stats[2])})
     tiny_below = max(TINY_MIN_SIZE, TINY_SHARE * n / max(n_clusters, 1))
@@ -329,13 +331,14 @@ class TruthComparison:
     classes: list
     contingency: np.ndarray
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         """Scores as a JSON-able dict."""
         return {"ari": self.ari, "nmi": self.nmi, "n_labelled": self.n_labelled,
                 "n_unknown": self.n_unknown}
 
 
-def compare_with_truth(paths, labels, truth, n_clusters=None):
+def compare_with_truth(paths: Sequence[str], labels: np.ndarray, truth: dict[str, str],
+                       n_clusters: int | None = None) -> TruthComparison:
     """Adjusted Rand index, NMI and contingency table against known classes.
 
     Parameters
@@ -359,8 +362,6 @@ def compare_with_truth(paths, labels, truth, n_clusters=None):
     UsageError
         If no path of ``truth`` is a clustered image.
     """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     labels = np.asarray(labels)
     truth = {norm_relpath(p): v for p, v in truth.items()}
     pairs = [(truth[p], int(c)) for p, c in zip(paths, labels) if p in truth]
@@ -383,8 +384,9 @@ def compare_with_truth(paths, labels, truth, n_clusters=None):
 
 # -- judging a fitted model ------------------------------------------------------------
 
-def model_scores(model, X, random_state=0, n_runs=3, n_init=3, sample_size=SILHOUETTE_SAMPLE,
-                 fit_size=5000, fit_dims=64):
+def model_scores(model: Any, X: Any, random_state: int = 0, n_runs: int = 3, n_init: int = 3,
+                 sample_size: int = SILHOUETTE_SAMPLE, fit_size: int = 5000,
+                 fit_dims: int = 64) -> dict[str, float]:
     """The k scan's scores for a fitted model, on the features it was fitted on.
 
     Parameters
@@ -404,14 +406,25 @@ def model_scores(model, X, random_state=0, n_runs=3, n_init=3, sample_size=SILHO
 
     Notes
     -----
-    A matrix larger than :data:`featclust.reduce.MAX_IN_MEMORY_BYTES` is
+    The rows are not reduced again when the model keeps them (its
+    ``reduced_``, from :meth:`FeatureKMeans.fit` on these ``X``). Otherwise
+    a matrix larger than :data:`featclust.reduce.MAX_IN_MEMORY_BYTES` is
     never reduced whole: the scores are computed block by block over all
-    rows (:class:`ReducedRows`), and the stability on a random sample of at
-    most ``model.fit_sample`` rows (:data:`featclust.cluster.FIT_SAMPLE`
-    when that is None), so memory stays flat in the number of rows.
+    rows (:class:`ReducedRows`). Either way the stability of a large matrix
+    comes from a random sample of at most ``model.fit_sample`` rows
+    (:data:`featclust.cluster.FIT_SAMPLE` when that is None), so memory
+    stays flat in the number of rows.
     """
     k = model.n_clusters
-    if (X.nbytes if hasattr(X, "nbytes") else np.asarray(X).nbytes) <= MAX_IN_MEMORY_BYTES:
+    small = (X.nbytes if hasattr(X, "nbytes") else np.asarray(X).nbytes) <= MAX_IN_MEMORY_BYTES
+    reduced = getattr(model, "reduced_", None)
+    if reduced is not None and len(reduced) == len(X):
+        Z = Zs = reduced
+        if not small:
+            rows = sample_rows(len(X), getattr(model, "fit_sample", None) or FIT_SAMPLE,
+                               random_state)
+            Zs = Z if rows is None else Z[rows]
+    elif small:
         Z = Zs = model.reduce(X)
     else:
         X = check_features(model, X, reset=False)
@@ -443,19 +456,19 @@ class Judgement:
 
     scores: dict
     clusters: list
-    truth: object = None
+    truth: TruthComparison | None = None
 
     @property
-    def tiny(self):
+    def tiny(self) -> list[int]:
         """Clusters flagged tiny."""
         return [r["cluster"] for r in self.clusters if r["tiny"]]
 
     @property
-    def loose(self):
+    def loose(self) -> list[int]:
         """Clusters flagged loose (members far from the centre)."""
         return [r["cluster"] for r in self.clusters if r["loose"]]
 
-    def info(self):
+    def info(self) -> dict[str, Any]:
         """What the output folder's record keeps: scores (NaN as None), flags, truth summary.
 
         Returns
@@ -470,13 +483,16 @@ class Judgement:
                 "truth": self.truth.summary() if self.truth is not None else None}
 
 
-def judge(model, X, paths=None, truth=None, random_state=0):
+def judge(model: Any, X: Any, paths: list[str] | None = None, truth: dict | None = None,
+          random_state: int = 0) -> Judgement:
     """Score a fitted model, size and flag its clusters, compare with known classes.
 
     Parameters
     ----------
     model : featclust.cluster.FeatureKMeans
-        Fitted on ``X``.
+        Fitted on ``X``. Its ``reduced_`` (the rows of ``X`` as the fit
+        reduced them) is used when present: the features are not reduced
+        again.
     X : array-like of shape (n_samples, n_features)
     paths : list of str, optional
         Relative paths of the rows; needed with ``truth``.
@@ -491,5 +507,5 @@ def judge(model, X, paths=None, truth=None, random_state=0):
     table = cluster_table(model.labels_, model.distances_, model.n_clusters)
     compared = None
     if truth is not None:
-        compared = compare_with_truth(paths, model.labels_, truth, model.n_clusters)
+        compared = compare_with_truth(paths or [], model.labels_, truth, model.n_clusters)
     return Judgement(model_scores(model, X, random_state), table, compared)

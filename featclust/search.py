@@ -16,7 +16,12 @@ No TensorFlow here: this module works on arrays only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .checks import check_float, check_int
 from .errors import UsageError
@@ -62,7 +67,8 @@ def _blocks(n, rows):
     return [(start, min(n, start + rows)) for start in range(0, n, rows)]
 
 
-def top_similar(features, queries, top=10, block_rows=BLOCK_ROWS):
+def top_similar(features: Any, queries: Any, top: int = 10, block_rows: int = BLOCK_ROWS,
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The ``top`` rows of ``features`` most similar to each query (cosine, exact).
 
     Parameters
@@ -163,7 +169,8 @@ def _topk_order(s, idx, k):
     return part
 
 
-def near_duplicate_groups(features, threshold=NEAR_DUPLICATE, block_rows=BLOCK_ROWS):
+def near_duplicate_groups(features: Any, threshold: float = NEAR_DUPLICATE,
+                          block_rows: int = BLOCK_ROWS) -> list[list[tuple[int, float]]]:
     """Groups of rows whose features are near-identical (cosine similarity >= ``threshold``).
 
     Two rows are linked when their cosine similarity reaches ``threshold``;
@@ -214,12 +221,12 @@ def near_duplicate_groups(features, threshold=NEAR_DUPLICATE, block_rows=BLOCK_R
                 degree += np.bincount(rows, minlength=n) + np.bincount(cols, minlength=n)
                 component = _merge(component, rows, cols)
     linked = np.flatnonzero(degree)
-    members = {}
+    members: dict[int, list[int]] = {}
     for r, comp in zip(linked.tolist(), component[linked].tolist()):
         members.setdefault(comp, []).append(r)
     groups = []
-    for rows in sorted(members.values(), key=min):
-        rows = np.array(rows)  # increasing
+    for listed in sorted(members.values(), key=min):
+        rows = np.array(listed)  # increasing
         first = int(rows[np.argmax(degree[rows])])  # argmax: the lowest row among ties
         ref = _unit(F[first:first + 1], np.float64)[0]
         sims = np.concatenate([np.clip(_unit(F[rows[a:b]], np.float64) @ ref, -1.0, 1.0)
@@ -233,9 +240,6 @@ def near_duplicate_groups(features, threshold=NEAR_DUPLICATE, block_rows=BLOCK_R
 
 def _merge(component, rows, cols):
     """Component labels after linking ``rows[i]`` with ``cols[i]`` (labels are rows)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = len(component)
     graph = coo_matrix((np.ones(len(rows), np.int8), (component[rows], component[cols])),
                        shape=(n, n))
@@ -247,7 +251,7 @@ def _merge(component, rows, cols):
     return lowest[merged]
 
 
-def exact_duplicate_groups(hashes):
+def exact_duplicate_groups(hashes: Sequence[str | None]) -> list[list[int]]:
     """Groups of rows with the same content hash (byte-identical files).
 
     Parameters
@@ -264,7 +268,7 @@ def exact_duplicate_groups(hashes):
     """
     if isinstance(hashes, (str, bytes)):
         raise UsageError("hashes must be a sequence of hashes, one per row, not one string")
-    by_hash = {}
+    by_hash: dict[str, list[int]] = {}
     for row, h in enumerate(hashes):
         if h:
             by_hash.setdefault(h, []).append(row)

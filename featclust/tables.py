@@ -7,12 +7,12 @@ unchanged with Python's csv module.
 ============== ============================================== ==========================
 file           columns                                        written by
 ============== ============================================== ==========================
-labels.csv     path, cluster, distance                        sort
+labels.csv     path, cluster, distance, outlier               sort, assign ``--place``
 bad_files.csv  path, reason                                   sort, the feature store
 clusters.csv   cluster, size, mean/p95/max distance, flags    sort
 truth.csv      label, cluster_0 ... cluster_k-1, total        sort ``--truth``
 kscan.csv      k, the scan's scores, suggested                scan-k, sort ``-k auto``
-(stdout)       path, cluster, distance, outlier               assign
+(stdout)       path, cluster, distance, outlier               assign (as labels.csv)
 (stdout)       query, path, similarity, rank                  similar
 duplicates.csv group, path, similarity_to_first               duplicates
 identical.csv  group, path                                    duplicates
@@ -22,12 +22,13 @@ identical.csv  group, path                                    duplicates
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import OutputFormatError, UsageError
-from .fileio import csv_text, fmt_num, norm_relpath, read_csv
-from .kscan import COLUMNS as KSCAN_COLUMNS
+from .fileio import PathLike, csv_text, fmt_num, norm_relpath, read_csv
 
 #: The columns of every table featclust writes, by file name ("assign" and "similar": the
 #: CSV those commands print). ``"cluster_*"``: one column per cluster (``cluster_0`` ...).
@@ -46,18 +47,22 @@ COLUMNS = {
 }
 
 
-def labels_csv(paths, labels, distances, outliers):
+def labels_csv(paths: Sequence[str], labels: Iterable[int], distances: Iterable[float],
+               outliers: Iterable[bool]) -> str:
     """The text of ``labels.csv``: ``path,cluster,distance,outlier``, one row per image.
 
-    ``outlier`` is ``true`` for an image farther from its cluster's centre than
-    95% of the cluster's members (see :attr:`featclust.FeatureKMeans.thresholds_`).
+    ``distance`` is the image's distance to its cluster (see
+    :attr:`featclust.FeatureKMeans.distances_`); ``outlier`` is ``true`` for an
+    image farther from its cluster's centre than 95% of the cluster's members
+    (see :attr:`featclust.FeatureKMeans.thresholds_`). What ``featclust assign``
+    prints is the same table.
     """
     return csv_text(["path", "cluster", "distance", "outlier"],
                     ([p, int(c), fmt_num(d), "true" if o else "false"]
                      for p, c, d, o in zip(paths, labels, distances, outliers)))
 
 
-def read_labels_csv(path, outliers=False):
+def read_labels_csv(path: PathLike, outliers: bool = False) -> tuple:
     """Read ``labels.csv``.
 
     Parameters
@@ -101,13 +106,13 @@ def read_labels_csv(path, outliers=False):
     return (paths, labels, distances, flags) if outliers else (paths, labels, distances)
 
 
-def bad_files_csv(bad_files):
+def bad_files_csv(bad_files: Iterable[Any]) -> str:
     """The text of ``bad_files.csv``: ``path,reason``, one row per skipped file, by path."""
     return csv_text(["path", "reason"],
                     ([b.path, b.reason] for b in sorted(bad_files, key=lambda b: b.path)))
 
 
-def clusters_csv(rows):
+def clusters_csv(rows: Iterable[dict]) -> str:
     """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows."""
     return csv_text(
         ["cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"],
@@ -116,7 +121,7 @@ def clusters_csv(rows):
          for r in rows))
 
 
-def truth_csv(comparison):
+def truth_csv(comparison: Any) -> str:
     """The contingency table of a :class:`featclust.scores.TruthComparison` as CSV.
 
     Columns ``label,cluster_0,...,total``; a last row of totals.
@@ -129,7 +134,7 @@ def truth_csv(comparison):
     return csv_text(["label"] + [f"cluster_{c}" for c in range(k)] + ["total"], rows)
 
 
-def read_truth_csv(path):
+def read_truth_csv(path: PathLike) -> dict[str, str]:
     """Read a file of known classes: CSV with columns ``path,label``.
 
     Paths are relative to the image folder, as in ``labels.csv``.
@@ -152,7 +157,7 @@ def read_truth_csv(path):
     except ValueError as e:
         raise UsageError(f"truth file {str(path)!r}: {e} (it needs the columns path,label)") \
             from None
-    truth = {}
+    truth: dict[str, str] = {}
     for row in rows:
         if not row["path"]:
             continue
@@ -164,7 +169,13 @@ def read_truth_csv(path):
     return truth
 
 
-def kscan_csv(scores, suggested_k):
+#: The k scan's score columns, in the order tables show them (the keys of
+#: :attr:`featclust.KScan.scores_`).
+KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz",
+                 "stability")
+
+
+def kscan_csv(scores: dict, suggested_k: int | None) -> str:
     """The text of ``kscan.csv``: one row per k; ``suggested`` is 1 on the suggestion.
 
     Parameters
@@ -179,7 +190,7 @@ def kscan_csv(scores, suggested_k):
                      + [int(k == suggested_k)] for i, k in enumerate(ks)))
 
 
-def read_kscan_csv(path):
+def read_kscan_csv(path: PathLike) -> tuple[dict, int | None]:
     """Read ``kscan.csv`` back.
 
     Returns
@@ -204,7 +215,7 @@ def read_kscan_csv(path):
     return scores, (suggested[0] if suggested else None)
 
 
-def kscan_table(scores, suggested_k):
+def kscan_table(scores: dict, suggested_k: int | None) -> str:
     """The scan as an aligned text table for the terminal, the suggestion marked ``<-``."""
     head = ["k", "inertia", "silhouette", "davies-bouldin", "calinski-harabasz", "stability"]
     digits = (None, 5, 3, 3, 5, 3)
@@ -220,15 +231,8 @@ def kscan_table(scores, suggested_k):
     return "\n".join(out) + "\n"
 
 
-def assignment_csv(paths, labels, distances, outliers):
-    """The text ``featclust assign`` prints: ``path,cluster,distance,outlier``."""
-    return csv_text(["path", "cluster", "distance", "outlier"],
-                    ([p, int(c), fmt_num(d), "true" if o else "false"]
-                     for p, c, d, o in zip(paths, labels, distances, outliers)))
 
-
-
-def similar_csv(rows):
+def similar_csv(rows: Iterable[tuple[str, str, float, int]]) -> str:
     """The text ``featclust similar`` prints: ``query,path,similarity,rank`` (rank from 1).
 
     Parameters
@@ -239,14 +243,14 @@ def similar_csv(rows):
                     ([q, p, fmt_num(s), rank] for q, p, s, rank in rows))
 
 
-def duplicates_csv(groups):
+def duplicates_csv(groups: Iterable[Iterable[tuple[str, float]]]) -> str:
     """The text of ``duplicates.csv``: ``group,path,similarity_to_first``, group from 1."""
     return csv_text(["group", "path", "similarity_to_first"],
                     ([g, p, fmt_num(s)] for g, group in enumerate(groups, start=1)
                      for p, s in group))
 
 
-def identical_csv(groups):
+def identical_csv(groups: Iterable[Iterable[str]]) -> str:
     """The text of ``identical.csv``: ``group,path`` of byte-identical files, group from 1."""
     return csv_text(["group", "path"],
                     ([g, p] for g, group in enumerate(groups, start=1) for p in group))

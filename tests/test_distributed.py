@@ -184,7 +184,7 @@ def test_a_worker_chunk_is_committed_only_when_whole(tmp_path):
     """A worker's .npy is committed only when it matches; uncommitted ones are removed."""
     from featclust import images as images_mod
     from featclust.store import FeatureStore
-    from featclust.storefiles import write_chunk_npy
+    from featclust.store import write_chunk_npy
 
     img = tmp_path / "img"
     img.mkdir()

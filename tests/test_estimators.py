@@ -108,7 +108,7 @@ def test_transform_gives_distances_to_every_centre():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"random_state": -1}, "random_state=-1"), ({"random_state": None}, "random_state=None"),
+    ({"random_state": -1}, "random_state=-1"), ({"random_state": "0"}, "random_state='0'"),
     ({"normalize": "yes"}, "normalize='yes'"), ({"whiten": 1}, "whiten=1"),
     ({"n_init": 0}, "n_init=0"), ({"method": "single"}, "method='single'"),
 ])

@@ -19,7 +19,8 @@ from conftest import contrast_dots
 from test_store import FakeEmbedder, write_images
 
 import featclust
-from featclust import images, store, storeread
+from featclust import images, store
+from featclust.store import reading as storeread
 from featclust.decoding import iter_features
 from featclust.errors import FeaturesUnavailableError, StoreLockedError, UsageError
 from featclust.fileio import content_hash

@@ -1,9 +1,9 @@
 """The feature store: features found by the image's content, never served stale.
 
 The owner of the store's rules (this module), its files
-(:mod:`featclust.storefiles`: layout, chunk files, index files, locks), its
-reading (:mod:`featclust.storeread`) and garbage collection
-(:mod:`featclust.storegc`).
+(:mod:`featclust.store.files`: layout, chunk files, index files, locks), its
+reading (:mod:`featclust.store.reading`) and garbage collection
+(:mod:`featclust.store.cleanup`).
 
 Guarantees:
 
@@ -48,23 +48,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from . import images
-from .errors import StoreError, StoreLockedError
-from .fileio import atomic_write, content_hash
-from .storefiles import (CHUNK_SIZE, INDEX, LOCK_WAIT_S, MMAP_BYTES, STORE_FORMAT, _bytes_writer,
-                         _chunk_files, _chunk_size, _clean_leftovers, _folder_id, _json_writer,
-                         _Lock, _stat_of, _store_error, check_root, commit_chunk, default_root,
-                         features_path, settings_key, store_path)
-from .storegc import GcReport, gc
-from .storeread import RACY_NS, StoreReading
-from .tables import bad_files_csv
-
-__all__ = ["CHUNK_SIZE", "LOCK_WAIT_S", "MMAP_BYTES", "RACY_NS", "STORE_FORMAT", "FeatureStore",
-           "GcReport", "check_root", "default_root", "features_path", "gc", "settings_key",
-           "store_path"]
+from .. import images
+from ..images import BadFile, ImageFile
+from ..errors import StoreError, StoreLockedError
+from ..fileio import atomic_write, content_hash
+from ..tables import bad_files_csv
+from .files import (INDEX, LOCK_WAIT_S, STORE_FORMAT, _bytes_writer, _chunk_files, _chunk_size,
+                    _clean_leftovers, _folder_id, _json_writer, _Lock, _stat_of, _store_error,
+                    check_root, commit_chunk, settings_key)
+from .reading import StoreReading
 
 
 class FeatureStore(StoreReading):
@@ -129,7 +126,7 @@ class FeatureStore(StoreReading):
         self._since_ns = time.time_ns()
 
     # -- opening and locking -------------------------------------------------
-    def open(self, readonly=False):
+    def open(self, readonly: bool = False) -> FeatureStore:
         """Take the folder's lock and read the store.
 
         Parameters
@@ -175,7 +172,7 @@ class FeatureStore(StoreReading):
         self._is_open = True
         return self
 
-    def close(self):
+    def close(self) -> None:
         """Write pending rows and the folder's index, and release the lock."""
         if not self._is_open:
             return
@@ -228,7 +225,7 @@ class FeatureStore(StoreReading):
             raise _store_error(self.features_dir, e) from None
 
     # -- writing -------------------------------------------------------------
-    def add(self, good, features):
+    def add(self, good: list[tuple[ImageFile, str]], features: np.ndarray) -> None:
         """Record rows; whole chunks are written as soon as they fill.
 
         A row whose content hash is already stored is not stored twice.
@@ -252,7 +249,7 @@ class FeatureStore(StoreReading):
             self._write_chunk(self._pending[:self.chunk_size])
             del self._pending[:self.chunk_size]
 
-    def add_bad(self, files_by_path, bad):
+    def add_bad(self, files_by_path: dict[str, ImageFile], bad: list[BadFile]) -> None:
         """Remember files that failed to decode, with their size, mtime, inode and ctime.
 
         They are not decoded again until they change. Files that could not be
@@ -267,7 +264,9 @@ class FeatureStore(StoreReading):
             if not b.reason.startswith(images.READ_FAILURE):
                 self._bad[b.path] = {**_stat_of(f), "reason": b.reason}
 
-    def update(self, files, embed_files, progress=None):
+    def update(self, files: list[ImageFile], embed_files: Callable[..., Any],
+               progress: Callable[..., Any] | None = None,
+               ) -> tuple[list[ImageFile], list[BadFile], int]:
         """Embed the files that have no row yet and store their features.
 
         The one loop that fills a store. Rows are written chunk by chunk as
@@ -324,7 +323,7 @@ class FeatureStore(StoreReading):
                 bar.close()
         return cached, bad, n_embedded
 
-    def flush(self):
+    def flush(self) -> None:
         """Write queued rows as a (possibly short) chunk, then the folder's index."""
         if self._pending:
             self._write_chunk(self._pending)
@@ -346,8 +345,9 @@ class FeatureStore(StoreReading):
         for i, h in enumerate(hashes):
             self._rows.setdefault(h, (cid, i))
 
-    def commit_written(self, cid, hashes, digest, good):
-        """Commit a chunk another process wrote (:func:`featclust.storefiles.write_chunk_npy`).
+    def commit_written(self, cid: str, hashes: list[str], digest: str,
+                       good: list[tuple[ImageFile, str]]) -> bool:
+        """Commit a chunk another process wrote (:func:`featclust.store.write_chunk_npy`).
 
         Its ``.npy`` is checked against ``digest`` under the store's lock
         and committed; then ``good`` is recorded in the folder's index.
@@ -355,7 +355,7 @@ class FeatureStore(StoreReading):
         Parameters
         ----------
         cid, digest : str
-            What :func:`~featclust.storefiles.write_chunk_npy` returned.
+            What :func:`~featclust.store.write_chunk_npy` returned.
         hashes : list of str
             The content hash of each row of the chunk.
         good : list of (ImageFile, str)
@@ -385,7 +385,7 @@ class FeatureStore(StoreReading):
             self._dirty = True
         return True
 
-    def finish(self, files, bad_files=None):
+    def finish(self, files: list[ImageFile], bad_files: list[BadFile] | None = None) -> int:
         """Write what is queued; forget the files not in ``files``; write ``bad_files.csv``.
 
         Rows are not deleted (another folder may use them): :func:`gc` frees

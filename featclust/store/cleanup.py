@@ -13,9 +13,10 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from .errors import StoreLockedError
-from .fileio import atomic_write
-from .storefiles import (_CHUNK, _DAMAGE, _ENTRY_TYPES, _OLD_CHUNK, _OLD_FILE, _OLD_FOLDER,
+from ..checks import check_bool
+from ..errors import StoreLockedError
+from ..fileio import PathLike, atomic_write
+from .files import (_CHUNK, _DAMAGE, _ENTRY_TYPES, _OLD_CHUNK, _OLD_FILE, _OLD_FOLDER,
                          _OLD_STORE, INDEX, LOCK_WAIT_S, STORE_FORMAT, _bytes_writer, _chunk_files,
                          _clean_leftovers, _Lock, _read_chunk_data, _read_chunk_meta, _read_json,
                          _store_error, _valid, check_root)
@@ -41,7 +42,7 @@ class GcReport:
     folders_forgotten: list = field(default_factory=list)
 
 
-def gc(root=None, dry_run=False):
+def gc(root: PathLike | None = None, dry_run: bool = False) -> GcReport:
     """Drop the rows no image folder uses any more, and forget folders that are gone.
 
     A folder's index references the rows of the files it held at its last
@@ -66,8 +67,6 @@ def gc(root=None, dry_run=False):
     StoreLockedError
         If a featclust run is using a store of the root.
     """
-    from .checks import check_bool
-
     root = check_root(root)
     dry_run = check_bool("dry_run", dry_run)
     report = GcReport()

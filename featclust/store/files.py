@@ -1,6 +1,6 @@
 """The feature store's files: layout, chunk files, index files, locks.
 
-The one owner of the bytes on disk (see :mod:`featclust.store` for the
+The one owner of the bytes on disk (see :mod:`featclust.store.core` for the
 guarantees built on them). Layout::
 
     ROOT/featclust-store.json                  marker, so scans skip the store
@@ -28,15 +28,17 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import filelock
 import numpy as np
 import platformdirs
 
-from .checks import check_int
-from .errors import StoreError, UsageError
-from .fileio import atomic_write, content_hash, inside, json_bytes
+from ..checks import check_int
+from ..errors import StoreError, UsageError
+from ..fileio import PathLike, atomic_write, content_hash, inside, json_bytes
 
 STORE_FORMAT = 3
 #: Rows per chunk file: at most this many images are embedded again after a
@@ -60,7 +62,7 @@ _OLD_FILE = re.compile(r"^(chunk-\d{6}\.(npy|json)|settings\.json|bad\.json|bad_
 _DAMAGE = (OSError, ValueError, KeyError, TypeError, AttributeError)
 
 
-def default_root():
+def default_root() -> Path:
     """The default store root: ``featclust/store`` in the user's cache folder.
 
     ``$XDG_CACHE_HOME/featclust/store`` where ``XDG_CACHE_HOME`` is set, else
@@ -73,7 +75,8 @@ def default_root():
     return Path(platformdirs.user_cache_dir("featclust", appauthor=False)) / "store"
 
 
-def check_root(root, image_dirs=(), name="store"):
+def check_root(root: PathLike | None, image_dirs: Iterable[PathLike] = (),
+               name: str = "store") -> Path:
     """The store root to use, refused when it cannot work.
 
     Parameters
@@ -121,7 +124,7 @@ def check_root(root, image_dirs=(), name="store"):
     return Path(os.path.abspath(text))
 
 
-def settings_key(settings):
+def settings_key(settings: dict[str, Any]) -> str:
     """Short stable hash of a settings dict."""
     text = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -133,12 +136,13 @@ def _folder_id(image_dir):
     return f"{name}-{hashlib.sha256(os.fsencode(real)).hexdigest()[:12]}"
 
 
-def features_path(settings, root=None):
+def features_path(settings: dict[str, Any], root: PathLike | None = None) -> Path:
     """The store of all features made with ``settings`` (rows of every folder)."""
     return check_root(root) / f"features-{settings_key(settings)}"
 
 
-def store_path(image_dir, settings, root=None):
+def store_path(image_dir: PathLike, settings: dict[str, Any],
+               root: PathLike | None = None) -> Path:
     """The folder's own part of the store (:attr:`FeatureStore.path`)."""
     return features_path(settings, root) / "folders" / _folder_id(image_dir)
 
@@ -200,7 +204,7 @@ class _Lock:
         self._lock = filelock.FileLock(str(self.path))
         self._pid_file = self.path.with_name(self.path.name + ".pid") if record_pid else None
 
-    def acquire(self, timeout):
+    def acquire(self, timeout: float) -> bool:
         try:
             self._lock.acquire(timeout=timeout)
         except filelock.Timeout:
@@ -210,11 +214,11 @@ class _Lock:
                 atomic_write(self._pid_file, _json_writer(os.getpid()))
         return True
 
-    def holder(self):
+    def holder(self) -> str:
         pid, _ = _read_json(self._pid_file) if self._pid_file else (None, None)
         return f" (process {pid})" if isinstance(pid, int) else ""
 
-    def release(self):
+    def release(self) -> None:
         if self._lock.is_locked:
             self._lock.release()
 
@@ -267,7 +271,8 @@ def _clean_leftovers(rows_dir, dry_run=False):
     return freed
 
 
-def write_chunk_npy(rows_dir, hashes, feats):
+def write_chunk_npy(rows_dir: PathLike, hashes: Sequence[str],
+                    feats: np.ndarray) -> tuple[str, str]:
     """Write a chunk's ``.npy`` (atomically), not yet committed.
 
     The ``.json`` written by :func:`commit_chunk` commits it; until then
@@ -285,7 +290,8 @@ def write_chunk_npy(rows_dir, hashes, feats):
     return cid, content_hash(data)
 
 
-def commit_chunk(rows_dir, cid, hashes, digest, dim):
+def commit_chunk(rows_dir: PathLike, cid: str, hashes: Sequence[str], digest: str,
+                 dim: int) -> bool:
     """Check a chunk's ``.npy`` against ``digest`` and commit it with its ``.json``.
 
     Call it holding the settings store's lock.

@@ -11,12 +11,16 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import images
-from .errors import FeaturesUnavailableError, StoreError, StoreLockedError
-from .storefiles import (_BAD_TYPES, _CHUNK, _DAMAGE, _ENTRY_TYPES, INDEX, MMAP_BYTES, STORE_FORMAT,
+from .. import images
+from ..images import BadFile, ImageFile
+from ..errors import FeaturesUnavailableError, StoreError, StoreLockedError
+from .files import (_BAD_TYPES, _CHUNK, _DAMAGE, _ENTRY_TYPES, INDEX, MMAP_BYTES, STORE_FORMAT,
                          _json_writer, _read_chunk_data, _read_chunk_meta, _read_json, _stat_of,
                          _store_error, _valid)
 
@@ -37,7 +41,31 @@ def _trusted(entry, f):
 class StoreReading:
     """What :class:`featclust.store.FeatureStore` reads: state, chunks, index, rows."""
 
-    def split(self, files):
+    # Set up by FeatureStore (core.py); declared here for the type checker.
+    image_dir: str
+    features_dir: Path
+    rows_dir: Path
+    path: Path
+    dim: int
+    problems: list[str]
+    last_reused_by_hash: int
+    _is_open: bool
+    _rows: dict[str, tuple[str, int]]
+    _chunks: dict[str, tuple[list[str], str]]
+    _verified: set[str]
+    _files: dict[str, dict]
+    _bad: dict[str, dict]
+    _pending: list
+    _dirty: bool
+    _since_ns: int
+    flush: Callable[[], None]
+    open: Callable[..., Any]
+    _release: Callable[[], None]
+    _locked_store: Callable[[], Any]
+    _expected_settings: Callable[[], dict]
+
+    def split(self, files: list[ImageFile],
+              ) -> tuple[list[ImageFile], list[BadFile], list[ImageFile]]:
         """Which files have stored features, which are known bad, which are missing.
 
         A file whose index entry no longer matches (see the module's
@@ -57,7 +85,8 @@ class StoreReading:
             Files to embed.
         """
         self._since_ns = now = time.time_ns()
-        found = {}  # path -> (hash, new index entry or None)
+        # path -> (hash, new index entry or None)
+        found: dict[str, tuple[str | None, dict | None]] = {}
         bad = []
         for f in files:
             entry = self._files.get(f.path)
@@ -71,10 +100,10 @@ class StoreReading:
             if not self._rows:
                 continue  # no row to find: nothing worth reading
             try:
-                _, digest = images.read_bytes(f)
+                _, read_hash = images.read_bytes(f)
             except images.BadImageError:
                 continue
-            found[f.path] = (digest, {**_stat_of(f), "hash": digest, "hashed_ns": now})
+            found[f.path] = (read_hash, {**_stat_of(f), "hash": read_hash, "hashed_ns": now})
         self._verify({self._rows[h][0] for h, _ in found.values() if h in self._rows})
         cached, missing = [], []
         bad_paths = {b.path for b in bad}
@@ -96,7 +125,7 @@ class StoreReading:
                 self._dirty = True
         return cached, bad, missing
 
-    def state(self):
+    def state(self) -> str:
         """What is on disk for this folder, found without opening or changing anything.
 
         Returns
@@ -218,15 +247,15 @@ class StoreReading:
                 damaged.append((cid, e))
             else:
                 self._verified.add(cid)
-        for cid, e in damaged:
+        for cid, _error in damaged:
             hashes, _ = self._chunks.pop(cid)
             for h in hashes:
                 if self._rows.get(h, (None,))[0] == cid:
                     del self._rows[h]
         if damaged and repair:
             with self._locked_store():
-                for cid, e in damaged:
-                    self.problems.append(f"chunk {cid} is damaged ({e}); its images are "
+                for cid, error in damaged:
+                    self.problems.append(f"chunk {cid} is damaged ({error}); its images are "
                                          "embedded again")
                     self._delete_chunk(cid)
         return damaged
@@ -244,7 +273,7 @@ class StoreReading:
             out.append(loc)
         return out
 
-    def load(self, paths, mmap=None):
+    def load(self, paths: Sequence[str], mmap: bool | None = None) -> np.ndarray:
         """Stored features of ``paths``, in that order.
 
         Parameters
@@ -267,7 +296,7 @@ class StoreReading:
         shape = (len(paths), self.dim)
         if mmap is None:
             mmap = shape[0] * shape[1] * 4 > MMAP_BYTES
-        by_chunk = {}
+        by_chunk: dict[str, tuple[list[int], list[int]]] = {}
         for j, (cid, i) in enumerate(self._locate(paths)):
             dst, src = by_chunk.setdefault(cid, ([], []))
             dst.append(j)
@@ -298,7 +327,7 @@ class StoreReading:
             raise StoreError(f"feature store {str(self.features_dir)!r} was changed while in "
                              f"use ({e}); run again to rebuild it") from None
 
-    def hashes(self, paths):
+    def hashes(self, paths: Sequence[str]) -> list[str]:
         """Content hash of each path's row (equal hashes: byte-identical files).
 
         Parameters
@@ -328,7 +357,7 @@ class StoreReading:
     def __len__(self):
         return sum(e["hash"] in self._rows for e in self._files.values())
 
-    def read_features(self, paths):
+    def read_features(self, paths: Sequence[str]) -> np.ndarray:
         """Stored features of ``paths``, for a reader that must not change the store.
 
         The state is checked first, so a store of other settings is never
