@@ -30,6 +30,12 @@ import numpy as np
 from .errors import OutputFormatError, UsageError
 from .fileio import PathLike, csv_text, fmt_num, norm_relpath, read_csv
 
+#: The k scan's score columns, in the order tables show them (the keys of
+#: :attr:`featclust.KScan.scores_`).
+KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz",
+                 "stability")
+
+
 #: The columns of every table featclust writes, by file name ("assign" and "similar": the
 #: CSV those commands print). ``"cluster_*"``: one column per cluster (``cluster_0`` ...).
 #: The command line's help is built from these; tests/test_parameters.py checks the writers.
@@ -57,7 +63,7 @@ def labels_csv(paths: Sequence[str], labels: Iterable[int], distances: Iterable[
     (see :attr:`featclust.FeatureKMeans.thresholds_`). What ``featclust assign``
     prints is the same table.
     """
-    return csv_text(["path", "cluster", "distance", "outlier"],
+    return csv_text(COLUMNS["labels.csv"],
                     ([p, int(c), fmt_num(d), "true" if o else "false"]
                      for p, c, d, o in zip(paths, labels, distances, outliers)))
 
@@ -167,12 +173,6 @@ def read_truth_csv(path: PathLike) -> dict[str, str]:
                              f"{truth[p]!r} and {label!r}")
         truth[p] = label
     return truth
-
-
-#: The k scan's score columns, in the order tables show them (the keys of
-#: :attr:`featclust.KScan.scores_`).
-KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz",
-                 "stability")
 
 
 def kscan_csv(scores: dict, suggested_k: int | None) -> str:
