@@ -162,7 +162,7 @@ def _written():
         "kscan.csv": tables.kscan_csv(scores, 2),
         "duplicates.csv": tables.duplicates_csv([[("a.png", 1.0), ("b.png", 0.99)]]),
         "identical.csv": tables.identical_csv([["a.png", "b.png"]]),
-        "assign": tables.assignment_csv(["a.png"], [0], [0.5], [True]),
+        "assign": tables.labels_csv(["a.png"], [0], [0.5], [True]),
         "similar": tables.similar_csv([("q.png", "a.png", 0.9, 1)]),
     }
 
