@@ -5,10 +5,11 @@ tests never download anything. Each test session keeps featclust's cache in a
 temporary folder, so nothing is written to the user's home.
 
 Slow tests are marked here (``python -m pytest -m "not slow"`` runs the rest in about
-a minute): every test that uses the ``embedder`` fixture (the real Keras VGG16), and
-every test in ``SLOW_TESTS``, which lists the tests measured over 2 s on 2 CPU cores
-(``python -m pytest --durations=0``): mostly jobs and the CLI run end to end, which
-build the model themselves. A new test of that kind belongs in the list.
+a minute): every test that uses a fixture in ``SLOW_FIXTURES`` (the real Keras VGG16,
+or a job or the CLI run end to end once per module), and every test in ``SLOW_TESTS``,
+the tests measured over 2 s on 2 CPU cores (``python -m pytest --durations=0``): mostly
+jobs and the CLI run end to end, which build the model themselves. A new test or fixture
+of that kind belongs in these sets.
 """
 
 import csv
@@ -72,6 +73,7 @@ SLOW_TESTS = {
     "test_fit_sample.py::test_sample_of_all_rows_gives_todays_labels",
     "test_fit_sample.py::test_sampled_fit_agrees_with_full_fit",
     "test_fit_sample.py::test_scores_of_a_large_matrix_are_computed_block_by_block",
+    "test_house.py::test_import_featclust_loads_no_heavy_optional_module",
     "test_images_memory.py::test_16bit_9000x9000_pngs_decode_within_the_stated_bound",
     "test_images_memory.py::test_decoding_an_extreme_strip_directly_stays_small",
     "test_images_memory.py::test_extreme_aspect_ratios_cost_memory_of_the_output",
@@ -104,14 +106,39 @@ SLOW_TESTS = {
     "test_report_pages.py::test_a_sub_clustering_links_back_to_the_parent_report",
     "test_report_pages.py::test_identical_features_never_kill_the_process",
     "test_report_pages.py::test_too_few_distinct_images_get_the_pca_map_with_a_note",
+    "test_samples.py::test_image_set_of_a_new_kind",
     "test_samples.py::test_marks_never_touch_the_border",
+    "test_search.py::test_memory_mapped_features_are_read_block_by_block",
+    "test_search_near_duplicates.py::test_default_threshold_finds_every_planted_copy_and_no_false_group",
+    "test_store_content.py::test_sorted_copies_and_a_renamed_folder_embed_nothing_with_the_real_model",
+    "test_store_content.py::test_store_works_without_fcntl",
+    "test_user_experience.py::test_assign_place_can_link_instead_of_copy",
+    "test_user_experience.py::test_assign_place_puts_new_images_into_the_sorted_folder",
+    "test_user_experience.py::test_cli_writes_no_bar_frames_into_a_redirected_stderr",
+    "test_user_experience.py::test_demo_says_where_the_sample_images_are",
+    "test_user_experience.py::test_import_needs_no_fcntl",
+    "test_user_experience.py::test_python_api_takes_a_progress_class_or_false",
+    "test_user_experience.py::test_scan_k_takes_k_like_sort",
+    "test_user_experience.py::test_written_files_get_the_umask_mode",
+}
+
+
+SLOW_FIXTURES = {
+    "embedder",  # below
+    "demo_out",  # test_report.py
+    "features",  # test_embed_grid.py
+    "fitted",  # test_estimator_similar.py
+    "small_run",  # test_quality.py
+    "sorted_grid",  # test_embed_grid.py
+    "sorted_once",  # test_content_reuse.py
+    "sorted_out",  # test_assign.py, test_output_hardening.py
 }
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         key = item.nodeid.split("[")[0].rpartition("/")[2]
-        if "embedder" in getattr(item, "fixturenames", ()) or key in SLOW_TESTS:
+        if key in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
