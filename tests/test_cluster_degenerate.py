@@ -21,7 +21,7 @@ def test_count_distinct_counts_exactly_equal_rows_and_stops_early():
     assert count_distinct(X) == 3
     assert count_distinct(X, stop=2) == 2
     Y = X.copy()
-    Y[0, 0] = np.nextafter(Y[0, 0], 2)  # one ulp apart: distinct
+    Y[0, 0] = np.nextafter(Y[0, 0], np.float32(2))  # one ulp apart: distinct
     assert count_distinct(Y) == 4
     Z = np.zeros((4, 3), np.float32)
     Z[1, 0] = -0.0
