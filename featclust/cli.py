@@ -391,10 +391,10 @@ def _print_sort(result):
     for rel in result.kept:
         print(f"featclust: warning: left {rel} as it is: it was changed since featclust wrote "
               "it", file=sys.stderr)
-    near = result.record.counts.get("near_duplicate_groups")
-    if near:
-        print(f"near-duplicates: {near} groups of near-identical images (list them with "
-              "featclust duplicates)")
+    identical = result.record.counts.get("identical_groups")
+    if identical:
+        print(f"identical images: {identical} groups of byte-identical files (list them, and "
+              "near-duplicates, with featclust duplicates)")
     print(f"output: {result.out_dir}")
     if result.report is not None:
         _print_report(result.report)
@@ -457,8 +457,9 @@ def _cmd_sort(args):
         from .tables import read_truth_csv
 
         truth = read_truth_csv(args.truth)
-    result = sort_folder(args.image_dir, args.out_dir, args.clusters, _embedder(args),
-                         args.store, pca=args.pca, normalize=args.normalize,
+    result = sort_folder(args.image_dir, args.out_dir, n_clusters=args.clusters,
+                         embedder=_embedder(args), store=args.store, pca=args.pca,
+                         normalize=args.normalize,
                          random_state=args.seed, mode=args.mode,
                          progress=_progress(args.quiet), report=not args.no_report,
                          map_method=args.map, truth=truth, method=args.method,
@@ -473,6 +474,7 @@ def _cmd_scan_k(args):
     from .kscan import KScan, parse_k_range
     from .output import OutputFolder, RunRecord, save_kscan
     from .pipeline import embed_folder
+    from .report.render import kscan_png
     from .tables import kscan_table
 
     ks = parse_k_range(args.k, args.step)
@@ -496,7 +498,8 @@ def _cmd_scan_k(args):
         record = RunRecord(command="scan-k", status="writing",
                            image_dir=os.path.abspath(args.image_dir),
                            feature_settings=emb.settings)
-        for path in save_kscan(args.out, scan, record, args.image_dir):
+        png = kscan_png(scan.scores_, scan.suggested_k_)
+        for path in save_kscan(args.out, scan, record, args.image_dir, png=png):
             print(f"wrote {path}")
     return 0
 

@@ -83,7 +83,8 @@ def demo(out_dir, images_dir=None, n_per_family=12, **kwargs):
     """
     OutputFolder(out_dir, images_dir)  # refuse unsafe folders before writing samples
     images_dir, truth = demo_images(images_dir, n_per_family)
-    result = sort_folder(images_dir, out_dir, len(DEMO_FAMILIES), truth=truth, **kwargs)
+    result = sort_folder(images_dir, out_dir, n_clusters=len(DEMO_FAMILIES), truth=truth,
+                         **kwargs)
     result.truth = truth
     result.images_dir = images_dir
     return result

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import inspect
 import io
 import os
 from dataclasses import dataclass, field
@@ -10,18 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images
+from . import images, scores
 from .checks import check_choice
-from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE, FeatureKMeans
+from .cluster import FeatureKMeans
 from .decoding import iter_features
 from .distributed import check_dask, connect, labeller
 from .embed import Embedder
 from .errors import FeatclustError, NoImagesError, UsageError
 from .fileio import inside
+from .kscan import choose_k
 from .output import (BAD_FILES_CSV, CLUSTERS_CSV, KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ,
                      TRUTH_CSV, OutputFolder, RunRecord, kscan_info, read_record, write_kscan)
 from .progress import bar_factory
-from .sort import MODES, destinations, sort_into_folders
+from .report import Clustering, check_map_method, write_report
+from .report.render import kscan_png
+from .sort import MODES, destinations, in_place, sort_into_folders
 from .store import FeatureStore, check_root
 from .tables import bad_files_csv, clusters_csv, labels_csv, truth_csv
 
@@ -252,8 +257,10 @@ class SortResult:
         Files featclust wrote in an earlier run that were changed since (by a
         person, say): left as they are, not replaced and not removed.
     record : featclust.output.RunRecord
-        What ``featclust.json`` records (``record.counts["near_duplicate_groups"]``:
-        groups of near-identical images, see :func:`featclust.similarity.find_duplicates`).
+        What ``featclust.json`` records (``record.counts["identical_groups"]``:
+        groups of byte-identical images, found by their content hashes;
+        :func:`featclust.similarity.find_duplicates` lists them and the
+        near-duplicates).
     """
 
     embed: EmbedResult
@@ -267,11 +274,20 @@ class SortResult:
     kept: list = field(default_factory=list)
 
 
-def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=DEFAULT_PCA,
-                normalize=DEFAULT_NORMALIZE, random_state=0, mode="copy", progress=None, report=True,
-                map_method="auto", truth=None, method="kmeans", fit_sample=FIT_SAMPLE, dask=None,
-                **kwargs):
+#: FeatureKMeans's parameters and defaults: the one source of sort_folder's.
+_KM = {name: p.default for name, p in inspect.signature(FeatureKMeans).parameters.items()}
+
+
+def sort_folder(image_dir, out_dir, *, n_clusters=_KM["n_clusters"], embedder=None, store=None,
+                pca=_KM["pca"], whiten=_KM["whiten"], normalize=_KM["normalize"],
+                random_state=_KM["random_state"], n_init=_KM["n_init"], method=_KM["method"],
+                fit_sample=_KM["fit_sample"], mode="copy", progress=None, report=True,
+                map_method="auto", truth=None, dask=None, **embedder_params):
     """Embed what is missing, cluster, and copy images into cluster folders.
+
+    A re-sort into the same folder leaves every image already in its place
+    as it is (see :func:`featclust.sort.in_place`), so it costs about what
+    copying the images that move costs.
 
     Parameters
     ----------
@@ -281,16 +297,12 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=D
     n_clusters : int or "auto"
         ``"auto"``: the k suggested by a scan of k = 2..30 (see
         :class:`featclust.kscan.KScan`); its table goes to ``kscan.csv``.
-    embedder, store, progress, kwargs
+    embedder, store, progress
         As in :func:`embed_folder`.
-    pca : int or None, default :data:`featclust.cluster.DEFAULT_PCA`
-        PCA components before clustering (at most the number of images).
-    normalize : bool, default :data:`featclust.cluster.DEFAULT_NORMALIZE`
-        L2-normalise the features before and after PCA (cosine k-means).
-    random_state : int
-        Random state of the clustering.
-    method : {"kmeans", "ward"}
-        Clustering method (see :class:`featclust.cluster.FeatureKMeans`).
+    pca, whiten, normalize, random_state, n_init, method, fit_sample
+        The clustering's parameters, with their defaults: see
+        :class:`featclust.cluster.FeatureKMeans`. With ``fit_sample`` the
+        scan of ``"auto"`` is fitted on the same sample.
     mode : {"copy", "symlink", "hardlink"}
     report : bool
         Write montages, a 2-D map and ``index.html`` into ``out_dir/report/``
@@ -300,34 +312,28 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=D
     truth : dict, optional
         Known classes of some images (relative path to label): adjusted
         Rand index, NMI and a contingency table (``truth.csv``) are reported.
-    fit_sample : int or None
-        Fit the reduction and k-means (and the scan of ``"auto"``) on a
-        random sample of at most this many images, then label every image;
-        ``None``: on all (see :class:`featclust.cluster.FeatureKMeans`).
     dask : distributed.Client, str or None
         Embed on a Dask cluster, as in :func:`embed_folder`; clustering,
         sorting and the report run in this process.
+    **embedder_params
+        The embedder's parameters when ``embedder`` is not given (see
+        :func:`embed_folder`).
 
     Returns
     -------
     SortResult
     """
-    from .kscan import choose_k
-    from .scores import judge
-    from .search import NEAR_DUPLICATE, near_duplicate_groups
-
     out = OutputFolder(out_dir, image_dir)
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
-    model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, normalize=normalize,
-                          random_state=random_state, method=method, fit_sample=fit_sample)
+    model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, whiten=whiten,
+                          normalize=normalize, random_state=random_state, n_init=n_init,
+                          method=method, fit_sample=fit_sample)
     model.check_params()
     dask = check_dask(dask)
     check_choice("mode", mode, MODES)
     if report:
-        from .report import check_map_method
-
         check_map_method(map_method)
-    embedder = _embedder(embedder, kwargs)
+    embedder = _embedder(embedder, embedder_params)
     progress = bar_factory(progress)
     parent = _parent_sort(image_dir)
     with connect(dask) as client:
@@ -341,8 +347,7 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=D
         # On a cluster every row is labelled by Dask tasks, block by block.
         model.fit(emb.features, labeller=labeller(client) if client is not None else None)
     k = model.n_clusters
-    judged = judge(model, emb.features, emb.paths, truth, random_state)
-    n_near = len(near_duplicate_groups(emb.features, NEAR_DUPLICATE))
+    judged = scores.judge(model, emb.features, emb.paths, truth, random_state)
     dests = destinations(emb.paths, model.labels_, k)
     own = [LABELS_CSV, MODEL_NPZ, BAD_FILES_CSV, CLUSTERS_CSV]
     if judged.truth is not None:
@@ -350,15 +355,17 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=D
     if scan is not None:
         own += [KSCAN_CSV, KSCAN_PNG]
     out.check_free(dests + own)
-    out.clear()
+    keep = in_place(out, image_dir, emb.paths, dests, mode)
+    out.clear(keep=keep)
     record = _record(image_dir, emb, model, embedder, mode, store, judged, scan, parent)
-    record.counts["near_duplicate_groups"] = n_near
+    record.counts["identical_groups"] = sum(
+        1 for n in collections.Counter(emb.hashes).values() if n > 1)
     out.claim(dests + own, record, status="writing")
     bar = progress("copying", len(dests)) if progress else None
     vanished = []
     try:
         written = sort_into_folders(image_dir, out, emb.paths, model.labels_, k, mode,
-                                    bar.update if bar else None, skipped=vanished)
+                                    bar.update if bar else None, skipped=vanished, keep=keep)
     finally:
         if bar:
             bar.close()
@@ -373,16 +380,16 @@ def sort_folder(image_dir, out_dir, n_clusters, embedder=None, store=None, pca=D
     if judged.truth is not None:
         out.write_text(TRUTH_CSV, truth_csv(judged.truth))
     if scan is not None:
-        write_kscan(out, scan)
+        write_kscan(out, scan, kscan_png(scan.scores_, scan.suggested_k_))
     buf = io.BytesIO()
     model.save(buf, extra={"feature_settings": emb.settings, "embedder": record.embedder})
     out.write_bytes(MODEL_NPZ, buf.getvalue())
     out.write_marker(None, status="complete")
     if report:
-        from .report import write_report
-
-        report = write_report(out.path, emb.features, model, map_method, random_state,
-                              progress)
+        clustering = Clustering(emb.paths, model.labels_, model.distances_, outliers, model)
+        report = write_report(out.path, emb.features, map_method=map_method,
+                              random_state=random_state, progress=progress,
+                              clustering=clustering)
     else:
         report = None
     return SortResult(emb, model, out.path, written, report, judged, scan, out.record,

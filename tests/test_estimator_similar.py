@@ -118,7 +118,8 @@ def test_similar_checks_top_and_fitting(fitted):
 def test_similar_on_an_estimator_read_from_a_sorted_folder(fitted, tmp_path, embedder):
     _, folder, truth, store, _ = fitted
     out = tmp_path / "out"
-    featclust.sort_folder(folder, out, 2, embedder=embedder, store=store, report=False)
+    featclust.sort_folder(folder, out, n_clusters=2, embedder=embedder, store=store,
+                          report=False)
     est = ImageClusterer.from_output(out, progress=False)
     assert est.get_params()["progress"] is False
     names = sorted(truth)

@@ -35,7 +35,7 @@ def sorted_run(tmp_path_factory, two_families, embedder):
     store = tmp_path_factory.mktemp("store")
     out = tmp_path_factory.mktemp("runs") / "k2"
     before = {p: _sha(folder / p) for p in truth}
-    result = featclust.sort_folder(folder, out, 2, embedder=embedder, store=store,
+    result = featclust.sort_folder(folder, out, n_clusters=2, embedder=embedder, store=store,
                                    normalize=True)
     return folder, truth, store, out, result, before
 
@@ -85,7 +85,8 @@ def test_marker_and_model_written(sorted_run):
 
 def test_second_run_with_other_k_embeds_nothing(sorted_run, tmp_path, embedder):
     folder, truth, store, _, _, _ = sorted_run
-    result = featclust.sort_folder(folder, tmp_path / "k3", 3, embedder=embedder, store=store)
+    result = featclust.sort_folder(folder, tmp_path / "k3", n_clusters=3, embedder=embedder,
+                                   store=store)
     assert result.embed.n_embedded == 0
     assert result.embed.n_reused == len(truth)
     listing = os.listdir(tmp_path / "k3")
@@ -150,7 +151,8 @@ def test_same_names_in_subfolders_both_arrive(tmp_path, embedder):
         for i in range(2):
             contrast_dots(fam, np.random.default_rng(i)).save(folder / sub / f"img_{i}.png")
     out = tmp_path / "out"
-    featclust.sort_folder(folder, out, 2, embedder=embedder, store=tmp_path / "store")
+    featclust.sort_folder(folder, out, n_clusters=2, embedder=embedder,
+                          store=tmp_path / "store")
     copies = sorted(p.relative_to(out).as_posix() for p in out.glob("cluster_*/**/*.png"))
     assert len(copies) == 4
     assert sorted(c.split("/", 1)[1] for c in copies) == [

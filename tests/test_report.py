@@ -210,8 +210,8 @@ def _nearest_source(tile, sources):
 def test_montages_hold_their_cluster_in_order_of_distance(tmp_path, two_families, embedder,
                                                          store_root):
     folder, truth = two_families
-    result = sort_folder(folder, tmp_path / "out", 2, embedder=embedder, store=store_root,
-                         random_state=0)
+    result = sort_folder(folder, tmp_path / "out", n_clusters=2, embedder=embedder,
+                         store=store_root, random_state=0)
     model, emb = result.model, result.embed
     # Measured before the PCA, to the members' mean there (FeatureKMeans.distances_).
     F = model.reducer_.prepare(emb.features)
@@ -256,7 +256,8 @@ def test_report_refuses_to_overwrite_a_foreign_file(tmp_path, two_families, embe
                                                     store_root):
     folder, _ = two_families
     out = tmp_path / "out"
-    result = sort_folder(folder, out, 2, embedder=embedder, store=store_root, report=False)
+    result = sort_folder(folder, out, n_clusters=2, embedder=embedder, store=store_root,
+                         report=False)
     assert result.report is None and not (out / "report").exists()
     capsys.readouterr()  # the sort's own output is not what this test is about
     (out / "report").mkdir()
