@@ -9,6 +9,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -278,16 +279,20 @@ class SortResult:
 _KM = {name: p.default for name, p in inspect.signature(FeatureKMeans).parameters.items()}
 
 
-def sort_folder(image_dir, out_dir, *, n_clusters=_KM["n_clusters"], embedder=None, store=None,
-                pca=_KM["pca"], whiten=_KM["whiten"], normalize=_KM["normalize"],
-                random_state=_KM["random_state"], n_init=_KM["n_init"], method=_KM["method"],
-                fit_sample=_KM["fit_sample"], mode="copy", progress=None, report=True,
-                map_method="auto", truth=None, dask=None, **embedder_params):
+def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                n_clusters: int | str = _KM["n_clusters"], embedder: Embedder | None = None,
+                store: str | os.PathLike | None = None, pca: int | None = _KM["pca"],
+                whiten: bool = _KM["whiten"], normalize: bool = _KM["normalize"],
+                random_state: Any = _KM["random_state"], n_init: int = _KM["n_init"],
+                method: str = _KM["method"], fit_sample: int | None = _KM["fit_sample"],
+                mode: str = "copy", progress: Any = None, report: bool = True,
+                map_method: str = "auto", truth: dict | None = None, dask: Any = None,
+                **embedder_params: Any) -> SortResult:
     """Embed what is missing, cluster, and copy images into cluster folders.
 
     A re-sort into the same folder leaves every image already in its place
-    as it is (see :func:`featclust.sort.in_place`), so it costs about what
-    copying the images that move costs.
+    as it is and moves those that change cluster (see
+    :func:`featclust.sort.in_place`): it copies only images it does not hold.
 
     Parameters
     ----------
@@ -355,24 +360,25 @@ def sort_folder(image_dir, out_dir, *, n_clusters=_KM["n_clusters"], embedder=No
     if scan is not None:
         own += [KSCAN_CSV, KSCAN_PNG]
     out.check_free(dests + own)
-    keep = in_place(out, image_dir, emb.paths, dests, mode)
-    out.clear(keep=keep)
+    held = in_place(out, image_dir, emb.paths, dests, mode)
+    out.clear(keep=held.values())
     record = _record(image_dir, emb, model, embedder, mode, store, judged, scan, parent)
     record.counts["identical_groups"] = sum(
         1 for n in collections.Counter(emb.hashes).values() if n > 1)
     out.claim(dests + own, record, status="writing")
     bar = progress("copying", len(dests)) if progress else None
-    vanished = []
+    vanished: list = []
     try:
         written = sort_into_folders(image_dir, out, emb.paths, model.labels_, k, mode,
-                                    bar.update if bar else None, skipped=vanished, keep=keep)
+                                    bar.update if bar else None, skipped=vanished, held=held)
     finally:
         if bar:
             bar.close()
     if vanished:
         out.release(sorted(set(dests) - set(written)))
         emb.bad_files = sorted(emb.bad_files + vanished, key=lambda b: b.path)
-        out.record.counts["bad_files"] = len(emb.bad_files)
+        now = out.record or record
+        now.counts = {**(now.counts or {}), "bad_files": len(emb.bad_files)}
     outliers = model.distances_ > model.thresholds_[model.labels_]
     out.write_text(LABELS_CSV, labels_csv(emb.paths, model.labels_, model.distances_, outliers))
     out.write_text(BAD_FILES_CSV, bad_files_csv(emb.bad_files))
@@ -385,14 +391,13 @@ def sort_folder(image_dir, out_dir, *, n_clusters=_KM["n_clusters"], embedder=No
     model.save(buf, extra={"feature_settings": emb.settings, "embedder": record.embedder})
     out.write_bytes(MODEL_NPZ, buf.getvalue())
     out.write_marker(None, status="complete")
+    written_report = None
     if report:
         clustering = Clustering(emb.paths, model.labels_, model.distances_, outliers, model)
-        report = write_report(out.path, emb.features, map_method=map_method,
-                              random_state=random_state, progress=progress,
-                              clustering=clustering)
-    else:
-        report = None
-    return SortResult(emb, model, out.path, written, report, judged, scan, out.record,
+        written_report = write_report(out.path, emb.features, map_method=map_method,
+                                      random_state=random_state, progress=progress,
+                                      clustering=clustering)
+    return SortResult(emb, model, out.path, written, written_report, judged, scan, out.record,
                       list(out.changed))
 
 

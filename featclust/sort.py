@@ -6,9 +6,10 @@ The output folder itself (what may be written, the record of what was) is
 A re-sort costs what the file system must do: a file already at its place,
 made from the same image (same size, modification time, inode and status
 change time, as recorded in ``featclust.json``) and unchanged since, is left
-as it is (:func:`in_place`); every other file is made under its own name
-with an exclusive create (nothing featclust did not write can be
-overwritten), and removed again if making it fails.
+as it is, and one in another cluster folder is moved (:func:`in_place`);
+every other file is made under its own name with an exclusive create
+(nothing featclust did not write can be overwritten), and removed again if
+making it fails.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .checks import check_choice
@@ -69,14 +70,15 @@ def source_stamp(st: os.stat_result) -> list:
 
 
 def in_place(out: OutputFolder, image_dir: str | os.PathLike, paths: Sequence[str],
-             dests: Sequence[str], mode: str) -> set[str]:
-    """The destinations that already hold what a sort would put there.
+             dests: Sequence[str], mode: str) -> dict[str, str]:
+    """The destinations whose image the output folder already holds, and where.
 
-    A destination is in place when the folder's last run placed it from the
-    same image folder with the same ``mode``, it is as featclust wrote it
-    (:meth:`~featclust.output.OutputFolder.intact`), and its image has the
+    The folder holds an image when its last run placed it from the same
+    image folder with the same ``mode``, the file is as featclust wrote it
+    (:meth:`~featclust.output.OutputFolder.intact`), and the image has the
     size, modification time, inode and status change time recorded when it
-    was placed.
+    was placed. The file may be at the destination itself (nothing to do) or
+    in another cluster folder (it is moved, not made again).
 
     Parameters
     ----------
@@ -90,30 +92,36 @@ def in_place(out: OutputFolder, image_dir: str | os.PathLike, paths: Sequence[st
 
     Returns
     -------
-    set of str
+    dict of str to str
+        Destination to the file that holds its image, relative to the folder.
     """
     record = out.record
     if (record is None or record.mode != mode
             or record.image_dir != os.path.abspath(image_dir)):
-        return set()
-    found = set()
+        return {}
+    held: dict[str, str] = {}
+    for rel in out.sources:
+        if out.intact(rel):
+            held.setdefault(rel.partition("/")[2], rel)
+    found = {}
     for p, rel in zip(paths, dests):
-        want = out.sources.get(rel)
-        if want is None or not out.intact(rel):
+        where = held.get(p)
+        if where is None:
             continue
         try:
             st = os.stat(os.path.join(image_dir, p))
         except OSError:
             continue
-        if source_stamp(st) == want:
-            found.add(rel)
+        if source_stamp(st) == out.sources[where]:
+            found[rel] = where
     return found
 
 
 def sort_into_folders(image_dir: str | os.PathLike, out: OutputFolder, paths: Sequence[str],
                       labels: Sequence[int], n_clusters: int, mode: str = "copy",
                       progress: Callable[[int], object] | None = None,
-                      skipped: list | None = None, keep: Iterable[str] = ()) -> list[str]:
+                      skipped: list | None = None,
+                      held: Mapping[str, str] | None = None) -> list[str]:
     """Copy (or link) each image into ``cluster_XX/<its relative path>``.
 
     An image that can no longer be read (deleted or changed into something
@@ -138,8 +146,10 @@ def sort_into_folders(image_dir: str | os.PathLike, out: OutputFolder, paths: Se
         Images that can no longer be read are appended to it as
         :class:`featclust.images.BadFile` and left out; without it they are
         an error like any other.
-    keep : iterable of str
-        Destinations already in place (see :func:`in_place`): left as they are.
+    held : dict of str to str, optional
+        Destinations whose image the folder already holds (see
+        :func:`in_place`): left as they are when the file is the destination
+        itself, moved there from another cluster folder otherwise.
 
     Returns
     -------
@@ -154,12 +164,14 @@ def sort_into_folders(image_dir: str | os.PathLike, out: OutputFolder, paths: Se
         If a file appeared at a destination since the folder was checked.
     """
     check_choice("mode", mode, MODES)
-    keep = set(keep)
-    written = []
+    held = held or {}
+    written: list[str] = []
+    moved: list[str] = []
     made = set()
     root = os.fspath(out.path)
     for p, rel in zip(paths, destinations(paths, labels, n_clusters)):
-        if rel in keep:
+        where = held.get(rel)
+        if where == rel:
             written.append(rel)
             if progress:
                 progress(1)
@@ -171,7 +183,14 @@ def sort_into_folders(image_dir: str | os.PathLike, out: OutputFolder, paths: Se
             if folder not in made:
                 os.makedirs(folder, exist_ok=True)
                 made.add(folder)
-            st, source = _make(src, dst, mode)
+            st = None
+            if where is not None:
+                st = _move(os.path.join(root, where), dst)
+                if st is not None:
+                    moved.append(where)
+                    source = source_stamp(st) if mode == "hardlink" else out.sources[where]
+            if st is None:
+                st, source = _make(src, dst, mode)
         except FileExistsError:
             raise UnsafeOutputError(f"{dst!r} appeared while featclust was writing and was "
                                     "not written by featclust; refusing to overwrite it (move "
@@ -189,7 +208,22 @@ def sort_into_folders(image_dir: str | os.PathLike, out: OutputFolder, paths: Se
         written.append(rel)
         if progress:
             progress(1)
+    out.forget(moved)
     return written
+
+
+def _move(old: str, new: str) -> os.stat_result | None:
+    """Move featclust's file ``old`` to ``new``, which must not exist (a hard link,
+    then ``old`` removed: never replaces anything); ``None`` where the file system
+    has no hard links (the file is then made again)."""
+    try:
+        os.link(old, new, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        return None
+    os.unlink(old)
+    return os.lstat(new)
 
 
 def _make(src: str, dst: str, mode: str) -> tuple[os.stat_result, list]:

@@ -65,23 +65,33 @@ def test_resort_with_the_same_k_rewrites_no_image(images, store, embedder, tmp_p
     assert set(before) <= set(record["files"]) and set(before) <= set(record["stamps"])
 
 
-def test_resort_with_another_k_moves_the_images_and_keeps_those_in_place(
-        images, store, embedder, tmp_path):
+@pytest.mark.parametrize("ks", [(2, 3), (3, 2)])
+def test_resort_with_another_k_moves_the_images_it_holds_and_copies_none(
+        ks, images, store, embedder, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    sort(images, out, store, embedder, k=2)
-    before = placed(out)
-    result = sort(images, out, store, embedder, k=3)
+    sort(images, out, store, embedder, k=ks[0])
+    inode = {rel.split("/", 1)[1]: ino for rel, (ino, _, _) in placed(out).items()}
+    calls = no_copies(monkeypatch)
+    result = sort(images, out, store, embedder, k=ks[1])
     after = placed(out)
     rows = read_csv(out / "labels.csv")
-    want = {f"{featclust.sort.cluster_dir_name(int(r['cluster']), 3)}/{r['path']}" for r in rows}
-    assert set(after) == want == set(result.destinations)
-    for rel in after:
+    names = [featclust.sort.cluster_dir_name(k, ks[1]) for k in range(ks[1])]
+    assert set(after) == {f"{names[int(r['cluster'])]}/{r['path']}" for r in rows}
+    assert set(after) == set(result.destinations)
+    assert calls == []  # every image moved or left in place, none copied again
+    for rel, (ino, _, _) in after.items():
+        assert ino == inode[rel.split("/", 1)[1]]
         assert (out / rel).read_bytes() == (images / rel.split("/", 1)[1]).read_bytes()
-    stayed = set(before) & set(after)
-    assert all(after[rel] == before[rel] for rel in stayed)  # not copied again
     record = json.loads((out / "featclust.json").read_text())
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert on_disk == set(record["files"]) | {"featclust.json"}
+    assert set(record["sources"]) == set(after) and set(after) <= set(record["stamps"])
+    assert sorted(p.name for p in out.glob("cluster_*")) == sorted(set(
+        rel.split("/")[0] for rel in after))  # no folder left empty
+
+    monkeypatch.undo()
+    again = sort(images, out, store, embedder, k=ks[1])  # and the moved files are in place
+    assert placed(out) == after and again.destinations == result.destinations
 
 
 def test_an_image_touched_since_is_copied_again(images, store, embedder, tmp_path):

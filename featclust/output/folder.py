@@ -233,6 +233,29 @@ class OutputFolder:
         self._owned = set(self.files) - set(self.changed)
         self.write_marker(None, self.status or "complete")
 
+    def forget(self, rels: Iterable[str]) -> None:
+        """Drop ``rels`` from the record (in memory: the next :meth:`write_marker`
+        writes it) and remove the folders they leave empty: files featclust moved
+        elsewhere, recorded under their new names with :meth:`stamp`."""
+        gone = set(rels)
+        if not gone:
+            return
+        self.files = [rel for rel in self.files if rel not in gone]
+        self.stamps = {rel: s for rel, s in self.stamps.items() if rel not in gone}
+        self.sources = {rel: s for rel, s in self.sources.items() if rel not in gone}
+        self._owned -= gone
+        dirs = set()
+        for rel in gone:
+            d = posixpath.dirname(rel)
+            while d:
+                dirs.add(d)
+                d = posixpath.dirname(d)
+        for d in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
+            try:
+                (self.path / d).rmdir()
+            except OSError:
+                pass  # not empty
+
     def claim(self, rels: Iterable[str], record: RunRecord | None = None,
               status: str = "writing") -> None:
         """Record ``rels`` as featclust's files, before writing them (one write of
