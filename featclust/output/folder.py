@@ -93,30 +93,27 @@ class OutputFolder:
         self.stamps: dict = dict(self.record.stamps or {}) if self.record else {}
         self.sources: dict = dict(self.record.sources or {}) if self.record else {}
         self._real = Path(os.path.realpath(self.path))
+        self._root = os.fspath(self.path)
         self._dirs: dict[str, bool] = {}  # folder (relative) -> whether it stays inside
+        # Each file is "intact" (as featclust wrote it), "changed" (replaced or edited
+        # since) or neither: no stamp (written by an interrupted run or an older
+        # version, so still featclust's) or not there.
         self._intact: set[str] = set()
         changed = []
         for rel in self.files:
-            state = self._state(rel)
-            if state == "intact":
+            stamp = self.stamps.get(rel)
+            if not isinstance(stamp, list) or len(stamp) != 2 or not self._contained(rel):
+                continue
+            try:
+                st = os.lstat(os.path.join(self._root, rel))
+            except OSError:
+                continue
+            if st.st_size == stamp[0] and st.st_mtime_ns == stamp[1]:
                 self._intact.add(rel)
-            elif state == "changed":
+            else:
                 changed.append(rel)
         self.changed = sorted(changed)
         self._owned = set(self.files) - set(self.changed)
-
-    def _state(self, rel: str) -> str:
-        """``"intact"`` (as featclust wrote it), ``"changed"`` (replaced or edited since)
-        or ``"unknown"`` (no stamp: written by an interrupted run or an older version,
-        so still featclust's; or not there)."""
-        stamp = self.stamps.get(rel)
-        if not isinstance(stamp, list) or len(stamp) != 2 or not self._contained(rel):
-            return "unknown"
-        try:
-            st = os.lstat(self.path / rel)
-        except OSError:
-            return "unknown"
-        return "intact" if [st.st_size, st.st_mtime_ns] == stamp else "changed"
 
     @property
     def status(self) -> str | None:
@@ -132,14 +129,13 @@ class OutputFolder:
         """Whether ``rel`` stays inside the folder, even through links (a user may
         have replaced a cluster folder by a link to their own files); checked once
         per folder."""
-        if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
-            return False
-        parent = posixpath.dirname(rel)
+        parent, _, name = rel.rpartition("/")
         known = self._dirs.get(parent)
         if known is None:
-            known = self._dirs[parent] = inside(
-                Path(os.path.realpath(self.path / parent)), self._real)
-        return known
+            known = self._dirs[parent] = (
+                ".." not in parent.replace("\\", "/").split("/")
+                and inside(Path(os.path.realpath(self.path / parent)), self._real))
+        return known and name not in ("", ".", "..") and not os.path.isabs(rel)
 
     def check_free(self, rels: Iterable[str]) -> None:
         """Refuse if any of ``rels`` exists and was not written by featclust (or was
@@ -156,7 +152,7 @@ class OutputFolder:
                                         "folder (through a link?); refusing to write there")
             if rel in self._owned:
                 continue
-            parent, name = posixpath.split(rel)
+            parent, _, name = rel.rpartition("/")
             names = listings.get(parent)
             if names is None:
                 names = listings[parent] = _listing(self.path / parent)
@@ -189,23 +185,23 @@ class OutputFolder:
         files in their folders and those of ``tidy``, and folders left empty."""
         names: dict[str, set] = {}
         for rel in [*rels, *tidy]:
-            parent, name = posixpath.split(rel)
+            parent, _, name = rel.rpartition("/")
             names.setdefault(parent, set()).add(name)
         changed = set(self.changed)
         emptied = set()
         for rel in rels:
             if rel in changed or not self._contained(rel):
                 continue
-            p = self.path / rel
+            p = os.path.join(self._root, rel)
             try:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
             except OSError as e:
                 if not os.path.isdir(p):  # a folder where featclust wrote a file: leave it
-                    raise OutputError(f"cannot remove old output {str(p)!r}: {e.strerror}") \
+                    raise OutputError(f"cannot remove old output {p!r}: {e.strerror}") \
                         from None
-            emptied.add(posixpath.dirname(rel))
+            emptied.add(rel.rpartition("/")[0])
         dirs = set()
         for d in set(names) | emptied:
             while d:
