@@ -232,10 +232,10 @@ def _print_sort(result):
     for rel in result.kept:
         print(f"featclust: warning: left {rel} as it is: it was changed since featclust wrote "
               "it", file=sys.stderr)
-    near = result.record.counts.get("near_duplicate_groups")
-    if near:
-        print(f"near-duplicates: {near} groups of near-identical images (list them with "
-              "featclust duplicates)")
+    identical = result.record.counts.get("identical_groups")
+    if identical:
+        print(f"identical images: {identical} groups of byte-identical files (list them, and "
+              "near-duplicates, with featclust duplicates)")
     print(f"output: {result.out_dir}")
     if result.report is not None:
         _print_report(result.report)

@@ -6,6 +6,7 @@ folder, sort a folder.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import io
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import images
+from . import images, scores
 from .checks import check_choice
 from .cluster import FeatureKMeans
 from .decoding import iter_features
@@ -25,7 +26,7 @@ from .distributed import check_dask, connect, labeller, update_store
 from .embed import Embedder
 from .errors import FeatclustError, NoImagesError, UsageError
 from .fileio import inside
-from .kscan import KScan
+from .kscan import KScan, choose_k
 from .output import (
     BAD_FILES_CSV,
     CLUSTERS_CSV,
@@ -42,7 +43,9 @@ from .output import (
     write_kscan,
 )
 from .progress import bar_factory
-from .sort import MODES, destinations, sort_into_folders
+from .report import Clustering, check_map_method, write_report
+from .report.render import kscan_png
+from .sort import MODES, destinations, in_place, sort_into_folders
 from .store import FeatureStore, check_root
 from .tables import bad_files_csv, clusters_csv, labels_csv, truth_csv
 
@@ -358,7 +361,8 @@ def scan_folder(image_dir: str | os.PathLike, *, ks: Iterable[int] = KSCAN_DEFAU
     if out_dir is not None:
         record = RunRecord(command="scan-k", status="writing",
                            image_dir=os.path.abspath(image_dir), feature_settings=emb.settings)
-        written = save_kscan(out_dir, scan, record, image_dir)
+        written = save_kscan(out_dir, scan, record, image_dir,
+                             png=kscan_png(scan.scores_, scan.suggested_k_))
     return ScanResult(emb, scan, sorted(set(wanted) - {int(k) for k in scan.ks_}), written)
 
 
@@ -383,8 +387,10 @@ class SortResult:
         Files featclust wrote in an earlier run that were changed since (by a
         person, say): left as they are, not replaced and not removed.
     record : featclust.output.RunRecord
-        What ``featclust.json`` records (``record.counts["near_duplicate_groups"]``:
-        groups of near-identical images, see :func:`featclust.similarity.find_duplicates`).
+        What ``featclust.json`` records (``record.counts["identical_groups"]``:
+        groups of byte-identical images, found by their content hashes;
+        :func:`featclust.similarity.find_duplicates` lists them and the
+        near-duplicates).
     """
 
     embed: EmbedResult
@@ -413,6 +419,10 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                 **embedder_params: Any) -> SortResult:
     """Embed what is missing, cluster, and copy images into cluster folders.
 
+    A re-sort into the same folder leaves every image already in its place
+    as it is and moves those that change cluster (see
+    :func:`featclust.sort.in_place`): it copies only images it does not hold.
+
     Parameters
     ----------
     image_dir, out_dir : path-like
@@ -423,9 +433,10 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         :class:`featclust.kscan.KScan`); its table goes to ``kscan.csv``.
     embedder, store, progress, embedder_params
         As in :func:`embed_folder`.
-    pca, whiten, normalize, random_state, n_init, method
-        The clustering's parameters, with its defaults: see
-        :class:`featclust.cluster.FeatureKMeans`.
+    pca, whiten, normalize, random_state, n_init, method, fit_sample
+        The clustering's parameters, with their defaults: see
+        :class:`featclust.cluster.FeatureKMeans`. With ``fit_sample`` the
+        scan of ``"auto"`` is fitted on the same sample.
     mode : {"copy", "symlink", "hardlink"}
     report : bool
         Write montages, a 2-D map and ``index.html`` into ``out_dir/report/``
@@ -435,22 +446,17 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     truth : dict, optional
         Known classes of some images (relative path to label): adjusted
         Rand index, NMI and a contingency table (``truth.csv``) are reported.
-    fit_sample : int or None
-        Fit the reduction and k-means (and the scan of ``"auto"``) on a
-        random sample of at most this many images, then label every image;
-        ``None``: on all (see :class:`featclust.cluster.FeatureKMeans`).
     dask : distributed.Client, str or None
         Embed on a Dask cluster, as in :func:`embed_folder`; clustering,
         sorting and the report run in this process.
+    **embedder_params
+        The embedder's parameters when ``embedder`` is not given (see
+        :func:`embed_folder`).
 
     Returns
     -------
     SortResult
     """
-    from .kscan import choose_k
-    from .scores import judge
-    from .search import NEAR_DUPLICATE, near_duplicate_groups
-
     out = OutputFolder(out_dir, image_dir)
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
     model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, whiten=whiten,
@@ -460,8 +466,6 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     dask = check_dask(dask)
     check_choice("mode", mode, MODES)
     if report:
-        from .report import check_map_method
-
         check_map_method(map_method)
     embedder = make_embedder(embedder, embedder_params)
     progress = bar_factory(progress)
@@ -477,8 +481,7 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         # On a cluster every row is labelled by Dask tasks, block by block.
         model.fit(emb.features, labeller=labeller(client) if client is not None else None)
     k = model.n_clusters
-    judged = judge(model, emb.features, emb.paths, truth, random_state)
-    n_near = len(near_duplicate_groups(emb.features, NEAR_DUPLICATE))
+    judged = scores.judge(model, emb.features, emb.paths, truth, random_state)
     dests = destinations(emb.paths, model.labels_, k)
     own = [LABELS_CSV, MODEL_NPZ, BAD_FILES_CSV, CLUSTERS_CSV]
     if judged.truth is not None:
@@ -486,22 +489,25 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     if scan is not None:
         own += [KSCAN_CSV, KSCAN_PNG]
     out.check_free(dests + own)
-    out.clear()
+    held = in_place(out, image_dir, emb.paths, dests, mode)
+    out.clear(keep=held.values())
     record = _record(image_dir, emb, model, embedder, mode, store, judged, scan, parent)
-    record.counts["near_duplicate_groups"] = n_near
+    record.counts["identical_groups"] = sum(
+        1 for n in collections.Counter(emb.hashes).values() if n > 1)
     out.claim(dests + own, record, status="writing")
     bar = progress("copying", len(dests)) if progress else None
     vanished: list = []
     try:
         written = sort_into_folders(image_dir, out, emb.paths, model.labels_, k, mode,
-                                    bar.update if bar else None, skipped=vanished)
+                                    bar.update if bar else None, skipped=vanished, held=held)
     finally:
         if bar:
             bar.close()
     if vanished:
         out.release(sorted(set(dests) - set(written)))
         emb.bad_files = sorted(emb.bad_files + vanished, key=lambda b: b.path)
-        out.record.counts["bad_files"] = len(emb.bad_files)
+        now = out.record or record
+        now.counts = {**(now.counts or {}), "bad_files": len(emb.bad_files)}
     outliers = model.outliers(model.labels_, model.distances_)
     out.write_text(LABELS_CSV, labels_csv(emb.paths, model.labels_, model.distances_, outliers))
     out.write_text(BAD_FILES_CSV, bad_files_csv(emb.bad_files))
@@ -509,19 +515,18 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     if judged.truth is not None:
         out.write_text(TRUTH_CSV, truth_csv(judged.truth))
     if scan is not None:
-        write_kscan(out, scan)
+        write_kscan(out, scan, kscan_png(scan.scores_, scan.suggested_k_))
     buf = io.BytesIO()
     model.save(buf, extra={"feature_settings": emb.settings, "embedder": record.embedder})
     out.write_bytes(MODEL_NPZ, buf.getvalue())
     out.write_marker(None, status="complete")
+    written_report = None
     if report:
-        from .report import write_report
-
-        report = write_report(out.path, emb.features, model, map_method, random_state,
-                              progress)
-    else:
-        report = None  # type: ignore[assignment]
-    return SortResult(emb, model, out.path, written, report, judged, scan, out.record,
+        clustering = Clustering(emb.paths, model.labels_, model.distances_, outliers, model)
+        written_report = write_report(out.path, emb.features, map_method=map_method,
+                                      random_state=random_state, progress=progress,
+                                      clustering=clustering)
+    return SortResult(emb, model, out.path, written, written_report, judged, scan, out.record,
                       list(out.changed))
 
 

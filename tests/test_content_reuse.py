@@ -135,7 +135,7 @@ def test_store_gc_forgets_deleted_folders(tmp_path, capsys):
     assert "dropped 0 rows" in out
 
 
-def test_sort_says_how_many_near_duplicate_groups_it_saw(sorted_once, tmp_path, capsys):
+def test_sort_says_how_many_groups_of_identical_images_it_saw(sorted_once, tmp_path, capsys):
     s = sorted_once
     folder = tmp_path / "with-copy"
     shutil.copytree(s["folder"], folder)
@@ -144,6 +144,6 @@ def test_sort_says_how_many_near_duplicate_groups_it_saw(sorted_once, tmp_path, 
                           "--store", s["store"], *FEATURES], capsys)
     assert code == 0, err
     assert "(0 embedded," in out  # the copy is known by its content
-    assert "near-duplicates: 1 groups" in out
+    assert "identical images: 1 groups" in out  # from the content hashes, no search
     record = json.loads((tmp_path / "out" / "featclust.json").read_text())
-    assert record["counts"]["near_duplicate_groups"] == 1
+    assert record["counts"]["identical_groups"] == 1

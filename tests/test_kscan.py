@@ -16,6 +16,7 @@ from featclust import FeatureKMeans, UsageError
 from featclust.errors import UnsafeOutputError
 from featclust.kscan import KScan, choose_k, parse_k_range, suggest_k
 from featclust.output import save_kscan
+from featclust.report.render import kscan_png
 from featclust.scores import (SilhouetteSample, cluster_scores, cluster_silhouettes,
                               cluster_table, compare_with_truth, judge, stability)
 from featclust.tables import kscan_csv, kscan_table, read_truth_csv, truth_csv
@@ -148,15 +149,16 @@ def test_save_kscan_writes_csv_and_png_and_never_overwrites_foreign_files(tmp_pa
     X, _ = blobs(groups=3, seed=2)
     scan = KScan(ks=range(2, 5)).fit(X)
     out = tmp_path / "scan"
-    csv_path, png_path = save_kscan(out, scan)
+    png = kscan_png(scan.scores_, scan.suggested_k_)
+    csv_path, png_path = save_kscan(out, scan, png=png)
     assert csv_path.read_text().count("\n") == 4
-    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    save_kscan(out, scan)  # its own files may be rewritten
+    assert png_path.read_bytes() == png and png[:8] == b"\x89PNG\r\n\x1a\n"
+    save_kscan(out, scan, png=png)  # its own files may be rewritten
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "kscan.csv").write_text("precious")
     with pytest.raises(UnsafeOutputError):
-        save_kscan(foreign, scan)
+        save_kscan(foreign, scan, png=png)
     assert (foreign / "kscan.csv").read_text() == "precious"
 
 

@@ -16,8 +16,10 @@ This module only orchestrates; the work is done by
 
 * :mod:`~featclust.report.layout`: the 2-D map and its cache;
 * :mod:`~featclust.report.render`: the pictures (montages, overview, maps, k-scan plot);
-* :mod:`~featclust.report.page`: ``index.html``, the galleries, the CSV tables,
-  and the near-duplicates page (:func:`duplicates_html`, written by the caller).
+* :mod:`~featclust.report.page`: ``index.html`` and the CSV tables;
+* :mod:`~featclust.report.gallery`: the cluster galleries, and the near-duplicates
+  page (:func:`duplicates_html`, written by the caller);
+* :mod:`~featclust.report.markup`: what the pages share (escaping, links, words, style).
 
 The sorted folder is read through :func:`featclust.output.open_sorted`, the
 features through the feature store's own API, the silhouettes come from
@@ -27,14 +29,20 @@ features through the feature store's own API, the silhouettes come from
 
 from __future__ import annotations
 
-import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..checks import check_choice, check_random_state
 from ..errors import FeatclustError, FeaturesUnavailableError, UsageError
+from ..output import MODEL_NPZ, OutputFolder, RunRecord, SortedFolder, open_sorted
+from ..progress import bar_factory
+from ..scores import cluster_silhouettes
+from ..sort import cluster_dir_name
+from ..store import FeatureStore, default_root
 from . import layout, page, render
 from .gallery import duplicates_html, gallery_html
 from .layout import (
@@ -50,6 +58,7 @@ from .render import (
     MONTAGE_MAX,
     MONTAGE_TILE,
     cluster_colors,
+    kscan_png,
     montage_ranks,
     montage_tile_box,
     plot_kscan,
@@ -89,13 +98,40 @@ class ReportResult:
     map_note: str | None = None
 
 
-def check_map_method(map_method):
+@dataclass
+class Clustering:
+    """A sort's result in memory, handed to :func:`write_report` by the sort that
+    just wrote it, so the report reads nothing back from the folder.
+
+    Attributes
+    ----------
+    paths : list of str
+        The images, in ``labels.csv`` order.
+    labels : numpy.ndarray of int
+    distances : numpy.ndarray of float
+        To the own cluster's centre, in the space k-means ran in.
+    outliers : numpy.ndarray of bool or None
+        Farther from the centre than the cluster's outlier threshold.
+    model : featclust.cluster.FeatureKMeans
+        Fitted; its ``reduced_`` (the rows in the space of its centres), when
+        it has them, spares the report reducing the features again.
+    """
+
+    paths: list
+    labels: np.ndarray
+    distances: np.ndarray
+    outliers: np.ndarray | None
+    model: Any
+
+
+def check_map_method(map_method: str) -> str:
     """Return ``map_method`` if it is one of :data:`MAP_METHODS`, or raise :class:`UsageError`."""
     return check_choice("map_method", map_method, MAP_METHODS)
 
 
-def write_report(out_dir, features=None, model=None, map_method="auto", random_state=0,
-                 progress=None):
+def write_report(out_dir: str | os.PathLike, features: np.ndarray | None = None,
+                 model: Any = None, map_method: str = "auto", random_state: int = 0,
+                 progress: Any = None, clustering: Clustering | None = None) -> ReportResult:
     """Write (or re-write) ``OUT_DIR/report/`` for a folder made by ``sort``.
 
     Files of an earlier report are removed first; every new file is recorded
@@ -126,6 +162,11 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
         Progress bar (see :mod:`featclust.progress`); a factory
         ``progress(description, total)`` returning an object with
         ``update(n)`` and ``close()`` (a ``tqdm`` does).
+    clustering : Clustering, optional
+        The result of the sort that just wrote ``out_dir``: its labels,
+        distances, outlier flags and model are used as they are, and
+        ``labels.csv`` and ``model.npz`` are not read back (``model`` must
+        then not be given).
 
     Returns
     -------
@@ -143,18 +184,21 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
     OutputError
         If a file cannot be written.
     """
-    from ..output import MODEL_NPZ, OutputFolder, open_sorted
-    from ..progress import bar_factory
-    from ..store import default_root
-    from ..sort import cluster_dir_name
-
     check_map_method(map_method)
     random_state = check_random_state("random_state", random_state)
     sorted_folder = open_sorted(out_dir)
     record = sorted_folder.record
-    paths, labels, dists, outliers = sorted_folder.labels(outliers=True)
     n_clusters = sorted_folder.n_clusters
-    warnings = []
+    if clustering is not None:
+        if model is not None:
+            raise UsageError("give either model or clustering (which holds the model), "
+                             "not both")
+        paths, labels, dists, outliers = (clustering.paths, clustering.labels,
+                                          clustering.distances, clustering.outliers)
+        model = clustering.model
+    else:
+        paths, labels, dists, outliers = sorted_folder.labels(outliers=True)
+    warnings: list[str] = []
     if features is None:
         try:
             features = _read_features(record, paths)
@@ -176,7 +220,7 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
     clusters = _clusters(paths, labels, dists, n_clusters, cluster_dir_name)
     Z = map_method_used = map_note = None
     if features is not None and len(paths) > 0:
-        Z = model.reduce(features) if model is not None else np.asarray(features, np.float32)
+        Z = _reduced(features, model, handed=clustering is not None)
         map_method_used, map_note = map_plan(Z, map_method)
     has_map = map_method_used is not None
     files = _planned_files(clusters, has_map, kscan_scores is not None)
@@ -197,7 +241,7 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
         method = map_method_used
         if Z is not None:
             _add_silhouettes(clusters, Z, labels, n_clusters, random_state)
-        if has_map:
+        if Z is not None and method is not None:  # a map
             xy = cached_2d(Z, method, random_state,
                            layout.map_cache_dir(record.store_root or default_root()))
             tick(1)
@@ -220,10 +264,9 @@ def write_report(out_dir, features=None, model=None, map_method="auto", random_s
             [(c.label, len(c.paths), c.paths) for c in clusters], n_clusters, thumbs))
         tick(1)
         if kscan_scores is not None:
-            buf = io.BytesIO()
             kscan = record.kscan if isinstance(record.kscan, dict) else {}
-            plot_kscan(kscan_scores, _int_or_none(kscan.get("suggested_k")), buf)
-            out.write_bytes(f"{r}/kscan.png", buf.getvalue())
+            out.write_bytes(f"{r}/kscan.png", kscan_png(
+                kscan_scores, _int_or_none(kscan.get("suggested_k"))))
         out.write_text(f"{r}/summary.csv", page.summary_csv(clusters, len(paths)))
         tick(1)
         index = out.write_text(f"{r}/index.html", page.index_html(
@@ -243,11 +286,21 @@ def _int_or_none(value):
         else None
 
 
-def _read_features(record, paths):
+def _reduced(features, model, handed=False):
+    """The features in the space the clustering ran in: the model's own rows
+    (``reduced_``, kept by the fit) when the sort that fitted it on these
+    features ``handed`` it over, else reduced now."""
+    if model is None:
+        return np.asarray(features, np.float32)
+    reduced = getattr(model, "reduced_", None) if handed else None
+    if reduced is not None and len(reduced) == len(features):
+        return reduced
+    return model.reduce(features)
+
+
+def _read_features(record: RunRecord, paths: list) -> np.ndarray:
     """The features of ``paths`` from the store the sort recorded; raises
     :class:`FeaturesUnavailableError` saying why they are not there."""
-    from ..store import FeatureStore
-
     if not (record.image_dir and record.feature_settings):
         raise FeaturesUnavailableError("featclust.json does not say where the features are "
                                        "stored")
@@ -255,7 +308,7 @@ def _read_features(record, paths):
     return store.read_features(paths)
 
 
-def _kscan_scores(sorted_folder, warnings):
+def _kscan_scores(sorted_folder: SortedFolder, warnings: list) -> dict | None:
     try:
         return sorted_folder.kscan_scores()
     except FeatclustError as e:
@@ -275,8 +328,6 @@ def _clusters(paths, labels, dists, n_clusters, folder_name):
 
 
 def _add_silhouettes(clusters, Z, labels, n_clusters, random_state):
-    from ..scores import cluster_silhouettes
-
     for c, s in zip(clusters, cluster_silhouettes(Z, labels, n_clusters,
                                                   random_state=random_state)):
         c.silhouette = s
@@ -295,8 +346,8 @@ def _planned_files(clusters, has_map, has_kscan):
     return files
 
 
-__all__ = ["ReportResult", "write_report", "check_map_method", "embed_2d", "cached_2d",
-           "make_map", "map_plan", "gallery_html", "duplicates_html", "GALLERY_DIR",
+__all__ = ["Clustering", "ReportResult", "write_report", "check_map_method", "embed_2d",
+           "cached_2d", "make_map", "map_plan", "gallery_html", "duplicates_html", "GALLERY_DIR",
            "montage_ranks", "montage_tile_box", "map_thumbnail_picks", "cluster_colors",
-           "plot_kscan", "MAP_METHODS", "REPORT_DIR", "TSNE_MAX_IMAGES", "MONTAGE_MAX",
+           "plot_kscan", "kscan_png", "MAP_METHODS", "REPORT_DIR", "TSNE_MAX_IMAGES", "MONTAGE_MAX",
            "MONTAGE_TILE"]

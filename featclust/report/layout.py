@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 
 from ..checks import check_choice, check_random_state
 from ..fileio import atomic_write
@@ -65,7 +67,7 @@ def _is_cache_name(name):
 _LAYOUTS = ("tsne", "pca")
 
 
-def resolve_map_method(map_method, n):
+def resolve_map_method(map_method: str, n: int) -> str:
     """The layout ``map_method`` means for ``n`` images: ``"auto"`` becomes
     ``"tsne"`` up to :data:`TSNE_MAX_IMAGES` images and ``"pca"`` above."""
     if map_method == "auto":
@@ -83,7 +85,7 @@ def _plural(n, word):
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def map_plan(Z, map_method="auto"):
+def map_plan(Z: np.ndarray, map_method: str = "auto") -> tuple[str | None, str | None]:
     """Which map ``Z`` gets, and why when it is not the one asked for.
 
     Parameters
@@ -129,21 +131,20 @@ def _n_threads():
 
 def _tsne(Z50, random_state):
     """openTSNE on rows that are all distinct (at least :data:`TSNE_MIN_DISTINCT`)."""
-    from openTSNE import TSNE
-    from threadpoolctl import threadpool_limits
+    from openTSNE import TSNE  # heavy (numba), only when a t-SNE map is made
 
     n = len(Z50)
     # Small sets gain nothing from threads, and OpenMP's spinning threads cost
     # many times the work on a busy machine.
     threads = 1 if n < SMALL_MAP else _n_threads()
     tsne = TSNE(2, perplexity=min(30.0, (n - 1) / 3), initialization="pca",
-                negative_gradient_method="bh" if n < FFT_MIN_IMAGES else "fft", n_jobs=threads, random_state=random_state,
-                verbose=False)
+                negative_gradient_method="bh" if n < FFT_MIN_IMAGES else "fft", n_jobs=threads,
+                random_state=random_state, verbose=False)
     with threadpool_limits(threads):
         return np.asarray(tsne.fit(np.asarray(Z50, np.float64)), np.float32)
 
 
-def embed_2d(Z, method="tsne", random_state=0):
+def embed_2d(Z: np.ndarray, method: str = "tsne", random_state: int = 0) -> np.ndarray:
     """2-D coordinates of feature vectors, for the map.
 
     Parameters
@@ -167,8 +168,6 @@ def embed_2d(Z, method="tsne", random_state=0):
     UsageError
         If ``method`` or ``random_state`` is not valid.
     """
-    from sklearn.decomposition import PCA
-
     check_choice("method", method, _LAYOUTS)
     random_state = check_random_state("random_state", random_state)
     Z = np.asarray(Z, np.float32)
@@ -194,7 +193,7 @@ def embed_2d(Z, method="tsne", random_state=0):
     return np.where(np.isfinite(xy), xy, 0.0).astype(np.float32)
 
 
-def map_cache_dir(store_root):
+def map_cache_dir(store_root: str | os.PathLike | None) -> Path | None:
     """Where the maps of the features in ``store_root`` are cached (``None``: no cache)."""
     return Path(store_root) / MAP_CACHE if store_root else None
 
@@ -229,7 +228,8 @@ def _evict(cache_dir, keep):
             pass
 
 
-def cached_2d(Z, method="tsne", random_state=0, cache_dir=None):
+def cached_2d(Z: np.ndarray, method: str = "tsne", random_state: int = 0,
+              cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """:func:`embed_2d`, with t-SNE results cached by the content of ``Z``.
 
     Sorting the same features again with another k gives the same ``Z``, so
@@ -279,7 +279,9 @@ def cached_2d(Z, method="tsne", random_state=0, cache_dir=None):
     return xy
 
 
-def make_map(Z, map_method="auto", random_state=0, cache_dir=None):
+def make_map(Z: np.ndarray, map_method: str = "auto", random_state: int = 0,
+             cache_dir: str | os.PathLike | None = None
+             ) -> tuple[np.ndarray | None, str | None, str | None]:
     """The report's map of ``Z``: :func:`map_plan`, then :func:`cached_2d`.
 
     Returns
@@ -296,7 +298,7 @@ def make_map(Z, map_method="auto", random_state=0, cache_dir=None):
     return cached_2d(Z, method, random_state, cache_dir), method, note
 
 
-def to_canvas(xy, size, margin):
+def to_canvas(xy: np.ndarray, size: int, margin: int) -> np.ndarray:
     """Map coordinates as pixel positions on a ``size`` x ``size`` picture.
 
     The points fill the square inside ``margin`` pixels; y points up, as on
@@ -320,7 +322,8 @@ def to_canvas(xy, size, margin):
     return pos
 
 
-def map_thumbnail_picks(xy, cell, canvas, max_images=MAP_THUMBS_MAX, random_state=0):
+def map_thumbnail_picks(xy: np.ndarray, cell: int, canvas: int, max_images: int = MAP_THUMBS_MAX,
+                        random_state: int = 0) -> np.ndarray:
     """Which points get a thumbnail on the map: at most one per ``cell`` square.
 
     Parameters

@@ -1,4 +1,4 @@
-"""The report's text: ``index.html``, the cluster galleries, the duplicates page, the CSV tables.
+"""The report's text: ``index.html`` and the CSV tables (the galleries are :mod:`.gallery`'s).
 
 Every value put into the page is escaped; every link is relative, so the
 page opens from disk and loads nothing from elsewhere. Numbers are written
@@ -8,16 +8,27 @@ aside); ``n/a`` where a value is undefined.
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
 from ..fileio import csv_text, fmt_num
+from .markup import (
+    RANDOM_WEIGHTS,
+    STYLE,
+    esc,
+    number,
+    plural,
+    random_weights,
+    rel_link,
+    url,
+)
 from .render import cluster_colors
 
 REPORT_DIR = "report"
@@ -60,7 +71,7 @@ class Cluster:
     order: np.ndarray | None = None
 
     @property
-    def shown(self):
+    def shown(self) -> list[str]:
         """The members the montage shows, in montage order."""
         return [self.paths[i] for i in self.ranks]
 
@@ -73,44 +84,22 @@ def _summary_row(c, n_images):
             "" if c.silhouette is None else f"{c.silhouette:.3f}"]
 
 
-def summary_csv(clusters, n_images):
+def summary_csv(clusters: list[Cluster], n_images: int) -> str:
     """The text of ``summary.csv``: size, share, distances and silhouette of every cluster."""
     return csv_text(SUMMARY_HEADER, [_summary_row(c, n_images) for c in clusters])
 
 
-def members_csv(cluster):
+def members_csv(cluster: Cluster) -> str:
     """The text of ``montages/<folder>.csv``: the montage's images, in its order."""
     return csv_text(MEMBERS_HEADER, [
         [slot, int(rank), cluster.paths[rank], fmt_num(float(cluster.distances[rank]))]
         for slot, rank in enumerate(cluster.ranks)])
 
 
-def map_csv(paths, labels, xy):
+def map_csv(paths: Sequence[str], labels: np.ndarray, xy: np.ndarray) -> str:
     """The text of ``map.csv``: every image's cluster and map coordinates."""
     return csv_text(MAP_HEADER, [[p, int(c), fmt_num(float(x), 5), fmt_num(float(y), 5)]
                                  for p, c, (x, y) in zip(paths, labels, xy)])
-
-
-def _href(*parts):
-    # A name that is not UTF-8 (held as surrogates) links to its own bytes.
-    return escape("/".join(quote(p, errors="surrogateescape") for p in parts))
-
-
-def _num(value, digits=3):
-    """A number for the page: ``digits`` significant digits, ``n/a`` when undefined."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return escape(str(value))
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if not math.isfinite(value):
-        return "n/a"
-    return fmt_num(value, digits)
-
-
-def _text(value):
-    return escape(str(value))
 
 
 _SCORE_NAMES = (("silhouette", "silhouette (-1 to 1, higher is better)"),
@@ -118,35 +107,6 @@ _SCORE_NAMES = (("silhouette", "silhouette (-1 to 1, higher is better)"),
                 ("calinski_harabasz", "Calinski-Harabasz (higher is better)"),
                 ("stability", "stability, mean ARI of repeated runs (higher is better)"),
                 ("inertia", "inertia"))
-
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1500px;padding:0 1em;"
-    "color:#222}img{max-width:100%;height:auto;border:1px solid #ddd}"
-    "table{border-collapse:collapse;margin:1em 0}"
-    "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-    "th{background:#f3f3f3}td.l,th.l{text-align:left}"
-    ".warn{background:#fff3cd;border:1px solid #e0c36c;padding:.5em 1em}"
-    ".maps{display:flex;flex-wrap:wrap;gap:1em}.maps figure{flex:1 1 600px;margin:0}"
-    ".swatch{display:inline-block;width:.9em;height:.9em;vertical-align:middle}"
-    "dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}dt{color:#666}"
-    ".flag{color:#a33;font-weight:bold}"
-    ".random{background:#fde2e1;border:1px solid #d9534f;padding:.5em 1em;font-weight:bold}"
-    ".grid{display:flex;flex-wrap:wrap;gap:.6em}.grid figure{width:150px;margin:0;"
-    "font-size:.8em;overflow-wrap:anywhere}.grid img{width:150px;height:150px;"
-    "object-fit:contain;background:#fafafa}.grid figure.out{outline:2px solid #d9534f}"
-    ".dup{display:flex;flex-wrap:wrap;gap:.6em;border-top:1px solid #ccc;padding:.5em 0}"
-    ".dup figure{width:200px;margin:0;font-size:.8em;overflow-wrap:anywhere}"
-    ".dup img{width:200px;height:200px;object-fit:contain;background:#fafafa}")
-
-_RANDOM_WEIGHTS = ("These features come from VGG16 with random weights (weights \"none\"), not a "
-                   "pretrained network: the clusters show what random filters respond to and "
-                   "say little about what the images show. Use it to try featclust out, not "
-                   "to judge your images.")
-
-
-def _plural(n, word):
-    return f"{_num(n)} {word}{'' if n == 1 else 's'}"
-
 
 def _clustering_words(params, n_clusters):
     """How the images were clustered, in words (escaped)."""
@@ -157,17 +117,17 @@ def _clustering_words(params, n_clusters):
         steps.append("each feature vector scaled to unit length")
     pca, comps = params.get("pca"), params.get("pca_components")
     if isinstance(comps, numbers.Integral) and not isinstance(comps, bool):
-        steps.append(f"reduced to {_num(comps)} dimensions by PCA")
+        steps.append(f"reduced to {number(comps)} dimensions by PCA")
     elif pca not in (None, False):
-        steps.append(f"reduced by PCA ({_text(pca)})")
+        steps.append(f"reduced by PCA ({esc(pca)})")
     if params.get("whiten") is True:
         steps.append("whitened")
-    how = f"{_text(name or method)} into {_plural(n_clusters, 'cluster')}"
+    how = f"{esc(name or method)} into {plural(n_clusters, 'cluster')}"
     how += (", on the features " + " and ".join(steps) if steps
             else ", on the features as they are")
     seed = params.get("random_state", params.get("seed"))
     if seed is not None:
-        how += f" (random state {_text(seed)})"
+        how += f" (random state {esc(seed)})"
     return how
 
 
@@ -181,16 +141,16 @@ def _features_words(emb):
     elif weights is None:
         w = "unrecorded weights"
     else:
-        w = f"weights from {_text(weights)}"
+        w = f"weights from {esc(weights)}"
     layer = emb.get("layer")
     pooling = {"avg": "average", "max": "max", "gem": "GeM", "flatten": "no pooling (flattened)"}
     pool = emb.get("pooling")
     h = f"VGG16 with {w}"
     if layer:
-        h += f", output of {_text(layer)}"
+        h += f", output of {esc(layer)}"
     if pool:
         p = pooling.get(pool) if isinstance(pool, str) else None
-        h += f", {_text(p)}" if pool == "flatten" else f", {_text(p or pool)} pooling"
+        h += f", {esc(p)}" if pool == "flatten" else f", {esc(p or pool)} pooling"
     if emb.get("grid") in (2, 4):
         h += f", over the whole map and its {'2x2' if emb['grid'] == 2 else '2x2 and 4x4'} cells"
     if emb.get("tta") is True:
@@ -198,29 +158,25 @@ def _features_words(emb):
     return h
 
 
-def _random_weights(record):
-    return isinstance(record.embedder, dict) and record.embedder.get("weights") == "none"
-
-
 def _facts(record, n_clusters, n_images):
     """The ``<dl>`` at the top: the images, the clustering, the features and the scores."""
-    e = _text
+    e = esc
     counts, emb = _dict(record.counts), _dict(record.embedder)
     params, scores = _dict(record.clustering), _dict(record.scores)
     bad = counts.get("bad_files")
-    skipped = f", {_num(bad)} skipped" if bad else ""
+    skipped = f", {number(bad)} skipped" if bad else ""
     h = ["<dl>",
-         f"<dt>images</dt><dd>{e(record.image_dir or '')} ({_plural(n_images, 'image')}"
+         f"<dt>images</dt><dd>{e(record.image_dir or '')} ({plural(n_images, 'image')}"
          f"{skipped})</dd>",
          f"<dt>clustering</dt><dd>{_clustering_words(params, n_clusters)}</dd>",
          f"<dt>features</dt><dd>{_features_words(emb)}</dd>"]
     for key, label in _SCORE_NAMES:
         if key in scores:
-            h.append(f"<dt>{e(label)}</dt><dd>{_num(scores[key])}</dd>")
+            h.append(f"<dt>{e(label)}</dt><dd>{number(scores[key])}</dd>")
     truth = _dict(record.truth)
     if truth:
         h.append(f"<dt>agreement with known classes</dt><dd>adjusted Rand index "
-                 f"{_num(truth.get('ari'))}, NMI {_num(truth.get('nmi'))} "
+                 f"{number(truth.get('ari'))}, NMI {number(truth.get('nmi'))} "
                  f'(<a href="../truth.csv">table</a>)</dd>')
     kscan = _dict(record.kscan)
     if kscan.get("suggested_k") is not None:
@@ -245,17 +201,6 @@ def _parent(record):
     return out_dir, cluster if isinstance(cluster, str) else None
 
 
-def _rel_link(target, start):
-    """A relative link from folder ``start`` to path ``target`` (a file URI across drives)."""
-    try:
-        rel = os.path.relpath(target, start)
-    except ValueError:
-        from pathlib import Path
-
-        return escape(Path(target).as_uri())
-    return _href(*rel.replace(os.sep, "/").split("/"))
-
-
 def _parent_note(record, out_dir):
     """The paragraph saying which cluster of which sort this one refines."""
     found = _parent(record)
@@ -263,8 +208,8 @@ def _parent_note(record, out_dir):
         return []
     parent_dir, cluster = found
     page = os.path.join(parent_dir, REPORT_DIR, "index.html")
-    link = _rel_link(page, os.path.join(os.path.abspath(out_dir), REPORT_DIR))
-    what = f"cluster {_text(cluster)}" if cluster else "a cluster"
+    link = rel_link(page, os.path.join(os.path.abspath(out_dir), REPORT_DIR))
+    what = f"cluster {esc(cluster)}" if cluster else "a cluster"
     anchor = f"#{quote(cluster)}" if cluster else ""
     gone = "" if os.path.isfile(page) else " (that report is no longer there)"
     return [f'<p class="parent">This sort refines {what} of an earlier sort: '
@@ -287,17 +232,18 @@ def _cluster_table(clusters, n_images, flags):
         flag = " ".join(f for f, on in (("tiny", c.label in tiny), ("loose", c.label in loose))
                         if on)
         h.append(f'<tr><td class="l"><span class="swatch" style="background:rgb({r},{g},{b})">'
-                 f'</span> <a href="#{_text(folder)}">{_num(label)}</a></td>'
-                 f"<td>{_num(size)}</td><td>{_text(f'{float(share):.1%}')}</td>"
-                 f"<td>{_text(mean_d)}</td><td>{_text(max_d)}</td>"
-                 f'<td>{_text(sil or "n/a")}</td><td class="l flag">{_text(flag)}</td>'
-                 f'<td class="l"><a href="{_href("..", folder)}/">{_text(folder)}/</a></td></tr>')
+                 f'</span> <a href="#{esc(folder)}">{number(label)}</a></td>'
+                 f"<td>{number(size)}</td><td>{esc(f'{float(share):.1%}')}</td>"
+                 f"<td>{esc(mean_d)}</td><td>{esc(max_d)}</td>"
+                 f'<td>{esc(sil or "n/a")}</td><td class="l flag">{esc(flag)}</td>'
+                 f'<td class="l"><a href="{url("..", folder)}/">{esc(folder)}/</a></td></tr>')
     h.append("</table>")
     return h
 
 
-def index_html(record, clusters, n_images, method, has_kscan, warnings, out_dir=None,
-               map_note=None, galleries=False):
+def index_html(record: Any, clusters: list[Cluster], n_images: int, method: str | None,
+               has_kscan: bool, warnings: list[str], out_dir: str | os.PathLike | None = None,
+               map_note: str | None = None, galleries: bool = False) -> str:
     """The text of ``index.html``.
 
     Parameters
@@ -324,15 +270,15 @@ def index_html(record, clusters, n_images, method, has_kscan, warnings, out_dir=
     -------
     str
     """
-    e = _text
+    e = esc
     name = os.path.basename(str(record.image_dir or "").rstrip("/"))
     counts = _dict(record.counts)
     h = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
          '<meta name="viewport" content="width=device-width, initial-scale=1">',
-         f"<title>featclust report: {e(name)}</title>", f"<style>{_STYLE}</style>",
+         f"<title>featclust report: {e(name)}</title>", f"<style>{STYLE}</style>",
          "</head><body>", f"<h1>featclust report: {e(name)}</h1>"]
-    if _random_weights(record):
-        h.append(f'<p class="random">{e(_RANDOM_WEIGHTS)}</p>')
+    if random_weights(record):
+        h.append(f'<p class="random">{e(RANDOM_WEIGHTS)}</p>')
     if out_dir is not None:
         h += _parent_note(record, out_dir)
     h += _facts(record, len(clusters), n_images)
@@ -368,13 +314,14 @@ def index_html(record, clusters, n_images, method, has_kscan, warnings, out_dir=
           "image</a>).</p>"]
     h += _cluster_table(clusters, n_images, _dict(record.flags))
     for c in clusters:
-        png = _href("montages", c.folder + ".png")
-        members = _href("montages", c.folder + ".csv")
-        h += [f'<h3 id="{e(c.folder)}">Cluster {_num(c.label)}: {_num(len(c.paths))} images</h3>',
-              f'<p><a href="{_href("..", c.folder)}/">open the folder</a> · '
-              + (f'<a href="{_href(GALLERY_DIR, c.folder + ".html")}">every image, with '
+        png = url("montages", c.folder + ".png")
+        members = url("montages", c.folder + ".csv")
+        h += [f'<h3 id="{e(c.folder)}">Cluster {number(c.label)}: '
+              f"{number(len(c.paths))} images</h3>",
+              f'<p><a href="{url("..", c.folder)}/">open the folder</a> · '
+              + (f'<a href="{url(GALLERY_DIR, c.folder + ".html")}">every image, with '
                  "names and distances</a> · " if galleries else "")
               + f'<a href="{members}">the images shown, in order</a></p>',
-              f'<img src="{png}" alt="montage of cluster {_num(c.label)}">']
+              f'<img src="{png}" alt="montage of cluster {number(c.label)}">']
     h += ["</body></html>", ""]
     return "\n".join(h)

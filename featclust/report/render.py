@@ -10,12 +10,15 @@ crossed-out tile. matplotlib (Agg backend) is imported only for the plots.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .. import images
+from ..kscan import MIN_STABILITY
 from .layout import map_thumbnail_picks, to_canvas
 
 MONTAGE_MAX = 64
@@ -37,7 +40,7 @@ _KSCAN_TITLES = {"inertia": "inertia (lower: tighter)",
                  "stability": "stability, ARI (higher better)"}
 
 
-def montage_ranks(size, max_images=MONTAGE_MAX):
+def montage_ranks(size: int, max_images: int = MONTAGE_MAX) -> np.ndarray:
     """Which members a montage shows: all, or ``max_images`` spread evenly.
 
     Members are ranked by distance to the centre; a large cluster is shown by
@@ -60,7 +63,7 @@ def montage_ranks(size, max_images=MONTAGE_MAX):
     return np.unique(np.round(np.linspace(0, size - 1, max_images)).astype(np.int64))
 
 
-def montage_tile_box(slot):
+def montage_tile_box(slot: int) -> tuple[int, int, int, int]:
     """The ``(left, top, right, bottom)`` pixels of thumbnail ``slot`` in a montage PNG."""
     pad, t = _MONTAGE_PAD, MONTAGE_TILE
     row, col = divmod(slot, MONTAGE_COLUMNS)
@@ -68,17 +71,17 @@ def montage_tile_box(slot):
     return left, top, left + t, top + t
 
 
-def cluster_colors(n_clusters):
+def cluster_colors(n_clusters: int) -> list[tuple[int, ...]]:
     """One RGB colour (0-255 ints) per cluster, the same on the map and the montages."""
     from matplotlib import colormaps
 
     if n_clusters <= 10:
-        table = colormaps["tab10"].colors
+        table = colormaps["tab10"](np.arange(10))
     elif n_clusters <= 20:
-        table = colormaps["tab20"].colors
+        table = colormaps["tab20"](np.arange(20))
     else:
         cmap = colormaps["turbo"]
-        table = [cmap(0.05 + 0.9 * i / (n_clusters - 1))[:3] for i in range(n_clusters)]
+        table = cmap(0.05 + 0.9 * np.arange(n_clusters) / (n_clusters - 1))
     return [tuple(int(round(255 * v)) for v in table[i][:3]) for i in range(n_clusters)]
 
 
@@ -95,12 +98,13 @@ class Thumbnails:
         Relative image path -> its cluster folder's name.
     """
 
-    def __init__(self, out_dir, image_dir, folder_of):
+    def __init__(self, out_dir: str | os.PathLike, image_dir: str | os.PathLike | None,
+                 folder_of: dict[str, str]):
         self.out_dir = Path(out_dir)
         self.image_dir = Path(image_dir) if image_dir else None
         self.folder_of = folder_of
 
-    def tile(self, rel, size):
+    def tile(self, rel: str, size: int) -> Image.Image:
         """The image ``rel`` shrunk onto a white ``size`` x ``size`` RGB tile.
 
         A crossed-out placeholder when no copy of it can be read.
@@ -142,7 +146,8 @@ def _png(img):
     return buf.getvalue()
 
 
-def montage_png(label, size, shown, n_clusters, thumbnails):
+def montage_png(label: int, size: int, shown: list[str], n_clusters: int,
+                thumbnails: Thumbnails) -> bytes:
     """The montage of one cluster: a header, then its shown members in rows of 8.
 
     Parameters
@@ -177,7 +182,7 @@ def montage_png(label, size, shown, n_clusters, thumbnails):
     return _png(img)
 
 
-def overview_png(rows, n_clusters, thumbnails):
+def overview_png(rows: list, n_clusters: int, thumbnails: Thumbnails) -> bytes:
     """One row per cluster: its colour, label, size and its most central images.
 
     Parameters
@@ -225,7 +230,7 @@ def _savefig(fig, fh=None):
     return None if fh is not None else buf.getvalue()
 
 
-def map_png(xy, labels, n_clusters, method):
+def map_png(xy: np.ndarray, labels: np.ndarray, n_clusters: int, method: str | None) -> bytes:
     """``map.png``: every image as a point coloured by cluster, each label at its median.
 
     Parameters
@@ -267,7 +272,9 @@ def map_png(xy, labels, n_clusters, method):
 _MAP_TITLE = 36
 
 
-def map_thumbnails_png(xy, labels, paths, n_clusters, thumbnails, random_state=0, method=None):
+def map_thumbnails_png(xy: np.ndarray, labels: np.ndarray, paths: list[str], n_clusters: int,
+                       thumbnails: Thumbnails, random_state: int = 0,
+                       method: str | None = None) -> bytes:
     """``map_thumbnails.png``: the map's points, with thumbnails where there is room.
 
     Parameters
@@ -294,7 +301,7 @@ def map_thumbnails_png(xy, labels, paths, n_clusters, thumbnails, random_state=0
     colors = cluster_colors(n_clusters)
     img = Image.new("RGB", (size, size + _MAP_TITLE), _WHITE)
     draw = ImageDraw.Draw(img)
-    how = {"tsne": "t-SNE map", "pca": "PCA map"}.get(method, "2-D map")
+    how = {"tsne": "t-SNE map", "pca": "PCA map"}.get(method or "", "2-D map")
     n = len(xy)
     draw.text((10, 6), f"{how} of {n} image{'s' if n != 1 else ''} in {n_clusters} clusters, "
               "with a thumbnail wherever there is room (frame: cluster colour)", fill=_TEXT,
@@ -309,7 +316,8 @@ def map_thumbnails_png(xy, labels, paths, n_clusters, thumbnails, random_state=0
     return _png(img)
 
 
-def plot_kscan(scores, suggested_k, fh, min_stability=None):
+def plot_kscan(scores: dict, suggested_k: int | None, fh: BinaryIO,
+               min_stability: float | None = None) -> None:
     """Draw every k-scan score against k, the suggestion marked, as PNG into ``fh``.
 
     Parameters
@@ -321,7 +329,16 @@ def plot_kscan(scores, suggested_k, fh, min_stability=None):
     _savefig(kscan_figure(scores, suggested_k, min_stability), fh)
 
 
-def kscan_figure(scores, suggested_k, min_stability=None):
+def kscan_png(scores: dict, suggested_k: int | None,
+              min_stability: float | None = None) -> bytes:
+    """The k-scan plot as PNG bytes (what ``kscan.png`` holds); see :func:`plot_kscan`."""
+    buf = io.BytesIO()
+    plot_kscan(scores, suggested_k, buf, min_stability)
+    return buf.getvalue()
+
+
+def kscan_figure(scores: dict, suggested_k: int | None,
+                 min_stability: float | None = None) -> Any:
     """The k-scan plot as a matplotlib figure: one panel per score, against k.
 
     Parameters
@@ -340,8 +357,6 @@ def kscan_figure(scores, suggested_k, min_stability=None):
     -------
     matplotlib.figure.Figure
     """
-    from ..kscan import MIN_STABILITY
-
     if min_stability is None:
         min_stability = MIN_STABILITY
     ks = np.asarray(scores["k"])
