@@ -26,8 +26,8 @@ import tempfile
 import time
 
 import numpy as np
-from PIL import Image
 from machine import describe
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -43,7 +43,7 @@ def make_images(folder, n, seed=0):
         else:
             arr = np.full((200, 200), 255, np.uint8)
             for x, y in rng.integers(10, 190, (20, 2)):
-                arr[y - 4:y + 4, x - 4:x + 4] = 0
+                arr[y - 4 : y + 4, x - 4 : x + 4] = 0
             Image.fromarray(arr).save(os.path.join(folder, f"dots_{i:06d}.png"))
 
 
@@ -70,10 +70,16 @@ def run_mode(mode, image_dir, store, weights, batch_size):
         from featclust.distributed import worker_embedder
 
         n = int(mode.split(":")[1])
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                      dashboard_address=None,
-                                      silence_logs=logging.ERROR) as cluster, \
-                distributed.Client(cluster) as client:
+        with (
+            distributed.LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             params = embedder.get_params()
             params["precision"] = embedder.settings()["precision"]
 
@@ -89,8 +95,9 @@ def run_mode(mode, image_dir, store, weights, batch_size):
                 client.submit(int, 1, pure=False).result()
             result["task_roundtrip_ms"] = (time.perf_counter() - t) / 200 * 1000
             t1 = time.perf_counter()
-            emb = embed_folder(image_dir, embedder=embedder, store=store, progress=False,
-                               dask=client)
+            emb = embed_folder(
+                image_dir, embedder=embedder, store=store, progress=False, dask=client
+            )
             result["embed_s"] = time.perf_counter() - t1
     result["images"] = emb.n_embedded
     result["images_per_s"] = emb.n_embedded / result["embed_s"]
@@ -106,11 +113,13 @@ def estimate(results, chunk_size, price_per_worker_hour):
         return
     per_image = 1 / dask1["images_per_s"]  # seconds of one worker per image, Dask included
     task_s = dask1.get("task_roundtrip_ms", 0) / 1000
-    print(f"\nestimate (one worker = this machine's {os.cpu_count()} CPUs; measured "
-          f"{per_image * 1000:.0f} ms per image through Dask"
-          + (f", {1000 / one['images_per_s']:.0f} ms in one process" if one else "")
-          + f"; {task_s * 1000:.1f} ms Dask round trip per task of {chunk_size} images; "
-          f"assumed ${price_per_worker_hour:.2f} per worker-hour):")
+    print(
+        f"\nestimate (one worker = this machine's {os.cpu_count()} CPUs; measured "
+        f"{per_image * 1000:.0f} ms per image through Dask"
+        + (f", {1000 / one['images_per_s']:.0f} ms in one process" if one else "")
+        + f"; {task_s * 1000:.1f} ms Dask round trip per task of {chunk_size} images; "
+        f"assumed ${price_per_worker_hour:.2f} per worker-hour):"
+    )
     print(f"{'images':>12} {'workers':>8} {'wall':>12} {'worker-hours':>13} {'cost':>10}")
     for n_images in (1_000_000, 100_000_000):
         tasks = -(-n_images // chunk_size)
@@ -119,8 +128,10 @@ def estimate(results, chunk_size, price_per_worker_hour):
             # (about a millisecond), so it stays small beside the images' cost.
             wall = n_images * per_image / workers + tasks * task_s / min(workers, 8)
             hours = n_images * per_image / 3600
-            print(f"{n_images:>12,} {workers:>8} {wall / 3600:>10.1f} h {hours:>13,.0f} "
-                  f"{hours * price_per_worker_hour:>9,.0f}$")
+            print(
+                f"{n_images:>12,} {workers:>8} {wall / 3600:>10.1f} h {hours:>13,.0f} "
+                f"{hours * price_per_worker_hour:>9,.0f}$"
+            )
 
 
 def main():
@@ -129,8 +140,12 @@ def main():
     ap.add_argument("--modes", default="one,local:1,local:2")
     ap.add_argument("--weights", default="none")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--price", type=float, default=0.10,
-                    help="assumed price of one worker (a machine like this one) per hour, $")
+    ap.add_argument(
+        "--price",
+        type=float,
+        default=0.10,
+        help="assumed price of one worker (a machine like this one) per hour, $",
+    )
     ap.add_argument("--_mode", help=argparse.SUPPRESS)
     ap.add_argument("--_dir", help=argparse.SUPPRESS)
     ap.add_argument("--_store", help=argparse.SUPPRESS)
@@ -150,9 +165,24 @@ def main():
         for mode in args.modes.split(","):
             store = os.path.join(tmp, "store-" + mode.replace(":", "-"))
             proc = subprocess.run(
-                [sys.executable, __file__, "--_mode", mode, "--_dir", image_dir, "--_store",
-                 store, "--weights", args.weights, "--batch-size", str(args.batch_size)],
-                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+                [
+                    sys.executable,
+                    __file__,
+                    "--_mode",
+                    mode,
+                    "--_dir",
+                    image_dir,
+                    "--_store",
+                    store,
+                    "--weights",
+                    args.weights,
+                    "--batch-size",
+                    str(args.batch_size),
+                ],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": ROOT},
+            )
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
                 print(f"{mode}: failed\n{proc.stderr[-2000:]}")
@@ -160,14 +190,20 @@ def main():
             results.append(json.loads(line[0][7:]))
             print(f"load average after {mode}: {os.getloadavg()}")
     base = next((r["images_per_s"] for r in results if r["mode"] == "one"), None)
-    print(f"\n{args.images} images, weights={args.weights}, batch {args.batch_size}, "
-          f"chunk {CHUNK_SIZE}")
-    print(f"{'mode':>8} {'images/s':>9} {'vs one':>7} {'start-up s':>11} {'driver RSS MiB':>15} "
-          f"{'driver has TF':>14}")
+    print(
+        f"\n{args.images} images, weights={args.weights}, batch {args.batch_size}, "
+        f"chunk {CHUNK_SIZE}"
+    )
+    print(
+        f"{'mode':>8} {'images/s':>9} {'vs one':>7} {'start-up s':>11} {'driver RSS MiB':>15} "
+        f"{'driver has TF':>14}"
+    )
     for r in results:
         ratio = f"{r['images_per_s'] / base:.2f}" if base else "-"
-        print(f"{r['mode']:>8} {r['images_per_s']:>9.2f} {ratio:>7} {r['startup_s']:>11.1f} "
-              f"{r['driver_peak_rss_mib']:>15.0f} {str(r['driver_imported_tensorflow']):>14}")
+        print(
+            f"{r['mode']:>8} {r['images_per_s']:>9.2f} {ratio:>7} {r['startup_s']:>11.1f} "
+            f"{r['driver_peak_rss_mib']:>15.0f} {str(r['driver_imported_tensorflow']):>14}"
+        )
     estimate(results, CHUNK_SIZE, args.price)
 
 

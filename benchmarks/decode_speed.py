@@ -25,9 +25,10 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from machine import describe
+
 from featclust import images
 from featclust.decoding import iter_decoded
-from machine import describe
 
 
 def make_images(folder, n, seed=0):
@@ -44,12 +45,12 @@ def make_images(folder, n, seed=0):
             arr = np.full((480, 640), 240, np.uint8)
             for _ in range(40):
                 y, x = rng.integers(0, 470), rng.integers(0, 600)
-                arr[y:y + 6, x:x + rng.integers(10, 40)] = rng.integers(0, 80)
+                arr[y : y + 6, x : x + rng.integers(10, 40)] = rng.integers(0, 80)
             Image.fromarray(arr).save(os.path.join(folder, f"scan_{i:05d}.png"))
         else:  # small dot pattern
             arr = np.full((200, 200), 255, np.uint8)
             for x, y in rng.integers(10, 190, (20, 2)):
-                arr[y - 4:y + 4, x - 4:x + 4] = 0
+                arr[y - 4 : y + 4, x - 4 : x + 4] = 0
             Image.fromarray(arr).save(os.path.join(folder, f"dots_{i:05d}.png"))
 
 
@@ -57,7 +58,7 @@ def time_decoding(files, decoder, workers, batch_size=16):
     start = time.perf_counter()
     first = None
     n = n_first = 0
-    for good, pixels, bad in iter_decoded(files, batch_size, workers=workers, decoder=decoder):
+    for good, _pixels, bad in iter_decoded(files, batch_size, workers=workers, decoder=decoder):
         if first is None:
             first, n_first = time.perf_counter(), len(good)
         n += len(good)
@@ -76,8 +77,10 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         make_images(folder, args.images)
         files, _ = images.scan(folder)
-        print(f"{len(files)} files, {sum(f.size for f in files) / 2**20:.1f} MiB "
-              "(1600x1200 JPEG, 640x480 PNG, 200x200 PNG, a third each)")
+        print(
+            f"{len(files)} files, {sum(f.size for f in files) / 2**20:.1f} MiB "
+            "(1600x1200 JPEG, 640x480 PNG, 200x200 PNG, a third each)"
+        )
         for f in files:  # warm the page cache
             images.read_bytes(f)
         results = {}
@@ -86,14 +89,20 @@ def main():
                 runs = [time_decoding(files, decoder, workers) for _ in range(args.repeat)]
                 rate, steady, startup, n = max(runs)
                 results[decoder, workers] = rate, steady
-                print(f"{decoder:9s} x{workers}: {rate:7.1f} images/s end to end, "
-                      f"{steady:7.1f} after the first batch (which came after {startup:.2f} s), "
-                      f"{n} images")
+                print(
+                    f"{decoder:9s} x{workers}: {rate:7.1f} images/s end to end, "
+                    f"{steady:7.1f} after the first batch (which came after {startup:.2f} s), "
+                    f"{n} images"
+                )
         for workers in [int(w) for w in args.workers.split(",")]:
-            (p_all, p_steady), (t_all, t_steady) = (results["processes", workers],
-                                                    results["threads", workers])
-            print(f"processes / threads at {workers}: {p_all / t_all:.2f} end to end, "
-                  f"{p_steady / t_steady:.2f} after start-up")
+            (p_all, p_steady), (t_all, t_steady) = (
+                results["processes", workers],
+                results["threads", workers],
+            )
+            print(
+                f"processes / threads at {workers}: {p_all / t_all:.2f} end to end, "
+                f"{p_steady / t_steady:.2f} after start-up"
+            )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def planted(path, n, d, k, spread, alpha=2.0, seed=0, chunk=20000):
     truth = rng.choice(k, n, p=weights)
     with open(path, "wb") as f:
         for a in range(0, n, chunk):
-            t = truth[a:a + chunk]
+            t = truth[a : a + chunk]
             (centers[t] + rng.normal(0, 1, (len(t), d)).astype(np.float32)).tofile(f)
     return truth
 
@@ -61,10 +61,17 @@ def one(path, n, d, sample, n_init):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     np.save(path + f".labels{sample}.npy", model.labels_)
-    print(json.dumps({"n": n, "sample": sample, "wall_s": round(wall, 2),
-                      "peak_alloc_mb": round(peak / 2 ** 20, 1),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                           / 1024, 1)}))
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "sample": sample,
+                "wall_s": round(wall, 2),
+                "peak_alloc_mb": round(peak / 2**20, 1),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    )
 
 
 def main():
@@ -72,12 +79,19 @@ def main():
     ap.add_argument("--rows", type=int, nargs="+", default=[32000, 200000])
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--samples", type=int, nargs="+", default=[10000, 25000, 50000, 100000])
-    ap.add_argument("--spread", type=float, default=0.12,
-                    help="sd of the planted centres; the noise has sd 1 (default 0.12: "
-                         "neighbouring clusters overlap a little)")
-    ap.add_argument("--alpha", type=float, default=2.0,
-                    help="Dirichlet concentration of the cluster sizes (default 2: unequal; "
-                         "50: about equal)")
+    ap.add_argument(
+        "--spread",
+        type=float,
+        default=0.12,
+        help="sd of the planted centres; the noise has sd 1 (default 0.12: "
+        "neighbouring clusters overlap a little)",
+    )
+    ap.add_argument(
+        "--alpha",
+        type=float,
+        default=2.0,
+        help="Dirichlet concentration of the cluster sizes (default 2: unequal; 50: about equal)",
+    )
     ap.add_argument("--n-init", type=int, default=4)
     ap.add_argument("--dir", default=None, help="where the matrices go (default: a temp dir)")
     ap.add_argument("--one", nargs=3, metavar=("FILE", "N", "SAMPLE"))
@@ -88,17 +102,30 @@ def main():
     from sklearn.metrics import adjusted_rand_score
 
     print(describe())
-    print(f"k={K}, dim={args.dim}, spread={args.spread}, alpha={args.alpha}, "
-          f"n_init={args.n_init}")
+    print(f"k={K}, dim={args.dim}, spread={args.spread}, alpha={args.alpha}, n_init={args.n_init}")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in args.rows:
             path = os.path.join(tmp, f"X{n}.f32")
             truth = planted(path, n, args.dim, K, args.spread, args.alpha)
             full = None
             for sample in [0] + [s for s in args.samples if s < n]:
-                out = subprocess.run([sys.executable, __file__, "--dim", str(args.dim),
-                                      "--n-init", str(args.n_init), "--one", path, str(n),
-                                      str(sample)], capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--dim",
+                        str(args.dim),
+                        "--n-init",
+                        str(args.n_init),
+                        "--one",
+                        path,
+                        str(n),
+                        str(sample),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 labels = np.load(path + f".labels{sample}.npy")
                 if sample == 0:

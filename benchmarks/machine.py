@@ -29,8 +29,10 @@ def describe(load=True):
     except (AttributeError, OSError):
         usable = os.cpu_count()
     wanted = [f for f in flags if any(key in f for key in SPEED_FLAGS)]
-    text = (f"CPU: {model}, {os.cpu_count()} CPUs ({usable} usable); "
-            f"flags: {' '.join(wanted) or 'none of ' + '/'.join(SPEED_FLAGS)}")
+    text = (
+        f"CPU: {model}, {os.cpu_count()} CPUs ({usable} usable); "
+        f"flags: {' '.join(wanted) or 'none of ' + '/'.join(SPEED_FLAGS)}"
+    )
     if load and hasattr(os, "getloadavg"):
         text += f"; load average {os.getloadavg()[0]:.1f}"
     return text

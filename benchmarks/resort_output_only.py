@@ -10,16 +10,17 @@ model, the store and k-means, whose run time varies most on a shared
 machine. Runs against the featclust on ``PYTHONPATH``, also one from before
 ``featclust.sort.in_place`` existed (to compare).
 """
+
 import os
 import shutil
 import sys
 import time
 
 import numpy as np
+from machine import describe
 
 from featclust import sort as S
 from featclust.output import OutputFolder, RunRecord
-from machine import describe
 
 img, work = sys.argv[1], sys.argv[2]
 paths = sorted(os.listdir(img))
@@ -50,10 +51,13 @@ os.makedirs(work)
 t = time.perf_counter()
 os.system(f"cp -r {img} {work}/copy")
 print(f"cp -r: {time.perf_counter() - t:.2f} s wall")
-STEPS = [("copy, new folder", "out", 12, "copy", 0), ("again, same labels", "out", 12, "copy", 0),
-         ("again, k=13 (other labels)", "out", 13, "copy", 1),
-         ("symlink, new folder", "links", 12, "symlink", 0),
-         ("symlink again", "links", 12, "symlink", 0)]
+STEPS = [
+    ("copy, new folder", "out", 12, "copy", 0),
+    ("again, same labels", "out", 12, "copy", 0),
+    ("again, k=13 (other labels)", "out", 13, "copy", 1),
+    ("symlink, new folder", "links", 12, "symlink", 0),
+    ("symlink again", "links", 12, "symlink", 0),
+]
 for name, out, k, mode, seed in STEPS:
     w, c = run(os.path.join(work, out), k, mode, seed)
     print(f"{name:30s} {w:7.2f} s wall {c:7.2f} s CPU")

@@ -38,12 +38,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 from PIL import Image, ImageDraw
 
 from featclust import images
 from featclust.embed import Embedder
 from featclust.store import FeatureStore
-from machine import describe
 
 
 def write_images(folder, n, seed=0):
@@ -64,7 +64,7 @@ def stand_in(dim, seed=0):
 
     def embed_files(missing, batch=1000):
         for start in range(0, len(missing), batch):
-            good = [(f, images.read_bytes(f)[1]) for f in missing[start:start + batch]]
+            good = [(f, images.read_bytes(f)[1]) for f in missing[start : start + batch]]
             yield good, rng.normal(size=(len(good), dim)).astype(np.float32), []
 
     return embed_files
@@ -95,9 +95,25 @@ def timed(argv):
 
 
 def sort(image_dir, out, k, store, *extra):
-    seconds, cpu = timed([sys.executable, "-m", "featclust", "sort", str(image_dir), str(out),
-                     "-k", str(k), "--weights", "none", "--no-report", "--store", str(store),
-                     "-q", *extra])
+    seconds, cpu = timed(
+        [
+            sys.executable,
+            "-m",
+            "featclust",
+            "sort",
+            str(image_dir),
+            str(out),
+            "-k",
+            str(k),
+            "--weights",
+            "none",
+            "--no-report",
+            "--store",
+            str(store),
+            "-q",
+            *extra,
+        ]
+    )
     record = json.loads((out / "featclust.json").read_text())
     counts = record["counts"]
     if counts["embedded"] != 0:
@@ -115,9 +131,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--k", type=int, default=12)
-    parser.add_argument("--keep", type=Path,
-                        help="work in this folder and leave it there; its images and store "
-                        "are used again by the next run (default: a temporary folder)")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="work in this folder and leave it there; its images and store "
+        "are used again by the next run (default: a temporary folder)",
+    )
     args = parser.parse_args()
     print(describe())
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,16 +148,20 @@ def main():
         if not image_dir.is_dir():
             write_images(image_dir, args.images)
         n = fill_store(image_dir, store)
-        print(f"{n} 200x200 PNGs and their stand-in features in the store after "
-              f"{time.perf_counter() - t:.1f} s")
+        print(
+            f"{n} 200x200 PNGs and their stand-in features in the store after "
+            f"{time.perf_counter() - t:.1f} s"
+        )
         rows = [("cp -r IMAGES COPY", timed(["cp", "-r", str(image_dir), str(tmp / "copy")]))]
         out, links = tmp / "out", tmp / "out_links"
         k = args.k
-        steps = [(f"sort -k {k} into a new folder", out, k, ()),
-                 (f"re-sort -k {k} into the same folder", out, k, ()),
-                 (f"re-sort -k {k + 1} into the same folder", out, k + 1, ()),
-                 (f"sort -k {k} --mode symlink, new folder", links, k, ("--mode", "symlink")),
-                 (f"re-sort -k {k} --mode symlink", links, k, ("--mode", "symlink"))]
+        steps = [
+            (f"sort -k {k} into a new folder", out, k, ()),
+            (f"re-sort -k {k} into the same folder", out, k, ()),
+            (f"re-sort -k {k + 1} into the same folder", out, k + 1, ()),
+            (f"sort -k {k} --mode symlink, new folder", links, k, ("--mode", "symlink")),
+            (f"re-sort -k {k} --mode symlink", links, k, ("--mode", "symlink")),
+        ]
         ok = True
         for name, folder, kk, extra in steps:
             seconds, cpu, n_sorted = sort(image_dir, folder, kk, store, *extra)
@@ -148,8 +171,10 @@ def main():
         print(f"images: {n}, nothing embedded (every feature from the store)")
         print(f"  {'':42s} {'wall s':>8s} {'x cp -r':>8s} {'CPU s':>8s} {'x cp -r':>8s}")
         for name, (seconds, cpu) in rows:
-            print(f"  {name:42s} {seconds:8.2f} {seconds / base:8.1f} {cpu:8.2f} "
-                  f"{cpu / max(base_cpu, 1e-3):8.1f}")
+            print(
+                f"  {name:42s} {seconds:8.2f} {seconds / base:8.1f} {cpu:8.2f} "
+                f"{cpu / max(base_cpu, 1e-3):8.1f}"
+            )
         print(f"every image placed exactly once per run: {ok}")
 
 

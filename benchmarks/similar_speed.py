@@ -37,15 +37,22 @@ import time
 import numpy as np
 from machine import describe
 
-CASES = ("top1", "top100", "top_all", "duplicates", "sklearn_top100", "sklearn_top_all",
-         "faiss_flat_top_all", "faiss_hnsw_top_all")
+CASES = (
+    "top1",
+    "top100",
+    "top_all",
+    "duplicates",
+    "sklearn_top100",
+    "sklearn_top_all",
+    "faiss_flat_top_all",
+    "faiss_hnsw_top_all",
+)
 
 
 def make_features(path, n, d, seed=0):
     rng = np.random.default_rng(seed)
     centres = np.maximum(rng.standard_normal((n // 10, d)), 0).astype(np.float32)
-    F = centres[np.arange(n) % len(centres)] + 0.3 * rng.standard_normal((n, d)).astype(
-        np.float32)
+    F = centres[np.arange(n) % len(centres)] + 0.3 * rng.standard_normal((n, d)).astype(np.float32)
     F = np.maximum(F, 0)
     copies = rng.choice(n, 400, replace=False)
     F[copies[:200]] = F[copies[200:]] + 0.001 * rng.standard_normal((200, d)).astype(np.float32)
@@ -90,8 +97,9 @@ def run_case(case, path, top=10):
         exact = path + ".top_all.npy"
         if os.path.exists(exact):
             ref = np.load(exact)
-            extra["recall@10"] = round(float(np.mean(
-                [len(set(a) & set(b)) / top for a, b in zip(idx, ref)])), 4)
+            extra["recall@10"] = round(
+                float(np.mean([len(set(a) & set(b)) / top for a, b in zip(idx, ref)])), 4
+            )
     seconds = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"case": case, "seconds": round(seconds, 3), "peak_rss_mb": round(rss), **extra}
@@ -111,25 +119,40 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "features.npy")
         make_features(path, args.rows, args.dim)
-        print(f"{args.rows} x {args.dim} float32 features, memory-mapped "
-              f"({os.path.getsize(path) / 2**20:.1f} MiB)")
-        base = json.loads(subprocess.run(
-            [sys.executable, "-c", "import json, resource, numpy, featclust.search; print("
-             "json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"],
-            capture_output=True, text=True, check=True).stdout)
-        print(f"baseline RSS of a process that imported numpy and featclust.search: "
-              f"{base:.0f} MB")
+        print(
+            f"{args.rows} x {args.dim} float32 features, memory-mapped "
+            f"({os.path.getsize(path) / 2**20:.1f} MiB)"
+        )
+        base = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import json, resource, numpy, featclust.search; print("
+                    "json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        print(f"baseline RSS of a process that imported numpy and featclust.search: {base:.0f} MB")
         for case in CASES:
-            proc = subprocess.run([sys.executable, __file__, "--case", case, "--path", path],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--case", case, "--path", path],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode:
                 last = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 print(f"{case:20s} skipped: {last}")
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             rest = {k: v for k, v in r.items() if k not in ("case", "seconds", "peak_rss_mb")}
-            print(f"{case:20s} {r['seconds']:8.3f} s   peak RSS {r['peak_rss_mb']:5d} MB   "
-                  f"{rest if rest else ''}")
+            print(
+                f"{case:20s} {r['seconds']:8.3f} s   peak RSS {r['peak_rss_mb']:5d} MB   "
+                f"{rest if rest else ''}"
+            )
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -22,8 +22,9 @@ from featclust import samples
 
 def run(argv):
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "featclust", *argv, "-q"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "featclust", *argv, "-q"], capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"featclust {' '.join(argv)} failed:\n{proc.stderr}")
@@ -40,8 +41,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--weights", default="none")
-    parser.add_argument("--no-report", action="store_true",
-                        help="pass --no-report to sort (times the core job only)")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="pass --no-report to sort (times the core job only)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -56,8 +60,10 @@ def main():
         t2, out2 = run(["sort", str(tmp / "images"), str(tmp / "out5"), "-k", "5", *common])
         ok = copies_once(tmp / "out8", n) and copies_once(tmp / "out5", n)
         print(f"images: {n} (200x200 PNG), weights: {args.weights}")
-        print(f"first run  (-k 8, embeds everything): {t1:8.1f} s  -> {n / t1:6.2f} images/s "
-              "end to end")
+        print(
+            f"first run  (-k 8, embeds everything): {t1:8.1f} s  -> {n / t1:6.2f} images/s "
+            "end to end"
+        )
         print(f"second run (-k 5, store reused):      {t2:8.1f} s  = {t2 / t1:.3f} x the first")
         print(f"first run said:  {out1.strip().splitlines()[0]}")
         print(f"second run said: {out2.strip().splitlines()[0]}")

@@ -74,29 +74,33 @@ def embedder_for(sorted_folder: SortedFolder, **overrides: Any) -> Embedder:
         :func:`check_settings`).
     """
     record = sorted_folder.record
-    params = dict(record.embedder)
-    if "precision" in record.feature_settings:
-        params["precision"] = record.feature_settings["precision"]  # as resolved then
+    params = dict(record.embedder or {})
+    settings = record.feature_settings or {}
+    if "precision" in settings:
+        params["precision"] = settings["precision"]  # as resolved then
     given = {k: v for k, v in overrides.items() if v is not None}
     if set(given) - {"weights"}:
         # A bad value given (layer="block9") is the caller's error, whatever the model.
-        Embedder.from_params({"weights": "none", "layer": "block5"},
-                             **{**given, "weights": None})
+        Embedder.from_params({"weights": "none", "layer": "block5"}, **{**given, "weights": None})
     try:
         embedder = Embedder.from_params(params, **overrides)
     except UsageError as e:
         if not _usable_weights({**params, **given}):
             if "weights" in given:
                 raise
-            raise ModelMismatchError(f"the model in {str(sorted_folder.path)!r} was built with "
-                                     f"weights {params.get('weights')!r}, which cannot be used "
-                                     f"now: {e}") from None
+            raise ModelMismatchError(
+                f"the model in {str(sorted_folder.path)!r} was built with "
+                f"weights {params.get('weights')!r}, which cannot be used "
+                f"now: {e}"
+            ) from None
         # Values fine on their own that cannot go with the model's (pooling="flatten"
         # for a model of grid=2 features).
-        raise ModelMismatchError(f"the model in {str(sorted_folder.path)!r} was built with "
-                                 f"other feature settings ({e}); use the settings of that "
-                                 f"sort or sort again") from None
-    check_settings(record.feature_settings, embedder, sorted_folder.path)
+        raise ModelMismatchError(
+            f"the model in {str(sorted_folder.path)!r} was built with "
+            f"other feature settings ({e}); use the settings of that "
+            f"sort or sort again"
+        ) from None
+    check_settings(record.feature_settings or {}, embedder, sorted_folder.path)
     return embedder
 
 
@@ -126,12 +130,17 @@ def check_settings(expected: dict, embedder: Embedder, where: Any = "the model")
         Naming every setting that differs, with both values.
     """
     found = embedder.settings()
-    diffs = [f"{key}: {expected.get(key)!r} (model) vs {found.get(key)!r} (now)"
-             for key in sorted(set(expected) | set(found)) if expected.get(key) != found.get(key)]
+    diffs = [
+        f"{key}: {expected.get(key)!r} (model) vs {found.get(key)!r} (now)"
+        for key in sorted(set(expected) | set(found))
+        if expected.get(key) != found.get(key)
+    ]
     if diffs:
         raise ModelMismatchError(
             f"the model in {str(where)!r} was built with other feature settings ("
-            + "; ".join(diffs) + "); use the settings of that sort or sort again")
+            + "; ".join(diffs)
+            + "); use the settings of that sort or sort again"
+        )
 
 
 def assign_features(model: Any, features: np.ndarray) -> tuple:
@@ -145,10 +154,14 @@ def assign_features(model: Any, features: np.ndarray) -> tuple:
     return labels, distances, model.outliers(labels, distances)
 
 
-def assign_images(sorted_folder: SortedFolder | str | os.PathLike,
-                  inputs: str | os.PathLike | Sequence[str | os.PathLike], *,
-                  embedder: Embedder | None = None, store: str | os.PathLike | None = None,
-                  progress: Any = None) -> AssignResult:
+def assign_images(
+    sorted_folder: SortedFolder | str | os.PathLike,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    embedder: Embedder | None = None,
+    store: str | os.PathLike | None = None,
+    progress: Any = None,
+) -> AssignResult:
     """Assign image files and folders to the clusters of a sorted output folder.
 
     Parameters
@@ -176,22 +189,26 @@ def assign_images(sorted_folder: SortedFolder | str | os.PathLike,
     NoImagesError
         If no input is a usable image.
     """
-    folder = (sorted_folder if isinstance(sorted_folder, SortedFolder)
-              else open_sorted(sorted_folder))
+    folder = (
+        sorted_folder if isinstance(sorted_folder, SortedFolder) else open_sorted(sorted_folder)
+    )
     record = folder.record
     if embedder is None:
         embedder = embedder_for(folder)
     else:
-        check_settings(record.feature_settings, embedder, folder.path)
+        check_settings(record.feature_settings or {}, embedder, folder.path)
     if store is None:
         store = record.store_root
     model = folder.model
-    found = embed_inputs(inputs, embedder=embedder, store=store, image_dir=record.image_dir,
-                         progress=progress)
+    found = embed_inputs(
+        inputs, embedder=embedder, store=store, image_dir=record.image_dir, progress=progress
+    )
     bad = found.bad_files
     if not found.paths:
-        raise NoImagesError("none of the inputs is a usable image"
-                            + (f" ({bad[0].path}: {bad[0].reason})" if bad else ""))
+        raise NoImagesError(
+            "none of the inputs is a usable image"
+            + (f" ({bad[0].path}: {bad[0].reason})" if bad else "")
+        )
     labels, distances, outliers = assign_features(model, found.features)
     return AssignResult(found.paths, labels, distances, outliers, bad)
 
@@ -212,8 +229,12 @@ class PlaceResult:
     skipped: list = field(default_factory=list)
 
 
-def place_images(sorted_folder: SortedFolder | str | os.PathLike, assignment: AssignResult, *,
-                 mode: str | None = None) -> PlaceResult:
+def place_images(
+    sorted_folder: SortedFolder | str | os.PathLike,
+    assignment: AssignResult,
+    *,
+    mode: str | None = None,
+) -> PlaceResult:
     """Put assigned images into their clusters' folders, as ``sort`` placed its images.
 
     Each image goes to ``cluster_XX/<file name>`` (a name already taken
@@ -236,8 +257,9 @@ def place_images(sorted_folder: SortedFolder | str | os.PathLike, assignment: As
     -------
     PlaceResult
     """
-    folder = (sorted_folder if isinstance(sorted_folder, SortedFolder)
-              else open_sorted(sorted_folder))
+    folder = (
+        sorted_folder if isinstance(sorted_folder, SortedFolder) else open_sorted(sorted_folder)
+    )
     record = folder.record
     mode = check_choice("mode", mode or record.mode or "copy", MODES)
     model = folder.model
@@ -251,17 +273,18 @@ def place_images(sorted_folder: SortedFolder | str | os.PathLike, assignment: As
     root = os.path.realpath(out.path)
     known = set(paths)
     result = PlaceResult()
-    for src, label, dist, outlier in zip(assignment.paths, assignment.labels,
-                                         assignment.distances, assignment.outliers):
+    for src, label, dist, outlier in zip(
+        assignment.paths, assignment.labels, assignment.distances, assignment.outliers
+    ):
         if inside(os.path.realpath(src), root):
             result.skipped.append((src, "already in the sorted folder"))
             continue
         with open(src, "rb") as fh:
             digest = content_hash(fh.read())
-        folder = cluster_dir_name(int(label), k)
+        cluster_dir = cluster_dir_name(int(label), k)
         name = os.path.basename(src)
         stem, suffix = os.path.splitext(name)
-        rel = _free_name(out.path, folder, (name, f"{stem}-{digest[:8]}{suffix}"), known, digest)
+        rel = _free_name(out.path, cluster_dir, (name, f"{stem}-{digest[:8]}{suffix}"), known, digest)
         if rel is None:
             result.skipped.append((src, "already in the folder"))
             continue
@@ -282,7 +305,7 @@ def place_images(sorted_folder: SortedFolder | str | os.PathLike, assignment: As
         counts = dict(record.counts or {})
         counts["placed"] = counts.get("placed", 0) + len(result.placed)
         counts["cluster_sizes"] = [int(x) for x in np.bincount(labels, minlength=k)]
-        out.write_marker(dataclasses.replace(out.record, counts=counts), status="complete")
+        out.write_marker(dataclasses.replace(out.record or record, counts=counts), status="complete")
     return result
 
 
@@ -294,8 +317,10 @@ def _free_name(out_path, folder, names, known, digest):
             return f"{folder}/{name}"
         if os.path.isfile(target) and _same_content(target, digest):
             return None
-    raise UnsafeOutputError(f"cannot place {names[0]!r} in {str(out_path / folder)!r}: other "
-                            f"files already have the names {', '.join(names)}")
+    raise UnsafeOutputError(
+        f"cannot place {names[0]!r} in {str(out_path / folder)!r}: other "
+        f"files already have the names {', '.join(names)}"
+    )
 
 
 def _same_content(path, digest):

@@ -15,8 +15,9 @@ import numpy as np
 from .errors import UsageError
 
 
-def check_int(name: str, value: Any, low: int | None = 1, high: int | None = None,
-              none_ok: bool = False) -> Any:
+def check_int(
+    name: str, value: Any, low: int | None = 1, high: int | None = None, none_ok: bool = False
+) -> Any:
     """Return ``value`` as an int, or raise :class:`UsageError`.
 
     Parameters
@@ -31,9 +32,12 @@ def check_int(name: str, value: Any, low: int | None = 1, high: int | None = Non
     """
     if value is None and none_ok:
         return None
-    if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
-            or (low is not None and int(value) < low)
-            or (high is not None and int(value) > high)):
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or (low is not None and int(value) < low)
+        or (high is not None and int(value) > high)
+    ):
         if low == 1 and high is None:
             wanted = "a positive integer"
         elif high is None:
@@ -46,15 +50,26 @@ def check_int(name: str, value: Any, low: int | None = 1, high: int | None = Non
     return int(value)
 
 
-def check_float(name: str, value: Any, low: float | None = None,
-                high: float | None = None) -> float:
+def check_float(
+    name: str, value: Any, low: float | None = None, high: float | None = None
+) -> float:
     """Return ``value`` as a float within ``[low, high]``, or raise :class:`UsageError`."""
-    if (not isinstance(value, numbers.Real) or isinstance(value, bool) or value != value
-            or (low is not None and float(value) < low)
-            or (high is not None and float(value) > high)):
-        bounds = (f" between {low:g} and {high:g}" if low is not None and high is not None
-                  else f" of at least {low:g}" if low is not None
-                  else f" of at most {high:g}" if high is not None else "")
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or value != value
+        or (low is not None and float(value) < low)
+        or (high is not None and float(value) > high)
+    ):
+        bounds = (
+            f" between {low:g} and {high:g}"
+            if low is not None and high is not None
+            else f" of at least {low:g}"
+            if low is not None
+            else f" of at most {high:g}"
+            if high is not None
+            else ""
+        )
         raise UsageError(f"{name}={value!r} must be a number{bounds}")
     return float(value)
 
@@ -74,7 +89,7 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 #: Seeds numpy and scikit-learn accept as ``random_state``.
-MAX_SEED = 2 ** 32 - 1
+MAX_SEED = 2**32 - 1
 
 
 def check_random_state(name: str, value: Any, seed: bool = True) -> Any:
@@ -115,8 +130,13 @@ def check_random_state(name: str, value: Any, seed: bool = True) -> Any:
             return value
         draw = np.random.randint if value is None else value.randint
         return int(draw(0, MAX_SEED, dtype=np.int64))
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not (
-            0 <= int(value) <= MAX_SEED):
-        raise UsageError(f"{name}={value!r} must be an integer from 0 to {MAX_SEED}, None or "
-                         "a numpy.random.RandomState")
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or not (0 <= int(value) <= MAX_SEED)
+    ):
+        raise UsageError(
+            f"{name}={value!r} must be an integer from 0 to {MAX_SEED}, None or "
+            "a numpy.random.RandomState"
+        )
     return int(value)

@@ -57,9 +57,13 @@ def _examples(*lines):
 
 
 def _sub(sub, name, help, description, examples):
-    return sub.add_parser(name, help=help, description=textwrap.fill(description, 79),
-                          epilog=_examples(*examples),
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(description, 79),
+        epilog=_examples(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,127 +71,209 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="featclust",
         description="Find groups of similar images: embed with VGG16, cluster with k-means, "
-                    "copy into one folder per cluster.",
-        epilog=_examples("featclust sort photos/ sorted/ -k 8",
-                         "featclust demo demo-out/ --weights none"),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "copy into one folder per cluster.",
+        epilog=_examples(
+            "featclust sort photos/ sorted/ -k 8", "featclust demo demo-out/ --weights none"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"featclust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = _sub(sub, "sort", "embed, cluster and copy images into cluster folders",
-             "Embed what is not in the store yet, cluster with k-means and copy every image "
-             "into OUT_DIR/cluster_XX/, with " + ", ".join(
-                 columns(name) for name in ("labels.csv", "clusters.csv", "bad_files.csv"))
-             + " and a report; with --truth also " + columns("truth.csv") + ".",
-             ["featclust sort photos/ sorted/ -k 8",
-              ("featclust sort sorted/cluster_03 split/ -k 4   # refine one cluster; embeds "
-               "nothing")])
+    p = _sub(
+        sub,
+        "sort",
+        "embed, cluster and copy images into cluster folders",
+        "Embed what is not in the store yet, cluster with k-means and copy every image "
+        "into OUT_DIR/cluster_XX/, with "
+        + ", ".join(columns(name) for name in ("labels.csv", "clusters.csv", "bad_files.csv"))
+        + " and a report; with --truth also "
+        + columns("truth.csv")
+        + ".",
+        [
+            "featclust sort photos/ sorted/ -k 8",
+            ("featclust sort sorted/cluster_03 split/ -k 4   # refine one cluster; embeds nothing"),
+        ],
+    )
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     p.add_argument("out_dir", metavar="OUT_DIR", help=_OUT_DIR_HELP)
     cluster_options(p)
-    p.add_argument("--truth", metavar="CSV",
-                   help="known classes of some images (columns path,label; paths relative to "
-                        "IMAGE_DIR): report adjusted Rand index, NMI and a contingency table "
-                        "(OUT_DIR/truth.csv)")
+    p.add_argument(
+        "--truth",
+        metavar="CSV",
+        help="known classes of some images (columns path,label; paths relative to "
+        "IMAGE_DIR): report adjusted Rand index, NMI and a contingency table "
+        "(OUT_DIR/truth.csv)",
+    )
     feature_options(p)
     dask_option(p)
     report_options(p)
 
-    p = _sub(sub, "scan-k", "score k-means for a range of k and suggest one",
-             "Fit k-means for every k of a range on the stored features (embedding only what "
-             "is missing), print inertia, silhouette, Davies-Bouldin, Calinski-Harabasz and "
-             "stability per k, and suggest a k with the reason.",
-             ["featclust scan-k photos/ -k 2:30",
-              "featclust scan-k photos/ -k 5:50 --step 5 --out scan/"])
+    p = _sub(
+        sub,
+        "scan-k",
+        "score k-means for a range of k and suggest one",
+        "Fit k-means for every k of a range on the stored features (embedding only what "
+        "is missing), print inertia, silhouette, Davies-Bouldin, Calinski-Harabasz and "
+        "stability per k, and suggest a k with the reason.",
+        [
+            "featclust scan-k photos/ -k 2:30",
+            "featclust scan-k photos/ -k 5:50 --step 5 --out scan/",
+        ],
+    )
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     scan_options(p)
-    p.add_argument("--out", metavar="DIR",
-                   help=f"write {columns('kscan.csv')} and kscan.png (the scores against k) "
-                        "into DIR: a new or empty folder, or a featclust output such as a "
-                        "sorted folder")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"write {columns('kscan.csv')} and kscan.png (the scores against k) "
+        "into DIR: a new or empty folder, or a featclust output such as a "
+        "sorted folder",
+    )
     feature_options(p)
     dask_option(p)
 
-    p = _sub(sub, "assign", "assign new images to the clusters of a sorted folder",
-             "Embed the given images (through the feature store) with the settings the model "
-             f"in OUT_DIR was built with, and print CSV: {columns('assign')}. outlier "
-             "is true when the image is farther from its cluster's centre than 95% of the "
-             "cluster's own members. With --place, also copy each image into its cluster's "
-             "folder and add it to labels.csv.",
-             ["featclust assign sorted/ new.png more-new/",
-              "featclust assign sorted/ incoming/ --place"])
+    p = _sub(
+        sub,
+        "assign",
+        "assign new images to the clusters of a sorted folder",
+        "Embed the given images (through the feature store) with the settings the model "
+        f"in OUT_DIR was built with, and print CSV: {columns('assign')}. outlier "
+        "is true when the image is farther from its cluster's centre than 95% of the "
+        "cluster's own members. With --place, also copy each image into its cluster's "
+        "folder and add it to labels.csv.",
+        [
+            "featclust assign sorted/ new.png more-new/",
+            "featclust assign sorted/ incoming/ --place",
+        ],
+    )
     p.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by featclust sort")
-    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
-                   help="image files and folders of images to assign")
-    p.add_argument("--place", nargs="?", const="model", choices=("model", *MODES),
-                   metavar="MODE", help="also put each image into its cluster's folder: by the "
-                                        "sort's --mode (the default) or copy|symlink|hardlink")
+    p.add_argument(
+        "inputs",
+        metavar="IMAGE_OR_DIR",
+        nargs="+",
+        help="image files and folders of images to assign",
+    )
+    p.add_argument(
+        "--place",
+        nargs="?",
+        const="model",
+        choices=("model", *MODES),
+        metavar="MODE",
+        help="also put each image into its cluster's folder: by the "
+        "sort's --mode (the default) or copy|symlink|hardlink",
+    )
     feature_options(p, from_model=True)
 
-    p = _sub(sub, "embed", "fill the feature store only",
-             "Embed the images of IMAGE_DIR that are not in the store yet.",
-             ["featclust embed photos/", "featclust embed photos/ --store /data/featclust",
-              "featclust embed photos/ --dask local:4"])
+    p = _sub(
+        sub,
+        "embed",
+        "fill the feature store only",
+        "Embed the images of IMAGE_DIR that are not in the store yet.",
+        [
+            "featclust embed photos/",
+            "featclust embed photos/ --store /data/featclust",
+            "featclust embed photos/ --dask local:4",
+        ],
+    )
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
     feature_options(p)
     dask_option(p)
 
-    p = _sub(sub, "similar", "list the images of a folder most similar to query images",
-             "For each query image, the most similar images of IMAGE_DIR by cosine similarity "
-             "of the stored features (queries that are not in the store are embedded through "
-             f"it), as CSV on stdout: {columns('similar')}.",
-             ["featclust similar photos/ photos/cat.png --top 5",
-              "featclust similar photos/ queries/"])
+    p = _sub(
+        sub,
+        "similar",
+        "list the images of a folder most similar to query images",
+        "For each query image, the most similar images of IMAGE_DIR by cosine similarity "
+        "of the stored features (queries that are not in the store are embedded through "
+        f"it), as CSV on stdout: {columns('similar')}.",
+        ["featclust similar photos/ photos/cat.png --top 5", "featclust similar photos/ queries/"],
+    )
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
-    p.add_argument("queries", metavar="QUERY", nargs="+",
-                   help="query image files, or folders of them")
-    p.add_argument("--top", type=positive_int, default=10, metavar="N",
-                   help="similar images per query (default: 10)")
+    p.add_argument(
+        "queries", metavar="QUERY", nargs="+", help="query image files, or folders of them"
+    )
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="similar images per query (default: 10)",
+    )
     feature_options(p)
 
-    p = _sub(sub, "duplicates", "find near-duplicate and byte-identical images",
-             "Group the images of IMAGE_DIR whose features are near-identical (cosine "
-             "similarity at least the threshold), and separately byte-identical files; write "
-             f"{columns('duplicates.csv')}, {columns('identical.csv')} and duplicates.html "
-             "into OUT_DIR.",
-             ["featclust duplicates photos/ dups/",
-              "featclust duplicates photos/ dups/ --threshold 0.98"])
+    p = _sub(
+        sub,
+        "duplicates",
+        "find near-duplicate and byte-identical images",
+        "Group the images of IMAGE_DIR whose features are near-identical (cosine "
+        "similarity at least the threshold), and separately byte-identical files; write "
+        f"{columns('duplicates.csv')}, {columns('identical.csv')} and duplicates.html "
+        "into OUT_DIR.",
+        [
+            "featclust duplicates photos/ dups/",
+            "featclust duplicates photos/ dups/ --threshold 0.98",
+        ],
+    )
     p.add_argument("image_dir", metavar="IMAGE_DIR", help=_IMAGE_DIR_HELP)
-    p.add_argument("out_dir", metavar="OUT_DIR",
-                   help="where the tables and duplicates.html go (new, empty or written by "
-                        "featclust)")
-    p.add_argument("--threshold", type=unit_float, default=None, metavar="T",
-                   help="cosine similarity from which two images count as near-duplicates, "
-                        "0 to 1 (default: the one measured in benchmarks/near_duplicates.py)")
+    p.add_argument(
+        "out_dir",
+        metavar="OUT_DIR",
+        help="where the tables and duplicates.html go (new, empty or written by featclust)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=unit_float,
+        default=None,
+        metavar="T",
+        help="cosine similarity from which two images count as near-duplicates, "
+        "0 to 1 (default: the one measured in benchmarks/near_duplicates.py)",
+    )
     feature_options(p)
 
-    p = _sub(sub, "demo", "sort a built-in sample set of dot-pattern images",
-             "Write a small set of dot-pattern images (rings, lines, grids, clusters) and sort "
-             "it into OUT_DIR.",
-             ["featclust demo demo-out/ --weights none",
-              "featclust demo demo-out/ --images demo-images/"])
+    p = _sub(
+        sub,
+        "demo",
+        "sort a built-in sample set of dot-pattern images",
+        "Write a small set of dot-pattern images (rings, lines, grids, clusters) and sort "
+        "it into OUT_DIR.",
+        [
+            "featclust demo demo-out/ --weights none",
+            "featclust demo demo-out/ --images demo-images/",
+        ],
+    )
     p.add_argument("out_dir", metavar="OUT_DIR", help=_OUT_DIR_HELP)
-    p.add_argument("--images", metavar="DIR",
-                   help="where to write the sample images (default: featclust's cache folder)")
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="where to write the sample images (default: featclust's cache folder)",
+    )
     feature_options(p)
     report_options(p)
 
-    p = _sub(sub, "report", "write the report of a sorted folder again",
-             "Re-create OUT_DIR/report/ (montages, galleries, overview, 2-D map, index.html) "
-             "from a folder written by sort; the features are read from the feature store the "
-             "sort used.",
-             ["featclust report sorted/", "featclust report sorted/ --map pca"])
+    p = _sub(
+        sub,
+        "report",
+        "write the report of a sorted folder again",
+        "Re-create OUT_DIR/report/ (montages, galleries, overview, 2-D map, index.html) "
+        "from a folder written by sort; the features are read from the feature store the "
+        "sort used.",
+        ["featclust report sorted/", "featclust report sorted/ --map pca"],
+    )
     p.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by featclust sort")
     report_options(p, with_switch=False)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    p = _sub(sub, "store", "look after the feature store",
-             "gc: drop the stored features no existing image folder uses any more (folders "
-             "that were deleted, images that were removed).",
-             ["featclust store gc --dry-run", "featclust store gc --store /data/featclust"])
+    p = _sub(
+        sub,
+        "store",
+        "look after the feature store",
+        "gc: drop the stored features no existing image folder uses any more (folders "
+        "that were deleted, images that were removed).",
+        ["featclust store gc --dry-run", "featclust store gc --store /data/featclust"],
+    )
     p.add_argument("action", choices=("gc",), help="what to do: gc (collect garbage)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="only say what would be dropped")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     store_option(p)
     return parser
 
@@ -201,21 +287,32 @@ def _embedder(args):
     """The embedder of the feature options; checked (a bad --layer refused) before any work."""
     embedder = Embedder(**embedder_params(args))
     if args.weights == "none":
-        print("featclust: warning: --weights none uses random weights; clusters will not "
-              "reflect pretrained features", file=sys.stderr)
+        print(
+            "featclust: warning: --weights none uses random weights; clusters will not "
+            "reflect pretrained features",
+            file=sys.stderr,
+        )
     return embedder
 
 
 def _report_embed(emb, out):
-    print(f"images: {len(emb.paths)} ({emb.n_embedded} embedded, {emb.n_reused} reused), "
-          f"skipped: {len(emb.bad_files)}", file=out)
+    print(
+        f"images: {len(emb.paths)} ({emb.n_embedded} embedded, {emb.n_reused} reused), "
+        f"skipped: {len(emb.bad_files)}",
+        file=out,
+    )
     for problem in emb.problems:
         print(f"featclust: store repaired: {problem}", file=sys.stderr)
 
 
 def _cmd_embed(args):
-    emb = embed_folder(args.image_dir, embedder=_embedder(args), store=args.store,
-                       progress=_progress(args.quiet), dask=args.dask)
+    emb = embed_folder(
+        args.image_dir,
+        embedder=_embedder(args),
+        store=args.store,
+        progress=_progress(args.quiet),
+        dask=args.dask,
+    )
     _report_embed(emb, sys.stdout)
     print(f"store: {emb.store_path}")
     return 0
@@ -223,19 +320,24 @@ def _cmd_embed(args):
 
 def _print_sort(result):
     _report_embed(result.embed, sys.stdout)
-    sizes = ", ".join(str(s) for s in np.bincount(result.model.labels_,
-                                                  minlength=result.model.n_clusters))
+    sizes = ", ".join(
+        str(s) for s in np.bincount(result.model.labels_, minlength=result.model.n_clusters)
+    )
     print(f"clusters: {result.model.n_clusters} (sizes {sizes})")
     if result.kscan is not None:
         print(f"k = {result.kscan.suggested_k_}, suggested by the k scan: {result.kscan.reason_}")
     _print_judgement(result.judgement, len(result.embed.paths))
     for rel in result.kept:
-        print(f"featclust: warning: left {rel} as it is: it was changed since featclust wrote "
-              "it", file=sys.stderr)
+        print(
+            f"featclust: warning: left {rel} as it is: it was changed since featclust wrote it",
+            file=sys.stderr,
+        )
     identical = result.record.counts.get("identical_groups")
     if identical:
-        print(f"identical images: {identical} groups of byte-identical files (list them, and "
-              "near-duplicates, with featclust duplicates)")
+        print(
+            f"identical images: {identical} groups of byte-identical files (list them, and "
+            "near-duplicates, with featclust duplicates)"
+        )
     print(f"output: {result.out_dir}")
     if result.report is not None:
         _print_report(result.report)
@@ -250,8 +352,9 @@ def _print_report(report):
 
 
 def _cmd_report(args):
-    _print_report(write_report(args.out_dir, map_method=args.map_method,
-                               progress=_progress(args.quiet)))
+    _print_report(
+        write_report(args.out_dir, map_method=args.map_method, progress=_progress(args.quiet))
+    )
     return 0
 
 
@@ -260,26 +363,39 @@ def _print_judgement(judged, n_images):
         return fmt_num(s[name], digits) or "n/a"
 
     s = judged.scores
-    print(f"scores: silhouette {score('silhouette')}, Davies-Bouldin "
-          f"{score('davies_bouldin')}, Calinski-Harabasz "
-          f"{score('calinski_harabasz', 5)}, stability {score('stability')}")
+    print(
+        f"scores: silhouette {score('silhouette')}, Davies-Bouldin "
+        f"{score('davies_bouldin')}, Calinski-Harabasz "
+        f"{score('calinski_harabasz', 5)}, stability {score('stability')}"
+    )
     for r in judged.clusters:
         if r["tiny"]:
-            print(f"featclust: warning: cluster {r['cluster']} is tiny ({r['size']} of "
-                  f"{n_images} images)", file=sys.stderr)
+            print(
+                f"featclust: warning: cluster {r['cluster']} is tiny ({r['size']} of "
+                f"{n_images} images)",
+                file=sys.stderr,
+            )
         if r["loose"]:
-            print(f"featclust: warning: the members of cluster {r['cluster']} sit far from "
-                  f"its centre (mean distance {fmt_num(r['mean_distance'], 4)}, more than "
-                  f"{LOOSE_FACTOR:g} times the median over the clusters)", file=sys.stderr)
+            print(
+                f"featclust: warning: the members of cluster {r['cluster']} sit far from "
+                f"its centre (mean distance {fmt_num(r['mean_distance'], 4)}, more than "
+                f"{LOOSE_FACTOR:g} times the median over the clusters)",
+                file=sys.stderr,
+            )
     t = judged.truth
     if t is not None:
-        print(f"truth: adjusted Rand index {t.ari:.3f}, NMI {t.nmi:.3f} on {t.n_labelled} "
-              f"labelled images" + (f" ({t.n_unknown} truth rows name no clustered image)"
-                                    if t.n_unknown else ""))
+        print(
+            f"truth: adjusted Rand index {t.ari:.3f}, NMI {t.nmi:.3f} on {t.n_labelled} "
+            f"labelled images"
+            + (f" ({t.n_unknown} truth rows name no clustered image)" if t.n_unknown else "")
+        )
         if t.contingency.shape[1] <= 12:
             width = max(5, *(len(c) for c in t.classes))
-            print("  " + "label".ljust(width) + "".join(
-                f"{c:>6d}" for c in range(t.contingency.shape[1])))
+            print(
+                "  "
+                + "label".ljust(width)
+                + "".join(f"{c:>6d}" for c in range(t.contingency.shape[1]))
+            )
             for name, row in zip(t.classes, t.contingency):
                 print("  " + name.ljust(width) + "".join(f"{int(x):>6d}" for x in row))
         print("  (contingency table in truth.csv)")
@@ -287,26 +403,46 @@ def _print_judgement(judged, n_images):
 
 def _cmd_sort(args):
     truth = read_truth_csv(args.truth) if args.truth else None
-    result = sort_folder(args.image_dir, args.out_dir, **cluster_params(args),
-                         embedder=_embedder(args), store=args.store, mode=args.mode,
-                         progress=_progress(args.quiet), report=not args.no_report,
-                         map_method=args.map_method, truth=truth, dask=args.dask)
+    result = sort_folder(
+        args.image_dir,
+        args.out_dir,
+        **cluster_params(args),
+        embedder=_embedder(args),
+        store=args.store,
+        mode=args.mode,
+        progress=_progress(args.quiet),
+        report=not args.no_report,
+        map_method=args.map_method,
+        truth=truth,
+        dask=args.dask,
+    )
     _print_sort(result)
     return 0
 
 
 def _cmd_scan_k(args):
-    result = scan_folder(args.image_dir, ks=parse_k_range(args.k, args.step),
-                         embedder=_embedder(args), store=args.store, pca=args.pca,
-                         normalize=args.normalize, random_state=args.random_state,
-                         fit_sample=args.fit_sample, out_dir=args.out,
-                         progress=_progress(args.quiet), dask=args.dask)
+    result = scan_folder(
+        args.image_dir,
+        ks=parse_k_range(args.k, args.step),
+        embedder=_embedder(args),
+        store=args.store,
+        pca=args.pca,
+        normalize=args.normalize,
+        random_state=args.random_state,
+        fit_sample=args.fit_sample,
+        out_dir=args.out,
+        progress=_progress(args.quiet),
+        dask=args.dask,
+    )
     scan = result.kscan
     _report_embed(result.embed, sys.stdout)
     if result.left_out:
-        print(f"featclust: warning: k = {', '.join(map(str, result.left_out))} left out: "
-              f"k-means needs more (distinct) images than clusters "
-              f"({len(result.embed.paths)} images)", file=sys.stderr)
+        print(
+            f"featclust: warning: k = {', '.join(map(str, result.left_out))} left out: "
+            f"k-means needs more (distinct) images than clusters "
+            f"({len(result.embed.paths)} images)",
+            file=sys.stderr,
+        )
     print(kscan_table(scan.scores_, scan.suggested_k_), end="")
     print(f"suggested k: {scan.suggested_k_} ({scan.reason_})")
     for path in result.written:
@@ -317,25 +453,33 @@ def _cmd_scan_k(args):
 def _cmd_assign(args):
     folder = open_sorted(args.out_dir)
     embedder = embedder_for(folder, **embedder_params(args))
-    result = assign_images(folder, args.inputs, embedder=embedder, store=args.store,
-                           progress=_progress(args.quiet))
+    result = assign_images(
+        folder, args.inputs, embedder=embedder, store=args.store, progress=_progress(args.quiet)
+    )
     for b in result.bad_files:
         print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
     sys.stdout.write(result.csv())
     if args.place:
-        placed = place_images(folder, result,
-                              mode=None if args.place == "model" else args.place)
+        placed = place_images(folder, result, mode=None if args.place == "model" else args.place)
         for src, why in placed.skipped:
             print(f"featclust: not placed {src}: {why}", file=sys.stderr)
-        print(f"featclust: placed {len(placed.placed)} images into {folder.path} "
-              f"(labels.csv updated)", file=sys.stderr)
+        print(
+            f"featclust: placed {len(placed.placed)} images into {folder.path} "
+            f"(labels.csv updated)",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _cmd_similar(args):
-    result = similar_images(args.image_dir, args.queries, top=args.top,
-                            embedder=_embedder(args), store=args.store,
-                            progress=_progress(args.quiet))
+    result = similar_images(
+        args.image_dir,
+        args.queries,
+        top=args.top,
+        embedder=_embedder(args),
+        store=args.store,
+        progress=_progress(args.quiet),
+    )
     for b in result.bad_files:
         print(f"featclust: skipped {b.path}: {b.reason}", file=sys.stderr)
     sys.stdout.write(result.csv())
@@ -343,13 +487,20 @@ def _cmd_similar(args):
 
 
 def _cmd_duplicates(args):
-    result = find_duplicates(args.image_dir, args.out_dir, threshold=args.threshold,
-                             embedder=_embedder(args), store=args.store,
-                             progress=_progress(args.quiet))
+    result = find_duplicates(
+        args.image_dir,
+        args.out_dir,
+        threshold=args.threshold,
+        embedder=_embedder(args),
+        store=args.store,
+        progress=_progress(args.quiet),
+    )
     in_near = sum(len(g) for g in result.near)
-    print(f"images: {result.n_images}; near-duplicate groups: {len(result.near)} "
-          f"({in_near} images, cosine similarity >= {result.threshold:g}); byte-identical "
-          f"groups: {len(result.identical)}")
+    print(
+        f"images: {result.n_images}; near-duplicate groups: {len(result.near)} "
+        f"({in_near} images, cosine similarity >= {result.threshold:g}); byte-identical "
+        f"groups: {len(result.identical)}"
+    )
     print(f"output: {result.out_dir}")
     return 0
 
@@ -357,25 +508,41 @@ def _cmd_duplicates(args):
 def _cmd_store(args):
     report = gc(args.store, dry_run=args.dry_run)
     verb = "would drop" if args.dry_run else "dropped"
-    print(f"store: {verb} {report.rows_dropped} rows ({report.bytes_freed / 2 ** 20:.1f} MiB) "
-          f"no image folder uses; {report.rows_kept} rows kept")
+    print(
+        f"store: {verb} {report.rows_dropped} rows ({report.bytes_freed / 2**20:.1f} MiB) "
+        f"no image folder uses; {report.rows_kept} rows kept"
+    )
     for folder in report.folders_forgotten:
         print(f"  {'would forget' if args.dry_run else 'forgot'} {folder} (no longer exists)")
     return 0
 
 
 def _cmd_demo(args):
-    result = demo(args.out_dir, images_dir=args.images, embedder=_embedder(args),
-                  store=args.store, progress=_progress(args.quiet),
-                  report=not args.no_report, map_method=args.map_method)
+    result = demo(
+        args.out_dir,
+        images_dir=args.images,
+        embedder=_embedder(args),
+        store=args.store,
+        progress=_progress(args.quiet),
+        report=not args.no_report,
+        map_method=args.map_method,
+    )
     print(f"sample images: {result.images_dir}")
     _print_sort(result)
     return 0
 
 
-COMMANDS = {"sort": _cmd_sort, "embed": _cmd_embed, "demo": _cmd_demo,
-            "scan-k": _cmd_scan_k, "assign": _cmd_assign, "report": _cmd_report,
-            "similar": _cmd_similar, "duplicates": _cmd_duplicates, "store": _cmd_store}
+COMMANDS = {
+    "sort": _cmd_sort,
+    "embed": _cmd_embed,
+    "demo": _cmd_demo,
+    "scan-k": _cmd_scan_k,
+    "assign": _cmd_assign,
+    "report": _cmd_report,
+    "similar": _cmd_similar,
+    "duplicates": _cmd_duplicates,
+    "store": _cmd_store,
+}
 
 
 def _flags(parser):
@@ -434,8 +601,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"featclust: error: {_in_flags(str(e), parser)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("featclust: interrupted; features computed so far are kept in the store, "
-              "and the next run resumes from them", file=sys.stderr)
+        print(
+            "featclust: interrupted; features computed so far are kept in the store, "
+            "and the next run resumes from them",
+            file=sys.stderr,
+        )
         return 130
 
 

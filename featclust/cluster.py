@@ -10,28 +10,62 @@ arrays only.
 from __future__ import annotations
 
 import os
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
-from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin,
-                          TransformerMixin)
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.utils.validation import check_is_fitted
 
+from . import reduce as reduction
 from .checks import check_bool, check_choice, check_int, check_random_state
 from .errors import UsageError
-from .labelling import (OUTLIER_PERCENTILE, ROW_ATTRIBUTES, feature_distances, label_block,
-                        label_rows, member_means, nearest, outlier_thresholds, outliers,
-                        sample_rows, slim, squared_distances, subsample_kmeans)
-from . import reduce as reduction
+from .labelling import (
+    OUTLIER_PERCENTILE,
+    ROW_ATTRIBUTES,
+    feature_distances,
+    label_block,
+    label_rows,
+    member_means,
+    nearest,
+    outlier_thresholds,
+    outliers,
+    sample_rows,
+    slim,
+    squared_distances,
+    subsample_kmeans,
+)
 from .modelfile import load_model, save_model
 from .reduce import Reducer, blocks, check_features, count_distinct
 
 # Kept importable from here, where callers found them before featclust.labelling.
-__all__ = ["DEFAULT_NORMALIZE", "DEFAULT_N_INIT", "DEFAULT_PCA", "FIT_SAMPLE", "FeatureKMeans",
-           "MAX_WARD_IMAGES", "METHODS", "OUTLIER_PERCENTILE", "PARAMS", "ROW_ATTRIBUTES",
-           "checked_sample", "label_block", "label_rows", "member_means", "outliers",
-           "reduced_sample", "sample_rows", "slim", "subsample_kmeans"]
+__all__ = [
+    "DEFAULT_NORMALIZE",
+    "DEFAULT_N_INIT",
+    "DEFAULT_PCA",
+    "FIT_SAMPLE",
+    "FeatureKMeans",
+    "MAX_WARD_IMAGES",
+    "METHODS",
+    "OUTLIER_PERCENTILE",
+    "PARAMS",
+    "ROW_ATTRIBUTES",
+    "checked_sample",
+    "label_block",
+    "label_rows",
+    "member_means",
+    "outliers",
+    "reduced_sample",
+    "sample_rows",
+    "slim",
+    "subsample_kmeans",
+]
 
 #: Clustering methods: k-means, or Ward agglomerative clustering.
 METHODS = ("kmeans", "ward")
@@ -51,12 +85,19 @@ DEFAULT_NORMALIZE = True
 #: half on that benchmark, and k-means costs seconds next to the embedding.
 DEFAULT_N_INIT = 16
 #: Constructor parameters, in order (also the ``params`` a model file records).
-PARAMS = ("n_clusters", "pca", "whiten", "normalize", "random_state", "n_init", "method",
-          "fit_sample")
+PARAMS = (
+    "n_clusters",
+    "pca",
+    "whiten",
+    "normalize",
+    "random_state",
+    "n_init",
+    "method",
+    "fit_sample",
+)
 
 
-class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin,
-                    BaseEstimator):
+class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means on feature vectors, a scikit-learn estimator.
 
     The features are reduced by a :class:`~featclust.reduce.Reducer`
@@ -156,10 +197,17 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
     ``inertia_`` or ``reduced_`` (they belong to the fitted images).
     """
 
-    def __init__(self, n_clusters: int = 8, pca: int | None = DEFAULT_PCA, whiten: bool = False,
-                 normalize: bool = DEFAULT_NORMALIZE, random_state: Any = 0,
-                 n_init: int = DEFAULT_N_INIT, method: str = "kmeans",
-                 fit_sample: int | None = FIT_SAMPLE) -> None:
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        pca: int | None = DEFAULT_PCA,
+        whiten: bool = False,
+        normalize: bool = DEFAULT_NORMALIZE,
+        random_state: Any = 0,
+        n_init: int = DEFAULT_N_INIT,
+        method: str = "kmeans",
+        fit_sample: int | None = FIT_SAMPLE,
+    ) -> None:
         self.n_clusters = n_clusters
         self.pca = pca
         self.whiten = whiten
@@ -189,9 +237,12 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         check_choice("method", self.method, METHODS)
         check_int("fit_sample", self.fit_sample, low=2, none_ok=True)
 
-    def fit(self, X: Any, y: Any = None,
-            labeller: Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-            ) -> FeatureKMeans:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        labeller: Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> FeatureKMeans:
         """Fit the reduction, then k-means (or Ward), on at most ``fit_sample`` rows.
 
         With ``fit_sample`` at least the number of rows (or ``None``) every
@@ -231,8 +282,10 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         X, rows = checked_sample(self, X, self.fit_sample, seed)
         n, k = len(X), self.n_clusters
         if k > n:
-            raise UsageError(f"n_clusters={k} is larger than the number of images ({n})"
-                             + ("; X holds only 1 sample" if n == 1 else ""))
+            raise UsageError(
+                f"n_clusters={k} is larger than the number of images ({n})"
+                + ("; X holds only 1 sample" if n == 1 else "")
+            )
         m = n if rows is None else len(rows)
         if k > m:
             raise UsageError(f"n_clusters={k} is larger than fit_sample={self.fit_sample}")
@@ -242,16 +295,18 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
             raise UsageError(
                 f"n_clusters={k} is larger than the number of distinct images: {where} "
                 f"have only {distinct} distinct feature vector{'s' if distinct > 1 else ''} "
-                f"(identical images); use n_clusters <= {distinct}")
+                f"(identical images); use n_clusters <= {distinct}"
+            )
         if self.method == "ward" and m > MAX_WARD_IMAGES:
-            raise UsageError(f"method='ward' needs memory for all pairs of images: at most "
-                             f"{MAX_WARD_IMAGES} images, got {m}; use method='kmeans' or "
-                             f"fit_sample <= {MAX_WARD_IMAGES}")
+            raise UsageError(
+                f"method='ward' needs memory for all pairs of images: at most "
+                f"{MAX_WARD_IMAGES} images, got {m}; use method='kmeans' or "
+                f"fit_sample <= {MAX_WARD_IMAGES}"
+            )
         reducer, Z = reduced_sample(X, rows, self.pca, self.whiten, self.normalize, seed)
         if self.method == "ward":
             labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(Z)
-            centers = np.stack([Z[labels == c].mean(axis=0, dtype=np.float64)
-                                for c in range(k)])
+            centers = np.stack([Z[labels == c].mean(axis=0, dtype=np.float64) for c in range(k)])
         else:
             km = KMeans(n_clusters=k, n_init=self.n_init, random_state=seed)
             labels = km.fit_predict(Z)
@@ -267,8 +322,9 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         if reducer.components_ is not None:
             self.feature_centers_ = member_means(reducer, X, rows, rank[labels], k)
         width = self.cluster_centers_.shape[1]
-        keep = (reducer.components_ is not None
-                or n * width * 4 <= reduction.MAX_IN_MEMORY_BYTES)  # see reduced_
+        keep = (
+            reducer.components_ is not None or n * width * 4 <= reduction.MAX_IN_MEMORY_BYTES
+        )  # see reduced_
         if rows is None and labeller is None:
             labels, distances = nearest(self.cluster_centers_, Z)
             if self.feature_centers_ is not None:  # measured before the PCA
@@ -295,10 +351,12 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         labels = np.asarray(labels, dtype=np.int64)
         distances = np.asarray(distances, dtype=np.float32)
         if labels.shape != (n,) or distances.shape != (n,):
-            raise ValueError(f"the labeller gave labels of shape {labels.shape} and distances "
-                             f"of shape {distances.shape} for {n} rows")
+            raise ValueError(
+                f"the labeller gave labels of shape {labels.shape} and distances "
+                f"of shape {distances.shape} for {n} rows"
+            )
         self.labels_, self.distances_ = labels, distances
-        self.inertia_ = float(np.sum(distances ** 2))
+        self.inertia_ = float(np.sum(distances**2))
         self.thresholds_ = outlier_thresholds(labels, distances, self.n_clusters)
 
     def reduce(self, X: Any) -> np.ndarray:
@@ -361,7 +419,7 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         Z = self.reduce(X)
         out = np.empty((len(Z), len(self.cluster_centers_)), np.float32)
         for start, d2 in squared_distances(self.cluster_centers_, Z):
-            out[start:start + len(d2)] = np.sqrt(np.maximum(d2, 0.0))
+            out[start : start + len(d2)] = np.sqrt(np.maximum(d2, 0.0))
         return out
 
     @property
@@ -408,8 +466,9 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         return load_model(path, cls)
 
 
-def checked_sample(estimator: BaseEstimator, X: Any, fit_sample: int | None,
-                   seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+def checked_sample(
+    estimator: BaseEstimator, X: Any, fit_sample: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The opening of a fit (FeatureKMeans, KScan): ``X`` checked, the fit sample drawn.
 
     Parameters
@@ -433,8 +492,14 @@ def checked_sample(estimator: BaseEstimator, X: Any, fit_sample: int | None,
     return X, sample_rows(len(X), fit_sample, seed)
 
 
-def reduced_sample(X: np.ndarray, rows: np.ndarray | None, pca: int | None, whiten: bool,
-                   normalize: bool, seed: int) -> tuple[Reducer, np.ndarray]:
+def reduced_sample(
+    X: np.ndarray,
+    rows: np.ndarray | None,
+    pca: int | None,
+    whiten: bool,
+    normalize: bool,
+    seed: int,
+) -> tuple[Reducer, np.ndarray]:
     """The reduction fitted on the fit sample, and the sample reduced (block by block).
 
     Parameters

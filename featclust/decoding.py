@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from . import images
-from .images import ImageFile
 from .checks import check_choice, check_int
 from .device import cpu_count, gpu_available
+from .images import ImageFile
 
 #: Side of the square images the model sees.
 INPUT_SIZE = 224
@@ -36,8 +36,9 @@ PROCESS_CHUNK = 16
 MIN_FILES_PER_PROCESS = 64
 
 
-def choose_decoder(decoder: str = "auto", n_files: int | None = None,
-                   model_on_gpu: bool | None = None) -> str:
+def choose_decoder(
+    decoder: str = "auto", n_files: int | None = None, model_on_gpu: bool | None = None
+) -> str:
     """Threads or processes for decoding.
 
     ``"auto"`` takes processes only where the model outruns decoding: on a
@@ -69,9 +70,14 @@ def choose_decoder(decoder: str = "auto", n_files: int | None = None,
     return "processes" if model_on_gpu else "threads"
 
 
-def iter_decoded(files: Sequence[ImageFile], batch_size: int, size: int = INPUT_SIZE,
-                 workers: int | None = None, prefetch_batches: int = 2,
-                 decoder: str = "threads") -> Iterator[tuple[list, np.ndarray, list]]:
+def iter_decoded(
+    files: Sequence[ImageFile],
+    batch_size: int,
+    size: int = INPUT_SIZE,
+    workers: int | None = None,
+    prefetch_batches: int = 2,
+    decoder: str = "threads",
+) -> Iterator[tuple[list, np.ndarray, list]]:
     """Decode files in the background, in order, ``batch_size`` good images at a time.
 
     Parameters
@@ -195,8 +201,10 @@ def _decode_chunk(files, size=INPUT_SIZE):
     return results, (np.stack(stack) if stack else np.zeros((0, size, size), np.uint8))
 
 
-def load_one(file: ImageFile, size: int = INPUT_SIZE,
-             ) -> tuple[str | None, np.ndarray | None, str | None]:
+def load_one(
+    file: ImageFile,
+    size: int = INPUT_SIZE,
+) -> tuple[str | None, np.ndarray | None, str | None]:
     """Read and decode one file; any failure is the file's, never the run's.
 
     Returns
@@ -219,9 +227,13 @@ def load_one(file: ImageFile, size: int = INPUT_SIZE,
         return None, None, f"cannot decode: {type(e).__name__}: {e}"
 
 
-def iter_features(files: Sequence[ImageFile], embedder: Any, workers: int | None = None,
-                  prefetch_batches: int = 2, decoder: str = "auto",
-                  ) -> Iterator[tuple[list, np.ndarray, list]]:
+def iter_features(
+    files: Sequence[ImageFile],
+    embedder: Any,
+    workers: int | None = None,
+    prefetch_batches: int = 2,
+    decoder: str = "auto",
+) -> Iterator[tuple[list, np.ndarray, list]]:
     """Decode files in background threads and embed them batch by batch.
 
     The function a :meth:`featclust.store.FeatureStore.update` takes, bound to
@@ -250,8 +262,8 @@ def iter_features(files: Sequence[ImageFile], embedder: Any, workers: int | None
     bad : list of featclust.images.BadFile
         Files of this batch that could not be used.
     """
-    for good, pixels, bad in iter_decoded(files, embedder.batch, INPUT_SIZE, workers,
-                                          prefetch_batches, decoder):
-        feats = (embedder.embed_batch(pixels) if good
-                 else np.zeros((0, embedder.dim), np.float32))
+    for good, pixels, bad in iter_decoded(
+        files, embedder.batch, INPUT_SIZE, workers, prefetch_batches, decoder
+    ):
+        feats = embedder.embed_batch(pixels) if good else np.zeros((0, embedder.dim), np.float32)
         yield good, feats, bad

@@ -18,8 +18,9 @@ from .store import default_root
 DEMO_FAMILIES = ("ring", "line", "grid", "clusters")
 
 
-def demo_images(images_dir: str | os.PathLike | None = None, *, n_per_family: int = 12,
-                seed: int = 0) -> tuple[Path, dict]:
+def demo_images(
+    images_dir: str | os.PathLike | None = None, *, n_per_family: int = 12, seed: int = 0
+) -> tuple[Path, dict]:
     """Write (once) the built-in sample set of dot-pattern images.
 
     Parameters
@@ -48,13 +49,16 @@ def demo_images(images_dir: str | os.PathLike | None = None, *, n_per_family: in
     if images_dir.is_dir() and truth_csv.is_file():
         return images_dir, {r["path"]: r["label"] for r in read_csv(truth_csv)}
     if images_dir.exists() and (not images_dir.is_dir() or any(images_dir.iterdir())):
-        raise UnsafeOutputError(f"sample folder {str(images_dir)!r} exists and is not a featclust "
-                                "sample set; choose a new folder")
+        raise UnsafeOutputError(
+            f"sample folder {str(images_dir)!r} exists and is not a featclust "
+            "sample set; choose a new folder"
+        )
     images_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=images_dir.parent, prefix=".demo-"))
     try:
-        truth = samples.make_image_set(tmp, n_per_family=n_per_family, families=DEMO_FAMILIES,
-                                       seed=seed)
+        truth = samples.make_image_set(
+            tmp, n_per_family=n_per_family, families=DEMO_FAMILIES, seed=seed
+        )
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
         os.replace(tmp, images_dir)
     except BaseException:
@@ -64,8 +68,13 @@ def demo_images(images_dir: str | os.PathLike | None = None, *, n_per_family: in
     return images_dir, truth
 
 
-def demo(out_dir: str | os.PathLike, *, images_dir: str | os.PathLike | None = None,
-         n_per_family: int = 12, **sort_params: Any) -> SortResult:
+def demo(
+    out_dir: str | os.PathLike,
+    *,
+    images_dir: str | os.PathLike | None = None,
+    n_per_family: int = 12,
+    **sort_params: Any,
+) -> SortResult:
     """Sort the built-in sample set into ``out_dir``.
 
     Parameters
@@ -86,8 +95,9 @@ def demo(out_dir: str | os.PathLike, *, images_dir: str | os.PathLike | None = N
     """
     OutputFolder(out_dir, images_dir)  # refuse unsafe folders before writing samples
     images_dir, truth = demo_images(images_dir, n_per_family=n_per_family)
-    result = sort_folder(images_dir, out_dir, n_clusters=len(DEMO_FAMILIES), truth=truth,
-                         **sort_params)
+    result = sort_folder(
+        images_dir, out_dir, n_clusters=len(DEMO_FAMILIES), truth=truth, **sort_params
+    )
     result.truth = truth  # type: ignore[attr-defined]
     result.images_dir = images_dir  # type: ignore[attr-defined]
     return result

@@ -109,10 +109,16 @@ def gpu_may_exist(root: str = "/") -> bool:
         return False
     if not sys.platform.startswith("linux"):
         return True
-    join = lambda *parts: os.path.join(root, *parts)
-    return bool(glob.glob(join("proc", "driver", "nvidia", "gpus", "*"))
-                or glob.glob(join("dev", "nvidia[0-9]*"))
-                or os.path.exists(join("dev", "kfd")) or os.path.exists(join("dev", "dxg")))
+
+    def join(*parts: str) -> str:
+        return os.path.join(root, *parts)
+
+    return bool(
+        glob.glob(join("proc", "driver", "nvidia", "gpus", "*"))
+        or glob.glob(join("dev", "nvidia[0-9]*"))
+        or os.path.exists(join("dev", "kfd"))
+        or os.path.exists(join("dev", "dxg"))
+    )
 
 
 def gpu_available() -> bool:
@@ -138,8 +144,10 @@ def runtime_logs_wanted() -> bool:
 
     ``FEATCLUST_RUNTIME_LOGS=1``, or ``TF_CPP_MIN_LOG_LEVEL=0`` set by the user.
     """
-    return (os.environ.get("FEATCLUST_RUNTIME_LOGS") == "1"
-            or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0")
+    return (
+        os.environ.get("FEATCLUST_RUNTIME_LOGS") == "1"
+        or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
+    )
 
 
 def prepare_runtime_env() -> None:
@@ -195,8 +203,11 @@ def quiet_native_stderr() -> Iterator[None]:
             os.dup2(saved, fd)
             os.close(saved)
             capture.seek(0)
-            kept = [line for line in capture.read().splitlines(keepends=True)
-                    if not NOISE.match(line.decode("utf-8", "replace"))]
+            kept = [
+                line
+                for line in capture.read().splitlines(keepends=True)
+                if not NOISE.match(line.decode("utf-8", "replace"))
+            ]
             if kept:
                 os.write(fd, b"".join(kept))
 
@@ -259,6 +270,7 @@ def load_keras() -> tuple[Any, Any]:
     silence_python_loggers()
     _BACKEND.append((keras, tf))
     return keras, tf
+
 
 _BACKEND: list = []
 _TF_CONFIGURED: list = []

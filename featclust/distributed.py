@@ -58,20 +58,23 @@ def _import_distributed():
     try:
         import distributed
     except ImportError:
-        raise DaskError(f"dask= needs Dask distributed, which is not installed: "
-                        f"{INSTALL_HINT}") from None
+        raise DaskError(
+            f"dask= needs Dask distributed, which is not installed: {INSTALL_HINT}"
+        ) from None
     return distributed
 
 
 def _local_workers(dask):
-    text = dask[len("local:"):]
+    text = dask[len("local:") :]
     try:
         n = int(text)
     except ValueError:
         n = 0
     if n < 1 or text.strip() != text:
-        raise UsageError(f"dask={dask!r}: give local:N with N a positive number of worker "
-                         "processes, or a scheduler address such as tcp://host:8786")
+        raise UsageError(
+            f"dask={dask!r}: give local:N with N a positive number of worker "
+            "processes, or a scheduler address such as tcp://host:8786"
+        )
     return n
 
 
@@ -99,8 +102,9 @@ def check_dask(dask: Any) -> Any:
     loaded = sys.modules.get("distributed")  # a client exists only once Dask is imported
     if loaded is not None and isinstance(dask, loaded.Client):
         return dask
-    raise UsageError(f"dask={dask!r} must be a distributed.Client, a scheduler address, "
-                     "'local:N' or None")
+    raise UsageError(
+        f"dask={dask!r} must be a distributed.Client, a scheduler address, 'local:N' or None"
+    )
 
 
 @contextlib.contextmanager
@@ -138,12 +142,17 @@ def connect(dask: Any) -> Iterator[Any]:
     if dask.startswith("local:"):
         n = _local_workers(dask)
         try:
-            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1,
-                                               processes=True, dashboard_address=None,
-                                               silence_logs=logging.ERROR)
+            cluster = distributed.LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
         except Exception as e:
-            raise DaskError(f"cannot start a local Dask cluster of {n} workers: "
-                            f"{type(e).__name__}: {e}") from None
+            raise DaskError(
+                f"cannot start a local Dask cluster of {n} workers: {type(e).__name__}: {e}"
+            ) from None
         try:
             with distributed.Client(cluster) as client:
                 yield client
@@ -154,8 +163,10 @@ def connect(dask: Any) -> Iterator[Any]:
         client = distributed.Client(dask, timeout="10s")
     except (OSError, TimeoutError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DaskError(f"cannot reach the Dask scheduler at {dask!r} ({reason}); start it "
-                        "(dask scheduler) or check the address") from None
+        raise DaskError(
+            f"cannot reach the Dask scheduler at {dask!r} ({reason}); start it "
+            "(dask scheduler) or check the address"
+        ) from None
     try:
         yield client
     finally:
@@ -216,6 +227,7 @@ def embed_chunk(params: dict[str, Any], files: list[ImageFile], rows_dir: str) -
 
 # -- on the driver -------------------------------------------------------------------------------
 
+
 def _n_workers(client):
     try:
         return max(1, len(client.scheduler_info()["workers"]))
@@ -223,9 +235,14 @@ def _n_workers(client):
         return 1
 
 
-def update_store(client: Any, st: FeatureStore, files: list[ImageFile], embedder: Embedder,
-                 progress: Callable[..., Any] | None = None, retries: int = RETRIES,
-                 ) -> tuple[list[ImageFile], list[BadFile], int]:
+def update_store(
+    client: Any,
+    st: FeatureStore,
+    files: list[ImageFile],
+    embedder: Embedder,
+    progress: Callable[..., Any] | None = None,
+    retries: int = RETRIES,
+) -> tuple[list[ImageFile], list[BadFile], int]:
     """Fill the open store ``st`` through Dask: :meth:`FeatureStore.update` on a cluster.
 
     Parameters
@@ -262,7 +279,7 @@ def update_store(client: Any, st: FeatureStore, files: list[ImageFile], embedder
     n_embedded = 0
     if not missing:
         return cached, bad, n_embedded
-    chunks = [missing[i:i + st.chunk_size] for i in range(0, len(missing), st.chunk_size)]
+    chunks = [missing[i : i + st.chunk_size] for i in range(0, len(missing), st.chunk_size)]
     todo = list(reversed(chunks))
     window = TASKS_PER_WORKER * _n_workers(client)
     rows_dir = str(st.rows_dir)
@@ -270,8 +287,15 @@ def update_store(client: Any, st: FeatureStore, files: list[ImageFile], embedder
     tries = {}
 
     def submit(chunk, again=False):
-        fut = client.submit(embed_chunk, params, chunk, rows_dir, retries=retries, pure=False,
-                            key=f"featclust-embed-{os.urandom(8).hex()}")
+        fut = client.submit(
+            embed_chunk,
+            params,
+            chunk,
+            rows_dir,
+            retries=retries,
+            pure=False,
+            key=f"featclust-embed-{os.urandom(8).hex()}",
+        )
         tries[fut.key] = (chunk, again)
         return fut
 
@@ -285,17 +309,21 @@ def update_store(client: Any, st: FeatureStore, files: list[ImageFile], embedder
                 raise
             except Exception as e:
                 why = str(e).splitlines()[0] if str(e) else ""
-                raise DaskError(f"a Dask task embedding {len(chunk)} images failed "
-                                f"({type(e).__name__}: {why}); the features finished so far "
-                                "are kept in the store") from None
+                raise DaskError(
+                    f"a Dask task embedding {len(chunk)} images failed "
+                    f"({type(e).__name__}: {why}); the features finished so far "
+                    "are kept in the store"
+                ) from None
             by_path = {f.path: f for f in chunk}
             if result["chunk"] is not None:
                 cid, hashes, digest = result["chunk"]
                 if not st.commit_written(cid, hashes, digest, result["good"]):
                     if again:
-                        raise StoreError(f"feature store {str(st.features_dir)!r}: a chunk "
-                                         "written by a Dask worker was lost twice; is "
-                                         "rows/ on a filesystem every worker sees?")
+                        raise StoreError(
+                            f"feature store {str(st.features_dir)!r}: a chunk "
+                            "written by a Dask worker was lost twice; is "
+                            "rows/ on a filesystem every worker sees?"
+                        )
                     running.add(submit(chunk, again=True))
                     continue
             st.add_bad(by_path, result["bad"])
@@ -313,8 +341,10 @@ def update_store(client: Any, st: FeatureStore, files: list[ImageFile], embedder
     return cached, bad, n_embedded
 
 
-def labeller(client: Any, retries: int = RETRIES,
-             ) -> Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def labeller(
+    client: Any,
+    retries: int = RETRIES,
+) -> Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A ``labeller`` for :meth:`featclust.FeatureKMeans.fit` that labels rows as Dask tasks.
 
     The fitted model (centres and the reduction, no per-row data: a few KB)
@@ -333,6 +363,7 @@ def labeller(client: Any, retries: int = RETRIES,
     callable
         ``label(model, X) -> (labels, distances)``.
     """
+
     def label(model, X):
         labels = np.empty(len(X), np.int64)
         distances = np.empty(len(X), np.float32)
@@ -343,14 +374,15 @@ def labeller(client: Any, retries: int = RETRIES,
         def collect():
             start, future = pending.popleft()
             got_labels, got_distances = future.result()
-            labels[start:start + len(got_labels)] = got_labels
-            distances[start:start + len(got_labels)] = got_distances
+            labels[start : start + len(got_labels)] = got_labels
+            distances[start : start + len(got_labels)] = got_distances
 
         start = 0
         for block in blocks(X):
             block = np.ascontiguousarray(block)
-            pending.append((start, client.submit(label_block, shared, block, pure=False,
-                                                 retries=retries)))
+            pending.append(
+                (start, client.submit(label_block, shared, block, pure=False, retries=retries))
+            )
             start += len(block)
             while len(pending) >= limit:
                 collect()

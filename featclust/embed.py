@@ -36,9 +36,7 @@ INPUT_SIZE = images.INPUT_SIZE
 #: Bumped whenever the features for the same pixels and settings change.
 FEATURE_VERSION = 1
 IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_FILE
-)
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_FILE
 IMAGENET_HASH = "6d6bbae143d832006294945121d1f1fc"
 #: ImageNet channel means of ``vgg16.preprocess_input`` (BGR order; the input
 #: is gray, so the channel order does not matter).
@@ -48,8 +46,17 @@ CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 256
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 #: The constructor parameters of :class:`Embedder`.
-_PARAMS = ("weights", "pooling", "precision", "batch_size", "seed", "jit_compile", "layer", "tta",
-           "grid")
+_PARAMS = (
+    "weights",
+    "pooling",
+    "precision",
+    "batch_size",
+    "seed",
+    "jit_compile",
+    "layer",
+    "tta",
+    "grid",
+)
 
 
 def keras_weights_path() -> Path:
@@ -134,8 +141,18 @@ class Embedder:
     pretrained backbone.
     """
 
-    def __init__(self, weights="imagenet", pooling="max", precision="auto", batch_size=None,
-                 seed=0, jit_compile=None, layer="block4+block5", tta=False, grid=1):
+    def __init__(
+        self,
+        weights="imagenet",
+        pooling="max",
+        precision="auto",
+        batch_size=None,
+        seed=0,
+        jit_compile=None,
+        layer="block4+block5",
+        tta=False,
+        grid=1,
+    ):
         check_choice("pooling", pooling, POOLINGS)
         blocks = layer_blocks(layer)
         check_bool("tta", tta)
@@ -143,8 +160,10 @@ class Embedder:
         if grid not in GRIDS:
             raise UsageError(f"grid={grid!r} is not one of {', '.join(map(str, GRIDS))}")
         if pooling == "flatten" and (len(blocks) > 1 or grid != 1):
-            raise UsageError(f"pooling='flatten' keeps the whole map of one block: it cannot be "
-                             f"combined with layer={layer!r} or grid={grid!r}")
+            raise UsageError(
+                f"pooling='flatten' keeps the whole map of one block: it cannot be "
+                f"combined with layer={layer!r} or grid={grid!r}"
+            )
         check_int("batch_size", batch_size, none_ok=True)
         check_choice("precision", precision, PRECISIONS)
         check_int("seed", seed, low=0)
@@ -209,8 +228,7 @@ class Embedder:
     def batch(self) -> int:
         """The batch size in use: ``batch_size``, or the default for the device."""
         if self._batch is None:
-            self._batch = self.batch_size or (GPU_BATCH_SIZE if gpu_available()
-                                              else CPU_BATCH_SIZE)
+            self._batch = self.batch_size or (GPU_BATCH_SIZE if gpu_available() else CPU_BATCH_SIZE)
         return self._batch
 
     def settings(self) -> dict[str, Any]:
@@ -225,8 +243,9 @@ class Embedder:
             "tta": "mean of 8 flips/rotations" if self.tta else "none",
             "input_size": INPUT_SIZE,
             "resample": "bilinear",
-            "preprocess": ("gray->3ch,pad-white,vgg16.preprocess_input,"
-                           f"decode-v{images.DECODE_VERSION}"),
+            "preprocess": (
+                f"gray->3ch,pad-white,vgg16.preprocess_input,decode-v{images.DECODE_VERSION}"
+            ),
             "precision": self._precision,
             "feature_version": FEATURE_VERSION,
             "dim": self.dim,
@@ -255,8 +274,7 @@ class Embedder:
         keras.config.set_dtype_policy(_POLICIES[precision])
         try:
             vgg = self.load_vgg16()
-            vgg = keras.Model(vgg.input, [vgg.get_layer(f"{b}_pool").output
-                                          for b in self._blocks])
+            vgg = keras.Model(vgg.input, [vgg.get_layer(f"{b}_pool").output for b in self._blocks])
         finally:
             keras.config.set_dtype_policy(previous)
         ops = keras.ops
@@ -266,12 +284,12 @@ class Embedder:
         maps = maps if isinstance(maps, (list, tuple)) else [maps]
         vectors = [_pool_grid(keras, m, self.pooling, self.grid) for m in maps]
         if len(vectors) > 1:
-            vectors = [v / ops.maximum(ops.norm(v, axis=1, keepdims=True), 1e-12)
-                       for v in vectors]
+            vectors = [v / ops.maximum(ops.norm(v, axis=1, keepdims=True), 1e-12) for v in vectors]
         features = vectors[0] if len(vectors) == 1 else ops.concatenate(vectors, axis=1)
         name = "_".join(self._blocks)
-        model = keras.Model(gray, features,
-                            name=f"featclust_vgg16_{name}_{self.pooling}_g{self.grid}")
+        model = keras.Model(
+            gray, features, name=f"featclust_vgg16_{name}_{self.pooling}_g{self.grid}"
+        )
         jit = self.jit_compile
         if jit is None:
             jit = keras.backend.backend() == "jax" or gpu_available()
@@ -299,8 +317,9 @@ class Embedder:
         shape = (INPUT_SIZE, INPUT_SIZE, 3)
         if self.weights == "imagenet":
             try:
-                return keras.applications.VGG16(include_top=False, weights="imagenet",
-                                                input_shape=shape)
+                return keras.applications.VGG16(
+                    include_top=False, weights="imagenet", input_shape=shape
+                )
             except Exception as e:  # Keras raises a bare Exception on a failed download
                 raise WeightsError(
                     f"cannot get the ImageNet weights of VGG16 ({_first_line(e)}). "
@@ -316,8 +335,7 @@ class Embedder:
             model.load_weights(self.weights)
         except Exception as e:  # h5py and Keras raise many types for a bad file
             raise WeightsError(
-                f"cannot load weights={self.weights!r} into VGG16 without top: "
-                f"{_first_line(e)}"
+                f"cannot load weights={self.weights!r} into VGG16 without top: {_first_line(e)}"
             ) from None
         return model
 
@@ -366,8 +384,12 @@ class Embedder:
         gray = np.asarray(gray, dtype=np.uint8)
         if not len(gray):
             return np.zeros((0, self.dim), np.float32)
-        return np.concatenate([self.embed_batch(gray[start:start + self.batch])
-                               for start in range(0, len(gray), self.batch)])
+        return np.concatenate(
+            [
+                self.embed_batch(gray[start : start + self.batch])
+                for start in range(0, len(gray), self.batch)
+            ]
+        )
 
 
 #: The constructor defaults of :class:`Embedder`, for the CLI and the estimator.
@@ -395,8 +417,10 @@ def layer_blocks(layer: str) -> tuple[str, ...]:
     """
     names = str(layer).split("+") if isinstance(layer, str) else []
     if not names or any(n not in LAYERS for n in names) or len(set(names)) < len(names):
-        raise UsageError(f"layer={layer!r} must be one of {', '.join(LAYERS)} or several of "
-                         f"them joined by '+' (e.g. 'block4+block5')")
+        raise UsageError(
+            f"layer={layer!r} must be one of {', '.join(LAYERS)} or several of "
+            f"them joined by '+' (e.g. 'block4+block5')"
+        )
     return tuple(sorted(names))
 
 
@@ -417,8 +441,7 @@ def grid_cells(side: int, grid: int) -> list[list[tuple[int, int]]]:
     list of list of (int, int)
         One list of ranges per level: ``[[(0, side)], [(0, h), (h', side)], ...]``.
     """
-    return [[(i * side // g, -(-(i + 1) * side // g)) for i in range(g)]
-            for g in _levels(grid)]
+    return [[(i * side // g, -(-(i + 1) * side // g)) for i in range(g)] for g in _levels(grid)]
 
 
 def _levels(grid):
@@ -435,8 +458,12 @@ def _pool_grid(keras, y, pooling, grid):
     ops = keras.ops
     y = ops.cast(y, "float32")
     side = y.shape[1]
-    parts = [_pool_region(ops, y[:, r0:r1, c0:c1, :], pooling)
-             for ranges in grid_cells(side, grid) for r0, r1 in ranges for c0, c1 in ranges]
+    parts = [
+        _pool_region(ops, y[:, r0:r1, c0:c1, :], pooling)
+        for ranges in grid_cells(side, grid)
+        for r0, r1 in ranges
+        for c0, c1 in ranges
+    ]
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
 
 
@@ -472,8 +499,9 @@ def _random_weights(model, seed):
         kernel, bias = params
         fan_in = int(np.prod(kernel.shape[:-1]))
         limit = np.sqrt(6.0 / fan_in)
-        layer.set_weights([rng.uniform(-limit, limit, kernel.shape).astype(np.float32),
-                           np.zeros_like(bias)])
+        layer.set_weights(
+            [rng.uniform(-limit, limit, kernel.shape).astype(np.float32), np.zeros_like(bias)]
+        )
 
 
 def _first_line(exc):

@@ -38,12 +38,14 @@ def _inputs(X: Any) -> list:
         return [X]
     if isinstance(X, (list, tuple)) and X and all(isinstance(x, (str, os.PathLike)) for x in X):
         return list(X)
-    raise UsageError(f"X={X!r} must be a folder, an image file or a non-empty list of folders "
-                     "and image files")
+    raise UsageError(
+        f"X={X!r} must be a folder, an image file or a non-empty list of folders and image files"
+    )
 
 
-class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin,
-                     BaseEstimator):
+class ImageClusterer(
+    ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator
+):
     """Cluster images by their VGG16 features.
 
     :meth:`fit`, :meth:`predict`, :meth:`transform` and :meth:`assign` all
@@ -100,16 +102,29 @@ class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     >>> est.predict("images/new.png")                                       # doctest: +SKIP
     """
 
-    def __init__(self, n_clusters: int | str = _C["n_clusters"], *,
-                 weights: str = _E["weights"], pooling: str = _E["pooling"],
-                 precision: str = _E["precision"], batch_size: int | None = _E["batch_size"],
-                 seed: int = _E["seed"], jit_compile: bool | None = _E["jit_compile"],
-                 layer: str = _E["layer"], tta: bool = _E["tta"], grid: int = _E["grid"],
-                 pca: int | None = _C["pca"], whiten: bool = _C["whiten"],
-                 normalize: bool = _C["normalize"], random_state: Any = _C["random_state"],
-                 n_init: int = _C["n_init"], method: str = _C["method"],
-                 fit_sample: int | None = _C["fit_sample"],
-                 store: str | os.PathLike | None = None, progress: Any = None) -> None:
+    def __init__(
+        self,
+        n_clusters: int | str = _C["n_clusters"],
+        *,
+        weights: str = _E["weights"],
+        pooling: str = _E["pooling"],
+        precision: str = _E["precision"],
+        batch_size: int | None = _E["batch_size"],
+        seed: int = _E["seed"],
+        jit_compile: bool | None = _E["jit_compile"],
+        layer: str = _E["layer"],
+        tta: bool = _E["tta"],
+        grid: int = _E["grid"],
+        pca: int | None = _C["pca"],
+        whiten: bool = _C["whiten"],
+        normalize: bool = _C["normalize"],
+        random_state: Any = _C["random_state"],
+        n_init: int = _C["n_init"],
+        method: str = _C["method"],
+        fit_sample: int | None = _C["fit_sample"],
+        store: str | os.PathLike | None = None,
+        progress: Any = None,
+    ) -> None:
         # Every parameter stored as given (the names are the signature's, not a second list).
         for name, value in locals().items():
             if name != "self":
@@ -155,21 +170,30 @@ class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         emb: EmbedResult | None = None
         image_dir = None
         if len(inputs) == 1 and os.path.isdir(inputs[0]):
-            emb = embed_folder(inputs[0], embedder=embedder, store=self.store,
-                               progress=self.progress)
+            emb = embed_folder(
+                inputs[0], embedder=embedder, store=self.store, progress=self.progress
+            )
             paths, features, bad = emb.paths, emb.features, emb.bad_files
             image_dir = os.path.abspath(inputs[0])
         else:
-            found = embed_inputs(inputs, embedder=embedder, store=self.store,
-                                 progress=self.progress)
+            found = embed_inputs(
+                inputs, embedder=embedder, store=self.store, progress=self.progress
+            )
             paths, features, bad = found.paths, found.features, found.bad_files
             if not paths:
-                raise NoImagesError("none of the inputs is a usable image"
-                                    + (f" ({bad[0].path}: {bad[0].reason})" if bad else ""))
+                raise NoImagesError(
+                    "none of the inputs is a usable image"
+                    + (f" ({bad[0].path}: {bad[0].reason})" if bad else "")
+                )
         kscan = None
         if auto:
-            kscan = choose_k(features, pca=self.pca, normalize=self.normalize,
-                             random_state=self.random_state, fit_sample=self.fit_sample)
+            kscan = choose_k(
+                features,
+                pca=self.pca,
+                normalize=self.normalize,
+                random_state=self.random_state,
+                fit_sample=self.fit_sample,
+            )
             model.set_params(n_clusters=kscan.suggested_k_)
         model.fit(features)
         self.embedder_ = embedder
@@ -200,8 +224,13 @@ class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         return self.embedder_.dim
 
     @classmethod
-    def from_output(cls, out_dir: str | os.PathLike, *, store: str | os.PathLike | None = None,
-                    progress: Any = None) -> ImageClusterer:
+    def from_output(
+        cls,
+        out_dir: str | os.PathLike,
+        *,
+        store: str | os.PathLike | None = None,
+        progress: Any = None,
+    ) -> ImageClusterer:
         """The fitted estimator saved by ``sort`` in an output folder.
 
         Parameters
@@ -233,8 +262,12 @@ class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         sorted_folder = open_sorted(out_dir)
         record, model = sorted_folder.record, sorted_folder.model
         embedder = embedder_for(sorted_folder)
-        est = cls(**embedder.get_params(), **model.get_params(),
-                  store=store if store is not None else record.store_root, progress=progress)
+        est = cls(
+            **embedder.get_params(),
+            **model.get_params(),
+            store=store if store is not None else record.store_root,
+            progress=progress,
+        )
         est.embedder_ = embedder
         est.image_dir_ = record.image_dir
         est._set_model(model)
@@ -242,8 +275,13 @@ class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
 
     def _embed(self, X: Inputs) -> tuple[list, np.ndarray]:
         check_is_fitted(self, ("model_", "embedder_"))
-        found = embed_inputs(_inputs(X), embedder=self.embedder_, store=self.store,
-                             image_dir=self.image_dir_, progress=self.progress)
+        found = embed_inputs(
+            _inputs(X),
+            embedder=self.embedder_,
+            store=self.store,
+            image_dir=self.image_dir_,
+            progress=self.progress,
+        )
         if found.bad_files:
             bad = found.bad_files[0]
             raise UsageError(f"cannot use {bad.path!r}: {bad.reason}")
@@ -342,10 +380,12 @@ class ImageClusterer(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         elif self.image_dir_ is None:
             raise UsageError("this estimator knows no clustered images: fit it first")
         else:
-            emb = embed_folder(self.image_dir_, embedder=self.embedder_, store=self.store,
-                               progress=self.progress)
+            emb = embed_folder(
+                self.image_dir_, embedder=self.embedder_, store=self.store, progress=self.progress
+            )
             paths, features = list(emb.paths), emb.features
         queries, query_features = self._embed(X)
         indices, similarities = top_similar(features, query_features, top)
-        return SimilarResult(queries, [[paths[i] for i in row] for row in indices],
-                             indices, similarities)
+        return SimilarResult(
+            queries, [[paths[i] for i in row] for row in indices], indices, similarities
+        )

@@ -28,8 +28,7 @@ from typing import IO, Any, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def atomic_write(path: PathLike, write: Callable[[IO], Any],
-                 mode: str = "wb") -> None:
+def atomic_write(path: PathLike, write: Callable[[IO], Any], mode: str = "wb") -> None:
     """Write ``path`` through a temporary file in the same folder and ``os.replace``.
 
     Parameters
@@ -45,8 +44,9 @@ def atomic_write(path: PathLike, write: Callable[[IO], Any],
         # mkstemp makes the file private (0600); the result gets the mode any new file
         # gets under the umask (0644 under the usual 022), so others can read reports.
         os.chmod(tmp, 0o666 & ~current_umask())
-        kwargs: dict[str, Any] = {} if "b" in mode else {
-            "encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+        kwargs: dict[str, Any] = (
+            {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+        )
         with os.fdopen(fd, mode, **kwargs) as fh:
             write(fh)
             fh.flush()
@@ -54,8 +54,10 @@ def atomic_write(path: PathLike, write: Callable[[IO], Any],
 
 
 @contextlib.contextmanager
-def replaced_atomically(path: PathLike, prefix: str | None = None,
-                        ) -> Iterator[tuple[int, str]]:
+def replaced_atomically(
+    path: PathLike,
+    prefix: str | None = None,
+) -> Iterator[tuple[int, str]]:
     """Make ``path`` anew through a temporary file beside it, moved into place at the end.
 
     Yields ``(fd, tmp)``: the open descriptor and the name of a new, empty

@@ -101,8 +101,10 @@ class BadImageError(FeatclustError):
     """A single file cannot be decoded as an image; it is skipped, not fatal."""
 
 
-def scan(image_dir: PathLike, exclude: Iterable[PathLike] = (),
-         ) -> tuple[list[ImageFile], list[BadFile]]:
+def scan(
+    image_dir: PathLike,
+    exclude: Iterable[PathLike] = (),
+) -> tuple[list[ImageFile], list[BadFile]]:
     """List the regular files below ``image_dir`` in sorted order.
 
     Hidden files and folders (names starting with ``.``), the folders named in
@@ -180,8 +182,12 @@ def scan(image_dir: PathLike, exclude: Iterable[PathLike] = (),
 
 def _file_kind(mode):
     """What a non-regular file is, in words."""
-    for test, words in ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
-                        (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+    for test, words in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return words
     return f"file type {stat.S_IFMT(mode):o}"
@@ -308,13 +314,30 @@ _BUDGET = _Budget(DECODE_BUDGET_BYTES)
 #: Pixels converted at once (one strip of rows) in mode and range conversions.
 STRIP_PIXELS = 1 << 20
 #: Bytes per pixel Pillow keeps in memory, by mode (others: 4).
-_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2,
-                    "LA": 4, "La": 4, "PA": 4, "RGB": 4, "RGBA": 4}
+_BYTES_PER_PIXEL = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "I;16": 2,
+    "I;16L": 2,
+    "I;16B": 2,
+    "I;16N": 2,
+    "LA": 4,
+    "La": 4,
+    "PA": 4,
+    "RGB": 4,
+    "RGBA": 4,
+}
 _EXIF_ORIENTATION = 0x0112
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def decode_cost(mode: str, width: int, height: int) -> int:
@@ -352,8 +375,9 @@ def _open(data, draft_mode, size, prepare):
     except Image.DecompressionBombError as e:
         raise BadImageError(f"decompression bomb: {e}") from None
     except Image.UnidentifiedImageError:
-        raise BadImageError("not an image, or its header is damaged "
-                            "(Pillow cannot identify the format)") from None
+        raise BadImageError(
+            "not an image, or its header is damaged (Pillow cannot identify the format)"
+        ) from None
     except MemoryError:
         raise BadImageError("out of memory while decoding") from None
     except Exception as e:  # Pillow raises many types (struct.error too) on damaged files

@@ -137,11 +137,20 @@ class KScan(BaseEstimator):
     >>> scan.suggested_k_, scan.reason_                     # doctest: +SKIP
     """
 
-    def __init__(self, ks: Iterable[int] = DEFAULT_KS, pca: int | None = DEFAULT_PCA,
-                 normalize: bool = DEFAULT_NORMALIZE, random_state: Any = 0, n_runs: int = 3,
-                 n_init: int = 3, sample_size: int = SILHOUETTE_SAMPLE, fit_size: int = 5000,
-                 fit_dims: int = 64, min_stability: float = MIN_STABILITY,
-                 fit_sample: int | None = FIT_SAMPLE) -> None:
+    def __init__(
+        self,
+        ks: Iterable[int] = DEFAULT_KS,
+        pca: int | None = DEFAULT_PCA,
+        normalize: bool = DEFAULT_NORMALIZE,
+        random_state: Any = 0,
+        n_runs: int = 3,
+        n_init: int = 3,
+        sample_size: int = SILHOUETTE_SAMPLE,
+        fit_size: int = 5000,
+        fit_dims: int = 64,
+        min_stability: float = MIN_STABILITY,
+        fit_sample: int | None = FIT_SAMPLE,
+    ) -> None:
         self.ks = ks
         self.pca = pca
         self.normalize = normalize
@@ -196,27 +205,39 @@ class KScan(BaseEstimator):
             distinct images) for the smallest k, or all images are identical.
         """
         ks = self.check_params()
-        for name in ("scan_labels_", "ks_", "scores_", "suggested_k_", "reason_",
-                     "sample_index_", "seed_"):  # of an earlier fit
+        for name in (
+            "scan_labels_",
+            "ks_",
+            "scores_",
+            "suggested_k_",
+            "reason_",
+            "sample_index_",
+            "seed_",
+        ):  # of an earlier fit
             self.__dict__.pop(name, None)
         seed = check_random_state("random_state", self.random_state)
         X, sample = checked_sample(self, X, self.fit_sample, seed)
         n = len(X) if sample is None else len(sample)
         fitted_ks = [k for k in ks if k <= n - 1]
         if not fitted_ks:
-            raise UsageError(f"k={ks[0]} needs at least {ks[0] + 1} images; there are {n}"
-                             + ("" if sample is None else
-                                f" in the fit sample (fit_sample={self.fit_sample})"))
+            raise UsageError(
+                f"k={ks[0]} needs at least {ks[0] + 1} images; there are {n}"
+                + ("" if sample is None else f" in the fit sample (fit_sample={self.fit_sample})")
+            )
         # A k above the number of distinct images would leave clusters empty.
         distinct = count_distinct(X, stop=fitted_ks[-1], rows=sample)
         if distinct < 2:
-            raise UsageError(f"all {n} images have identical features (the same image "
-                             f"{n} times?): there are no groups to find; k-means needs at "
-                             "least 2 distinct images")
+            raise UsageError(
+                f"all {n} images have identical features (the same image "
+                f"{n} times?): there are no groups to find; k-means needs at "
+                "least 2 distinct images"
+            )
         fitted_ks = [k for k in fitted_ks if k <= distinct]
         if not fitted_ks:
-            raise UsageError(f"k={ks[0]} is larger than the number of distinct images: the "
-                             f"{n} images have only {distinct} distinct feature vectors")
+            raise UsageError(
+                f"k={ks[0]} is larger than the number of distinct images: the "
+                f"{n} images have only {distinct} distinct feature vectors"
+            )
         # The reduced sample (gathered block by block), as FeatureKMeans reduces it.
         _, Z = reduced_sample(X, sample, self.pca, False, self.normalize, seed)
         rng = np.random.default_rng(seed)
@@ -231,9 +252,10 @@ class KScan(BaseEstimator):
         self.seed_ = seed
         self.ks_ = fitted_ks
         self.sample_index_ = np.arange(n) if sample is None else sample
-        self.scores_ = {c: np.array([r[c] for r in rows],
-                                    dtype=np.int64 if c == "k" else np.float64)
-                        for c in COLUMNS}
+        self.scores_ = {
+            c: np.array([r[c] for r in rows], dtype=np.int64 if c == "k" else np.float64)
+            for c in COLUMNS
+        }
         self.suggested_k_, self.reason_ = suggest_k(self.scores_, self.min_stability)
         return self
 
@@ -262,19 +284,29 @@ def suggest_k(scores: dict, min_stability: float = MIN_STABILITY) -> tuple[int, 
     stable = scored[stab[scored] >= min_stability]
     if len(stable):
         best = stable[np.argmax(sil[stable])]
-        return int(ks[best]), (f"highest silhouette ({sil[best]:.3f}) among the k whose "
-                               f"clusterings are reproducible (stability >= {min_stability:g}; "
-                               f"{len(stable)} of {len(ks)} k)")
+        return int(ks[best]), (
+            f"highest silhouette ({sil[best]:.3f}) among the k whose "
+            f"clusterings are reproducible (stability >= {min_stability:g}; "
+            f"{len(stable)} of {len(ks)} k)"
+        )
     best = scored[np.argmax(sil[scored])]
     top = scored[np.argmax(stab[scored])]
-    return int(ks[best]), (f"highest silhouette ({sil[best]:.3f}); but no k is "
-                           f"reproducible (best stability {stab[top]:.2f} at k={ks[top]}, "
-                           f"below {min_stability:g}): the images may not fall into clear groups")
+    return int(ks[best]), (
+        f"highest silhouette ({sil[best]:.3f}); but no k is "
+        f"reproducible (best stability {stab[top]:.2f} at k={ks[top]}, "
+        f"below {min_stability:g}): the images may not fall into clear groups"
+    )
 
 
-def choose_k(X: Any, ks: Iterable[int] = DEFAULT_KS, pca: int | None = DEFAULT_PCA,
-             normalize: bool = DEFAULT_NORMALIZE, random_state: Any = 0,
-             fit_sample: int | None = FIT_SAMPLE) -> KScan:
+def choose_k(
+    X: Any,
+    ks: Iterable[int] = DEFAULT_KS,
+    pca: int | None = DEFAULT_PCA,
+    normalize: bool = DEFAULT_NORMALIZE,
+    random_state: Any = 0,
+    fit_sample: int | None = FIT_SAMPLE,
+) -> KScan:
     """Run the scan for ``sort`` with ``n_clusters="auto"``; returns the fitted :class:`KScan`."""
-    return KScan(ks=ks, pca=pca, normalize=normalize, random_state=random_state,
-                 fit_sample=fit_sample).fit(X)
+    return KScan(
+        ks=ks, pca=pca, normalize=normalize, random_state=random_state, fit_sample=fit_sample
+    ).fit(X)

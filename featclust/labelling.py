@@ -34,8 +34,7 @@ NEAREST_BLOCK_ROWS = 4096
 ROW_ATTRIBUTES = ("labels_", "distances_", "inertia_", "reduced_")
 
 
-def outlier_thresholds(labels: np.ndarray, distances: np.ndarray,
-                       n_clusters: int) -> np.ndarray:
+def outlier_thresholds(labels: np.ndarray, distances: np.ndarray, n_clusters: int) -> np.ndarray:
     """The outlier rule's thresholds: the 95th percentile of each cluster's members' distances.
 
     An image farther from its cluster's centre than this is an outlier
@@ -54,9 +53,15 @@ def outlier_thresholds(labels: np.ndarray, distances: np.ndarray,
     """
     labels = np.asarray(labels)
     distances = np.asarray(distances)
-    return np.array([np.percentile(distances[labels == c], OUTLIER_PERCENTILE)
-                     if np.any(labels == c) else 0.0 for c in range(n_clusters)],
-                    dtype=np.float32)
+    return np.array(
+        [
+            np.percentile(distances[labels == c], OUTLIER_PERCENTILE)
+            if np.any(labels == c)
+            else 0.0
+            for c in range(n_clusters)
+        ],
+        dtype=np.float32,
+    )
 
 
 def outliers(thresholds: np.ndarray, labels: np.ndarray, distances: np.ndarray) -> np.ndarray:
@@ -95,10 +100,10 @@ def squared_distances(centers: np.ndarray, Z: np.ndarray) -> Iterator[tuple[int,
     same image; float64 leaves no practical tie.
     """
     C = np.asarray(centers, dtype=np.float64)
-    c2 = np.sum(C ** 2, axis=1)
+    c2 = np.sum(C**2, axis=1)
     for start in range(0, len(Z), NEAREST_BLOCK_ROWS):
-        B = np.asarray(Z[start:start + NEAREST_BLOCK_ROWS], dtype=np.float64)
-        yield start, np.sum(B ** 2, axis=1)[:, None] - 2 * B @ C.T + c2[None, :]
+        B = np.asarray(Z[start : start + NEAREST_BLOCK_ROWS], dtype=np.float64)
+        yield start, np.sum(B**2, axis=1)[:, None] - 2 * B @ C.T + c2[None, :]
 
 
 def nearest(centers: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +118,8 @@ def nearest(centers: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     dist = np.empty(len(Z), np.float32)
     for start, d2 in squared_distances(centers, Z):
         best = np.argmin(d2, axis=1)
-        labels[start:start + len(d2)] = best
-        dist[start:start + len(d2)] = np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0.0))
+        labels[start : start + len(d2)] = best
+        dist[start : start + len(d2)] = np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0.0))
     return labels, dist
 
 
@@ -128,8 +133,9 @@ def feature_distances(model: Any, X_block: np.ndarray, labels: np.ndarray) -> np
     return np.linalg.norm(F - model.feature_centers_[labels], axis=1).astype(np.float32)
 
 
-def label_checked(model: Any, X_block: np.ndarray,
-                  Z_block: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def label_checked(
+    model: Any, X_block: np.ndarray, Z_block: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centre (in the reduced space) and distance of rows checked by ``check_features``.
 
     With PCA, the distance is measured before the PCA, to the mean of the
@@ -176,8 +182,9 @@ def label_block(model: Any, X_block: Any) -> tuple[np.ndarray, np.ndarray]:
     return model.predict_with_distance(X_block)
 
 
-def label_rows(model: Any, X: np.ndarray,
-               reduced: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def label_rows(
+    model: Any, X: np.ndarray, reduced: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`label_checked` over every block of checked ``X`` in turn (the default labeller).
 
     ``X`` is read block by block (see :func:`featclust.reduce.blocks`):
@@ -211,8 +218,9 @@ def label_rows(model: Any, X: np.ndarray,
     return labels, distances
 
 
-def member_means(reducer: Reducer, X: np.ndarray, rows: np.ndarray | None,
-                 labels: np.ndarray, k: int) -> np.ndarray:
+def member_means(
+    reducer: Reducer, X: np.ndarray, rows: np.ndarray | None, labels: np.ndarray, k: int
+) -> np.ndarray:
     """Mean of each cluster's rows in the space before the PCA (``reducer.prepare``).
 
     Parameters
@@ -235,7 +243,7 @@ def member_means(reducer: Reducer, X: np.ndarray, rows: np.ndarray | None,
     sums = np.zeros((k, X.shape[1]), np.float64)
     start = 0
     for block in blocks(X, rows=rows):
-        part = labels[start:start + len(block)]
+        part = labels[start : start + len(block)]
         np.add.at(sums, part, reducer.prepare(block).astype(np.float64))
         start += len(block)
     counts = np.bincount(labels, minlength=k)
@@ -256,8 +264,9 @@ def slim(model: Any) -> Any:
     return out
 
 
-def subsample_kmeans(F: np.ndarray, k: int, n_runs: int, n_init: int, fit_size: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+def subsample_kmeans(
+    F: np.ndarray, k: int, n_runs: int, n_init: int, fit_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """``n_runs`` fast k-means fits, each on a random subsample of ``fit_size`` rows.
 
     Every row then gets its nearest centre. The k scan and the stability
@@ -279,17 +288,17 @@ def subsample_kmeans(F: np.ndarray, k: int, n_runs: int, n_init: int, fit_size: 
         The labels of every run (their agreement is the stability).
     """
     n = len(F)
-    sq = np.sum(F ** 2, axis=1)
+    sq = np.sum(F**2, axis=1)
     runs, inertias = [], []
     for _ in range(n_runs):
         rows = np.sort(rng.choice(n, fit_size, replace=False)) if n > fit_size else slice(None)
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=int(rng.integers(2 ** 31)))
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=int(rng.integers(2**31)))
         # One thread: on a few thousand rows, syncing threads costs more than it
         # saves (3-10 times slower on a busy 2-core machine).
         with threadpool_limits(1):
             km.fit(F[rows])
         centers = km.cluster_centers_.astype(np.float32)
-        d2 = sq[:, None] - 2 * (F @ centers.T) + np.sum(centers ** 2, axis=1)[None, :]
+        d2 = sq[:, None] - 2 * (F @ centers.T) + np.sum(centers**2, axis=1)[None, :]
         labels = np.argmin(d2, axis=1)
         runs.append(labels)
         inertias.append(float(np.sum(np.maximum(d2[np.arange(n), labels], 0))))

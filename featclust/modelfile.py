@@ -23,12 +23,22 @@ from .reduce import Reducer
 
 MODEL_FORMAT = 1
 #: Every array a model file may hold.
-MODEL_ARRAYS = ("meta", "cluster_centers", "thresholds", "pca_mean", "pca_components",
-                "pca_scale", "feature_centers")
+MODEL_ARRAYS = (
+    "meta",
+    "cluster_centers",
+    "thresholds",
+    "pca_mean",
+    "pca_components",
+    "pca_scale",
+    "feature_centers",
+)
 
 
-def save_model(model: Any, path: str | os.PathLike | IO[bytes], extra: dict | None = None,
-               ) -> None:
+def save_model(
+    model: Any,
+    path: str | os.PathLike | IO[bytes],
+    extra: dict | None = None,
+) -> None:
     """Write a fitted model to ``path`` (a path or a binary file object).
 
     ``random_state`` is recorded as an int or None: a
@@ -46,10 +56,17 @@ def save_model(model: Any, path: str | os.PathLike | IO[bytes], extra: dict | No
     params = model.get_params()
     if params.get("random_state") is not None and not isinstance(params["random_state"], int):
         params["random_state"] = int(model.seed_)  # a RandomState: the seed this fit drew
-    meta = {"format": MODEL_FORMAT, "params": params,
-            "n_features_in": int(model.n_features_in_), "extra": extra or {}}
-    arrays = {"cluster_centers": model.cluster_centers_, "thresholds": model.thresholds_,
-              "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    meta = {
+        "format": MODEL_FORMAT,
+        "params": params,
+        "n_features_in": int(model.n_features_in_),
+        "extra": extra or {},
+    }
+    arrays = {
+        "cluster_centers": model.cluster_centers_,
+        "thresholds": model.thresholds_,
+        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    }
     r = model.reducer_
     if r.components_ is not None:
         arrays.update(pca_mean=r.mean_, pca_components=r.components_, pca_scale=r.scale_)
@@ -87,8 +104,10 @@ def load_model(path: str | os.PathLike | IO[bytes], cls: type) -> tuple[Any, dic
             arrays = {name: data[name] for name in data.files}
     except ValueError as e:
         if "pickle" in str(e):
-            raise ModelMismatchError(f"{where} holds pickled data (object arrays, or no "
-                                     ".npz at all), which is never loaded") from None
+            raise ModelMismatchError(
+                f"{where} holds pickled data (object arrays, or no "
+                ".npz at all), which is never loaded"
+            ) from None
         raise ModelMismatchError(f"cannot read {where}: {e}") from None
     except (OSError, KeyError, TypeError, EOFError, RuntimeError) as e:
         raise ModelMismatchError(f"cannot read {where}: {e}") from None
@@ -119,8 +138,9 @@ def _model_from_arrays(cls, arrays, where):
     if not isinstance(meta, dict):
         raise bad(f"meta must be a JSON object, got {type(meta).__name__}")
     if meta.get("format") != MODEL_FORMAT:
-        raise ModelMismatchError(f"{where} has format {meta.get('format')!r}, expected "
-                                 f"{MODEL_FORMAT}")
+        raise ModelMismatchError(
+            f"{where} has format {meta.get('format')!r}, expected {MODEL_FORMAT}"
+        )
     params, extra = meta.get("params"), meta.get("extra", {})
     if not isinstance(params, dict):
         raise bad(f"params must be a JSON object, got {type(params).__name__}")
@@ -145,8 +165,9 @@ def _model_from_arrays(cls, arrays, where):
     def array(name, shape):
         a = arrays[name]
         if not np.issubdtype(a.dtype, np.floating) or a.shape != shape:
-            raise bad(f"{name} must be a float array of shape {shape}, got {a.dtype} of shape "
-                      f"{a.shape}")
+            raise bad(
+                f"{name} must be a float array of shape {shape}, got {a.dtype} of shape {a.shape}"
+            )
         if not np.isfinite(a).all():
             raise bad(f"{name} holds NaN or infinite values")
         return a.astype(np.float32, copy=False)
@@ -164,8 +185,10 @@ def _model_from_arrays(cls, arrays, where):
         # pca is an upper bound: a folder with fewer images got fewer components.
         most = d if model.pca is None else min(model.pca, d)
         if c < 1 or c > most:
-            raise bad(f"pca_components has shape {arrays['pca_components'].shape}; expected "
-                      f"(at most {most}, {d})")
+            raise bad(
+                f"pca_components has shape {arrays['pca_components'].shape}; expected "
+                f"(at most {most}, {d})"
+            )
         r.mean_ = array("pca_mean", (d,))
         r.components_ = array("pca_components", (c, d))
         r.scale_ = array("pca_scale", (c,))

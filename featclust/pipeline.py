@@ -52,10 +52,12 @@ from .tables import bad_files_csv, clusters_csv, labels_csv, truth_csv
 #: The parameters of :class:`~featclust.cluster.FeatureKMeans` and their defaults, read from its
 #: signature (the one place they are declared).
 CLUSTER_DEFAULTS: dict[str, Any] = {
-    name: p.default for name, p in inspect.signature(FeatureKMeans).parameters.items()}
+    name: p.default for name, p in inspect.signature(FeatureKMeans).parameters.items()
+}
 #: The same for :class:`~featclust.kscan.KScan`.
 KSCAN_DEFAULTS: dict[str, Any] = {
-    name: p.default for name, p in inspect.signature(KScan).parameters.items()}
+    name: p.default for name, p in inspect.signature(KScan).parameters.items()
+}
 
 
 @dataclass
@@ -102,15 +104,24 @@ def make_embedder(embedder: Embedder | None, params: dict[str, Any]) -> Embedder
     """
     if embedder is not None:
         if params:
-            raise UsageError(f"give either embedder or embedder parameters "
-                             f"({', '.join(sorted(params))}), not both")
+            raise UsageError(
+                f"give either embedder or embedder parameters "
+                f"({', '.join(sorted(params))}), not both"
+            )
         return embedder
     return Embedder(**params)
 
 
-def embed_folder(image_dir: str | os.PathLike, *, embedder: Embedder | None = None,
-                 store: str | os.PathLike | None = None, exclude: Iterable = (),
-                 progress: Any = None, dask: Any = None, **embedder_params: Any) -> EmbedResult:
+def embed_folder(
+    image_dir: str | os.PathLike,
+    *,
+    embedder: Embedder | None = None,
+    store: str | os.PathLike | None = None,
+    exclude: Iterable = (),
+    progress: Any = None,
+    dask: Any = None,
+    **embedder_params: Any,
+) -> EmbedResult:
     """Fill the feature store for ``image_dir`` and return the features.
 
     Only images that are new or changed since the last run are embedded;
@@ -152,14 +163,19 @@ def embed_folder(image_dir: str | os.PathLike, *, embedder: Embedder | None = No
     root = check_root(store, [image_dir])
     files, problems = images.scan(image_dir, exclude=[*exclude, root])
     if not files:
-        unreadable = (f" ({len(problems)} entries could not be read, first {problems[0].path!r}: "
-                      f"{problems[0].reason})" if problems else "")
+        unreadable = (
+            f" ({len(problems)} entries could not be read, first {problems[0].path!r}: "
+            f"{problems[0].reason})"
+            if problems
+            else ""
+        )
         raise NoImagesError(f"no files found in {str(image_dir)!r}{unreadable}")
     settings = embedder.settings()
     with connect(dask) as client, FeatureStore(image_dir, settings, root) as st:
         if client is None:
             cached, bad, n_embedded = st.update(
-                files, functools.partial(iter_features, embedder=embedder), progress)
+                files, functools.partial(iter_features, embedder=embedder), progress
+            )
         else:
             cached, bad, n_embedded = update_store(client, st, files, embedder, progress)
         bad = list(problems) + bad
@@ -171,10 +187,13 @@ def embed_folder(image_dir: str | os.PathLike, *, embedder: Embedder | None = No
         repaired = list(st.problems)
     bad.sort(key=lambda b: b.path)
     if not paths:
-        raise NoImagesError(f"none of the {len(files)} files in {str(image_dir)!r} is a readable "
-                            f"image (see {st.path / BAD_FILES_CSV})")
-    return EmbedResult(paths, features, n_embedded, len(cached), bad, st.path, settings,
-                       repaired, hashes)
+        raise NoImagesError(
+            f"none of the {len(files)} files in {str(image_dir)!r} is a readable "
+            f"image (see {st.path / BAD_FILES_CSV})"
+        )
+    return EmbedResult(
+        paths, features, n_embedded, len(cached), bad, st.path, settings, repaired, hashes
+    )
 
 
 @dataclass
@@ -196,10 +215,15 @@ class EmbedInputsResult:
     bad_files: list = field(default_factory=list)
 
 
-def embed_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], *,
-                 embedder: Embedder | None = None, store: str | os.PathLike | None = None,
-                 image_dir: str | os.PathLike | None = None, progress: Any = None,
-                 **embedder_params: Any) -> EmbedInputsResult:
+def embed_inputs(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    embedder: Embedder | None = None,
+    store: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
+    progress: Any = None,
+    **embedder_params: Any,
+) -> EmbedInputsResult:
     """Features of image files and of the images in folders, through the store.
 
     Each file is looked up in (and added to) the store of ``image_dir`` when
@@ -281,11 +305,15 @@ def embed_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], *,
             for f, vec in zip(good, st.load([f.path for f in good])):
                 features[(folder, f.path)] = vec
         bad.extend(images.BadFile(shown_of[b.path], b.reason) for b in failed)
-    order = [(shown, (folder, f.path)) for shown, folder, f in entries
-             if (folder, f.path) in features]
+    order = [
+        (shown, (folder, f.path)) for shown, folder, f in entries if (folder, f.path) in features
+    ]
     paths = [shown for shown, _ in order]
-    feats = (np.stack([features[key] for _, key in order]) if order
-             else np.zeros((0, int(settings["dim"])), np.float32))
+    feats = (
+        np.stack([features[key] for _, key in order])
+        if order
+        else np.zeros((0, int(settings["dim"])), np.float32)
+    )
     return EmbedInputsResult(paths, feats, bad)
 
 
@@ -310,14 +338,21 @@ class ScanResult:
     written: list = field(default_factory=list)
 
 
-def scan_folder(image_dir: str | os.PathLike, *, ks: Iterable[int] = KSCAN_DEFAULTS["ks"],
-                embedder: Embedder | None = None, store: str | os.PathLike | None = None,
-                pca: int | None = KSCAN_DEFAULTS["pca"],
-                normalize: bool = KSCAN_DEFAULTS["normalize"],
-                random_state: Any = KSCAN_DEFAULTS["random_state"],
-                fit_sample: int | None = KSCAN_DEFAULTS["fit_sample"],
-                out_dir: str | os.PathLike | None = None, progress: Any = None,
-                dask: Any = None, **embedder_params: Any) -> ScanResult:
+def scan_folder(
+    image_dir: str | os.PathLike,
+    *,
+    ks: Iterable[int] = KSCAN_DEFAULTS["ks"],
+    embedder: Embedder | None = None,
+    store: str | os.PathLike | None = None,
+    pca: int | None = KSCAN_DEFAULTS["pca"],
+    normalize: bool = KSCAN_DEFAULTS["normalize"],
+    random_state: Any = KSCAN_DEFAULTS["random_state"],
+    fit_sample: int | None = KSCAN_DEFAULTS["fit_sample"],
+    out_dir: str | os.PathLike | None = None,
+    progress: Any = None,
+    dask: Any = None,
+    **embedder_params: Any,
+) -> ScanResult:
     """Embed what is missing and score k-means for each k of ``ks`` (``featclust scan-k``).
 
     Parameters
@@ -347,22 +382,33 @@ def scan_folder(image_dir: str | os.PathLike, *, ks: Iterable[int] = KSCAN_DEFAU
     NoImagesError
         If the folder holds no usable image.
     """
-    scan = KScan(ks=ks, pca=pca, normalize=normalize, random_state=random_state,
-                 fit_sample=fit_sample)
+    scan = KScan(
+        ks=ks, pca=pca, normalize=normalize, random_state=random_state, fit_sample=fit_sample
+    )
     wanted = scan.check_params()
     embedder = make_embedder(embedder, embedder_params)
     if out_dir is not None:
         OutputFolder(out_dir, image_dir)  # refuse an unsafe folder before embedding
-    emb = embed_folder(image_dir, embedder=embedder, store=store,
-                       exclude=[out_dir] if out_dir is not None else (), progress=progress,
-                       dask=dask)
+    emb = embed_folder(
+        image_dir,
+        embedder=embedder,
+        store=store,
+        exclude=[out_dir] if out_dir is not None else (),
+        progress=progress,
+        dask=dask,
+    )
     scan.fit(emb.features)
     written = []
     if out_dir is not None:
-        record = RunRecord(command="scan-k", status="writing",
-                           image_dir=os.path.abspath(image_dir), feature_settings=emb.settings)
-        written = save_kscan(out_dir, scan, record, image_dir,
-                             png=kscan_png(scan.scores_, scan.suggested_k_))
+        record = RunRecord(
+            command="scan-k",
+            status="writing",
+            image_dir=os.path.abspath(image_dir),
+            feature_settings=emb.settings,
+        )
+        written = save_kscan(
+            out_dir, scan, record, image_dir, png=kscan_png(scan.scores_, scan.suggested_k_)
+        )
     return ScanResult(emb, scan, sorted(set(wanted) - {int(k) for k in scan.ks_}), written)
 
 
@@ -404,19 +450,28 @@ class SortResult:
     kept: list = field(default_factory=list)
 
 
-def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                n_clusters: int | str = CLUSTER_DEFAULTS["n_clusters"],
-                embedder: Embedder | None = None, store: str | os.PathLike | None = None,
-                pca: int | None = CLUSTER_DEFAULTS["pca"],
-                whiten: bool = CLUSTER_DEFAULTS["whiten"],
-                normalize: bool = CLUSTER_DEFAULTS["normalize"],
-                random_state: Any = CLUSTER_DEFAULTS["random_state"],
-                n_init: int = CLUSTER_DEFAULTS["n_init"],
-                method: str = CLUSTER_DEFAULTS["method"],
-                fit_sample: int | None = CLUSTER_DEFAULTS["fit_sample"],
-                mode: str = "copy", progress: Any = None, report: bool = True,
-                map_method: str = "auto", truth: dict | None = None, dask: Any = None,
-                **embedder_params: Any) -> SortResult:
+def sort_folder(
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    n_clusters: int | str = CLUSTER_DEFAULTS["n_clusters"],
+    embedder: Embedder | None = None,
+    store: str | os.PathLike | None = None,
+    pca: int | None = CLUSTER_DEFAULTS["pca"],
+    whiten: bool = CLUSTER_DEFAULTS["whiten"],
+    normalize: bool = CLUSTER_DEFAULTS["normalize"],
+    random_state: Any = CLUSTER_DEFAULTS["random_state"],
+    n_init: int = CLUSTER_DEFAULTS["n_init"],
+    method: str = CLUSTER_DEFAULTS["method"],
+    fit_sample: int | None = CLUSTER_DEFAULTS["fit_sample"],
+    mode: str = "copy",
+    progress: Any = None,
+    report: bool = True,
+    map_method: str = "auto",
+    truth: dict | None = None,
+    dask: Any = None,
+    **embedder_params: Any,
+) -> SortResult:
     """Embed what is missing, cluster, and copy images into cluster folders.
 
     A re-sort into the same folder leaves every image already in its place
@@ -459,9 +514,17 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     """
     out = OutputFolder(out_dir, image_dir)
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
-    model = FeatureKMeans(n_clusters=2 if auto else n_clusters, pca=pca, whiten=whiten,
-                          normalize=normalize, random_state=random_state, n_init=n_init,
-                          method=method, fit_sample=fit_sample)
+    k: Any = 2 if auto else n_clusters  # any other value is FeatureKMeans's to refuse
+    model = FeatureKMeans(
+        n_clusters=k,
+        pca=pca,
+        whiten=whiten,
+        normalize=normalize,
+        random_state=random_state,
+        n_init=n_init,
+        method=method,
+        fit_sample=fit_sample,
+    )
     model.check_params()
     dask = check_dask(dask)
     check_choice("mode", mode, MODES)
@@ -471,12 +534,23 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     progress = bar_factory(progress)
     parent = _parent_sort(image_dir)
     with connect(dask) as client:
-        emb = embed_folder(image_dir, embedder=embedder, store=store, exclude=[out_dir],
-                           progress=progress, dask=client)
+        emb = embed_folder(
+            image_dir,
+            embedder=embedder,
+            store=store,
+            exclude=[out_dir],
+            progress=progress,
+            dask=client,
+        )
         scan = None
         if auto:
-            scan = choose_k(emb.features, pca=pca, normalize=normalize,
-                            random_state=random_state, fit_sample=fit_sample)
+            scan = choose_k(
+                emb.features,
+                pca=pca,
+                normalize=normalize,
+                random_state=random_state,
+                fit_sample=fit_sample,
+            )
             model.set_params(n_clusters=scan.suggested_k_)
         # On a cluster every row is labelled by Dask tasks, block by block.
         model.fit(emb.features, labeller=labeller(client) if client is not None else None)
@@ -493,13 +567,23 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     out.clear(keep=held.values())
     record = _record(image_dir, emb, model, embedder, mode, store, judged, scan, parent)
     record.counts["identical_groups"] = sum(
-        1 for n in collections.Counter(emb.hashes).values() if n > 1)
+        1 for n in collections.Counter(emb.hashes).values() if n > 1
+    )
     out.claim(dests + own, record, status="writing")
     bar = progress("copying", len(dests)) if progress else None
     vanished: list = []
     try:
-        written = sort_into_folders(image_dir, out, emb.paths, model.labels_, k, mode,
-                                    bar.update if bar else None, skipped=vanished, held=held)
+        written = sort_into_folders(
+            image_dir,
+            out,
+            emb.paths,
+            model.labels_,
+            k,
+            mode,
+            bar.update if bar else None,
+            skipped=vanished,
+            held=held,
+        )
     finally:
         if bar:
             bar.close()
@@ -523,11 +607,17 @@ def sort_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     written_report = None
     if report:
         clustering = Clustering(emb.paths, model.labels_, model.distances_, outliers, model)
-        written_report = write_report(out.path, emb.features, map_method=map_method,
-                                      random_state=random_state, progress=progress,
-                                      clustering=clustering)
-    return SortResult(emb, model, out.path, written, written_report, judged, scan, out.record,
-                      list(out.changed))
+        written_report = write_report(
+            out.path,
+            emb.features,
+            map_method=map_method,
+            random_state=random_state,
+            progress=progress,
+            clustering=clustering,
+        )
+    return SortResult(
+        emb, model, out.path, written, written_report, judged, scan, out.record, list(out.changed)
+    )
 
 
 def _parent_sort(image_dir):
@@ -537,8 +627,12 @@ def _parent_sort(image_dir):
         record = read_record(folder.parent)
     except FeatclustError:
         return None
-    if (record is None or record.command != "sort" or record.clustering is None
-            or not any(f.startswith(folder.name + "/") for f in record.files)):
+    if (
+        record is None
+        or record.command != "sort"
+        or record.clustering is None
+        or not any(f.startswith(folder.name + "/") for f in record.files)
+    ):
         return None
     return {"out_dir": str(folder.parent), "cluster": folder.name}
 
@@ -557,11 +651,14 @@ def _record(image_dir, emb, model, embedder, mode, store, judged, scan, parent=N
         embedder=params,
         feature_settings=emb.settings,
         clustering={**model.get_params(), "pca_components": model.n_components_},
-        counts={"images": len(emb.paths), "embedded": emb.n_embedded,
-                "reused": emb.n_reused, "bad_files": len(emb.bad_files),
-                "cluster_sizes": [int(s) for s in sizes]},
+        counts={
+            "images": len(emb.paths),
+            "embedded": emb.n_embedded,
+            "reused": emb.n_reused,
+            "bad_files": len(emb.bad_files),
+            "cluster_sizes": [int(s) for s in sizes],
+        },
         kscan=kscan_info(scan) if scan is not None else None,
         parent=parent,
         **judged.info(),
     )
-

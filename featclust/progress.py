@@ -54,7 +54,14 @@ def bar_factory(progress: Any = None) -> Callable[..., Any] | None:
 
 def _factory(cls, disable):
     def make(description, total, unit="img"):
-        return cls(desc=description, total=total, unit=unit, leave=True, disable=disable,
-                   file=sys.stderr, dynamic_ncols=True)
+        return cls(
+            desc=description,
+            total=total,
+            unit=unit,
+            leave=True,
+            disable=disable,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     return make

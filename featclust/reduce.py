@@ -99,8 +99,13 @@ class Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         The fitted projection (float32; ``None`` without PCA).
     """
 
-    def __init__(self, pca: int | None = None, whiten: bool = False, normalize: bool = False,
-                 random_state: Any = 0) -> None:
+    def __init__(
+        self,
+        pca: int | None = None,
+        whiten: bool = False,
+        normalize: bool = False,
+        random_state: Any = 0,
+    ) -> None:
         self.pca = pca
         self.whiten = whiten
         self.normalize = normalize
@@ -216,7 +221,7 @@ class Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             Z = self._transform_block(block)
             if out is None:
                 out = np.empty((len(X) if rows is None else len(rows), Z.shape[1]), np.float32)
-            out[start:start + len(Z)] = Z
+            out[start : start + len(Z)] = Z
             start += len(Z)
         assert out is not None  # blocks() yields at least one block
         return out
@@ -247,8 +252,9 @@ class Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
-def fitting_space(Z: np.ndarray, fit_dims: int, fit_size: int, rng: np.random.Generator,
-                  random_state: int) -> np.ndarray:
+def fitting_space(
+    Z: np.ndarray, fit_dims: int, fit_size: int, rng: np.random.Generator, random_state: int
+) -> np.ndarray:
     """At most ``fit_dims`` PCA components of ``Z``, the PCA fitted on ``fit_size`` rows.
 
     Fast k-means runs (the k scan, the stability of a model) work here: the
@@ -276,10 +282,15 @@ def fitting_space(Z: np.ndarray, fit_dims: int, fit_size: int, rng: np.random.Ge
     return pca.transform(Z).astype(np.float32)
 
 
-def blockwise_pca(X: np.ndarray, n_components: int, normalize: bool = False,
-                  random_state: int = 0, n_iter: int = 4, n_oversamples: int = 10,
-                  rows: np.ndarray | None = None,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def blockwise_pca(
+    X: np.ndarray,
+    n_components: int,
+    normalize: bool = False,
+    random_state: int = 0,
+    n_iter: int = 4,
+    n_oversamples: int = 10,
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Randomized PCA (Halko, Martinsson and Tropp, 2011) reading ``X`` block by block.
 
     Every pass over the data multiplies one block of rows at a time, so ``X``
@@ -325,7 +336,7 @@ def blockwise_pca(X: np.ndarray, n_components: int, normalize: bool = False,
         out = np.zeros((d, Y.shape[1]), np.float32)
         start = 0
         for b in parts:
-            out += prepared(b).T @ Y[start:start + len(b)]
+            out += prepared(b).T @ Y[start : start + len(b)]
             start += len(b)
         return out - np.outer(mean32, Y.sum(axis=0))
 
@@ -341,8 +352,9 @@ def blockwise_pca(X: np.ndarray, n_components: int, normalize: bool = False,
     return mean, Vt[:n_components], S[:n_components] ** 2 / max(n - 1, 1)
 
 
-def blocks(X: np.ndarray, min_rows: int = 1,
-           rows: np.ndarray | None = None) -> Sequence[np.ndarray] | _RowBlocks:
+def blocks(
+    X: np.ndarray, min_rows: int = 1, rows: np.ndarray | None = None
+) -> Sequence[np.ndarray] | _RowBlocks:
     """Consecutive row blocks of ``X`` of about :data:`BLOCK_BYTES` each (one if smaller).
 
     Every block has at least ``min_rows`` rows when ``X`` has that many.
@@ -387,8 +399,7 @@ class _RowBlocks:
         self.X, self.rows = X, rows
         self.shape = (len(rows),) + tuple(X.shape[1:])
         per_block = _rows_per_block(X, min_rows)
-        self._bounds = _bounds(len(rows), per_block) if len(rows) > per_block else [
-            (0, len(rows))]
+        self._bounds = _bounds(len(rows), per_block) if len(rows) > per_block else [(0, len(rows))]
 
     def __len__(self):
         return len(self._bounds)
@@ -398,8 +409,7 @@ class _RowBlocks:
             yield np.asarray(self.X[self.rows[a:b]])
 
 
-def count_distinct(X: np.ndarray, stop: int | None = None,
-                   rows: np.ndarray | None = None) -> int:
+def count_distinct(X: np.ndarray, stop: int | None = None, rows: np.ndarray | None = None) -> int:
     """Number of distinct rows of ``X`` (exactly equal values), read block by block.
 
     Parameters

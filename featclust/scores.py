@@ -23,8 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (adjusted_rand_score, normalized_mutual_info_score,
-                             pairwise_distances, silhouette_samples, silhouette_score)
+from sklearn.metrics import (
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+    pairwise_distances,
+    silhouette_samples,
+    silhouette_score,
+)
 
 from .cluster import FIT_SAMPLE
 from .errors import UsageError
@@ -69,8 +74,7 @@ class SilhouetteSample:
     def __init__(self, Z, size=SILHOUETTE_SAMPLE, random_state=0):
         n = len(Z)
         if n > size:
-            self.index = np.sort(np.random.default_rng(random_state).choice(n, size,
-                                                                           replace=False))
+            self.index = np.sort(np.random.default_rng(random_state).choice(n, size, replace=False))
         else:
             self.index = np.arange(n)
         rows = Z.take(self.index) if isinstance(Z, ReducedRows) else np.asarray(Z)[self.index]
@@ -101,8 +105,7 @@ class SilhouetteSample:
         if sub is None:
             return [None] * n_clusters
         s = silhouette_samples(self._dist, sub, metric="precomputed")
-        return [float(s[sub == c].mean()) if np.any(sub == c) else None
-                for c in range(n_clusters)]
+        return [float(s[sub == c].mean()) if np.any(sub == c) else None for c in range(n_clusters)]
 
     def _defined(self, labels):
         """The sample's labels, or None where the silhouette is undefined."""
@@ -111,9 +114,13 @@ class SilhouetteSample:
         return None if n_labels < 2 or n_labels > len(sub) - 1 else sub
 
 
-def cluster_silhouettes(Z: Any, labels: np.ndarray, n_clusters: int,
-                        sample_size: int = SILHOUETTE_SAMPLE,
-                        random_state: int = 0) -> list[float | None]:
+def cluster_silhouettes(
+    Z: Any,
+    labels: np.ndarray,
+    n_clusters: int,
+    sample_size: int = SILHOUETTE_SAMPLE,
+    random_state: int = 0,
+) -> list[float | None]:
     """Mean silhouette of every cluster, on one fixed random sample of the rows.
 
     Parameters
@@ -134,8 +141,9 @@ def cluster_silhouettes(Z: Any, labels: np.ndarray, n_clusters: int,
     return SilhouetteSample(Z, sample_size, random_state).per_cluster(labels, n_clusters)
 
 
-def cluster_scores(Z: Any, labels: np.ndarray,
-                   silhouette: SilhouetteSample | None = None) -> dict[str, float]:
+def cluster_scores(
+    Z: Any, labels: np.ndarray, silhouette: SilhouetteSample | None = None
+) -> dict[str, float]:
     """Inertia, silhouette, Davies-Bouldin and Calinski-Harabasz of one clustering.
 
     Parameters
@@ -161,8 +169,10 @@ def cluster_scores(Z: Any, labels: np.ndarray,
         parts = Z.blocks
     else:
         Z = np.asarray(Z, dtype=np.float32)
+
         def parts():  # in memory already: one block
             return [Z]
+
     labels = np.asarray(labels)
     n = len(labels)
     clusters = np.unique(labels)
@@ -171,7 +181,7 @@ def cluster_scores(Z: Any, labels: np.ndarray,
     total: Any = 0.0
     start = 0
     for block in parts():  # pass 1: cluster means, overall mean
-        part = labels[start:start + len(block)]
+        part = labels[start : start + len(block)]
         start += len(block)
         total = total + block.sum(axis=0, dtype=np.float64)
         for c in np.unique(part):
@@ -181,12 +191,13 @@ def cluster_scores(Z: Any, labels: np.ndarray,
     means: Any = {c: sums[c] / sizes[c] for c in clusters}
     squares, dists, start = dict.fromkeys(clusters, 0.0), dict.fromkeys(clusters, 0.0), 0
     for block in parts():  # pass 2: distances to the cluster means
-        part = labels[start:start + len(block)]
+        part = labels[start : start + len(block)]
         start += len(block)
         for c in np.unique(part):
-            dist = np.linalg.norm(block[part == c] - means[c].astype(np.float32),
-                                  axis=1).astype(np.float64)
-            squares[c] += float(np.sum(dist ** 2))
+            dist = np.linalg.norm(block[part == c] - means[c].astype(np.float32), axis=1).astype(
+                np.float64
+            )
+            squares[c] += float(np.sum(dist**2))
             dists[c] += float(np.sum(dist))
     inertia = 0.0
     for c in clusters:
@@ -195,13 +206,16 @@ def cluster_scores(Z: Any, labels: np.ndarray,
     sizes = np.array([sizes[c] for c in clusters])
     spread = np.array([dists[c] / sizes[i] for i, c in enumerate(clusters)])
     k = len(means)
-    scores = {"inertia": inertia, "silhouette": math.nan, "davies_bouldin": math.nan,
-              "calinski_harabasz": math.nan}
+    scores = {
+        "inertia": inertia,
+        "silhouette": math.nan,
+        "davies_bouldin": math.nan,
+        "calinski_harabasz": math.nan,
+    }
     if not 1 < k < n:
         return scores
     between = float(np.sum(sizes * np.sum((means - total / n) ** 2, axis=1)))
-    scores["calinski_harabasz"] = (1.0 if inertia == 0 else
-                                   between * (n - k) / (inertia * (k - 1)))
+    scores["calinski_harabasz"] = 1.0 if inertia == 0 else between * (n - k) / (inertia * (k - 1))
     gaps = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
     if np.allclose(spread, 0) or np.allclose(gaps, 0):
         scores["davies_bouldin"] = 0.0
@@ -255,7 +269,7 @@ def stability(label_runs: list[np.ndarray]) -> float:
     label_runs : list of ndarray
         At least two label vectors of equal length.
     """
-    pairs = [(a, b) for i, a in enumerate(label_runs) for b in label_runs[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(label_runs) for b in label_runs[i + 1 :]]
     if not pairs:
         return math.nan
     return float(np.mean([adjusted_rand_score(a, b) for a, b in pairs]))
@@ -288,21 +302,31 @@ def cluster_table(labels: np.ndarray, distances: np.ndarray, n_clusters: int) ->
     rows = []
     for c in range(n_clusters):
         d = distances[labels == c]
-        stats = ((d.mean(), np.percentile(d, OUTLIER_PERCENTILE), d.max()) if len(d)
-                 else (math.nan,) * 3)
-        rows.append({"cluster": c, "size": len(d), "mean_distance": float(stats[0]),
-                     "p95_distance": float(stats[1]), "max_distance": float(stats[2])})
+        stats = (
+            (d.mean(), np.percentile(d, OUTLIER_PERCENTILE), d.max()) if len(d) else (math.nan,) * 3
+        )
+        rows.append(
+            {
+                "cluster": c,
+                "size": len(d),
+                "mean_distance": float(stats[0]),
+                "p95_distance": float(stats[1]),
+                "max_distance": float(stats[2]),
+            }
+        )
     tiny_below = max(TINY_MIN_SIZE, TINY_SHARE * n / max(n_clusters, 1))
     spreads = [r["mean_distance"] for r in rows if r["size"] >= 2]
     median = float(np.median(spreads)) if spreads else math.nan
     for r in rows:
         r["tiny"] = r["size"] < tiny_below
-        r["loose"] = bool(r["size"] >= 2 and median > 0
-                          and r["mean_distance"] > LOOSE_FACTOR * median)
+        r["loose"] = bool(
+            r["size"] >= 2 and median > 0 and r["mean_distance"] > LOOSE_FACTOR * median
+        )
     return rows
 
 
 # -- known classes ---------------------------------------------------------------------
+
 
 @dataclass
 class TruthComparison:
@@ -333,12 +357,17 @@ class TruthComparison:
 
     def summary(self) -> dict[str, Any]:
         """Scores as a JSON-able dict."""
-        return {"ari": self.ari, "nmi": self.nmi, "n_labelled": self.n_labelled,
-                "n_unknown": self.n_unknown}
+        return {
+            "ari": self.ari,
+            "nmi": self.nmi,
+            "n_labelled": self.n_labelled,
+            "n_unknown": self.n_unknown,
+        }
 
 
-def compare_with_truth(paths: Sequence[str], labels: np.ndarray, truth: dict[str, str],
-                       n_clusters: int | None = None) -> TruthComparison:
+def compare_with_truth(
+    paths: Sequence[str], labels: np.ndarray, truth: dict[str, str], n_clusters: int | None = None
+) -> TruthComparison:
     """Adjusted Rand index, NMI and contingency table against known classes.
 
     Parameters
@@ -366,8 +395,10 @@ def compare_with_truth(paths: Sequence[str], labels: np.ndarray, truth: dict[str
     truth = {norm_relpath(p): v for p, v in truth.items()}
     pairs = [(truth[p], int(c)) for p, c in zip(paths, labels) if p in truth]
     if not pairs:
-        raise UsageError(f"none of the {len(truth)} paths of the truth file is a clustered "
-                         "image; paths must be relative to the image folder, as in labels.csv")
+        raise UsageError(
+            f"none of the {len(truth)} paths of the truth file is a clustered "
+            "image; paths must be relative to the image folder, as in labels.csv"
+        )
     known, clusters = zip(*pairs)
     classes = sorted(set(known))
     k = int(n_clusters if n_clusters is not None else labels.max() + 1)
@@ -378,15 +409,26 @@ def compare_with_truth(paths: Sequence[str], labels: np.ndarray, truth: dict[str
     return TruthComparison(
         ari=float(adjusted_rand_score(known, clusters)),
         nmi=float(normalized_mutual_info_score(known, clusters)),
-        n_labelled=len(pairs), n_unknown=len(truth) - len(pairs), classes=classes,
-        contingency=table)
+        n_labelled=len(pairs),
+        n_unknown=len(truth) - len(pairs),
+        classes=classes,
+        contingency=table,
+    )
 
 
 # -- judging a fitted model ------------------------------------------------------------
 
-def model_scores(model: Any, X: Any, random_state: int = 0, n_runs: int = 3, n_init: int = 3,
-                 sample_size: int = SILHOUETTE_SAMPLE, fit_size: int = 5000,
-                 fit_dims: int = 64) -> dict[str, float]:
+
+def model_scores(
+    model: Any,
+    X: Any,
+    random_state: int = 0,
+    n_runs: int = 3,
+    n_init: int = 3,
+    sample_size: int = SILHOUETTE_SAMPLE,
+    fit_size: int = 5000,
+    fit_dims: int = 64,
+) -> dict[str, float]:
     """The k scan's scores for a fitted model, on the features it was fitted on.
 
     Parameters
@@ -421,16 +463,16 @@ def model_scores(model: Any, X: Any, random_state: int = 0, n_runs: int = 3, n_i
     if reduced is not None and len(reduced) == len(X):
         Z = Zs = reduced
         if not small:
-            rows = sample_rows(len(X), getattr(model, "fit_sample", None) or FIT_SAMPLE,
-                               random_state)
+            rows = sample_rows(
+                len(X), getattr(model, "fit_sample", None) or FIT_SAMPLE, random_state
+            )
             Zs = Z if rows is None else Z[rows]
     elif small:
         Z = Zs = model.reduce(X)
     else:
         X = check_features(model, X, reset=False)
         Z = ReducedRows(model.reducer_, X)
-        rows = sample_rows(len(X), getattr(model, "fit_sample", None) or FIT_SAMPLE,
-                           random_state)
+        rows = sample_rows(len(X), getattr(model, "fit_sample", None) or FIT_SAMPLE, random_state)
         Zs = Z.take(rows if rows is not None else np.arange(len(X)))
     scores = cluster_scores(Z, model.labels_, SilhouetteSample(Z, sample_size, random_state))
     stab = math.nan
@@ -477,14 +519,24 @@ class Judgement:
             ``{"scores": ..., "flags": {"tiny": [...], "loose": [...]},
             "truth": ... or None}``, JSON-able.
         """
-        scores = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                  for k, v in self.scores.items()}
-        return {"scores": scores, "flags": {"tiny": self.tiny, "loose": self.loose},
-                "truth": self.truth.summary() if self.truth is not None else None}
+        scores = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in self.scores.items()
+        }
+        return {
+            "scores": scores,
+            "flags": {"tiny": self.tiny, "loose": self.loose},
+            "truth": self.truth.summary() if self.truth is not None else None,
+        }
 
 
-def judge(model: Any, X: Any, paths: list[str] | None = None, truth: dict | None = None,
-          random_state: int = 0) -> Judgement:
+def judge(
+    model: Any,
+    X: Any,
+    paths: list[str] | None = None,
+    truth: dict | None = None,
+    random_state: int = 0,
+) -> Judgement:
     """Score a fitted model, size and flag its clusters, compare with known classes.
 
     Parameters

@@ -47,8 +47,9 @@ def _matrix(name, X, width=None):
     if not hasattr(X, "shape") or not hasattr(X, "dtype"):
         X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
-        raise UsageError(f"{name} must be a 2-D numeric array, got shape {tuple(X.shape)} "
-                         f"of {X.dtype}")
+        raise UsageError(
+            f"{name} must be a 2-D numeric array, got shape {tuple(X.shape)} of {X.dtype}"
+        )
     if width is not None and X.shape[1] != width:
         raise UsageError(f"{name} has {X.shape[1]} columns; the features have {width}")
     return X
@@ -67,8 +68,12 @@ def _blocks(n, rows):
     return [(start, min(n, start + rows)) for start in range(0, n, rows)]
 
 
-def top_similar(features: Any, queries: Any, top: int = 10, block_rows: int = BLOCK_ROWS,
-                ) -> tuple[np.ndarray, np.ndarray]:
+def top_similar(
+    features: Any,
+    queries: Any,
+    top: int = 10,
+    block_rows: int = BLOCK_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``top`` rows of ``features`` most similar to each query (cosine, exact).
 
     Parameters
@@ -147,10 +152,10 @@ def _exact_similarities(F, Q, idx, pairs=8192):
     flat_r = idx.ravel()
     out = np.empty(len(flat_r), np.float32)
     for a in range(0, len(flat_r), pairs):
-        rows = flat_r[a:a + pairs]
+        rows = flat_r[a : a + pairs]
         wanted, where = np.unique(rows, return_inverse=True)  # sorted reads of a memmap
         G = _unit(F[wanted], np.float64)[where]
-        out[a:a + pairs] = np.clip(np.sum(G * q[flat_q[a:a + pairs]], axis=1), -1.0, 1.0)
+        out[a : a + pairs] = np.clip(np.sum(G * q[flat_q[a : a + pairs]], axis=1), -1.0, 1.0)
     return out.reshape(idx.shape)
 
 
@@ -169,8 +174,9 @@ def _topk_order(s, idx, k):
     return part
 
 
-def near_duplicate_groups(features: Any, threshold: float = NEAR_DUPLICATE,
-                          block_rows: int = BLOCK_ROWS) -> list[list[tuple[int, float]]]:
+def near_duplicate_groups(
+    features: Any, threshold: float = NEAR_DUPLICATE, block_rows: int = BLOCK_ROWS
+) -> list[list[tuple[int, float]]]:
     """Groups of rows whose features are near-identical (cosine similarity >= ``threshold``).
 
     Two rows are linked when their cosine similarity reaches ``threshold``;
@@ -212,8 +218,7 @@ def near_duplicate_groups(features: Any, threshold: float = NEAR_DUPLICATE,
     for i, (a, b) in enumerate(spans):
         A = _unit(F[a:b])
         for c, d in spans[i:]:
-            rows, cols = np.nonzero(A @ (A if c == a else _unit(F[c:d])).T
-                                    >= np.float32(threshold))
+            rows, cols = np.nonzero(A @ (A if c == a else _unit(F[c:d])).T >= np.float32(threshold))
             rows, cols = rows + a, cols + c
             keep = rows < cols
             rows, cols = rows[keep], cols[keep]
@@ -228,9 +233,13 @@ def near_duplicate_groups(features: Any, threshold: float = NEAR_DUPLICATE,
     for listed in sorted(members.values(), key=min):
         rows = np.array(listed)  # increasing
         first = int(rows[np.argmax(degree[rows])])  # argmax: the lowest row among ties
-        ref = _unit(F[first:first + 1], np.float64)[0]
-        sims = np.concatenate([np.clip(_unit(F[rows[a:b]], np.float64) @ ref, -1.0, 1.0)
-                               for a, b in _blocks(len(rows), block_rows)]).astype(np.float32)
+        ref = _unit(F[first : first + 1], np.float64)[0]
+        sims = np.concatenate(
+            [
+                np.clip(_unit(F[rows[a:b]], np.float64) @ ref, -1.0, 1.0)
+                for a, b in _blocks(len(rows), block_rows)
+            ]
+        ).astype(np.float32)
         order = np.lexsort((rows, -sims))
         group = [(first, 1.0)]
         group += [(int(rows[j]), float(sims[j])) for j in order if rows[j] != first]
@@ -241,8 +250,9 @@ def near_duplicate_groups(features: Any, threshold: float = NEAR_DUPLICATE,
 def _merge(component, rows, cols):
     """Component labels after linking ``rows[i]`` with ``cols[i]`` (labels are rows)."""
     n = len(component)
-    graph = coo_matrix((np.ones(len(rows), np.int8), (component[rows], component[cols])),
-                       shape=(n, n))
+    graph = coo_matrix(
+        (np.ones(len(rows), np.int8), (component[rows], component[cols])), shape=(n, n)
+    )
     _, relabel = connected_components(graph, directed=False)
     merged = relabel[component]
     # Name each component by its lowest row, so labels stay rows.

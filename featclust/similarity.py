@@ -73,10 +73,16 @@ class SimilarResult:
         return similar_csv(self.rows())
 
 
-def similar_images(image_dir: str | os.PathLike,
-                   queries: str | os.PathLike | Sequence[str | os.PathLike], *, top: int = 10,
-                   embedder: Embedder | None = None, store: str | os.PathLike | None = None,
-                   progress: Any = None, **embedder_params: Any) -> SimilarResult:
+def similar_images(
+    image_dir: str | os.PathLike,
+    queries: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    top: int = 10,
+    embedder: Embedder | None = None,
+    store: str | os.PathLike | None = None,
+    progress: Any = None,
+    **embedder_params: Any,
+) -> SimilarResult:
     """The ``top`` most similar images of ``image_dir`` for each query image.
 
     Parameters
@@ -103,11 +109,18 @@ def similar_images(image_dir: str | os.PathLike,
     embedder = make_embedder(embedder, embedder_params)
     progress = bar_factory(progress)
     emb = embed_folder(image_dir, embedder=embedder, store=store, progress=progress)
-    found = embed_inputs(queries, embedder=embedder, store=store, image_dir=image_dir,
-                         progress=progress)
+    found = embed_inputs(
+        queries, embedder=embedder, store=store, image_dir=image_dir, progress=progress
+    )
     index, sims = top_similar(emb.features, found.features, top)
-    return SimilarResult(found.paths, [[emb.paths[i] for i in row] for row in index], index,
-                         sims, emb.bad_files + found.bad_files, emb.n_embedded)
+    return SimilarResult(
+        found.paths,
+        [[emb.paths[i] for i in row] for row in index],
+        index,
+        sims,
+        emb.bad_files + found.bad_files,
+        emb.n_embedded,
+    )
 
 
 @dataclass
@@ -145,16 +158,24 @@ def duplicate_groups(emb: EmbedResult, threshold: float | None = None) -> tuple:
     threshold : float
     """
     threshold = NEAR_DUPLICATE if threshold is None else threshold
-    near = [[(emb.paths[i], float(s)) for i, s in group]
-            for group in near_duplicate_groups(emb.features, threshold)]
+    near = [
+        [(emb.paths[i], float(s)) for i, s in group]
+        for group in near_duplicate_groups(emb.features, threshold)
+    ]
     identical = [[emb.paths[i] for i in group] for group in exact_duplicate_groups(emb.hashes)]
     return near, identical, threshold
 
 
-def find_duplicates(image_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-                    threshold: float | None = None, embedder: Embedder | None = None,
-                    store: str | os.PathLike | None = None, progress: Any = None,
-                    **embedder_params: Any) -> DuplicatesResult:
+def find_duplicates(
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    threshold: float | None = None,
+    embedder: Embedder | None = None,
+    store: str | os.PathLike | None = None,
+    progress: Any = None,
+    **embedder_params: Any,
+) -> DuplicatesResult:
     """Find near-duplicate and byte-identical images; write them into ``out_dir``.
 
     Parameters
@@ -179,21 +200,30 @@ def find_duplicates(image_dir: str | os.PathLike, out_dir: str | os.PathLike | N
         threshold = check_float("threshold", threshold, low=0, high=1)
     out = OutputFolder(out_dir, image_dir) if out_dir is not None else None
     embedder = make_embedder(embedder, embedder_params)
-    emb = embed_folder(image_dir, embedder=embedder, store=store,
-                       exclude=[out_dir] if out_dir is not None else (),
-                       progress=bar_factory(progress))
+    emb = embed_folder(
+        image_dir,
+        embedder=embedder,
+        store=store,
+        exclude=[out_dir] if out_dir is not None else (),
+        progress=bar_factory(progress),
+    )
     near, identical, threshold = duplicate_groups(emb, threshold)
     if out is not None:
         files = [DUPLICATES_CSV, IDENTICAL_CSV, DUPLICATES_HTML]
-        record = RunRecord(command="duplicates", image_dir=os.path.abspath(image_dir),
-                           feature_settings=emb.settings,
-                           counts={"images": len(emb.paths), "near_duplicate_groups": len(near),
-                                   "identical_groups": len(identical)})
+        record = RunRecord(
+            command="duplicates",
+            image_dir=os.path.abspath(image_dir),
+            feature_settings=emb.settings,
+            counts={
+                "images": len(emb.paths),
+                "near_duplicate_groups": len(near),
+                "identical_groups": len(identical),
+            },
+        )
         out.check_free(files)
         out.claim(files, out.record or record, status="writing")
         out.write_text(DUPLICATES_CSV, duplicates_csv(near))
         out.write_text(IDENTICAL_CSV, identical_csv(identical))
         out.write_text(DUPLICATES_HTML, duplicates_html(near, out.path, image_dir))
         out.write_marker(None, status="complete")
-    return DuplicatesResult(near, identical, threshold, out.path if out else None,
-                            len(emb.paths))
+    return DuplicatesResult(near, identical, threshold, out.path if out else None, len(emb.paths))

@@ -69,8 +69,13 @@ def source_stamp(st: os.stat_result) -> list:
     return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
-def in_place(out: OutputFolder, image_dir: str | os.PathLike, paths: Sequence[str],
-             dests: Sequence[str], mode: str) -> dict[str, str]:
+def in_place(
+    out: OutputFolder,
+    image_dir: str | os.PathLike,
+    paths: Sequence[str],
+    dests: Sequence[str],
+    mode: str,
+) -> dict[str, str]:
     """The destinations whose image the output folder already holds, and where.
 
     The folder holds an image when its last run placed it from the same
@@ -96,8 +101,7 @@ def in_place(out: OutputFolder, image_dir: str | os.PathLike, paths: Sequence[st
         Destination to the file that holds its image, relative to the folder.
     """
     record = out.record
-    if (record is None or record.mode != mode
-            or record.image_dir != os.path.abspath(image_dir)):
+    if record is None or record.mode != mode or record.image_dir != os.path.abspath(image_dir):
         return {}
     held: dict[str, str] = {}
     for rel in out.sources:
@@ -117,11 +121,17 @@ def in_place(out: OutputFolder, image_dir: str | os.PathLike, paths: Sequence[st
     return found
 
 
-def sort_into_folders(image_dir: str | os.PathLike, out: OutputFolder, paths: Sequence[str],
-                      labels: Sequence[int], n_clusters: int, mode: str = "copy",
-                      progress: Callable[[int], object] | None = None,
-                      skipped: list | None = None,
-                      held: Mapping[str, str] | None = None) -> list[str]:
+def sort_into_folders(
+    image_dir: str | os.PathLike,
+    out: OutputFolder,
+    paths: Sequence[str],
+    labels: Sequence[int],
+    n_clusters: int,
+    mode: str = "copy",
+    progress: Callable[[int], object] | None = None,
+    skipped: list | None = None,
+    held: Mapping[str, str] | None = None,
+) -> list[str]:
     """Copy (or link) each image into ``cluster_XX/<its relative path>``.
 
     An image that can no longer be read (deleted or changed into something
@@ -192,17 +202,25 @@ def sort_into_folders(image_dir: str | os.PathLike, out: OutputFolder, paths: Se
             if st is None:
                 st, source = _make(src, dst, mode)
         except FileExistsError:
-            raise UnsafeOutputError(f"{dst!r} appeared while featclust was writing and was "
-                                    "not written by featclust; refusing to overwrite it (move "
-                                    "it away and run again)") from None
+            raise UnsafeOutputError(
+                f"{dst!r} appeared while featclust was writing and was "
+                "not written by featclust; refusing to overwrite it (move "
+                "it away and run again)"
+            ) from None
         except OSError as e:
             if skipped is not None and not _readable(src):
-                skipped.append(BadFile(p, f"{READ_FAILURE} when copying (deleted or changed "
-                                          f"since it was embedded?): {e.strerror or e}"))
+                skipped.append(
+                    BadFile(
+                        p,
+                        f"{READ_FAILURE} when copying (deleted or changed "
+                        f"since it was embedded?): {e.strerror or e}",
+                    )
+                )
                 continue
             if mode == "hardlink" and e.errno == errno.EXDEV:
-                raise OutputError("cannot hard-link across file systems; use mode='copy' or "
-                                  "mode='symlink'") from None
+                raise OutputError(
+                    "cannot hard-link across file systems; use mode='copy' or mode='symlink'"
+                ) from None
             raise output_error(dst, e) from None
         out.stamp(rel, st, source)
         written.append(rel)

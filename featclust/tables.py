@@ -32,8 +32,7 @@ from .fileio import PathLike, csv_text, fmt_num, norm_relpath, read_csv
 
 #: The k scan's score columns, in the order tables show them (the keys of
 #: :attr:`featclust.KScan.scores_`).
-KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz",
-                 "stability")
+KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz", "stability")
 
 
 #: The columns of every table featclust writes, by file name ("assign" and "similar": the
@@ -42,8 +41,7 @@ KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harab
 COLUMNS = {
     "labels.csv": ("path", "cluster", "distance", "outlier"),
     "bad_files.csv": ("path", "reason"),
-    "clusters.csv": ("cluster", "size", "mean_distance", "p95_distance", "max_distance",
-                     "flags"),
+    "clusters.csv": ("cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"),
     "truth.csv": ("label", "cluster_*", "total"),
     "kscan.csv": (*KSCAN_COLUMNS, "suggested"),
     "duplicates.csv": ("group", "path", "similarity_to_first"),
@@ -53,8 +51,12 @@ COLUMNS = {
 }
 
 
-def labels_csv(paths: Sequence[str], labels: Iterable[int], distances: Iterable[float],
-               outliers: Iterable[bool]) -> str:
+def labels_csv(
+    paths: Sequence[str],
+    labels: Iterable[int],
+    distances: Iterable[float],
+    outliers: Iterable[bool],
+) -> str:
     """The text of ``labels.csv``: ``path,cluster,distance,outlier``, one row per image.
 
     ``distance`` is the image's distance to its cluster (see
@@ -63,9 +65,13 @@ def labels_csv(paths: Sequence[str], labels: Iterable[int], distances: Iterable[
     (see :attr:`featclust.FeatureKMeans.thresholds_`). What ``featclust assign``
     prints is the same table.
     """
-    return csv_text(COLUMNS["labels.csv"],
-                    ([p, int(c), fmt_num(d), "true" if o else "false"]
-                     for p, c, d, o in zip(paths, labels, distances, outliers)))
+    return csv_text(
+        COLUMNS["labels.csv"],
+        (
+            [p, int(c), fmt_num(d), "true" if o else "false"]
+            for p, c, d, o in zip(paths, labels, distances, outliers)
+        ),
+    )
 
 
 def read_labels_csv(path: PathLike, outliers: bool = False) -> tuple:
@@ -107,24 +113,33 @@ def read_labels_csv(path: PathLike, outliers: bool = False) -> tuple:
     if len(labels) and labels.min() < 0:
         raise OutputFormatError(f"{str(path)!r} holds a negative cluster label")
     if not np.all(np.isfinite(distances)) or (len(distances) and distances.min() < 0):
-        raise OutputFormatError(f"{str(path)!r} holds a distance that is not a "
-                                "non-negative number")
+        raise OutputFormatError(f"{str(path)!r} holds a distance that is not a non-negative number")
     return (paths, labels, distances, flags) if outliers else (paths, labels, distances)
 
 
 def bad_files_csv(bad_files: Iterable[Any]) -> str:
     """The text of ``bad_files.csv``: ``path,reason``, one row per skipped file, by path."""
-    return csv_text(["path", "reason"],
-                    ([b.path, b.reason] for b in sorted(bad_files, key=lambda b: b.path)))
+    return csv_text(
+        ["path", "reason"], ([b.path, b.reason] for b in sorted(bad_files, key=lambda b: b.path))
+    )
 
 
 def clusters_csv(rows: Iterable[dict]) -> str:
     """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows."""
     return csv_text(
         ["cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"],
-        ([r["cluster"], r["size"], fmt_num(r["mean_distance"]), fmt_num(r["p95_distance"]),
-          fmt_num(r["max_distance"]), ";".join(f for f in ("tiny", "loose") if r[f])]
-         for r in rows))
+        (
+            [
+                r["cluster"],
+                r["size"],
+                fmt_num(r["mean_distance"]),
+                fmt_num(r["p95_distance"]),
+                fmt_num(r["max_distance"]),
+                ";".join(f for f in ("tiny", "loose") if r[f]),
+            ]
+            for r in rows
+        ),
+    )
 
 
 def truth_csv(comparison: Any) -> str:
@@ -134,8 +149,10 @@ def truth_csv(comparison: Any) -> str:
     """
     table = comparison.contingency
     k = table.shape[1]
-    rows = [[name] + [int(x) for x in row] + [int(row.sum())]
-            for name, row in zip(comparison.classes, table)]
+    rows = [
+        [name] + [int(x) for x in row] + [int(row.sum())]
+        for name, row in zip(comparison.classes, table)
+    ]
     rows.append(["total"] + [int(x) for x in table.sum(axis=0)] + [int(table.sum())])
     return csv_text(["label"] + [f"cluster_{c}" for c in range(k)] + ["total"], rows)
 
@@ -161,16 +178,18 @@ def read_truth_csv(path: PathLike) -> dict[str, str]:
     except OSError as e:
         raise UsageError(f"cannot read truth file {str(path)!r}: {e.strerror or e}") from None
     except ValueError as e:
-        raise UsageError(f"truth file {str(path)!r}: {e} (it needs the columns path,label)") \
-            from None
+        raise UsageError(
+            f"truth file {str(path)!r}: {e} (it needs the columns path,label)"
+        ) from None
     truth: dict[str, str] = {}
     for row in rows:
         if not row["path"]:
             continue
         p, label = norm_relpath(row["path"]), (row["label"] or "").strip()
         if truth.get(p, label) != label:
-            raise UsageError(f"truth file {str(path)!r} gives {p!r} two labels: "
-                             f"{truth[p]!r} and {label!r}")
+            raise UsageError(
+                f"truth file {str(path)!r} gives {p!r} two labels: {truth[p]!r} and {label!r}"
+            )
         truth[p] = label
     return truth
 
@@ -185,9 +204,13 @@ def kscan_csv(scores: dict, suggested_k: int | None) -> str:
     suggested_k : int
     """
     ks = [int(k) for k in scores["k"]]
-    return csv_text([*KSCAN_COLUMNS, "suggested"],
-                    ([k] + [fmt_num(scores[c][i]) for c in KSCAN_COLUMNS[1:]]
-                     + [int(k == suggested_k)] for i, k in enumerate(ks)))
+    return csv_text(
+        [*KSCAN_COLUMNS, "suggested"],
+        (
+            [k] + [fmt_num(scores[c][i]) for c in KSCAN_COLUMNS[1:]] + [int(k == suggested_k)]
+            for i, k in enumerate(ks)
+        ),
+    )
 
 
 def read_kscan_csv(path: PathLike) -> tuple[dict, int | None]:
@@ -220,16 +243,16 @@ def kscan_table(scores: dict, suggested_k: int | None) -> str:
     head = ["k", "inertia", "silhouette", "davies-bouldin", "calinski-harabasz", "stability"]
     digits = (None, 5, 3, 3, 5, 3)
     ks = [int(k) for k in scores["k"]]
-    lines = [[str(k)] + [fmt_num(scores[c][i], d)
-                         for c, d in zip(KSCAN_COLUMNS[1:], digits[1:])]
-             for i, k in enumerate(ks)]
+    lines = [
+        [str(k)] + [fmt_num(scores[c][i], d) for c, d in zip(KSCAN_COLUMNS[1:], digits[1:])]
+        for i, k in enumerate(ks)
+    ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     out = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     for k, line in zip(ks, lines):
         mark = "  <- suggested" if k == suggested_k else ""
         out.append("  ".join(x.rjust(w) for x, w in zip(line, widths)) + mark)
     return "\n".join(out) + "\n"
-
 
 
 def similar_csv(rows: Iterable[tuple[str, str, float, int]]) -> str:
@@ -239,18 +262,22 @@ def similar_csv(rows: Iterable[tuple[str, str, float, int]]) -> str:
     ----------
     rows : iterable of (str, str, float, int)
     """
-    return csv_text(["query", "path", "similarity", "rank"],
-                    ([q, p, fmt_num(s), rank] for q, p, s, rank in rows))
+    return csv_text(
+        ["query", "path", "similarity", "rank"],
+        ([q, p, fmt_num(s), rank] for q, p, s, rank in rows),
+    )
 
 
 def duplicates_csv(groups: Iterable[Iterable[tuple[str, float]]]) -> str:
     """The text of ``duplicates.csv``: ``group,path,similarity_to_first``, group from 1."""
-    return csv_text(["group", "path", "similarity_to_first"],
-                    ([g, p, fmt_num(s)] for g, group in enumerate(groups, start=1)
-                     for p, s in group))
+    return csv_text(
+        ["group", "path", "similarity_to_first"],
+        ([g, p, fmt_num(s)] for g, group in enumerate(groups, start=1) for p, s in group),
+    )
 
 
 def identical_csv(groups: Iterable[Iterable[str]]) -> str:
     """The text of ``identical.csv``: ``group,path`` of byte-identical files, group from 1."""
-    return csv_text(["group", "path"],
-                    ([g, p] for g, group in enumerate(groups, start=1) for p in group))
+    return csv_text(
+        ["group", "path"], ([g, p] for g, group in enumerate(groups, start=1) for p in group)
+    )

@@ -14,14 +14,13 @@ of that kind belongs in these sets.
 
 import csv
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
 from PIL import Image, ImageDraw
 
 from featclust import samples
-
 
 SLOW_TESTS = {
     "test_assign.py::test_foreign_image_is_an_outlier_and_is_cached",
@@ -178,8 +177,9 @@ def make_two_families(folder, n_per_family=8, families=("heavy", "light"), seed=
     assertions about cluster membership.
     """
     if not set(families) <= set(CONTRAST_FAMILIES):
-        return samples.make_image_set(folder, n_per_family=n_per_family, families=families,
-                                      seed=seed)
+        return samples.make_image_set(
+            folder, n_per_family=n_per_family, families=families, seed=seed
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -11,17 +11,16 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import read_csv, stripes
 from conftest import run_cli as run
+
 from featclust import ImageClusterer, ModelMismatchError, samples
 from featclust.assign import embedder_for
 from featclust.output import open_sorted
 
 #: Random weights, block5 with average pooling: the settings that separate the
 #: test images (see tests/conftest.py), as the session's ``embedder`` uses them.
-FEATURES = ["--weights", "none", "--layer", "block5", "--pooling", "avg", "--batch-size", "8",
-            "-q"]
+FEATURES = ["--weights", "none", "--layer", "block5", "--pooling", "avg", "--batch-size", "8", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +32,36 @@ def sorted_out(two_families, tmp_path_factory):
     out = base / "sorted"
     # The whole feature space (no PCA): on 16 images a PCA would keep every direction
     # the folder has and drop the ones a foreign image stands out in.
-    code, stdout, stderr = run("sort", folder, out, "-k", "2", "--no-report", "--truth",
-                               truth_csv, "--pca", "none", "--no-normalize", *FEATURES)
+    code, stdout, stderr = run(
+        "sort",
+        folder,
+        out,
+        "-k",
+        "2",
+        "--no-report",
+        "--truth",
+        truth_csv,
+        "--pca",
+        "none",
+        "--no-normalize",
+        *FEATURES,
+    )
     assert code == 0, stderr
     labels = {r["path"]: r for r in read_csv(out / "labels.csv")}
-    return {"folder": folder, "truth": truth, "out": out, "stdout": stdout, "labels": labels,
-            "base": base}
+    return {
+        "folder": folder,
+        "truth": truth,
+        "out": out,
+        "stdout": stdout,
+        "labels": labels,
+        "base": base,
+    }
 
 
 @pytest.fixture
 def no_embedding(monkeypatch):
     """Make any forward pass fail: what runs under it must come from the store."""
+
     def boom(self, gray):
         raise AssertionError("an image was embedded again")
 
@@ -79,8 +97,9 @@ def test_sort_writes_sizes_scores_and_agreement_with_truth(sorted_out):
 
 
 def test_tiny_cluster_is_flagged_on_stderr(sorted_out, tmp_path):
-    code, stdout, stderr = run("sort", sorted_out["folder"], tmp_path / "out", "-k", "6",
-                               "--no-report", *FEATURES)
+    code, stdout, stderr = run(
+        "sort", sorted_out["folder"], tmp_path / "out", "-k", "6", "--no-report", *FEATURES
+    )
     assert code == 0, stderr
     info = json.loads((tmp_path / "out" / "featclust.json").read_text())
     sizes = info["counts"]["cluster_sizes"]
@@ -92,8 +111,17 @@ def test_tiny_cluster_is_flagged_on_stderr(sorted_out, tmp_path):
 def test_truth_that_names_no_image_is_refused_before_writing(sorted_out, tmp_path):
     wrong = tmp_path / "truth.csv"
     wrong.write_text("path,label\nnot_there.png,heavy\n")
-    code, _, stderr = run("sort", sorted_out["folder"], tmp_path / "out", "-k", "2",
-                          "--no-report", "--truth", wrong, *FEATURES)
+    code, _, stderr = run(
+        "sort",
+        sorted_out["folder"],
+        tmp_path / "out",
+        "-k",
+        "2",
+        "--no-report",
+        "--truth",
+        wrong,
+        *FEATURES,
+    )
     assert code == 2
     assert "none of the 1 paths of the truth file" in stderr
     assert not (tmp_path / "out").exists()
@@ -106,7 +134,7 @@ def test_assign_puts_every_training_image_back_into_its_cluster(sorted_out, no_e
     labels = sorted_out["labels"]
     assert len(rows) == len(labels) == 16
     for r in rows:
-        rel = r["path"][len(str(sorted_out["folder"])) + 1:]
+        rel = r["path"][len(str(sorted_out["folder"])) + 1 :]
         assert r["cluster"] == labels[rel]["cluster"]
         assert float(r["distance"]) == pytest.approx(float(labels[rel]["distance"]), rel=1e-5)
     # By definition about 5% of members lie beyond the 95th percentile: at most one of 8.
@@ -124,8 +152,7 @@ def test_foreign_image_is_an_outlier_and_is_cached(sorted_out, tmp_path, monkeyp
     new.mkdir()
     stripes(new / "stripes.png")
     (new / "notes.txt").write_text("not an image")
-    code, stdout, stderr = run("assign", sorted_out["out"], new / "stripes.png",
-                               new / "notes.txt")
+    code, stdout, stderr = run("assign", sorted_out["out"], new / "stripes.png", new / "notes.txt")
     assert code == 0, stderr
     (row,) = parse_assign(stdout)
     assert row["path"].endswith("stripes.png") and row["outlier"] == "true"
@@ -155,8 +182,9 @@ def test_estimator_predict_matches_the_sort(sorted_out, tmp_path, no_embedding):
     assert labels.tolist() == [int(sorted_out["labels"][p]["cluster"]) for p in paths]
 
 
-@pytest.mark.parametrize("option", [["--pooling", "max"], ["--layer", "block4"],
-                                    ["--weights", "imagenet"]])
+@pytest.mark.parametrize(
+    "option", [["--pooling", "max"], ["--layer", "block4"], ["--weights", "imagenet"]]
+)
 def test_assign_refuses_other_feature_settings(sorted_out, option):
     some = sorted_out["folder"] / sorted(sorted_out["labels"])[0]
     code, stdout, stderr = run("assign", sorted_out["out"], some, *option)
@@ -194,8 +222,9 @@ def test_assign_needs_a_sorted_folder(sorted_out, tmp_path):
 
 def test_scan_k_on_real_images_suggests_the_two_groups(sorted_out, tmp_path, no_embedding):
     folder, out = sorted_out["folder"], sorted_out["out"]
-    code, stdout, stderr = run("scan-k", folder, "--k", "2:6", "--out", tmp_path / "scan",
-                               *FEATURES)
+    code, stdout, stderr = run(
+        "scan-k", folder, "--k", "2:6", "--out", tmp_path / "scan", *FEATURES
+    )
     assert code == 0, stderr
     table = [line for line in stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [line.split()[0] for line in table] == ["2", "3", "4", "5", "6"]
@@ -212,8 +241,9 @@ def test_scan_k_on_real_images_suggests_the_two_groups(sorted_out, tmp_path, no_
     assert info["status"] == "complete" and info["kscan"]["suggested_k"] == 2
     assert {"kscan.csv", "kscan.png", "labels.csv"} <= set(info["files"])
 
-    code, stdout, stderr = run("sort", folder, tmp_path / "auto", "-k", "auto", "--no-report",
-                               *FEATURES)
+    code, stdout, stderr = run(
+        "sort", folder, tmp_path / "auto", "-k", "auto", "--no-report", *FEATURES
+    )
     assert code == 0, stderr
     assert "k = 2, suggested by the k scan" in stdout
     assert len(read_csv(tmp_path / "auto" / "kscan.csv")) == 14  # k = 2..15 for 16 images
@@ -234,11 +264,12 @@ def test_scan_k_refuses_a_bad_range_and_a_foreign_out_folder(sorted_out, tmp_pat
 
 def test_estimator_with_auto_k_assigns_through_the_store(sorted_out, no_embedding):
     folder = sorted_out["folder"]
-    est = ImageClusterer(n_clusters="auto", weights="none", layer="block5", pooling="avg",
-                         batch_size=8).fit(folder)
+    est = ImageClusterer(
+        n_clusters="auto", weights="none", layer="block5", pooling="avg", batch_size=8
+    ).fit(folder)
     assert est.kscan_.suggested_k_ == 2 and est.model_.n_clusters == 2
     got = est.assign([folder])
-    assert [p[len(str(folder)) + 1:] for p in got.paths] == est.paths_
+    assert [p[len(str(folder)) + 1 :] for p in got.paths] == est.paths_
     assert got.labels.tolist() == est.labels_.tolist()
     assert np.allclose(got.distances, est.distances_)
     assert got.outliers.sum() <= 2
@@ -247,8 +278,9 @@ def test_estimator_with_auto_k_assigns_through_the_store(sorted_out, no_embeddin
 def test_estimator_takes_a_folder_a_single_path_or_a_list(sorted_out, no_embedding):
     folder = sorted_out["folder"]
     names = sorted(sorted_out["labels"])
-    est = ImageClusterer(n_clusters=2, weights="none", layer="block5", pooling="avg",
-                         batch_size=8).fit(folder)
+    est = ImageClusterer(
+        n_clusters=2, weights="none", layer="block5", pooling="avg", batch_size=8
+    ).fit(folder)
     sorted_labels = [int(sorted_out["labels"][p]["cluster"]) for p in names]
     assert est.labels_.tolist() == [sorted_labels[names.index(p)] for p in est.paths_]
     one = folder / names[0]
@@ -261,8 +293,9 @@ def test_estimator_takes_a_folder_a_single_path_or_a_list(sorted_out, no_embeddi
     assert [p.rsplit("/", 1)[-1] for p in mixed.paths] == order
     assert mixed.labels.tolist() == [sorted_labels[names.index(p)] for p in order]
     # fit on a list of files gives the same clusters as on the folder
-    again = ImageClusterer(n_clusters=2, weights="none", layer="block5", pooling="avg",
-                           batch_size=8).fit([folder / p for p in names])
+    again = ImageClusterer(
+        n_clusters=2, weights="none", layer="block5", pooling="avg", batch_size=8
+    ).fit([folder / p for p in names])
     assert again.labels_.tolist() == sorted_labels
 
 

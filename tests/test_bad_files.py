@@ -20,19 +20,19 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import contrast_dots, read_csv
 from PIL import Image, PngImagePlugin
 
 from featclust import images, store
 from featclust.cli import main
 from featclust.images import BadImageError, decode, scan
 
-from conftest import contrast_dots, read_csv
-
 NON_UTF8 = b"caf\xe9.png"
 LONG_NAME = "h" * 251 + ".png"  # 255 bytes, the longest name most file systems allow
 
 
 # -- building inputs ---------------------------------------------------------------------------
+
 
 def encode(im, fmt, **kw):
     buf = io.BytesIO()
@@ -55,15 +55,23 @@ def quadrant(w=96, h=64):
 
 
 def png_chunk(kind, data):
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def png_header_only(width, height):
     """A tiny PNG file whose header claims ``width`` x ``height`` pixels."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def ztxt_bomb(im):
@@ -107,8 +115,9 @@ def exif_rotated_jpeg(im):
     """``im`` stored turned a quarter to the left, with EXIF orientation 6 to turn it back."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    return encode(im.transpose(Image.Transpose.ROTATE_90).convert("RGB"), "JPEG", quality=95,
-                  exif=exif)
+    return encode(
+        im.transpose(Image.Transpose.ROTATE_90).convert("RGB"), "JPEG", quality=95, exif=exif
+    )
 
 
 def two_frames(first, second, fmt):
@@ -146,8 +155,11 @@ class _CapHeader(ctypes.Structure):
 
 
 class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
 
 
 @contextlib.contextmanager
@@ -183,10 +195,13 @@ def permissions_enforced():
 
 # -- decoding, case by case ---------------------------------------------------------------------
 
+
 def test_good_png_and_jpeg_decode_to_white_padded_squares():
     arr = halves().astype(np.uint8)
-    for data in (encode(Image.fromarray(arr), "PNG"),
-                 encode(Image.fromarray(arr).convert("RGB"), "JPEG", quality=95)):
+    for data in (
+        encode(Image.fromarray(arr), "PNG"),
+        encode(Image.fromarray(arr).convert("RGB"), "JPEG", quality=95),
+    ):
         out = decode(data)
         assert out.shape == (224, 224) and out.dtype == np.uint8
         # 96x64 padded to 96x96: white bands top and bottom, the dark half kept.
@@ -357,12 +372,15 @@ def test_unreadable_file_and_folder_are_reported(tmp_path):
     try:
         with permissions_enforced() as enforced:
             if not enforced:
-                pytest.skip("running as root without the capability calls to drop "
-                            "CAP_DAC_OVERRIDE: a permission check cannot be made to fail")
+                pytest.skip(
+                    "running as root without the capability calls to drop "
+                    "CAP_DAC_OVERRIDE: a permission check cannot be made to fail"
+                )
             files, problems = scan(tmp_path)
             assert [f.path for f in files] == ["secret.png"]
             assert [(b.path, b.reason) for b in problems] == [
-                ("locked", f"cannot list folder: {os.strerror(errno.EACCES)}")]
+                ("locked", f"cannot list folder: {os.strerror(errno.EACCES)}")
+            ]
             with pytest.raises(BadImageError, match=os.strerror(errno.EACCES)) as info:
                 images.load(files[0])
             assert str(info.value).startswith(images.READ_FAILURE)
@@ -379,8 +397,13 @@ def test_unreadable_files_are_tried_again_but_broken_ones_are_remembered(tmp_pat
     by_path = {f.path: f for f in files}
     settings = {"dim": 4, "test": "retry"}
     with store.FeatureStore(folder, settings, tmp_path / "store") as st:
-        st.add_bad(by_path, [images.BadFile("a.png", f"{images.READ_FAILURE}: Permission denied"),
-                             images.BadFile("b.png", "empty file")])
+        st.add_bad(
+            by_path,
+            [
+                images.BadFile("a.png", f"{images.READ_FAILURE}: Permission denied"),
+                images.BadFile("b.png", "empty file"),
+            ],
+        )
         st.finish(files)
     with store.FeatureStore(folder, settings, tmp_path / "store") as st:
         cached, bad, missing = st.split(files)
@@ -391,8 +414,20 @@ def test_empty_folder_exits_2_with_a_clear_message(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / ".hidden").write_text("not looked at")
     out = tmp_path / "out"
-    rc = main(["sort", str(tmp_path / "empty"), str(out), "-k", "2", "--weights", "none",
-               "--store", str(tmp_path / "store"), "-q"])
+    rc = main(
+        [
+            "sort",
+            str(tmp_path / "empty"),
+            str(out),
+            "-k",
+            "2",
+            "--weights",
+            "none",
+            "--store",
+            str(tmp_path / "store"),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "error: no files found in" in err and "Traceback" not in err
@@ -406,8 +441,20 @@ def test_folder_of_only_bad_files_exits_2_and_lists_them(tmp_path, capsys):
     (folder / "notes.png").write_text("not an image")
     (folder / "cut.png").write_bytes(truncated(encode(quadrant(), "PNG")))
     out = tmp_path / "out"
-    rc = main(["sort", str(folder), str(out), "-k", "2", "--weights", "none",
-               "--store", str(tmp_path / "store"), "-q"])
+    rc = main(
+        [
+            "sort",
+            str(folder),
+            str(out),
+            "-k",
+            "2",
+            "--weights",
+            "none",
+            "--store",
+            str(tmp_path / "store"),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert "none of the 3 files" in err and "is a readable image" in err
@@ -417,6 +464,7 @@ def test_folder_of_only_bad_files_exits_2_and_lists_them(tmp_path, capsys):
 
 
 # -- all of it in one sort run ------------------------------------------------------------------
+
 
 def _sha256_tree(root):
     """SHA-256 and mode of every file below ``root`` (names as bytes), and every link's target."""
@@ -443,8 +491,7 @@ def _mixed_folder(folder, with_unreadable):
     good = {
         "plain.png": ("heavy", encode(heavy(), "PNG")),
         "gif_named.jpg": ("heavy", encode(heavy(), "GIF")),
-        "palette_transparent.png": ("light", encode(on_white(light(), "P"), "PNG",
-                                                    transparency=0)),
+        "palette_transparent.png": ("light", encode(on_white(light(), "P"), "PNG", transparency=0)),
         "rgba.png": ("heavy", encode(on_white(heavy(), "RGBA"), "PNG")),
         "la.png": ("light", encode(on_white(light(), "LA"), "PNG")),
         "gray16.png": ("heavy", encode(as_16bit(heavy()), "PNG")),
@@ -484,8 +531,10 @@ def _mixed_folder(folder, with_unreadable):
     bad["a/around"] = ("link to a folder", None)
     os.mkfifo(folder / "pipe.png")  # never opened (reading it would block)
     bad["pipe.png"] = ("named pipe", None)
-    return ({rel: fam for rel, (fam, _) in good.items()},
-            {rel: word for rel, (word, _) in bad.items()})
+    return (
+        {rel: fam for rel, (fam, _) in good.items()},
+        {rel: word for rel, (word, _) in bad.items()},
+    )
 
 
 def test_sort_skips_every_bad_file_and_sorts_every_good_one(tmp_path, capsys):
@@ -500,8 +549,22 @@ def test_sort_skips_every_bad_file_and_sorts_every_good_one(tmp_path, capsys):
         os.chmod(p, 0)
     try:
         with permissions_enforced():
-            rc = main(["sort", str(folder), str(out), "-k", "2", "--weights", "none",
-                       "--batch-size", "8", "--store", str(st_root), "-q"])
+            rc = main(
+                [
+                    "sort",
+                    str(folder),
+                    str(out),
+                    "-k",
+                    "2",
+                    "--weights",
+                    "none",
+                    "--batch-size",
+                    "8",
+                    "--store",
+                    str(st_root),
+                    "-q",
+                ]
+            )
         assert all(os.stat(p).st_mode & 0o777 == 0 for p in hidden)
     finally:
         for p, mode in zip(hidden, (0o644, 0o755)):
@@ -509,21 +572,24 @@ def test_sort_skips_every_bad_file_and_sorts_every_good_one(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "Traceback" not in captured.err
-    assert f"images: {len(good)} ({len(good)} embedded, 0 reused), skipped: {len(bad)}" \
-        in captured.out
+    assert (
+        f"images: {len(good)} ({len(good)} embedded, 0 reused), skipped: {len(bad)}" in captured.out
+    )
     assert _sha256_tree(folder) == before  # nothing in the image folder changed
 
     rows = read_csv(out / "labels.csv")
     assert sorted(r["path"] for r in rows) == sorted(good)
-    clusters = {fam: {int(r["cluster"]) for r in rows if good[r["path"]] == fam}
-                for fam in ("heavy", "light")}
+    clusters = {
+        fam: {int(r["cluster"]) for r in rows if good[r["path"]] == fam}
+        for fam in ("heavy", "light")
+    }
     assert len(clusters["heavy"]) == 1 and len(clusters["light"]) == 1, clusters
     assert clusters["heavy"] != clusters["light"]
     for r in rows:
         copy = out / f"cluster_{int(r['cluster']):02d}" / r["path"]
         assert copy.read_bytes() == (folder / r["path"]).read_bytes()
 
-    store_csv, = st_root.rglob("bad_files.csv")  # wherever the store keeps it
+    (store_csv,) = st_root.rglob("bad_files.csv")  # wherever the store keeps it
     for listing in (out / "bad_files.csv", store_csv):
         reasons = {r["path"]: r["reason"] for r in read_csv(listing)}
         assert set(reasons) == set(bad), listing

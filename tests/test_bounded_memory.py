@@ -98,8 +98,10 @@ def test_store_load_memory_mapped_equals_in_memory(tmp_path, mmap):
     settings = {"dim": 300, "pooling": "flatten"}
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(23, 300)).astype(np.float32)
-    files = [images.ImageFile(f"img_{i:02d}.png", str(image_dir / f"img_{i:02d}.png"), 10, i)
-             for i in range(23)]
+    files = [
+        images.ImageFile(f"img_{i:02d}.png", str(image_dir / f"img_{i:02d}.png"), 10, i)
+        for i in range(23)
+    ]
     with FeatureStore(image_dir, settings, tmp_path / "store", chunk_size=5) as st:
         st.add([(f, f"hash{i}") for i, f in enumerate(files)], feats)
         order = [files[i].path for i in rng.permutation(23)]

@@ -1,4 +1,7 @@
-"""Degenerate data for k-means and the k scan (issue 11.2): identical images, fewer distinct images than k."""
+"""Degenerate data for k-means and the k scan (issue 11.2).
+
+Identical images, fewer distinct images than k.
+"""
 
 import warnings
 
@@ -30,8 +33,11 @@ def test_count_distinct_counts_exactly_equal_rows_and_stops_early():
 
 @pytest.mark.parametrize("n_distinct", [1, 2])
 def test_more_clusters_than_distinct_images_is_a_usage_error_naming_the_count(n_distinct):
-    with pytest.raises(UsageError, match=rf"n_clusters=3 is larger than the number of distinct "
-                                         rf"images.* 24 images have only {n_distinct} distinct"):
+    with pytest.raises(
+        UsageError,
+        match=rf"n_clusters=3 is larger than the number of distinct "
+        rf"images.* 24 images have only {n_distinct} distinct",
+    ):
         FeatureKMeans(3).fit(copies(n_distinct))
 
 
@@ -60,6 +66,8 @@ def test_scan_leaves_out_the_ks_above_the_number_of_distinct_images():
 
 
 def test_scan_whose_smallest_k_exceeds_the_distinct_images_names_the_count():
-    with pytest.raises(UsageError, match="k=4 is larger than the number of distinct images: "
-                                         "the 24 images have only 3"):
+    with pytest.raises(
+        UsageError,
+        match="k=4 is larger than the number of distinct images: the 24 images have only 3",
+    ):
         KScan(ks=[4, 5]).fit(copies(3))

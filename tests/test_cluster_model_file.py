@@ -1,4 +1,7 @@
-"""Damaged or tampered model.npz (issue 11.10): one ModelMismatchError naming the file and the part, never a traceback."""
+"""Damaged or tampered model.npz (issue 11.10).
+
+One ModelMismatchError naming the file and the part, never a traceback.
+"""
 
 import io
 import json
@@ -35,6 +38,7 @@ def edit_meta(change):
         meta = meta_of(arrays)
         change(meta)
         return with_meta(arrays, meta)
+
     return edit
 
 
@@ -57,52 +61,87 @@ DAMAGE = {
     "n_clusters negative": (set_param("n_clusters", -3), "n_clusters=-3"),
     "pca a list": (set_param("pca", [4]), r"pca=\[4\]"),
     "method unknown": (set_param("method", "dbscan"), "method='dbscan'"),
-    "params a list": (edit_meta(lambda m: m.__setitem__("params", [3, 4])),
-                      "params must be a JSON object, got list"),
-    "extra a list": (edit_meta(lambda m: m.__setitem__("extra", [])),
-                     "extra must be a JSON object"),
+    "params a list": (
+        edit_meta(lambda m: m.__setitem__("params", [3, 4])),
+        "params must be a JSON object, got list",
+    ),
+    "extra a list": (
+        edit_meta(lambda m: m.__setitem__("extra", [])),
+        "extra must be a JSON object",
+    ),
     "meta a list": (lambda a: with_meta(a, [1, 2]), "meta must be a JSON object, got list"),
     "meta not JSON": (lambda a: with_meta(a, b"{not json"), "meta is not JSON"),
     "meta not UTF-8": (lambda a: with_meta(a, b"\xff\xfe"), "meta is not JSON"),
     "meta float array": (replace("meta", np.zeros(3)), "meta must be JSON bytes"),
     "format other": (edit_meta(lambda m: m.__setitem__("format", 99)), "has format 99"),
-    "n_features_in a string": (edit_meta(lambda m: m.__setitem__("n_features_in", "12")),
-                               "n_features_in='12'"),
-    "n_features_in wrong": (edit_meta(lambda m: m.__setitem__("n_features_in", 13)),
-                            "pca_mean must be a float array of shape"),
+    "n_features_in a string": (
+        edit_meta(lambda m: m.__setitem__("n_features_in", "12")),
+        "n_features_in='12'",
+    ),
+    "n_features_in wrong": (
+        edit_meta(lambda m: m.__setitem__("n_features_in", 13)),
+        "pca_mean must be a float array of shape",
+    ),
     "centres missing": (without("cluster_centers"), "missing arrays cluster_centers"),
-    "centres wrong shape": (replace("cluster_centers", np.zeros((3, 5), np.float32)),
-                            r"cluster_centers must be a float array of shape \(3, 4\)"),
-    "centres too few": (replace("cluster_centers", np.zeros((2, 4), np.float32)),
-                        r"cluster_centers must be a float array of shape \(3, 4\)"),
-    "centres text": (replace("cluster_centers", np.full((3, 4), "x")),
-                     "cluster_centers must be a float array"),
-    "centres NaN": (replace("cluster_centers", np.full((3, 4), np.nan, np.float32)),
-                    "cluster_centers holds NaN"),
-    "thresholds wrong shape": (replace("thresholds", np.zeros(5, np.float32)),
-                               r"thresholds must be a float array of shape \(3,\)"),
-    "thresholds negative": (replace("thresholds", -np.ones(3, np.float32)),
-                            "thresholds must not be negative"),
+    "centres wrong shape": (
+        replace("cluster_centers", np.zeros((3, 5), np.float32)),
+        r"cluster_centers must be a float array of shape \(3, 4\)",
+    ),
+    "centres too few": (
+        replace("cluster_centers", np.zeros((2, 4), np.float32)),
+        r"cluster_centers must be a float array of shape \(3, 4\)",
+    ),
+    "centres text": (
+        replace("cluster_centers", np.full((3, 4), "x")),
+        "cluster_centers must be a float array",
+    ),
+    "centres NaN": (
+        replace("cluster_centers", np.full((3, 4), np.nan, np.float32)),
+        "cluster_centers holds NaN",
+    ),
+    "thresholds wrong shape": (
+        replace("thresholds", np.zeros(5, np.float32)),
+        r"thresholds must be a float array of shape \(3,\)",
+    ),
+    "thresholds negative": (
+        replace("thresholds", -np.ones(3, np.float32)),
+        "thresholds must not be negative",
+    ),
     "pca arrays incomplete": (without("pca_scale"), "PCA arrays incomplete"),
-    "pca arrays missing": (lambda a: {k: v for k, v in a.items() if not k.startswith("pca_")},
-                           "pca=4 but the file has no PCA arrays"),
-    "pca components wrong shape": (replace("pca_components", np.zeros((4, 7), np.float32)),
-                                   r"pca_components must be a float array of shape \(4, 12\)"),
-    "pca components too many": (replace("pca_components", np.zeros((5, 12), np.float32)),
-                                r"pca_components has shape \(5, 12\); expected \(at most 4, 12\)"),
-    "pca components 1-D": (replace("pca_components", np.zeros(48, np.float32)),
-                           "pca_components has shape"),
+    "pca arrays missing": (
+        lambda a: {k: v for k, v in a.items() if not k.startswith("pca_")},
+        "pca=4 but the file has no PCA arrays",
+    ),
+    "pca components wrong shape": (
+        replace("pca_components", np.zeros((4, 7), np.float32)),
+        r"pca_components must be a float array of shape \(4, 12\)",
+    ),
+    "pca components too many": (
+        replace("pca_components", np.zeros((5, 12), np.float32)),
+        r"pca_components has shape \(5, 12\); expected \(at most 4, 12\)",
+    ),
+    "pca components 1-D": (
+        replace("pca_components", np.zeros(48, np.float32)),
+        "pca_components has shape",
+    ),
     "pca scale zero": (replace("pca_scale", np.zeros(4, np.float32)), "pca_scale must be positive"),
-    "feature centres wrong shape": (replace("feature_centers", np.zeros((3, 5), np.float32)),
-                                    r"feature_centers must be a float array of shape \(3, 12\)"),
-    "feature centres NaN": (replace("feature_centers", np.full((3, 12), np.nan, np.float32)),
-                            "feature_centers holds NaN"),
+    "feature centres wrong shape": (
+        replace("feature_centers", np.zeros((3, 5), np.float32)),
+        r"feature_centers must be a float array of shape \(3, 12\)",
+    ),
+    "feature centres NaN": (
+        replace("feature_centers", np.full((3, 12), np.nan, np.float32)),
+        "feature_centers holds NaN",
+    ),
     "feature centres without PCA": (
         lambda a: {k: v for k, v in a.items() if not k.startswith("pca_")},
-        "feature_centers without PCA arrays|no PCA arrays"),
+        "feature_centers without PCA arrays|no PCA arrays",
+    ),
     "unknown array": (replace("evil", np.zeros(2)), "unknown arrays evil"),
-    "pickled array": (replace("thresholds", np.array([{"a": 1}, None, 3], dtype=object)),
-                      "pickled"),
+    "pickled array": (
+        replace("thresholds", np.array([{"a": 1}, None, 3], dtype=object)),
+        "pickled",
+    ),
 }
 
 
@@ -118,11 +157,14 @@ def test_damaged_model_file_is_one_model_mismatch_error(tmp_path, saved, case):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "cannot read model file"),
-    (b"not a zip", "holds pickled data"),
-    (b"PK\x03\x04garbage" * 10, "cannot read model file"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "cannot read model file"),
+        (b"not a zip", "holds pickled data"),
+        (b"PK\x03\x04garbage" * 10, "cannot read model file"),
+    ],
+)
 def test_unreadable_model_file_is_one_model_mismatch_error(tmp_path, content, message):
     path = tmp_path / "model.npz"
     path.write_bytes(content)

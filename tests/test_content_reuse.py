@@ -12,9 +12,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_two_families
 from PIL import Image
 
-from conftest import make_two_families
 from featclust.cli import main
 
 FEATURES = ["--weights", "none", "--batch-size", "4", "-q"]
@@ -33,8 +33,7 @@ def sorted_once(tmp_path_factory):
     truth = make_two_families(folder, n_per_family=4)
     store = base / "store"
     out = base / "sorted"
-    assert main(["sort", str(folder), str(out), "-k", "2", "--store", str(store),
-                 *FEATURES]) == 0
+    assert main(["sort", str(folder), str(out), "-k", "2", "--store", str(store), *FEATURES]) == 0
     return {"folder": folder, "truth": truth, "store": store, "out": out, "base": base}
 
 
@@ -42,8 +41,9 @@ def test_sub_clustering_embeds_nothing_and_links_back(sorted_once, tmp_path, cap
     s = sorted_once
     cluster = sorted(p for p in s["out"].iterdir() if p.name.startswith("cluster_"))[0]
     split = tmp_path / "split"
-    code, out, err = run(["sort", cluster, split, "-k", "2", "--store", s["store"],
-                          *FEATURES], capsys)
+    code, out, err = run(
+        ["sort", cluster, split, "-k", "2", "--store", s["store"], *FEATURES], capsys
+    )
     assert code == 0, err
     assert "(0 embedded," in out
     record = json.loads((split / "featclust.json").read_text())
@@ -71,8 +71,9 @@ def test_renamed_copy_embeds_nothing_but_a_changed_image(sorted_once, tmp_path, 
 def test_similar_returns_the_query_itself_first(sorted_once, capsys):
     s = sorted_once
     query = s["folder"] / sorted(s["truth"])[3]
-    code, out, err = run(["similar", s["folder"], query, "--top", "3", "--store", s["store"],
-                          *FEATURES], capsys)
+    code, out, err = run(
+        ["similar", s["folder"], query, "--top", "3", "--store", s["store"], *FEATURES], capsys
+    )
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == ["query", "path", "similarity", "rank"]
@@ -85,10 +86,12 @@ def test_similar_returns_the_query_itself_first(sorted_once, capsys):
 def test_similar_on_a_stored_folder_imports_no_tensorflow(sorted_once):
     s = sorted_once
     query = s["folder"] / sorted(s["truth"])[0]
-    code = ("import sys\nfrom featclust.cli import main\n"
-            f"rc = main(['similar', {str(s['folder'])!r}, {str(query)!r}, '--store', "
-            f"{str(s['store'])!r}, '--weights', 'none', '-q'])\n"
-            "print('RC', rc, 'TF', 'tensorflow' in sys.modules)\n")
+    code = (
+        "import sys\nfrom featclust.cli import main\n"
+        f"rc = main(['similar', {str(s['folder'])!r}, {str(query)!r}, '--store', "
+        f"{str(s['store'])!r}, '--weights', 'none', '-q'])\n"
+        "print('RC', rc, 'TF', 'tensorflow' in sys.modules)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "RC 0 TF False" in proc.stdout, proc.stderr
 
@@ -104,8 +107,7 @@ def test_duplicates_finds_copies_and_resaved_images(sorted_once, tmp_path, capsy
     noisy = noisy + np.random.default_rng(0).integers(-3, 4, noisy.shape)
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / "resaved.png")
     out = tmp_path / "out"
-    code, stdout, err = run(["duplicates", folder, out, "--store", s["store"], *FEATURES],
-                            capsys)
+    code, stdout, err = run(["duplicates", folder, out, "--store", s["store"], *FEATURES], capsys)
     assert code == 0, err
     near = list(csv.DictReader(open(out / "duplicates.csv", newline="")))
     groups = {}
@@ -140,8 +142,20 @@ def test_sort_says_how_many_groups_of_identical_images_it_saw(sorted_once, tmp_p
     folder = tmp_path / "with-copy"
     shutil.copytree(s["folder"], folder)
     shutil.copy(folder / sorted(s["truth"])[0], folder / "copy_of_first.png")
-    code, out, err = run(["sort", folder, tmp_path / "out", "-k", "2", "--no-report",
-                          "--store", s["store"], *FEATURES], capsys)
+    code, out, err = run(
+        [
+            "sort",
+            folder,
+            tmp_path / "out",
+            "-k",
+            "2",
+            "--no-report",
+            "--store",
+            s["store"],
+            *FEATURES,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "(0 embedded," in out  # the copy is known by its content
     assert "identical images: 1 groups" in out  # from the content hashes, no search

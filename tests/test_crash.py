@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import make_two_families, read_csv
 
 import featclust
 from featclust import sort, store
@@ -26,8 +27,6 @@ from featclust.cli import main
 from featclust.errors import StoreError
 from featclust.fileio import content_hash
 from featclust.images import scan
-
-from conftest import make_two_families, read_csv
 
 N_IMAGES = 8
 
@@ -57,14 +56,18 @@ def _wait_for(condition, proc=None, timeout=900):
 
 
 def _tree(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _leftovers(root):
     """Temporary files, and features files without their index."""
-    return ([p for p in root.rglob("*.tmp")]
-            + [p for p in root.rglob("chunk-*.npy") if not p.with_suffix(".json").exists()])
+    return list(root.rglob("*.tmp")) + [
+        p for p in root.rglob("chunk-*.npy") if not p.with_suffix(".json").exists()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +97,41 @@ def store_copy(prepared, tmp_path):
 
 
 def _sort_argv(folder, out, st_root, *more):
-    return ["sort", str(folder), str(out), "-k", "2", "--weights", "none", "--store",
-            str(st_root), "-q", "--no-report", *more]
+    return [
+        "sort",
+        str(folder),
+        str(out),
+        "-k",
+        "2",
+        "--weights",
+        "none",
+        "--store",
+        str(st_root),
+        "-q",
+        "--no-report",
+        *more,
+    ]
 
 
 # -- interrupted and killed runs ----------------------------------------------------------------
 
+
 def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
-        prepared, tmp_path, monkeypatch, capsys, embedder, request):
+    prepared, tmp_path, monkeypatch, capsys, embedder, request
+):
     folder, _, reference = prepared
     st_root = tmp_path / "store"
-    argv = ["embed", str(folder), "--weights", "none", "--batch-size", "2",
-            "--store", str(st_root), "-q"]
+    argv = [
+        "embed",
+        str(folder),
+        "--weights",
+        "none",
+        "--batch-size",
+        "2",
+        "--store",
+        str(st_root),
+        "-q",
+    ]
     monkeypatch.setenv("FEATCLUST_CHUNK_SIZE", "2")
     # interrupt_main() does nothing unless Python's own SIGINT handler is in
     # place; a library loaded earlier in the session may have replaced it.
@@ -137,8 +163,12 @@ def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
 
     # The same command in another process, killed with SIGKILL after one more chunk.
     with open(tmp_path / "killed.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "featclust", *argv], stdout=log,
-                                stderr=log, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "featclust", *argv],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
         try:
             _wait_for(lambda: len(_chunk_indexes(st_root)) > n_chunks, proc)
         finally:
@@ -153,8 +183,9 @@ def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
     # The same command again finishes the job and reuses every whole chunk.
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert (f"images: {N_IMAGES} ({N_IMAGES - len(whole)} embedded, {len(whole)} reused), "
-            "skipped: 0") in out
+    assert (
+        f"images: {N_IMAGES} ({N_IMAGES - len(whole)} embedded, {len(whole)} reused), skipped: 0"
+    ) in out
     assert _leftovers(st_root) == []
 
     final = featclust.embed_folder(folder, embedder=embedder, store=st_root)
@@ -165,20 +196,33 @@ def test_ctrl_c_then_sigkill_then_rerun_finishes_with_the_same_features(
         np.testing.assert_allclose(vec, reference[path], rtol=1e-4, atol=1e-5)
 
 
-def test_damaged_chunks_are_detected_reported_and_embedded_again(prepared, store_copy, embedder,
-                                                                capsys):
+def test_damaged_chunks_are_detected_reported_and_embedded_again(
+    prepared, store_copy, embedder, capsys
+):
     folder, _, reference = prepared
     indexes = _chunk_indexes(store_copy)
-    truncated_npy, garbage_index, flipped_npy = indexes[0].with_suffix(".npy"), indexes[1], \
-        indexes[2].with_suffix(".npy")
+    truncated_npy, garbage_index, flipped_npy = (
+        indexes[0].with_suffix(".npy"),
+        indexes[1],
+        indexes[2].with_suffix(".npy"),
+    )
     truncated_npy.write_bytes(truncated_npy.read_bytes()[:-100])
     garbage_index.write_bytes(b"\x00{not json")
     data = bytearray(flipped_npy.read_bytes())
     data[-7] ^= 0x40  # one bit of one feature: same size, same shape
     flipped_npy.write_bytes(bytes(data))
 
-    argv = ["embed", str(folder), "--weights", "none", "--batch-size", "8",
-            "--store", str(store_copy), "-q"]
+    argv = [
+        "embed",
+        str(folder),
+        "--weights",
+        "none",
+        "--batch-size",
+        "8",
+        "--store",
+        str(store_copy),
+        "-q",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert f"images: {N_IMAGES} (6 embedded, 2 reused)" in captured.out
@@ -225,12 +269,18 @@ def test_store_of_other_version_or_settings_is_emptied_not_read(tmp_path):
     assert reopen() == (3, [])
     settings = json.loads((path / "settings.json").read_text())
     for damage, word in [
-        (lambda: (path / "settings.json").write_text(
-            json.dumps({**settings, "store_format": store.STORE_FORMAT - 1})),
-         "another featclust version"),
-        (lambda: (path / "settings.json").write_text(
-            json.dumps({**settings, "settings": {**SETTINGS, "pooling": "max"}})),
-         "other settings"),
+        (
+            lambda: (path / "settings.json").write_text(
+                json.dumps({**settings, "store_format": store.STORE_FORMAT - 1})
+            ),
+            "another featclust version",
+        ),
+        (
+            lambda: (path / "settings.json").write_text(
+                json.dumps({**settings, "settings": {**SETTINGS, "pooling": "max"}})
+            ),
+            "other settings",
+        ),
         (lambda: (path / "settings.json").write_text("{garbage"), "damaged"),
         (lambda: (path / "settings.json").unlink(), "no settings.json"),
     ]:
@@ -281,14 +331,14 @@ def test_full_disk_while_writing_the_store_leaves_the_old_files(tmp_path, monkey
             st.add([(files[2], "h2")], feats[2:])
             st.finish(files)
     monkeypatch.undo()
-    assert {k: v for k, v in _tree(path).items()
-            if not k.endswith(("lock", "lock.pid"))} == before
+    assert {k: v for k, v in _tree(path).items() if not k.endswith(("lock", "lock.pid"))} == before
     with store.FeatureStore(folder, SETTINGS, root) as st:
         np.testing.assert_array_equal(st.load([f.path for f in files[:2]]), feats[:2])
 
 
-def test_full_disk_in_a_cli_run_gives_a_clear_message(prepared, store_copy, tmp_path,
-                                                      monkeypatch, capsys):
+def test_full_disk_in_a_cli_run_gives_a_clear_message(
+    prepared, store_copy, tmp_path, monkeypatch, capsys
+):
     folder, _, _ = prepared
 
     def no_space(fd):
@@ -316,12 +366,23 @@ sys.stdin.readline()
 
 
 def test_second_run_on_the_same_store_is_refused_while_the_first_holds_it(
-        prepared, store_copy, embedder, capsys):
+    prepared, store_copy, embedder, capsys
+):
     folder, _, _ = prepared
     before = _tree(store_copy)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(folder), json.dumps(embedder.settings()),
-         str(store_copy)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            HOLD_LOCK,
+            str(folder),
+            json.dumps(embedder.settings()),
+            str(store_copy),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "locked\n"
         argv = ["embed", str(folder), "--weights", "none", "--store", str(store_copy), "-q"]
@@ -329,8 +390,9 @@ def test_second_run_on_the_same_store_is_refused_while_the_first_holds_it(
         err = capsys.readouterr().err
         assert rc == 4 and "Traceback" not in err
         assert f"is in use by another featclust run (process {holder.pid})" in err
-        assert {k: v for k, v in _tree(store_copy).items() if not k.endswith(_LOCKS)} == \
-            {k: v for k, v in before.items() if not k.endswith(_LOCKS)}
+        assert {k: v for k, v in _tree(store_copy).items() if not k.endswith(_LOCKS)} == {
+            k: v for k, v in before.items() if not k.endswith(_LOCKS)
+        }
     finally:
         holder.communicate("\n")
     assert main(argv) == 0  # free again once the first run has ended
@@ -339,8 +401,10 @@ def test_second_run_on_the_same_store_is_refused_while_the_first_holds_it(
 
 # -- output folders -----------------------------------------------------------------------------
 
-def test_full_disk_while_copying_leaves_no_half_file(prepared, store_copy, tmp_path,
-                                                    monkeypatch, capsys):
+
+def test_full_disk_while_copying_leaves_no_half_file(
+    prepared, store_copy, tmp_path, monkeypatch, capsys
+):
     folder, _, _ = prepared
     before = _tree(folder)
     out = tmp_path / "out"
@@ -375,10 +439,13 @@ def test_full_disk_while_copying_leaves_no_half_file(prepared, store_copy, tmp_p
     assert json.loads((out / "featclust.json").read_text())["status"] == "complete"
 
 
-@pytest.mark.parametrize("where", ["inside input", "input itself", "holds input",
-                                   "link into input", "foreign folder", "a file"])
+@pytest.mark.parametrize(
+    "where",
+    ["inside input", "input itself", "holds input", "link into input", "foreign folder", "a file"],
+)
 def test_unsafe_output_folder_is_refused_before_anything_is_written(
-        where, prepared, tmp_path, capsys):
+    where, prepared, tmp_path, capsys
+):
     folder, _, _ = prepared
     before = _tree(folder)
     st_root = tmp_path / "store"
@@ -405,7 +472,8 @@ def test_unsafe_output_folder_is_refused_before_anything_is_written(
 
 
 def test_rerun_into_a_previous_output_replaces_only_featclusts_files(
-        prepared, store_copy, tmp_path, capsys):
+    prepared, store_copy, tmp_path, capsys
+):
     folder, _, _ = prepared
     out = tmp_path / "out"
     assert main(_sort_argv(folder, out, store_copy)) == 0
@@ -418,8 +486,11 @@ def test_rerun_into_a_previous_output_replaces_only_featclusts_files(
     assert {int(r["cluster"]) for r in rows} == {0, 1, 2}
     marker = json.loads((out / "featclust.json").read_text())
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert on_disk == set(marker["files"]) | {"featclust.json", "my notes.txt",
-                                               "cluster_00/my pick.png"}
+    assert on_disk == set(marker["files"]) | {
+        "featclust.json",
+        "my notes.txt",
+        "cluster_00/my pick.png",
+    }
 
     # A cluster folder replaced by a link to the user's own folder: never written through.
     mine = tmp_path / "mine"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import load_benchmark
+
 from featclust import ImageClusterer
 from featclust.cli import build_parser
 from featclust.cluster import DEFAULT_N_INIT, DEFAULT_NORMALIZE, DEFAULT_PCA, FeatureKMeans
@@ -31,8 +31,9 @@ def test_the_shipped_default_is_the_one_the_benchmark_chose():
     quality = load_benchmark("quality")
     text = (ROOT / "benchmarks" / "RESULTS.md").read_text()
     spec, post, n_init = quality.shipped_default()
-    chosen = dict(re.findall(r"^chosen \(best worst case.*?n_init (\d+)\): (.+?): min ARI",
-                             text, re.M))
+    chosen = dict(
+        re.findall(r"^chosen \(best worst case.*?n_init (\d+)\): (.+?): min ARI", text, re.M)
+    )
     assert chosen.get(str(n_init)) == f"{spec.name} | {post.name}", chosen
 
 
@@ -49,8 +50,9 @@ def test_every_entry_point_has_the_same_reduction_defaults():
 
 
 def test_the_cli_can_turn_the_reduction_off_and_on():
-    args = build_parser().parse_args(["sort", "i", "o", "-k", "3", "--pca", "none",
-                                      "--no-normalize"])
+    args = build_parser().parse_args(
+        ["sort", "i", "o", "-k", "3", "--pca", "none", "--no-normalize"]
+    )
     assert args.pca is None and args.normalize is False
     args = build_parser().parse_args(["scan-k", "i", "--pca", "12", "--normalize"])
     assert args.pca == 12 and args.normalize is True

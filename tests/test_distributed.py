@@ -36,17 +36,25 @@ def images(tmp_path_factory):
 def client():
     import logging
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
-            distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
 @pytest.fixture(scope="module")
 def reference(images, embedder, tmp_path_factory):
     """The single-process run, the truth every Dask run is held to."""
-    return embed_folder(images[0], embedder=embedder, store=tmp_path_factory.mktemp("ref-store"),
-                        progress=False)
+    return embed_folder(
+        images[0], embedder=embedder, store=tmp_path_factory.mktemp("ref-store"), progress=False
+    )
 
 
 def _chunk_hashes(store_root):
@@ -63,8 +71,9 @@ def _same(a, b):
     assert np.abs(a.features - b.features).max() <= 1e-4
 
 
-def test_embed_through_dask_equals_one_process(images, embedder, client, reference, tmp_path,
-                                               monkeypatch):
+def test_embed_through_dask_equals_one_process(
+    images, embedder, client, reference, tmp_path, monkeypatch
+):
     # Several tasks per worker; a chunk of whole batches (of 8) makes the model see
     # the same batches as in one process (other batches differ by float32 round-off).
     monkeypatch.setenv("FEATCLUST_CHUNK_SIZE", "8")
@@ -73,14 +82,16 @@ def test_embed_through_dask_equals_one_process(images, embedder, client, referen
     _same(emb, reference)
     assert emb.n_embedded == len(reference.paths)
     assert sorted(_chunk_hashes(store)) == sorted(set(reference.hashes))  # each row once
-    assert (emb.store_path / "bad_files.csv").read_text() == \
-        (reference.store_path / "bad_files.csv").read_text()
+    assert (emb.store_path / "bad_files.csv").read_text() == (
+        reference.store_path / "bad_files.csv"
+    ).read_text()
     again = embed_folder(images[0], embedder=embedder, store=store, progress=False, dask=client)
     assert again.n_embedded == 0 and again.n_reused == len(reference.paths)
 
 
-def test_a_killed_worker_changes_nothing(images, embedder, client, reference, tmp_path,
-                                         monkeypatch):
+def test_a_killed_worker_changes_nothing(
+    images, embedder, client, reference, tmp_path, monkeypatch
+):
     """The first embedding task to start kills its worker process (os._exit) mid-task."""
     marker = tmp_path / "killed-once"
 
@@ -97,6 +108,7 @@ def test_a_killed_worker_changes_nothing(images, embedder, client, reference, tm
                     os.write(fd, str(os.getpid()).encode())
                     os.close(fd)
                     os._exit(1)
+
         return KillOnce()
 
     monkeypatch.setenv("FEATCLUST_CHUNK_SIZE", "8")
@@ -115,27 +127,57 @@ def test_a_killed_worker_changes_nothing(images, embedder, client, reference, tm
 
 def test_sort_through_dask_gives_the_same_labels(images, client, tmp_path, capsys):
     common = ["-k", "2", "--weights", "none", "--batch-size", "8", "--no-report", "-q"]
-    assert main(["sort", str(images[0]), str(tmp_path / "one"), "--store",
-                 str(tmp_path / "s1"), *common]) == 0
+    assert (
+        main(
+            [
+                "sort",
+                str(images[0]),
+                str(tmp_path / "one"),
+                "--store",
+                str(tmp_path / "s1"),
+                *common,
+            ]
+        )
+        == 0
+    )
     address = client.scheduler.address  # a running scheduler, by its address
-    assert main(["sort", str(images[0]), str(tmp_path / "two"), "--store", str(tmp_path / "s2"),
-                 "--dask", address, "--fit-sample", "all", *common]) == 0, capsys.readouterr()
+    assert (
+        main(
+            [
+                "sort",
+                str(images[0]),
+                str(tmp_path / "two"),
+                "--store",
+                str(tmp_path / "s2"),
+                "--dask",
+                address,
+                "--fit-sample",
+                "all",
+                *common,
+            ]
+        )
+        == 0
+    ), capsys.readouterr()
     assert read_csv(tmp_path / "one" / "labels.csv") == read_csv(tmp_path / "two" / "labels.csv")
-    assert (tmp_path / "one" / "bad_files.csv").read_text() == \
-        (tmp_path / "two" / "bad_files.csv").read_text()
+    assert (tmp_path / "one" / "bad_files.csv").read_text() == (
+        tmp_path / "two" / "bad_files.csv"
+    ).read_text()
 
 
 def test_cli_embed_local_cluster_and_no_tensorflow_in_the_driver(images, reference, tmp_path):
     store = tmp_path / "store"
-    code = ("import sys\nfrom featclust.cli import main\n"
-            f"rc = main(['embed', {str(images[0])!r}, '--weights', 'none', '--batch-size', '8',"
-            f" '--store', {str(store)!r}, '--dask', 'local:2', '-q'])\n"
-            "assert rc == 0, rc\n"
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
-            "print('OK')\n")
+    code = (
+        "import sys\nfrom featclust.cli import main\n"
+        f"rc = main(['embed', {str(images[0])!r}, '--weights', 'none', '--batch-size', '8',"
+        f" '--store', {str(store)!r}, '--dask', 'local:2', '-q'])\n"
+        "assert rc == 0, rc\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+        "print('OK')\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240
+    )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
     assert "images: 24 (24 embedded, 0 reused), skipped: 1" in proc.stdout
     from featclust.store import FeatureStore
@@ -146,14 +188,21 @@ def test_cli_embed_local_cluster_and_no_tensorflow_in_the_driver(images, referen
 
 
 def test_without_dask_nothing_imports_it(images, tmp_path):
-    code = ("import sys\nfrom featclust.pipeline import embed_folder\n"
-            f"embed_folder({str(images[0])!r}, weights='none', batch_size=8, "
-            f"store={str(tmp_path / 'st')!r}, progress=False)\n"
-            "from featclust.cli import build_parser\nbuild_parser()\n"
-            "assert not {'dask', 'distributed'} & set(sys.modules), 'dask imported'\n"
-            "print('OK')\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=240)
+    code = (
+        "import sys\nfrom featclust.pipeline import embed_folder\n"
+        f"embed_folder({str(images[0])!r}, weights='none', batch_size=8, "
+        f"store={str(tmp_path / 'st')!r}, progress=False)\n"
+        "from featclust.cli import build_parser\nbuild_parser()\n"
+        "assert not {'dask', 'distributed'} & set(sys.modules), 'dask imported'\n"
+        "print('OK')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=240,
+    )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -172,27 +221,36 @@ def test_clear_errors(capsys):
 
 
 def test_missing_dask_says_how_to_install(tmp_path):
-    code = ("import sys\nsys.modules['distributed'] = None\n"
-            "from featclust.distributed import connect, DaskError\n"
-            "try:\n    connect('local:1').__enter__()\nexcept DaskError as e:\n    print(e)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    code = (
+        "import sys\nsys.modules['distributed'] = None\n"
+        "from featclust.distributed import connect, DaskError\n"
+        "try:\n    connect('local:1').__enter__()\nexcept DaskError as e:\n    print(e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert "pip install 'featclust[dask]'" in proc.stdout, proc.stderr
 
 
 def test_a_worker_chunk_is_committed_only_when_whole(tmp_path):
     """A worker's .npy is committed only when it matches; uncommitted ones are removed."""
     from featclust import images as images_mod
-    from featclust.store import FeatureStore
-    from featclust.store import write_chunk_npy
+    from featclust.store import FeatureStore, write_chunk_npy
 
     img = tmp_path / "img"
     img.mkdir()
     files = []
     for i in range(3):
         (img / f"{i}.png").write_bytes(b"x" * (i + 1))
-        files.append(images_mod.ImageFile.from_stat(f"{i}.png", str(img / f"{i}.png"),
-                                                    os.stat(img / f"{i}.png")))
+        files.append(
+            images_mod.ImageFile.from_stat(
+                f"{i}.png", str(img / f"{i}.png"), os.stat(img / f"{i}.png")
+            )
+        )
     settings = {"dim": 4, "test": "worker chunks"}
     feats = np.arange(12, dtype=np.float32).reshape(3, 4)
     hashes = [f"{i:032x}" for i in range(3)]

@@ -23,8 +23,9 @@ def test_cpu_bf16_flags(tmp_path):
 
 
 def test_auto_precision_follows_the_hardware():
-    expected = ("bfloat16" if device.cpu_has_bf16() else "float32") \
-        if not device.gpu_available() else None
+    expected = (
+        ("bfloat16" if device.cpu_has_bf16() else "float32") if not device.gpu_available() else None
+    )
     if expected is None:
         pytest.skip("a GPU is visible")
     assert device.resolve_precision("auto") == expected
@@ -70,36 +71,60 @@ def test_iter_features_streams_batches_in_order(tmp_path, embedder):
 
     vgg = next(layer for layer in embedder.build().layers if isinstance(layer, keras.Model))
     x = keras.applications.vgg16.preprocess_input(
-        np.repeat(gray[..., None].astype(np.float32), 3, axis=-1))
+        np.repeat(gray[..., None].astype(np.float32), 3, axis=-1)
+    )
     outputs = vgg.predict_on_batch(x)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     parts = []
     for maps in outputs:  # each block pooled; several blocks each L2-normalised, then joined
         maps = np.asarray(maps, dtype=np.float32)
-        v = {"avg": maps.mean(axis=(1, 2)), "max": maps.max(axis=(1, 2)),
-             "flatten": maps.reshape(len(maps), -1)}[embedder.pooling]
+        v = {
+            "avg": maps.mean(axis=(1, 2)),
+            "max": maps.max(axis=(1, 2)),
+            "flatten": maps.reshape(len(maps), -1),
+        }[embedder.pooling]
         parts.append(v / np.linalg.norm(v, axis=1, keepdims=True) if len(outputs) > 1 else v)
     np.testing.assert_allclose(feats[7:], np.concatenate(parts, axis=1), rtol=1e-4, atol=1e-3)
 
 
 def test_get_params_are_the_constructor_parameters():
-    e = Embedder(weights="none", pooling="gem", precision="float32", batch_size=4, seed=3,
-                 jit_compile=False, layer="block3", tta=True)
+    e = Embedder(
+        weights="none",
+        pooling="gem",
+        precision="float32",
+        batch_size=4,
+        seed=3,
+        jit_compile=False,
+        layer="block3",
+        tta=True,
+    )
     params = e.get_params()
     assert list(params) == list(inspect.signature(Embedder).parameters)
-    assert params == {"weights": "none", "pooling": "gem", "precision": "float32",
-                      "batch_size": 4, "seed": 3, "jit_compile": False, "layer": "block3",
-                      "tta": True, "grid": 1}
+    assert params == {
+        "weights": "none",
+        "pooling": "gem",
+        "precision": "float32",
+        "batch_size": 4,
+        "seed": 3,
+        "jit_compile": False,
+        "layer": "block3",
+        "tta": True,
+        "grid": 1,
+    }
     again = Embedder.from_params(params)
     assert again.get_params() == params and again.settings() == e.settings()
     # The defaults round-trip too (weights is kept as the string given).
-    assert Embedder.from_params(Embedder(weights="none").get_params()).settings() \
+    assert (
+        Embedder.from_params(Embedder(weights="none").get_params()).settings()
         == Embedder(weights="none").settings()
+    )
 
 
 def test_from_params_overrides_and_ignores_unknown_keys():
-    saved = {**Embedder(weights="none", pooling="avg", batch_size=4).get_params(),
-             "from_a_newer_version": 1}
+    saved = {
+        **Embedder(weights="none", pooling="avg", batch_size=4).get_params(),
+        "from_a_newer_version": 1,
+    }
     e = Embedder.from_params(saved, pooling="max", batch_size=None, layer=None, unknown=5)
     assert e.pooling == "max"  # overridden
     assert e.batch_size == 4 and e.layer == saved["layer"]  # None keeps the saved value
@@ -107,13 +132,16 @@ def test_from_params_overrides_and_ignores_unknown_keys():
         Embedder.from_params(saved, pooling="median")
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"pooling": "sum"}, "pooling='sum'"),
-    ({"layer": "block1"}, "layer='block1'"),
-    ({"tta": 1}, "tta=1"),
-    ({"seed": -1}, "seed=-1"),
-    ({"jit_compile": "yes"}, "jit_compile='yes'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"pooling": "sum"}, "pooling='sum'"),
+        ({"layer": "block1"}, "layer='block1'"),
+        ({"tta": 1}, "tta=1"),
+        ({"seed": -1}, "seed=-1"),
+        ({"jit_compile": "yes"}, "jit_compile='yes'"),
+    ],
+)
 def test_embedder_errors_name_parameter_and_value(params, message):
     with pytest.raises(embed.UsageError, match=message):
         Embedder(weights="none", **params)
@@ -122,10 +150,13 @@ def test_embedder_errors_name_parameter_and_value(params, message):
 def test_device_and_decoding_do_not_import_keras():
     import subprocess
 
-    code = ("import sys, featclust.device, featclust.decoding, featclust.embed; "
-            "print(any(m in sys.modules for m in ('keras', 'tensorflow')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, featclust.device, featclust.decoding, featclust.embed; "
+        "print(any(m in sys.modules for m in ('keras', 'tensorflow')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -136,8 +167,10 @@ def test_iter_decoded_counts_only_good_images_per_batch(tmp_path):
     batches = list(iter_decoded(files, 2, size=32, workers=2, prefetch_batches=0))
     assert [len(good) for good, _, _ in batches] == [2, 2]
     assert [len(bad) for _, _, bad in batches] == [1, 0]
-    assert all(pixels.shape == (len(good), 32, 32) and pixels.dtype == np.uint8
-               for good, pixels, _ in batches)
+    assert all(
+        pixels.shape == (len(good), 32, 32) and pixels.dtype == np.uint8
+        for good, pixels, _ in batches
+    )
     good = [f for batch in batches for f, _ in batch[0]]
     np.testing.assert_array_equal(batches[1][1][0], images.load(good[2], 32)[0])
 

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from sklearn.base import clone
-
 from conftest import make_two_families, read_csv, stripes
 from conftest import run_cli as run
+from sklearn.base import clone
+
 from featclust import ImageClusterer, ModelMismatchError, UsageError, images
 from featclust.assign import embedder_for
 from featclust.cli import build_parser
@@ -57,8 +57,14 @@ def features(folder):
 
     def get(layer, grid):
         if (layer, grid) not in done:
-            e = Embedder(weights="none", pooling="max", layer=layer, grid=grid, batch_size=4,
-                         precision="float32")
+            e = Embedder(
+                weights="none",
+                pooling="max",
+                layer=layer,
+                grid=grid,
+                batch_size=4,
+                precision="float32",
+            )
             done[layer, grid] = (e.dim, e.embed(gray))
         return done[layer, grid]
 
@@ -68,6 +74,7 @@ def features(folder):
 @pytest.fixture
 def no_embedding(monkeypatch):
     """Make any forward pass fail: what runs under it must come from the store."""
+
     def boom(self, gray):
         raise AssertionError("an image was embedded again")
 
@@ -79,9 +86,9 @@ def parts(vector_rows, layer, grid):
     out, start = {}, 0
     for block in layer_blocks(layer):
         channels = LAYERS[block][1]
-        for g in (1, 2, 4)[:{1: 1, 2: 2, 4: 3}[grid]]:
+        for g in (1, 2, 4)[: {1: 1, 2: 2, 4: 3}[grid]]:
             size = g * g * channels
-            out[block, g] = vector_rows[:, start:start + size].reshape(-1, g, g, channels)
+            out[block, g] = vector_rows[:, start : start + size].reshape(-1, g, g, channels)
             start += size
     assert start == vector_rows.shape[1]
     return out
@@ -89,13 +96,17 @@ def parts(vector_rows, layer, grid):
 
 # -- the features ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layer, grid, dim", [
-    ("block4", 1, 512),
-    ("block4", 2, 5 * 512),
-    ("block4+block5", 1, 1024),
-    ("block4+block5", 4, 21 * 1024),
-    ("block3", 4, 21 * 256),
-])
+
+@pytest.mark.parametrize(
+    "layer, grid, dim",
+    [
+        ("block4", 1, 512),
+        ("block4", 2, 5 * 512),
+        ("block4+block5", 1, 1024),
+        ("block4+block5", 4, 21 * 1024),
+        ("block3", 4, 21 * 256),
+    ],
+)
 def test_dim_is_the_length_of_the_features(features, layer, grid, dim):
     n, feats = features(layer, grid)
     assert n == dim
@@ -107,7 +118,7 @@ def test_dim_is_the_length_of_the_features(features, layer, grid, dim):
 def test_each_block_of_a_combination_has_unit_norm(features, grid):
     _, feats = features("block4+block5", grid)
     cells = {1: 1, 4: 21}[grid]
-    block4, block5 = feats[:, :cells * 512], feats[:, cells * 512:]
+    block4, block5 = feats[:, : cells * 512], feats[:, cells * 512 :]
     np.testing.assert_allclose(np.linalg.norm(block4, axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(block5, axis=1), 1, rtol=1e-5)
 
@@ -126,8 +137,7 @@ def test_max_of_the_cells_is_the_max_of_the_larger_cell(features, layer, grid):
     _, feats = features(layer, grid)
     p = parts(feats, layer, grid)
     for block in layer_blocks(layer):
-        np.testing.assert_allclose(p[block, 2].max(axis=(1, 2)), p[block, 1][:, 0, 0],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(p[block, 2].max(axis=(1, 2)), p[block, 1][:, 0, 0], rtol=1e-6)
         if grid == 4:
             fine = p[block, 4].reshape(-1, 2, 2, 2, 2, p[block, 4].shape[-1])
             np.testing.assert_allclose(fine.max(axis=(2, 4)), p[block, 2], rtol=1e-6)
@@ -135,8 +145,11 @@ def test_max_of_the_cells_is_the_max_of_the_larger_cell(features, layer, grid):
 
 def test_grid_cells_cover_the_map_and_nest():
     assert grid_cells(14, 1) == [[(0, 14)]]
-    assert grid_cells(28, 4) == [[(0, 28)], [(0, 14), (14, 28)],
-                                 [(0, 7), (7, 14), (14, 21), (21, 28)]]
+    assert grid_cells(28, 4) == [
+        [(0, 28)],
+        [(0, 14), (14, 28)],
+        [(0, 7), (7, 14), (14, 21), (21, 28)],
+    ]
     assert grid_cells(7, 2)[1] == [(0, 4), (3, 7)]  # the middle row is in both halves
     for side, _ in LAYERS.values():
         _, halves, quarters = grid_cells(side, 4)
@@ -152,15 +165,19 @@ def test_settings_keep_grids_and_combinations_apart():
     for layer in LAYERS:
         plain = Embedder(weights="none", layer=layer, grid=1).settings()
         assert not {"grid", "combine"} & set(plain) and plain["layer"] == f"{layer}_pool"
-    s = {(layer, grid): Embedder(weights="none", layer=layer, grid=grid).settings()
-         for layer in ("block4", "block4+block5") for grid in (1, 2)}
+    s = {
+        (layer, grid): Embedder(weights="none", layer=layer, grid=grid).settings()
+        for layer in ("block4", "block4+block5")
+        for grid in (1, 2)
+    }
     assert len({json.dumps(v, sort_keys=True) for v in s.values()}) == 4
     assert s["block4", 2]["grid"] == "1x1+2x2" and "combine" not in s["block4", 2]
     assert s["block4+block5", 1]["combine"] and "grid" not in s["block4+block5", 1]
     assert s["block4+block5", 1]["layer"] == "block4_pool+block5_pool"
     # The order of the names does not matter: the same features, the same store.
-    assert Embedder(weights="none", layer="block5+block4", grid=2).settings() \
-        == s["block4+block5", 2]
+    assert (
+        Embedder(weights="none", layer="block5+block4", grid=2).settings() == s["block4+block5", 2]
+    )
     assert Embedder(weights="none", grid=4).settings()["grid"] == "1x1+2x2+4x4"
 
 
@@ -183,13 +200,16 @@ def test_layer_blocks_parses_and_names_a_bad_value():
             Embedder(weights="none", layer=bad)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"grid": 3}, "grid=3"),
-    ({"grid": True}, "grid=True"),
-    ({"grid": "2"}, "grid='2'"),
-    ({"pooling": "flatten", "grid": 2}, "pooling='flatten'"),
-    ({"pooling": "flatten", "layer": "block4+block5"}, "pooling='flatten'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"grid": 3}, "grid=3"),
+        ({"grid": True}, "grid=True"),
+        ({"grid": "2"}, "grid='2'"),
+        ({"pooling": "flatten", "grid": 2}, "pooling='flatten'"),
+        ({"pooling": "flatten", "layer": "block4+block5"}, "pooling='flatten'"),
+    ],
+)
 def test_bad_grid_and_flatten_with_cells_or_blocks_are_refused(params, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         Embedder(weights="none", **params)
@@ -202,6 +222,7 @@ def test_flatten_of_one_block_still_works():
 
 # -- the command line ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sorted_grid(folder, tmp_path_factory):
     """``featclust embed`` then ``featclust sort`` with grid 2 and block4+block5."""
@@ -209,8 +230,9 @@ def sorted_grid(folder, tmp_path_factory):
     store, out = base / "store", base / "sorted"
     embedded = run("embed", folder, *GRID_OPTIONS, *COMMON, "--store", store)
     assert embedded[0] == 0, embedded[2]
-    sorted_ = run("sort", folder, out, "-k", "2", "--no-report", *GRID_OPTIONS, *COMMON,
-                  "--store", store)
+    sorted_ = run(
+        "sort", folder, out, "-k", "2", "--no-report", *GRID_OPTIONS, *COMMON, "--store", store
+    )
     assert sorted_[0] == 0, sorted_[2]
     return {"base": base, "store": store, "out": out, "embed": embedded, "sort": sorted_}
 
@@ -238,8 +260,10 @@ def test_assign_embeds_new_images_with_the_sorts_features(sorted_grid, tmp_path,
     (row,) = read_csv_text(stdout)
     assert row["path"] == str(new) and row["cluster"] in ("0", "1")
     # Again: the image's grid-2 features come from the store.
-    monkeypatch.setattr("featclust.embed.Embedder.embed_batch",
-                        lambda self, gray: pytest.fail("an image was embedded again"))
+    monkeypatch.setattr(
+        "featclust.embed.Embedder.embed_batch",
+        lambda self, gray: pytest.fail("an image was embedded again"),
+    )
     code, again, stderr = run("assign", sorted_grid["out"], new)
     assert code == 0, stderr
     assert read_csv_text(again)[0]["distance"] == row["distance"]
@@ -257,13 +281,16 @@ def test_assign_of_the_sorted_images_reuses_the_store(sorted_grid, folder, no_em
         assert all(labels[r["path"].rsplit("/", 1)[-1]] == r["cluster"] for r in rows)
 
 
-@pytest.mark.parametrize("option, named", [
-    (["--grid", "1"], "grid"),
-    (["--grid", "4"], "grid"),
-    (["--layer", "block4"], "layer"),
-    (["--layer", "block4+block5+block3"], "layer"),
-    (["--pooling", "flatten"], "flatten"),
-])
+@pytest.mark.parametrize(
+    "option, named",
+    [
+        (["--grid", "1"], "grid"),
+        (["--grid", "4"], "grid"),
+        (["--layer", "block4"], "layer"),
+        (["--layer", "block4+block5+block3"], "layer"),
+        (["--pooling", "flatten"], "flatten"),
+    ],
+)
 def test_assign_refuses_other_grids_and_blocks(sorted_grid, folder, option, named):
     some = min(folder.glob("*.png"))
     code, stdout, stderr = run("assign", sorted_grid["out"], some, *option)
@@ -276,10 +303,12 @@ def test_assign_refuses_other_grids_and_blocks(sorted_grid, folder, option, name
 
 @pytest.mark.parametrize("command", ["sort", "embed", "assign", "similar"])
 def test_bad_layer_is_one_line_and_exit_2(sorted_grid, folder, tmp_path, command):
-    argv = {"sort": ["sort", folder, tmp_path / "out", "-k", "2", *COMMON],
-            "embed": ["embed", folder, *COMMON],
-            "assign": ["assign", sorted_grid["out"], min(folder.glob("*.png"))],
-            "similar": ["similar", folder, min(folder.glob("*.png")), *COMMON]}[command]
+    argv = {
+        "sort": ["sort", folder, tmp_path / "out", "-k", "2", *COMMON],
+        "embed": ["embed", folder, *COMMON],
+        "assign": ["assign", sorted_grid["out"], min(folder.glob("*.png"))],
+        "similar": ["similar", folder, min(folder.glob("*.png")), *COMMON],
+    }[command]
     code, stdout, stderr = run(*argv, "--layer", "block9", "--store", tmp_path / "store")
     assert code == 2 and stdout == ""
     lines = [line for line in stderr.splitlines() if line]
@@ -292,8 +321,17 @@ def test_bad_layer_is_one_line_and_exit_2(sorted_grid, folder, tmp_path, command
 def test_bad_grid_and_flatten_with_grid_are_refused(folder, tmp_path):
     code, _, stderr = run("embed", folder, "--grid", "3", *COMMON)
     assert code == 2 and "--grid" in stderr and "invalid choice" in stderr
-    code, _, stderr = run("embed", folder, "--grid", "2", "--pooling", "flatten", *COMMON,
-                          "--store", tmp_path / "store")
+    code, _, stderr = run(
+        "embed",
+        folder,
+        "--grid",
+        "2",
+        "--pooling",
+        "flatten",
+        *COMMON,
+        "--store",
+        tmp_path / "store",
+    )
     assert code == 2
     assert [line for line in stderr.splitlines() if line] == [stderr.strip()]
     assert stderr.startswith("featclust: error: pooling='flatten'") and "grid=2" in stderr
@@ -301,12 +339,18 @@ def test_bad_grid_and_flatten_with_grid_are_refused(folder, tmp_path):
 
 def test_feature_option_defaults_are_the_embedders():
     defaults = {k: p.default for k, p in inspect.signature(Embedder).parameters.items()}
-    for argv in (["embed", "x"], ["sort", "x", "y", "-k", "2"], ["similar", "x", "q"],
-                 ["scan-k", "x"], ["duplicates", "x", "y"], ["demo", "y"]):
+    for argv in (
+        ["embed", "x"],
+        ["sort", "x", "y", "-k", "2"],
+        ["similar", "x", "q"],
+        ["scan-k", "x"],
+        ["duplicates", "x", "y"],
+        ["demo", "y"],
+    ):
         args = build_parser().parse_args(argv)
-        assert {k: getattr(args, k) for k in ("weights", "pooling", "precision", "layer",
-                                              "grid")} \
-            == {k: defaults[k] for k in ("weights", "pooling", "precision", "layer", "grid")}
+        assert {
+            k: getattr(args, k) for k in ("weights", "pooling", "precision", "layer", "grid")
+        } == {k: defaults[k] for k in ("weights", "pooling", "precision", "layer", "grid")}
     args = build_parser().parse_args(["assign", "out", "x"])  # assign: the model's
     assert args.grid is None and args.layer is None and args.pooling is None
     assert build_parser().parse_args(["embed", "x", "--grid", "4"]).grid == 4
@@ -322,9 +366,17 @@ def test_help_says_what_the_grids_are(capsys):
 
 # -- the estimator and records of other versions -------------------------------------------
 
+
 def test_estimator_takes_grid_like_any_parameter(sorted_grid, folder, no_embedding):
-    est = ImageClusterer(n_clusters=2, weights="none", layer="block4+block5", grid=2,
-                         batch_size=4, store=sorted_grid["store"], progress=False)
+    est = ImageClusterer(
+        n_clusters=2,
+        weights="none",
+        layer="block4+block5",
+        grid=2,
+        batch_size=4,
+        store=sorted_grid["store"],
+        progress=False,
+    )
     assert est.get_params()["grid"] == 2 and clone(est).grid == 2
     assert ImageClusterer().grid == inspect.signature(Embedder).parameters["grid"].default
     est.fit(folder)  # the CLI's features: nothing is embedded
@@ -345,9 +397,9 @@ def test_record_from_before_grids_gives_whole_map_features(sorted_grid, tmp_path
     # A sort of an earlier version records no "grid": its features were of the whole map.
     plain = Embedder(weights="none", batch_size=4)
     params = {k: v for k, v in plain.get_params().items() if k != "grid"}
-    old = SimpleNamespace(record=SimpleNamespace(embedder=params,
-                                                 feature_settings=plain.settings()),
-                          path=tmp_path)
+    old = SimpleNamespace(
+        record=SimpleNamespace(embedder=params, feature_settings=plain.settings()), path=tmp_path
+    )
     e = embedder_for(old)
     assert e.grid == 1 and e.settings() == plain.settings()
     with pytest.raises(ModelMismatchError, match="grid"):

@@ -8,7 +8,23 @@ from featclust.embed import Embedder, padded_size
 
 def test_padded_sizes_are_powers_of_two_up_to_the_batch():
     assert [padded_size(n, 16) for n in range(1, 17)] == [
-        1, 2, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 16]
+        1,
+        2,
+        4,
+        4,
+        8,
+        8,
+        8,
+        8,
+        16,
+        16,
+        16,
+        16,
+        16,
+        16,
+        16,
+        16,
+    ]
     assert padded_size(64, 64) == 64 and padded_size(2, 64) == 2
     assert padded_size(5, 6) == 6  # never more than the batch
     assert len({padded_size(n, 256) for n in range(1, 257)}) == 9
@@ -35,8 +51,9 @@ def test_two_images_with_batch_64_run_as_a_batch_of_two(tmp_path):
     assert feats.shape == (2, big.dim)
 
     # Same rows as an unpadded run and as a run padded to 4 (3 images).
-    np.testing.assert_allclose(feats, Embedder(weights="none", batch_size=2).embed(gray),
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        feats, Embedder(weights="none", batch_size=2).embed(gray), rtol=1e-4, atol=1e-3
+    )
     three = big.embed(np.concatenate([gray, gray[:1]]))
     assert shapes[-1] == (4, 224, 224)
     np.testing.assert_allclose(three[:2], feats, rtol=1e-4, atol=1e-3)

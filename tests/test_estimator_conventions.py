@@ -10,8 +10,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from featclust import FeatureKMeans, KScan, UsageError
-from featclust import labelling, scores
+from featclust import FeatureKMeans, KScan, UsageError, labelling, scores
 from featclust.assign import assign_features
 from featclust.cluster import slim
 from featclust.reduce import Reducer
@@ -23,6 +22,7 @@ def blobs(n=300, dim=16, groups=3, seed=0):
 
 
 # -- feature names and set_output ----------------------------------------------------------
+
 
 def test_feature_kmeans_names_its_distance_columns_and_set_output_works():
     X, _ = blobs()
@@ -52,8 +52,11 @@ def test_feature_names_need_a_fit():
 
 # -- random_state ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cls, params", [(FeatureKMeans, {"n_clusters": 3}),
-                                         (KScan, {"ks": [2, 3]}), (Reducer, {"pca": 3})])
+
+@pytest.mark.parametrize(
+    "cls, params",
+    [(FeatureKMeans, {"n_clusters": 3}), (KScan, {"ks": [2, 3]}), (Reducer, {"pca": 3})],
+)
 def test_random_state_takes_none_int_and_random_state_instances(cls, params):
     X, _ = blobs()
     for random_state in (None, 5, np.random.RandomState(1)):
@@ -67,7 +70,7 @@ def test_random_state_takes_none_int_and_random_state_instances(cls, params):
 
 def test_a_random_state_instance_seeds_the_fit_as_an_int_would():
     X, _ = blobs(groups=4)
-    seed = np.random.RandomState(3).randint(0, 2 ** 32 - 1, dtype=np.int64)
+    seed = np.random.RandomState(3).randint(0, 2**32 - 1, dtype=np.int64)
     drawn = FeatureKMeans(4, random_state=np.random.RandomState(3)).fit(X)
     fixed = FeatureKMeans(4, random_state=int(seed)).fit(X)
     assert drawn.seed_ == fixed.seed_ == seed
@@ -88,6 +91,7 @@ def test_saved_random_state_is_an_int_or_none(tmp_path):
 
 # -- the k scan's labels --------------------------------------------------------------------
 
+
 def test_scan_labels_are_one_row_per_scanned_k():
     X, y = blobs(groups=4)
     scan = KScan(ks=range(2, 7)).fit(X)
@@ -101,6 +105,7 @@ def test_scan_labels_are_one_row_per_scanned_k():
 
 
 # -- the reduced rows, computed once ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("fit_sample", [None, 100])
 def test_fit_keeps_the_reduced_rows(fit_sample):
@@ -133,7 +138,8 @@ def test_without_pca_large_reduced_rows_are_not_kept(monkeypatch):
         assert adjusted_rand_score(model.labels_, small.labels_) == 1.0
         judged = scores.judge(model, X)  # reduces the rows again
         assert judged.scores["inertia"] == pytest.approx(
-            scores.judge(small, X).scores["inertia"], rel=1e-5)
+            scores.judge(small, X).scores["inertia"], rel=1e-5
+        )
 
 
 def _count_reductions(monkeypatch):
@@ -166,11 +172,14 @@ def test_judge_does_not_reduce_the_features_again(monkeypatch, in_memory_bytes):
 
 # -- the outlier rule ----------------------------------------------------------------------
 
+
 def test_one_outlier_rule_everywhere():
     X, _ = blobs(n=400)
     model = FeatureKMeans(3, pca=4).fit(X)
-    expected = np.array([np.percentile(model.distances_[model.labels_ == c], 95)
-                         for c in range(3)], dtype=np.float32)
+    expected = np.array(
+        [np.percentile(model.distances_[model.labels_ == c], 95) for c in range(3)],
+        dtype=np.float32,
+    )
     np.testing.assert_array_equal(model.thresholds_, expected)
     flags = model.outliers(model.labels_, model.distances_)
     np.testing.assert_array_equal(flags, model.distances_ > model.thresholds_[model.labels_])

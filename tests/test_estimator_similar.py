@@ -44,8 +44,9 @@ def fitted(two_families, tmp_path_factory):
     folder, truth = two_families
     store = tmp_path_factory.mktemp("store")
     Bars.made = []
-    est = ImageClusterer(n_clusters=2, weights="none", store=store, batch_size=8,
-                         progress=Bars).fit(folder)
+    est = ImageClusterer(
+        n_clusters=2, weights="none", store=store, batch_size=8, progress=Bars
+    ).fit(folder)
     return est, folder, truth, store, list(Bars.made)
 
 
@@ -65,8 +66,9 @@ def test_progress_is_passed_to_the_pipeline_unchanged(monkeypatch, tmp_path, pro
         seen.append(("folder", progress))
         raise featclust.NoImagesError("stop here")
 
-    def fake_embed_inputs(inputs, *, embedder=None, store=None, image_dir=None,
-                          progress="missing", **kw):
+    def fake_embed_inputs(
+        inputs, *, embedder=None, store=None, image_dir=None, progress="missing", **kw
+    ):
         seen.append(("inputs", progress))
         return EmbedInputsResult([], np.zeros((0, 512), np.float32), [])
 

@@ -18,15 +18,42 @@ from featclust import FeatureKMeans, ImageClusterer, KScan, UsageError
 from featclust.reduce import Reducer
 
 NON_DEFAULT = {
-    FeatureKMeans: {"n_clusters": 3, "pca": 5, "whiten": True, "normalize": True,
-                    "random_state": 7, "n_init": 2, "method": "ward"},
-    KScan: {"ks": [2, 3, 5], "pca": 4, "normalize": True, "random_state": 3, "n_runs": 4,
-            "n_init": 2, "sample_size": 500, "fit_size": 300, "fit_dims": 8,
-            "min_stability": 0.5},
-    ImageClusterer: {"n_clusters": "auto", "weights": "none", "pooling": "gem", "pca": 16,
-                     "normalize": True, "random_state": 5, "store": "/tmp/store",
-                     "batch_size": 4, "precision": "float32", "layer": "block5",
-                     "tta": True, "method": "ward", "progress": False},
+    FeatureKMeans: {
+        "n_clusters": 3,
+        "pca": 5,
+        "whiten": True,
+        "normalize": True,
+        "random_state": 7,
+        "n_init": 2,
+        "method": "ward",
+    },
+    KScan: {
+        "ks": [2, 3, 5],
+        "pca": 4,
+        "normalize": True,
+        "random_state": 3,
+        "n_runs": 4,
+        "n_init": 2,
+        "sample_size": 500,
+        "fit_size": 300,
+        "fit_dims": 8,
+        "min_stability": 0.5,
+    },
+    ImageClusterer: {
+        "n_clusters": "auto",
+        "weights": "none",
+        "pooling": "gem",
+        "pca": 16,
+        "normalize": True,
+        "random_state": 5,
+        "store": "/tmp/store",
+        "batch_size": 4,
+        "precision": "float32",
+        "layer": "block5",
+        "tta": True,
+        "method": "ward",
+        "progress": False,
+    },
     Reducer: {"pca": 3, "whiten": True, "normalize": True, "random_state": 2},
 }
 
@@ -53,8 +80,7 @@ def test_clone_and_params_round_trip(cls):
 
 def test_feature_kmeans_passes_check_estimator():
     # Every check holds: expected_failed_checks is empty on purpose.
-    failed = [r for r in check_estimator(FeatureKMeans(), on_fail=None)
-              if r["status"] == "failed"]
+    failed = [r for r in check_estimator(FeatureKMeans(), on_fail=None) if r["status"] == "failed"]
     assert not failed, [(r["check_name"], str(r["exception"])[:300]) for r in failed]
 
 
@@ -63,8 +89,9 @@ def test_reducer_passes_check_estimator():
     assert not failed, [(r["check_name"], str(r["exception"])[:300]) for r in failed]
 
 
-@pytest.mark.parametrize("cls", [FeatureKMeans, KScan, ImageClusterer, Reducer],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [FeatureKMeans, KScan, ImageClusterer, Reducer], ids=lambda c: c.__name__
+)
 def test_not_fitted_before_fit(cls):
     with pytest.raises(NotFittedError):
         check_is_fitted(cls())
@@ -92,26 +119,38 @@ def test_transform_gives_distances_to_every_centre():
     assert D.shape == (len(X), 3) and D.dtype == np.float32
     np.testing.assert_array_equal(np.argmin(D, axis=1), model.labels_)
     Z = model.reduce(X)
-    np.testing.assert_allclose(D, np.linalg.norm(Z[:, None] - model.cluster_centers_[None],
-                                                 axis=2), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        D, np.linalg.norm(Z[:, None] - model.cluster_centers_[None], axis=2), rtol=1e-4, atol=1e-5
+    )
     # distances_ are measured before the PCA, to the members' mean there.
     F = model.reducer_.prepare(X)
-    np.testing.assert_allclose(model.distances_, np.linalg.norm(
-        F - model.feature_centers_[model.labels_], axis=1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.distances_,
+        np.linalg.norm(F - model.feature_centers_[model.labels_], axis=1),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     no_pca = FeatureKMeans(3, pca=None, normalize=True).fit(X)
     assert no_pca.feature_centers_ is None
     D = no_pca.transform(X)
-    np.testing.assert_allclose(D[np.arange(len(X)), no_pca.labels_], no_pca.distances_,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        D[np.arange(len(X)), no_pca.labels_], no_pca.distances_, rtol=1e-5, atol=1e-6
+    )
     assert model.reducer_.n_components_ == model.n_components_ == 4
     np.testing.assert_array_equal(model.fit_predict(X), model.labels_)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"random_state": -1}, "random_state=-1"), ({"random_state": "0"}, "random_state='0'"),
-    ({"normalize": "yes"}, "normalize='yes'"), ({"whiten": 1}, "whiten=1"),
-    ({"n_init": 0}, "n_init=0"), ({"method": "single"}, "method='single'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"random_state": -1}, "random_state=-1"),
+        ({"random_state": "0"}, "random_state='0'"),
+        ({"normalize": "yes"}, "normalize='yes'"),
+        ({"whiten": 1}, "whiten=1"),
+        ({"n_init": 0}, "n_init=0"),
+        ({"method": "single"}, "method='single'"),
+    ],
+)
 def test_feature_kmeans_checks_parameters_in_fit(params, message):
     est = FeatureKMeans(2, **params)  # stored as given
     assert est.get_params()[next(iter(params))] is params[next(iter(params))]
@@ -135,10 +174,18 @@ def test_feature_kmeans_rejects_bad_features_with_usage_error():
 def test_kscan_scores_are_a_table_of_equal_length_arrays():
     X, _ = blobs(groups=3)
     scan = KScan(ks=range(2, 6), random_state=1).fit(X)
-    assert list(scan.scores_) == ["k", "inertia", "silhouette", "davies_bouldin",
-                                  "calinski_harabasz", "stability"]
-    assert all(isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == len(scan.ks_)
-               for v in scan.scores_.values())
+    assert list(scan.scores_) == [
+        "k",
+        "inertia",
+        "silhouette",
+        "davies_bouldin",
+        "calinski_harabasz",
+        "stability",
+    ]
+    assert all(
+        isinstance(v, np.ndarray) and v.ndim == 1 and len(v) == len(scan.ks_)
+        for v in scan.scores_.values()
+    )
     table = np.rec.fromarrays(list(scan.scores_.values()), names=list(scan.scores_))
     assert list(table.k) == scan.ks_ == [2, 3, 4, 5]
     assert table.silhouette[table.k == scan.suggested_k_][0] == table.silhouette.max()

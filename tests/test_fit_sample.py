@@ -32,8 +32,9 @@ def memmap(tmp_path, X, name="X.f32"):
 FITTED = ("labels_", "distances_", "cluster_centers_", "thresholds_")
 
 
-@pytest.mark.parametrize("params", [{}, {"pca": 6, "normalize": True, "whiten": True},
-                                    {"method": "ward"}])
+@pytest.mark.parametrize(
+    "params", [{}, {"pca": 6, "normalize": True, "whiten": True}, {"method": "ward"}]
+)
 def test_sample_of_all_rows_gives_todays_labels(params):
     X, _ = planted(700)
     full = FeatureKMeans(n_clusters=5, fit_sample=None, **params).fit(X)
@@ -68,7 +69,7 @@ def test_sampled_fit_agrees_with_full_fit(tmp_path, monkeypatch, params):
     assert adjusted_rand_score(full.labels_, model.labels_) >= 0.99
     assert adjusted_rand_score(truth, model.labels_) >= 0.99
     np.testing.assert_array_equal(model.predict(X[:300]), model.labels_[:300])
-    assert np.isclose(model.inertia_, np.sum(model.distances_ ** 2), rtol=1e-5)
+    assert np.isclose(model.inertia_, np.sum(model.distances_**2), rtol=1e-5)
     assert model.thresholds_.shape == (5,) and np.all(model.thresholds_ > 0)
     # The same seed draws the same sample.
     again = FeatureKMeans(n_clusters=5, fit_sample=1000, **params).fit(X)
@@ -147,8 +148,11 @@ def test_parameter_checked_cloned_saved(tmp_path):
 
 
 def test_check_estimator_with_a_sample():
-    failed = [r for r in check_estimator(FeatureKMeans(n_clusters=3, fit_sample=12),
-                                         on_fail=None) if r["status"] == "failed"]
+    failed = [
+        r
+        for r in check_estimator(FeatureKMeans(n_clusters=3, fit_sample=12), on_fail=None)
+        if r["status"] == "failed"
+    ]
     assert not failed, [(r["check_name"], str(r["exception"])[:300]) for r in failed]
 
 
@@ -176,8 +180,10 @@ def test_labeller_gets_a_small_model_and_sets_the_labels():
     def labeller(model, X):
         seen.append(len(pickle.dumps(model)))
         assert not hasattr(model, "labels_") and not hasattr(model, "thresholds_")
-        parts = [cluster.label_block(pickle.loads(pickle.dumps(model)), X[a:a + 300])
-                 for a in range(0, len(X), 300)]
+        parts = [
+            cluster.label_block(pickle.loads(pickle.dumps(model)), X[a : a + 300])
+            for a in range(0, len(X), 300)
+        ]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
     # Without PCA, the model a labeller gets is the centres and a few numbers.
@@ -189,7 +195,8 @@ def test_labeller_gets_a_small_model_and_sets_the_labels():
     # Also when every row is the sample: the labeller gives the fit's own labels.
     whole = FeatureKMeans(n_clusters=5, fit_sample=None, pca=None).fit(X, labeller=labeller)
     np.testing.assert_array_equal(
-        whole.labels_, FeatureKMeans(n_clusters=5, fit_sample=None, pca=None).fit(X).labels_)
+        whole.labels_, FeatureKMeans(n_clusters=5, fit_sample=None, pca=None).fit(X).labels_
+    )
     with pytest.raises(ValueError, match="labeller gave"):
         FeatureKMeans(n_clusters=5).fit(X, labeller=lambda m, X: (np.zeros(3), np.zeros(3)))
 

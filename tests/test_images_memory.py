@@ -55,11 +55,21 @@ base_kib = rss_kib()
 
 def run_limited(body, headroom, timeout=300):
     """Run ``body`` in a fresh Python under RLIMIT_AS = its current size + ``headroom`` bytes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MALLOC_ARENA_MAX": "2"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+    }
     code = PRELUDE.format(root=ROOT, headroom=headroom) + textwrap.dedent(body)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -79,7 +89,8 @@ def test_extreme_aspect_ratios_cost_memory_of_the_output(tmp_path):
     _strip_png(tmp_path / "tall.png", 1, 200_000)
     Image.new("L", (300, 200), 0).save(tmp_path / "normal.png")
     assert os.path.getsize(tmp_path / "wide.png") < 2000
-    result = run_limited(f"""
+    result = run_limited(
+        f"""
         files, _ = images.scan({str(tmp_path)!r})
         out = {{}}
         bad = []
@@ -90,7 +101,9 @@ def test_extreme_aspect_ratios_cost_memory_of_the_output(tmp_path):
                                [int(v) for v in p.mean(axis=1).round()],
                                [int(v) for v in p.mean(axis=0).round()]]
         print(json.dumps({{"out": out, "bad": bad}}))
-    """, headroom=1 << 30)
+    """,
+        headroom=1 << 30,
+    )
     assert result["bad"] == []
     out = result["out"]
     assert set(out) == {"wide.png", "tall.png", "normal.png"}
@@ -110,13 +123,16 @@ def test_extreme_aspect_ratios_cost_memory_of_the_output(tmp_path):
 
 def test_decoding_an_extreme_strip_directly_stays_small(tmp_path):
     _strip_png(tmp_path / "wide.png", 200_000, 1)
-    result = run_limited(f"""
+    result = run_limited(
+        f"""
         data = open({str(tmp_path / "wide.png")!r}, "rb").read()
         px = images.decode(data)
         rgb = images.thumbnail({str(tmp_path / "wide.png")!r}, 64)
         print(json.dumps({{"shape": px.shape, "thumb": rgb.size,
                           "grew_kib": peak_kib() - base_kib}}))
-    """, headroom=512 << 20)
+    """,
+        headroom=512 << 20,
+    )
     assert result["shape"] == [INPUT_SIZE, INPUT_SIZE]
     assert result["thumb"] == [64, 1]
     assert result["grew_kib"] < 64 << 10
@@ -146,7 +162,8 @@ def test_16bit_9000x9000_pngs_decode_within_the_stated_bound(deep_pngs):
     assert os.path.getsize(deep_pngs / "deep_0.png") < 1 << 20
     one = images.decode_cost("I;16", 9000, 9000)
     bound = max(images.DECODE_BUDGET_BYTES, one) + (128 << 20)  # + Pillow/numpy buffers
-    result = run_limited(f"""
+    result = run_limited(
+        f"""
         files, _ = images.scan({str(deep_pngs)!r})
         seen = []
         for good, pixels, bad in iter_decoded(files, 1, workers=2):
@@ -154,11 +171,15 @@ def test_16bit_9000x9000_pngs_decode_within_the_stated_bound(deep_pngs):
             seen += [[int(p.min()), int(p.max()), int((p < 128).sum())] for p in pixels]
         print(json.dumps({{"seen": seen, "grew": (peak_kib() - base_kib) * 1024,
                           "budget_peak": images._BUDGET.peak}}))
-    """, headroom=bound + (512 << 20))
-    print(f"16-bit 9000x9000 x3, 2 threads: peak RSS grew {result['grew'] / 2**20:.0f} MiB "
-          f"(bound {bound / 2**20:.0f} MiB, one image {one / 2**20:.0f} MiB)")
+    """,
+        headroom=bound + (512 << 20),
+    )
+    print(
+        f"16-bit 9000x9000 x3, 2 threads: peak RSS grew {result['grew'] / 2**20:.0f} MiB "
+        f"(bound {bound / 2**20:.0f} MiB, one image {one / 2**20:.0f} MiB)"
+    )
     assert len(result["seen"]) == 3
-    for lo, hi, dark in result["seen"]:
+    for lo, hi, _dark in result["seen"]:
         assert lo == 0 and hi == 255  # scaled by the range: 1000 -> 0, 4000 -> 255
     assert result["budget_peak"] <= max(images.DECODE_BUDGET_BYTES, one)
     assert result["grew"] < bound

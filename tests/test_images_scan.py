@@ -1,4 +1,7 @@
-"""scan(): what it records about each file, and the entries it does not use (listed with a reason)."""
+"""scan(): what it records about each file.
+
+And the entries it does not use (listed with a reason).
+"""
 
 import os
 import socket
@@ -27,7 +30,11 @@ def test_scan_records_inode_and_ctime(tmp_path):
     for f in files:
         st = os.stat(f.abspath)
         assert (f.size, f.mtime_ns, f.ino, f.ctime_ns) == (
-            st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+            st.st_ctime_ns,
+        )
         assert f.ino > 0 and f.ctime_ns > 0
         assert f == ImageFile.from_stat(f.path, f.abspath, st)
 
@@ -50,8 +57,10 @@ def test_swapped_files_with_same_size_and_mtime_differ_in_inode(tmp_path):
     os.rename(tmp_path / "tmp", b)
     after = {f.path: f for f in scan(tmp_path)[0]}
     for name in ("a.png", "b.png"):
-        assert (after[name].size, after[name].mtime_ns) == (before[name].size,
-                                                           before[name].mtime_ns)
+        assert (after[name].size, after[name].mtime_ns) == (
+            before[name].size,
+            before[name].mtime_ns,
+        )
         assert after[name].ino != before[name].ino
 
 
@@ -88,7 +97,8 @@ def test_device_file_is_listed(tmp_path):
     files, problems = scan(tmp_path)
     assert [f.path for f in files] == ["ok.png"]
     assert [(b.path, b.reason) for b in problems] == [
-        ("null.png", "not a regular file (character device)")]
+        ("null.png", "not a regular file (character device)")
+    ]
 
 
 def test_sort_lists_pipes_and_folder_links_in_bad_files_csv(tmp_path, capsys):
@@ -100,10 +110,26 @@ def test_sort_lists_pipes_and_folder_links_in_bad_files_csv(tmp_path, capsys):
     os.mkfifo(folder / "pipe.png")
     os.symlink(".", folder / "again")
     out = tmp_path / "out"
-    rc = main(["sort", str(folder), str(out), "-k", "2", "--weights", "none",
-               "--batch-size", "4", "--store", str(tmp_path / "store"), "-q"])
+    rc = main(
+        [
+            "sort",
+            str(folder),
+            str(out),
+            "-k",
+            "2",
+            "--weights",
+            "none",
+            "--batch-size",
+            "4",
+            "--store",
+            str(tmp_path / "store"),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     reasons = {r["path"]: r["reason"] for r in read_csv(out / "bad_files.csv")}
-    assert reasons == {"pipe.png": "not a regular file (named pipe (FIFO))",
-                       "again": images.LINK_TO_FOLDER}
+    assert reasons == {
+        "pipe.png": "not a regular file (named pipe (FIFO))",
+        "again": images.LINK_TO_FOLDER,
+    }

@@ -17,14 +17,22 @@ from featclust.errors import UnsafeOutputError
 from featclust.kscan import KScan, choose_k, parse_k_range, suggest_k
 from featclust.output import save_kscan
 from featclust.report.render import kscan_png
-from featclust.scores import (SilhouetteSample, cluster_scores, cluster_silhouettes,
-                              cluster_table, compare_with_truth, judge, stability)
+from featclust.scores import (
+    SilhouetteSample,
+    cluster_scores,
+    cluster_silhouettes,
+    cluster_table,
+    compare_with_truth,
+    judge,
+    stability,
+)
 from featclust.tables import kscan_csv, kscan_table, read_truth_csv, truth_csv
 
 
 def blobs(n=600, dim=32, groups=4, seed=0, std=1.0):
-    X, y = make_blobs(n_samples=n, n_features=dim, centers=groups, cluster_std=std,
-                      random_state=seed)
+    X, y = make_blobs(
+        n_samples=n, n_features=dim, centers=groups, cluster_std=std, random_state=seed
+    )
     return X.astype(np.float32), y
 
 
@@ -43,8 +51,9 @@ def test_silhouette_uses_a_fixed_sample_of_the_requested_size():
     sample = SilhouetteSample(X, size=200, random_state=1)
     assert len(sample.index) == 200
     assert np.array_equal(sample.index, SilhouetteSample(X, size=200, random_state=1).index)
-    assert sample.score(y) == pytest.approx(silhouette_score(X[sample.index], y[sample.index]),
-                                            abs=1e-5)
+    assert sample.score(y) == pytest.approx(
+        silhouette_score(X[sample.index], y[sample.index]), abs=1e-5
+    )
     assert math.isnan(sample.score(np.zeros(len(X), int)))
 
 
@@ -72,14 +81,14 @@ def test_fast_path_pca_and_subsamples_keeps_the_answer():
     # More rows than fit_size and more dimensions than fit_dims: k-means runs
     # on PCA components of subsamples, the scores on all rows and dimensions.
     X, y = blobs(n=2000, dim=64, groups=5, seed=3, std=2.0)
-    scan = KScan(ks=range(2, 9), fit_size=400, fit_dims=8, sample_size=300, pca=None,
-                 normalize=False).fit(X)
+    scan = KScan(
+        ks=range(2, 9), fit_size=400, fit_dims=8, sample_size=300, pca=None, normalize=False
+    ).fit(X)
     assert scan.suggested_k_ == 5
     from sklearn.metrics import adjusted_rand_score
 
     assert adjusted_rand_score(y, scan.scan_labels_[scan.ks_.index(5)]) > 0.99
-    full = cluster_scores(X, scan.scan_labels_[scan.ks_.index(5)],
-                          SilhouetteSample(X, size=300))
+    full = cluster_scores(X, scan.scan_labels_[scan.ks_.index(5)], SilhouetteSample(X, size=300))
     assert scan.scores_["inertia"][3] == pytest.approx(full["inertia"])
 
 
@@ -90,8 +99,9 @@ def test_scan_in_the_space_sort_clusters_in():
     model = FeatureKMeans(4, pca=2, normalize=True).fit(X)
     Z = model.reduce(X)
     assert reduced["inertia"] < 4 * len(X)  # unit vectors in 2-D: far below the raw inertia
-    assert reduced["inertia"] == pytest.approx(cluster_scores(Z, model.labels_)["inertia"],
-                                               rel=1e-3)
+    assert reduced["inertia"] == pytest.approx(
+        cluster_scores(Z, model.labels_)["inertia"], rel=1e-3
+    )
     assert plain["inertia"] > 10 * reduced["inertia"]
 
 
@@ -103,11 +113,17 @@ def test_ks_beyond_the_number_of_images_are_left_out():
         KScan(ks=[9, 12]).fit(X)
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"ks": [1, 2]}, "ks="), ({"ks": []}, "ks="), ({"ks": ["a"]}, "ks="),
-    ({"n_runs": 1}, "n_runs=1"), ({"n_init": 0}, "n_init=0"),
-    ({"min_stability": 2}, "min_stability=2"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"ks": [1, 2]}, "ks="),
+        ({"ks": []}, "ks="),
+        ({"ks": ["a"]}, "ks="),
+        ({"n_runs": 1}, "n_runs=1"),
+        ({"n_init": 0}, "n_init=0"),
+        ({"min_stability": 2}, "min_stability=2"),
+    ],
+)
 def test_invalid_parameters_are_named(params, match):
     with pytest.raises(UsageError, match=match):
         KScan(**params).fit(np.zeros((10, 3), np.float32))
@@ -123,8 +139,11 @@ def test_parse_k_range():
 
 
 def test_suggestion_without_any_reproducible_k_says_so():
-    scores = {"k": np.array([2, 3, 4]), "silhouette": np.array([0.1, 0.3, 0.2]),
-              "stability": np.array([0.5, 0.4, 0.6])}
+    scores = {
+        "k": np.array([2, 3, 4]),
+        "silhouette": np.array([0.1, 0.3, 0.2]),
+        "stability": np.array([0.5, 0.4, 0.6]),
+    }
     k, reason = suggest_k(scores)
     assert k == 3
     assert "no k is reproducible" in reason and "k=4" in reason
@@ -140,8 +159,9 @@ def test_table_and_csv_mark_the_suggestion():
     marked = [line for line in table if "<- suggested" in line]
     assert len(marked) == 1 and marked[0].split()[0] == "3"
     csv_lines = kscan_csv(scan.scores_, scan.suggested_k_).splitlines()
-    assert csv_lines[0] == ("k,inertia,silhouette,davies_bouldin,calinski_harabasz,stability,"
-                            "suggested")
+    assert csv_lines[0] == (
+        "k,inertia,silhouette,davies_bouldin,calinski_harabasz,stability,suggested"
+    )
     assert [line.split(",")[-1] for line in csv_lines[1:]] == ["0", "1", "0", "0"]
 
 

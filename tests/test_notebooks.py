@@ -17,13 +17,21 @@ def test_there_is_a_walkthrough():
 
 
 def _text_outputs(nb):
-    return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
-                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    return "".join(
+        o.get("text", "") + o.get("data", {}).get("text/plain", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
 
 
 def _png_outputs(nb):
-    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
-               for o in c.outputs)
+    return sum(
+        "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
 
 
 def test_walkthrough_is_saved_with_the_outputs_of_a_run_on_generated_images():
@@ -61,21 +69,28 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("FEATCLUST_NB_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     nb = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "error"]
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors
     if path.name == "walkthrough.ipynb":
         work = tmp_path / "work"
         assert len(list((work / "images").glob("*.png"))) == 8
         assert (work / "sorted" / "report" / "index.html").is_file()
-        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                       for o in c.outputs)
+        text = "".join(
+            o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+        )
         assert "suggested k:" in text
         assert "images reused from the store: 8" in text
         assert "path,cluster,distance,outlier" in text and "new_ring.png" in text
         assert "new image goes to cluster" in text  # the ImageClusterer section ran
-        images = sum("image/png" in o.get("data", {}) for c in nb.cells
-                     if c.cell_type == "code" for o in c.outputs)
+        images = sum(
+            "image/png" in o.get("data", {})
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+        )
         assert images >= 1 + 1 + 1 + 4 + 2  # sample, k-scan, overview, montages, maps

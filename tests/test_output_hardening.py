@@ -15,8 +15,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import make_two_families
+
 from featclust.cli import main
 
 FEATURES = ["--weights", "none", "--batch-size", "4", "-q"]
@@ -55,6 +55,7 @@ def sorted_out(images, store, tmp_path_factory):
 
 # -- 11.5: a user's file at a path featclust once wrote is never lost ----------------
 
+
 def test_edited_copy_is_never_overwritten_or_deleted(images, store, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["sort", images[0], out, "-k", "2", "--store", store, *FEATURES]
@@ -73,8 +74,9 @@ def test_edited_report_file_is_kept_with_a_warning(images, store, tmp_path, caps
     assert run(["sort", images[0], out, "-k", "2", "--store", store, *FEATURES], capsys)[0] == 0
     page = out / "report" / "index.html"
     page.write_text("my notes")
-    code, _, err = run(["sort", images[0], out, "-k", "2", "--no-report", "--store", store,
-                        *FEATURES], capsys)
+    code, _, err = run(
+        ["sort", images[0], out, "-k", "2", "--no-report", "--store", store, *FEATURES], capsys
+    )
     assert code == 0, err
     assert page.read_text() == "my notes"
     assert "report/index.html" in err and "changed" in err
@@ -84,8 +86,13 @@ def test_edited_report_file_is_kept_with_a_warning(images, store, tmp_path, caps
 
 # -- 11.7 / 11.8: any bytes in a name --------------------------------------------------
 
-ODD_NAMES = ["line\nbreak.png", "carriage\rreturn.png", "comma,name.png", 'quote"name.png',
-             os.fsdecode(b"latin-\xe9.png")]
+ODD_NAMES = [
+    "line\nbreak.png",
+    "carriage\rreturn.png",
+    "comma,name.png",
+    'quote"name.png',
+    os.fsdecode(b"latin-\xe9.png"),
+]
 
 
 def test_odd_file_names_survive_every_csv(tmp_path, store, capsys):
@@ -118,18 +125,43 @@ def test_strict_utf8_output_never_fails_on_a_name(tmp_path, store):
     os.rename(folder / sorted(os.listdir(folder))[0], folder / os.fsdecode(b"x\xff.png"))
     out = tmp_path / os.fsdecode(b"out-\xfe")
     env = dict(os.environ, PYTHONIOENCODING="utf-8:strict", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "featclust", "sort", str(folder), str(out),
-                           "-k", "2", "--store", str(store), *FEATURES], env=env,
-                          capture_output=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "featclust",
+            "sort",
+            str(folder),
+            str(out),
+            "-k",
+            "2",
+            "--store",
+            str(store),
+            *FEATURES,
+        ],
+        env=env,
+        capture_output=True,
+    )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert b"Traceback" not in proc.stderr
     assert b"out-\xfe" in proc.stdout  # a pipe gets the name's own bytes
-    proc = subprocess.run([sys.executable, "-m", "featclust", "assign", str(out),
-                           str(folder / os.fsdecode(b"x\xff.png")), "-q"], env=env,
-                          capture_output=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "featclust",
+            "assign",
+            str(out),
+            str(folder / os.fsdecode(b"x\xff.png")),
+            "-q",
+        ],
+        env=env,
+        capture_output=True,
+    )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    rows = list(csv.DictReader(io.StringIO(proc.stdout.decode("utf-8", "surrogateescape"),
-                                           newline="")))
+    rows = list(
+        csv.DictReader(io.StringIO(proc.stdout.decode("utf-8", "surrogateescape"), newline=""))
+    )
     assert [r["path"] for r in rows] == [str(folder / os.fsdecode(b"x\xff.png"))]
 
 
@@ -154,13 +186,17 @@ def test_a_terminal_gets_escapes(monkeypatch):
 
 # -- 11.9: numbers checked before any work ----------------------------------------------
 
-@pytest.mark.parametrize("option, message", [
-    (["--seed", "-5"], "--seed: '-5' must be an integer from 0 to 4294967295"),
-    (["--seed", "4294967296"], "must be an integer from 0 to 4294967295"),
-    (["--batch-size", "0"], "--batch-size: '0' must be an integer at least 1"),
-    (["--pca", "x"], "--pca: 'x' is not an integer"),
-    (["-k", "0"], "is neither a positive integer nor 'auto'"),
-])
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--seed", "-5"], "--seed: '-5' must be an integer from 0 to 4294967295"),
+        (["--seed", "4294967296"], "must be an integer from 0 to 4294967295"),
+        (["--batch-size", "0"], "--batch-size: '0' must be an integer at least 1"),
+        (["--pca", "x"], "--pca: 'x' is not an integer"),
+        (["-k", "0"], "is neither a positive integer nor 'auto'"),
+    ],
+)
 def test_bad_numbers_fail_before_any_work(option, message, images, tmp_path, capsys):
     argv = ["sort", images[0], tmp_path / "out", "--store", tmp_path / "store", *FEATURES]
     if option[0] != "-k":
@@ -174,11 +210,13 @@ def test_bad_numbers_fail_before_any_work(option, message, images, tmp_path, cap
 
 # -- 11.10: damaged output files: one line naming the file -----------------------------
 
+
 def _tamper_record(change):
     def tamper(out):
         path = out / "featclust.json"
         data = json.loads(path.read_text())
         path.write_text(json.dumps(change(data)))
+
     return tamper
 
 
@@ -194,6 +232,7 @@ def _set(data, dotted, value):
 def _tamper_labels(text):
     def tamper(out):
         (out / "labels.csv").write_text(text)
+
     return tamper
 
 
@@ -204,6 +243,7 @@ def _tamper_model(make):
             arrays = dict(npz)
         make(arrays)
         np.savez(path, **arrays)
+
     return tamper
 
 
@@ -212,6 +252,7 @@ def _meta(change):
         meta = json.loads(bytes(arrays["meta"]).decode())
         change(meta)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
     return make
 
 
@@ -232,12 +273,15 @@ TAMPERED = {
     "model unknown parameter": _tamper_model(_meta(lambda m: m["params"].update(bogus=1))),
     "model params a list": _tamper_model(_meta(lambda m: m.update(params=[1, 2]))),
     "model centres wrong shape": _tamper_model(
-        lambda a: a.update(cluster_centers=np.zeros((5, 3), np.float32))),
+        lambda a: a.update(cluster_centers=np.zeros((5, 3), np.float32))
+    ),
     "model thresholds wrong shape": _tamper_model(
-        lambda a: a.update(thresholds=np.zeros(9, np.float32))),
+        lambda a: a.update(thresholds=np.zeros(9, np.float32))
+    ),
     "model n_clusters text": _tamper_model(_meta(lambda m: m["params"].update(n_clusters="2"))),
-    "model pickled array": lambda out: np.savez(out / "model.npz",
-                                                meta=np.array([{"a": 1}], dtype=object)),
+    "model pickled array": lambda out: np.savez(
+        out / "model.npz", meta=np.array([{"a": 1}], dtype=object)
+    ),
 }
 
 
@@ -249,9 +293,10 @@ def test_damaged_output_files_give_one_line(case, sorted_out, images, tmp_path, 
     some = images[0] / sorted(images[1])[0]
     # assign needs the record and the model; the report the record and labels.csv (without
     # a usable model it maps the raw features); each must stop with one line on what it needs
-    needs = {"assign": ("record", "n_clusters", "no feature", "embedder", "files", "model"),
-             "report": ("record", "n_clusters", "no feature", "embedder", "files", "label",
-                        "distance")}
+    needs = {
+        "assign": ("record", "n_clusters", "no feature", "embedder", "files", "model"),
+        "report": ("record", "n_clusters", "no feature", "embedder", "files", "label", "distance"),
+    }
     for argv in (["assign", out, some, "-q"], ["report", out, "-q"]):
         code, _, err = run(argv, capsys)
         assert "Traceback" not in err
@@ -261,11 +306,13 @@ def test_damaged_output_files_give_one_line(case, sorted_out, images, tmp_path, 
         assert code == 2, (argv[0], err)
         lines = [line for line in err.splitlines() if line.startswith("featclust: error:")]
         assert len(lines) == 1, err
-        assert ("featclust.json" in lines[0] or "labels.csv" in lines[0]
-                or "model.npz" in lines[0]), lines[0]
+        assert (
+            "featclust.json" in lines[0] or "labels.csv" in lines[0] or "model.npz" in lines[0]
+        ), lines[0]
 
 
 # -- 11.13: left-overs and races --------------------------------------------------------
+
 
 def test_orphan_temporary_files_are_cleaned_on_the_next_run(images, store, tmp_path, capsys):
     out = tmp_path / "out"
@@ -280,8 +327,7 @@ def test_orphan_temporary_files_are_cleaned_on_the_next_run(images, store, tmp_p
     assert foreign.read_text() == "mine"
 
 
-def test_image_deleted_between_embedding_and_copying(images, store, tmp_path, capsys,
-                                                     monkeypatch):
+def test_image_deleted_between_embedding_and_copying(images, store, tmp_path, capsys, monkeypatch):
     import featclust.scores
 
     folder = tmp_path / "img"
@@ -295,8 +341,9 @@ def test_image_deleted_between_embedding_and_copying(images, store, tmp_path, ca
 
     monkeypatch.setattr(featclust.scores, "judge", judge_then_delete)
     out = tmp_path / "out"
-    code, _, err = run(["sort", folder, out, "-k", "2", "--store", store, "--no-report",
-                        *FEATURES], capsys)
+    code, _, err = run(
+        ["sort", folder, out, "-k", "2", "--store", store, "--no-report", *FEATURES], capsys
+    )
     assert code == 0, err
     bad = read_rows(out / "bad_files.csv")
     assert [r["path"] for r in bad] == [victim] and "copying" in bad[0]["reason"]
@@ -307,8 +354,9 @@ def test_image_deleted_between_embedding_and_copying(images, store, tmp_path, ca
 
 def test_demo_images_inside_out_dir_refused_before_writing(tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, err = run(["demo", out, "--images", out / "samples", "--weights", "none", "-q"],
-                       capsys)
+    code, _, err = run(
+        ["demo", out, "--images", out / "samples", "--weights", "none", "-q"], capsys
+    )
     assert code == 2 and "inside the output folder" in err
     assert not out.exists()
 
@@ -319,8 +367,9 @@ def test_unusable_store_is_refused_before_anything_is_written(where, tmp_path, c
     make_two_families(folder, n_per_family=2)
     before = sorted(os.listdir(folder))
     store = str(folder / "store") if where == "inside" else ""
-    code, _, err = run(["sort", folder, tmp_path / "out", "-k", "2", "--store", store,
-                        *FEATURES], capsys)
+    code, _, err = run(
+        ["sort", folder, tmp_path / "out", "-k", "2", "--store", store, *FEATURES], capsys
+    )
     assert code == 2 and "Traceback" not in err
     assert ("image folder" in err) if where == "inside" else ("empty" in err)
     assert sorted(os.listdir(folder)) == before  # nothing written into the image folder

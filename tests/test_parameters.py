@@ -24,17 +24,37 @@ from featclust.pipeline import CLUSTER_DEFAULTS, KSCAN_DEFAULTS, sort_folder
 
 
 def _defaults(f):
-    return {name: p.default for name, p in inspect.signature(f).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {
+        name: p.default
+        for name, p in inspect.signature(f).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def test_the_defaults_tables_are_the_signatures():
     assert EMBED_DEFAULTS == _defaults(Embedder)
     assert CLUSTER_DEFAULTS == _defaults(FeatureKMeans)
-    assert set(EMBED_DEFAULTS) == {"weights", "pooling", "precision", "batch_size", "seed",
-                                   "jit_compile", "layer", "tta", "grid"}
-    assert set(CLUSTER_DEFAULTS) == {"n_clusters", "pca", "whiten", "normalize",
-                                     "random_state", "n_init", "method", "fit_sample"}
+    assert set(EMBED_DEFAULTS) == {
+        "weights",
+        "pooling",
+        "precision",
+        "batch_size",
+        "seed",
+        "jit_compile",
+        "layer",
+        "tta",
+        "grid",
+    }
+    assert set(CLUSTER_DEFAULTS) == {
+        "n_clusters",
+        "pca",
+        "whiten",
+        "normalize",
+        "random_state",
+        "n_init",
+        "method",
+        "fit_sample",
+    }
 
 
 def test_image_clusterer_takes_every_parameter_with_the_class_default():
@@ -45,16 +65,32 @@ def test_image_clusterer_takes_every_parameter_with_the_class_default():
 
 
 def test_image_clusterer_builds_the_two_classes_from_its_parameters():
-    given = {"weights": "none", "pooling": "avg", "precision": "float32", "batch_size": 4,
-             "seed": 9, "jit_compile": False, "layer": "block5", "tta": True, "grid": 2,
-             "pca": 5, "whiten": True, "normalize": False, "random_state": 3, "n_init": 2,
-             "method": "ward", "fit_sample": 500}
+    given = {
+        "weights": "none",
+        "pooling": "avg",
+        "precision": "float32",
+        "batch_size": 4,
+        "seed": 9,
+        "jit_compile": False,
+        "layer": "block5",
+        "tta": True,
+        "grid": 2,
+        "pca": 5,
+        "whiten": True,
+        "normalize": False,
+        "random_state": 3,
+        "n_init": 2,
+        "method": "ward",
+        "fit_sample": 500,
+    }
     assert set(given) == set(EMBED_DEFAULTS) | set(CLUSTER_DEFAULTS) - {"n_clusters"}
     est = ImageClusterer(n_clusters=3, **given)
     assert est._embedder().get_params() == {n: given[n] for n in EMBED_DEFAULTS}
     model = est._model(3)
-    assert model.get_params() == {"n_clusters": 3, **{n: given[n] for n in CLUSTER_DEFAULTS
-                                                      if n != "n_clusters"}}
+    assert model.get_params() == {
+        "n_clusters": 3,
+        **{n: given[n] for n in CLUSTER_DEFAULTS if n != "n_clusters"},
+    }
     with pytest.raises(featclust.UsageError, match="n_init=0"):
         ImageClusterer(n_init=0).fit("never/embedded")  # checked before anything is read
 
@@ -85,13 +121,35 @@ def test_the_command_line_has_every_parameter_with_the_class_default():
     flags = _flags(sort_parser)
     assert set(EMBED_DEFAULTS) | set(CLUSTER_DEFAULTS) <= set(flags)
     assert flags["random_state"] == "--seed" and flags["seed"] == "--weights-seed"
-    args = parser.parse_args(["sort", "IN", "OUT", "-k", "auto", "--whiten", "--n-init", "3",
-                              "--fit-sample", "all", "--weights-seed", "5", "--jit-compile",
-                              "--no-tta", "--seed", "7"])
-    assert cluster_params(args) == {**CLUSTER_DEFAULTS, "n_clusters": "auto", "whiten": True,
-                                    "n_init": 3, "fit_sample": None, "random_state": 7}
-    assert embedder_params(args) == {**EMBED_DEFAULTS, "seed": 5, "jit_compile": True,
-                                     "tta": False}
+    args = parser.parse_args(
+        [
+            "sort",
+            "IN",
+            "OUT",
+            "-k",
+            "auto",
+            "--whiten",
+            "--n-init",
+            "3",
+            "--fit-sample",
+            "all",
+            "--weights-seed",
+            "5",
+            "--jit-compile",
+            "--no-tta",
+            "--seed",
+            "7",
+        ]
+    )
+    assert cluster_params(args) == {
+        **CLUSTER_DEFAULTS,
+        "n_clusters": "auto",
+        "whiten": True,
+        "n_init": 3,
+        "fit_sample": None,
+        "random_state": 7,
+    }
+    assert embedder_params(args) == {**EMBED_DEFAULTS, "seed": 5, "jit_compile": True, "tta": False}
     scan = parser.parse_args(["scan-k", "IN"])
     for name in ("pca", "normalize", "random_state", "fit_sample"):
         assert getattr(scan, name) == KSCAN_DEFAULTS[name], name
@@ -104,10 +162,16 @@ def test_commands_on_a_sorted_folder_take_the_recorded_settings():
 
 #: The inputs a job takes by position; every other parameter is keyword-only.
 POSITIONAL = {
-    "embed_folder": ["image_dir"], "embed_inputs": ["inputs"], "scan_folder": ["image_dir"],
-    "sort_folder": ["image_dir", "out_dir"], "assign_images": ["sorted_folder", "inputs"],
-    "place_images": ["sorted_folder", "assignment"], "similar_images": ["image_dir", "queries"],
-    "find_duplicates": ["image_dir", "out_dir"], "demo": ["out_dir"], "open_sorted": ["out_dir"],
+    "embed_folder": ["image_dir"],
+    "embed_inputs": ["inputs"],
+    "scan_folder": ["image_dir"],
+    "sort_folder": ["image_dir", "out_dir"],
+    "assign_images": ["sorted_folder", "inputs"],
+    "place_images": ["sorted_folder", "assignment"],
+    "similar_images": ["image_dir", "queries"],
+    "find_duplicates": ["image_dir", "out_dir"],
+    "demo": ["out_dir"],
+    "open_sorted": ["out_dir"],
 }
 
 
@@ -134,8 +198,12 @@ def test_every_public_name_is_importable_and_documented(name):
 
 def test_result_types_are_named_one_way():
     not_results = {"Embedder", "FeatureKMeans", "ImageClusterer", "KScan", "SortedFolder"}
-    classes = [n for n in featclust.__all__ if isinstance(getattr(featclust, n), type)
-               and not issubclass(getattr(featclust, n), Exception)]
+    classes = [
+        n
+        for n in featclust.__all__
+        if isinstance(getattr(featclust, n), type)
+        and not issubclass(getattr(featclust, n), Exception)
+    ]
     assert [n for n in classes if n not in not_results and not n.endswith("Result")] == []
 
 
@@ -152,8 +220,15 @@ def _written():
     """The header each writer of tables.py writes, by the name COLUMNS gives it."""
     scores = {c: np.array([1.0, 2.0]) for c in tables.KSCAN_COLUMNS}
     scores["k"] = np.array([2, 3])
-    cluster_row = {"cluster": 0, "size": 3, "mean_distance": 0.1, "p95_distance": 0.2,
-                   "max_distance": 0.3, "tiny": False, "loose": True}
+    cluster_row = {
+        "cluster": 0,
+        "size": 3,
+        "mean_distance": 0.1,
+        "p95_distance": 0.2,
+        "max_distance": 0.3,
+        "tiny": False,
+        "loose": True,
+    }
     return {
         "labels.csv": tables.labels_csv(["a.png"], [0], [0.5], [False]),
         "bad_files.csv": tables.bad_files_csv([BadFile("x.png", "truncated")]),
@@ -176,7 +251,7 @@ def test_columns_are_what_the_writers_write(tmp_path):
         if "cluster_*" in want:  # one column per cluster
             i = want.index("cluster_*")
             k = len(header) - len(want) + 1
-            want = want[:i] + tuple(f"cluster_{c}" for c in range(k)) + want[i + 1:]
+            want = want[:i] + tuple(f"cluster_{c}" for c in range(k)) + want[i + 1 :]
         assert header == want, name
         (tmp_path / "t.csv").write_text(text)
         assert len(read_csv(tmp_path / "t.csv")) >= 1

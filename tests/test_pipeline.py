@@ -8,14 +8,13 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+from conftest import contrast_dots, make_two_families, read_csv
 from PIL import Image
 
 import featclust
 from featclust import samples
 from featclust.cluster import FeatureKMeans
 from featclust.errors import UnsafeOutputError
-
-from conftest import contrast_dots, make_two_families, read_csv
 
 
 def _sha(path):
@@ -36,8 +35,9 @@ def sorted_run(tmp_path_factory, two_families, embedder):
     store = tmp_path_factory.mktemp("store")
     out = tmp_path_factory.mktemp("runs") / "k2"
     before = {p: _sha(folder / p) for p in truth}
-    result = featclust.sort_folder(folder, out, n_clusters=2, embedder=embedder, store=store,
-                                   normalize=True)
+    result = featclust.sort_folder(
+        folder, out, n_clusters=2, embedder=embedder, store=store, normalize=True
+    )
     return folder, truth, store, out, result, before
 
 
@@ -53,8 +53,9 @@ def test_every_image_copied_once_into_its_cluster(sorted_run):
     folder, truth, _, out, result, _ = sorted_run
     rows = read_csv(out / "labels.csv")
     assert sorted(r["path"] for r in rows) == sorted(truth)
-    copies = sorted(p.relative_to(out).as_posix() for p in out.glob("cluster_*/**/*")
-                    if p.is_file())
+    copies = sorted(
+        p.relative_to(out).as_posix() for p in out.glob("cluster_*/**/*") if p.is_file()
+    )
     expected = sorted(f"cluster_{int(r['cluster']):02d}/{r['path']}" for r in rows)
     assert copies == expected
     for r in rows:
@@ -86,13 +87,17 @@ def test_marker_and_model_written(sorted_run):
 
 def test_second_run_with_other_k_embeds_nothing(sorted_run, tmp_path, embedder):
     folder, truth, store, _, _, _ = sorted_run
-    result = featclust.sort_folder(folder, tmp_path / "k3", n_clusters=3, embedder=embedder,
-                                   store=store)
+    result = featclust.sort_folder(
+        folder, tmp_path / "k3", n_clusters=3, embedder=embedder, store=store
+    )
     assert result.embed.n_embedded == 0
     assert result.embed.n_reused == len(truth)
     listing = os.listdir(tmp_path / "k3")
     assert sorted(n for n in listing if n.startswith("cluster_")) == [
-        "cluster_00", "cluster_01", "cluster_02"]
+        "cluster_00",
+        "cluster_01",
+        "cluster_02",
+    ]
     assert {"labels.csv", "featclust.json", "model.npz"} <= set(listing)
 
 
@@ -115,8 +120,9 @@ def test_changed_added_and_deleted_images(tmp_path, embedder):
     assert names[1] not in second.paths and "new.png" in second.paths
     new_vec = second.features[second.paths.index(names[0])]
     assert not np.allclose(new_vec, old_vec)
-    np.testing.assert_allclose(new_vec, embedder.embed(np.full((1, 224, 224), 255, np.uint8))[0],
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        new_vec, embedder.embed(np.full((1, 224, 224), 255, np.uint8))[0], rtol=1e-4, atol=1e-4
+    )
     # the deleted image's row is gone from the store itself, not only hidden
     with featclust.store.FeatureStore(folder, embedder.settings(), store) as st:
         assert names[1] not in st and len(st) == 6
@@ -156,7 +162,11 @@ def test_same_names_in_subfolders_both_arrive(tmp_path, embedder):
     copies = sorted(p.relative_to(out).as_posix() for p in out.glob("cluster_*/**/*.png"))
     assert len(copies) == 4
     assert sorted(c.split("/", 1)[1] for c in copies) == [
-        "a/img_0.png", "a/img_1.png", "b/img_0.png", "b/img_1.png"]
+        "a/img_0.png",
+        "a/img_1.png",
+        "b/img_0.png",
+        "b/img_1.png",
+    ]
 
 
 def test_weights_file_written_by_the_test(tmp_path, two_families):
@@ -182,8 +192,9 @@ def test_weights_file_written_by_the_test(tmp_path, two_families):
 
 def test_estimator_fit_predict(two_families, embedder, tmp_path):
     folder, truth = two_families
-    est = featclust.ImageClusterer(n_clusters=2, weights="none", normalize=True,
-                                   store=tmp_path / "store", batch_size=8)
+    est = featclust.ImageClusterer(
+        n_clusters=2, weights="none", normalize=True, store=tmp_path / "store", batch_size=8
+    )
     est.fit(folder)
     assert len(est.labels_) == len(truth) == len(est.paths_)
     assert est.cluster_centers_.shape[0] == 2
@@ -194,8 +205,9 @@ def test_estimator_fit_predict(two_families, embedder, tmp_path):
 def test_scan_folder_scores_each_k_and_writes_the_table(sorted_run, tmp_path, embedder):
     folder, truth, store, _, _, _ = sorted_run
     out = tmp_path / "scan"
-    result = featclust.scan_folder(folder, ks=[2, 3, 40], embedder=embedder, store=store,
-                                   out_dir=out, progress=False)
+    result = featclust.scan_folder(
+        folder, ks=[2, 3, 40], embedder=embedder, store=store, out_dir=out, progress=False
+    )
     assert isinstance(result, featclust.ScanResult)
     assert result.embed.n_embedded == 0 and result.embed.n_reused == len(truth)
     assert list(result.kscan.ks_) == [2, 3] and result.left_out == [40]
@@ -206,6 +218,7 @@ def test_scan_folder_scores_each_k_and_writes_the_table(sorted_run, tmp_path, em
     assert [r["suggested"] for r in rows].count("1") == 1
     # an unsafe output folder is refused before anything is embedded
     with pytest.raises(UnsafeOutputError, match="inside the image"):
-        featclust.scan_folder(folder, ks=[2], embedder=embedder, store=store,
-                              out_dir=folder / "inside")
+        featclust.scan_folder(
+            folder, ks=[2], embedder=embedder, store=store, out_dir=folder / "inside"
+        )
     assert not (folder / "inside").exists()

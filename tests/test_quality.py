@@ -5,11 +5,9 @@ import io
 
 import numpy as np
 import pytest
-
 from conftest import load_benchmark
+
 from featclust import embed
-
-
 
 quality = load_benchmark("quality")
 
@@ -58,22 +56,26 @@ def test_the_rule_takes_the_best_worst_case_among_settings_that_keep_the_dots():
         return {"kinds": kinds, "min": min(dots, other), "mean": (dots + other) / 2}
 
     summaries = {
-        ("a", "raw"): summary(0.50, 0.20),   # best dots, poor worst case
-        ("b", "raw"): summary(0.48, 0.40),   # within 0.03 of the best dots: eligible
-        ("c", "raw"): summary(0.40, 0.60),   # best worst case, but loses the dots
+        ("a", "raw"): summary(0.50, 0.20),  # best dots, poor worst case
+        ("b", "raw"): summary(0.48, 0.40),  # within 0.03 of the best dots: eligible
+        ("c", "raw"): summary(0.40, 0.60),  # best worst case, but loses the dots
     }
     key, best_dots = quality.choose(summaries, 0.03)
     assert key == ("b", "raw") and best_dots == 0.50
     assert quality.choose(summaries, 0.2)[0] == ("c", "raw")
 
 
-@pytest.mark.parametrize("spec", [
-    quality.FeatureSpec((4,), "max"),
-    quality.FeatureSpec((4, 5), "max", 2),
-    quality.FeatureSpec((4,), "gem", 4),
-    quality.FeatureSpec((3, 4, 5), "avg"),
-    quality.FeatureSpec((5,), "flatten"),
-], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "spec",
+    [
+        quality.FeatureSpec((4,), "max"),
+        quality.FeatureSpec((4, 5), "max", 2),
+        quality.FeatureSpec((4,), "gem", 4),
+        quality.FeatureSpec((3, 4, 5), "avg"),
+        quality.FeatureSpec((5,), "flatten"),
+    ],
+    ids=lambda s: s.name,
+)
 def test_harness_features_are_the_ones_featclust_computes(small_run, spec):
     """Every representation derived from the cached maps equals the Embedder's output."""
     cache = small_run[0]
@@ -83,8 +85,7 @@ def test_harness_features_are_the_ones_featclust_computes(small_run, spec):
     gray, _ = quality.decode_all(paths[:2])
     folder = quality.maps_folder(cache, paths[0].parent.name, embed.weights_identity("none"))
     want = quality.derive({b: m[:2] for b, m in quality.load_maps(folder).items()}, spec)
-    e = embed.Embedder(weights="none", precision="float32", batch_size=2,
-                       **spec.embedder_params())
+    e = embed.Embedder(weights="none", precision="float32", batch_size=2, **spec.embedder_params())
     assert e.dim == want.shape[1]
     np.testing.assert_allclose(e.embed(gray), want, rtol=1e-4, atol=1e-4)
 
@@ -139,8 +140,23 @@ def test_cli_tta_features_have_their_own_store_entry_and_ward_sorts_them(tmp_pat
     assert out.count(f"images: {len(truth)} ({len(truth)} embedded, 0 reused)") == 2
 
     sorted_dir = tmp_path / "out"
-    assert main(["sort", str(images), str(sorted_dir), "-k", "2", "--tta", "--method", "ward",
-                 "--no-report", *common]) == 0
+    assert (
+        main(
+            [
+                "sort",
+                str(images),
+                str(sorted_dir),
+                "-k",
+                "2",
+                "--tta",
+                "--method",
+                "ward",
+                "--no-report",
+                *common,
+            ]
+        )
+        == 0
+    )
     assert f"(0 embedded, {len(truth)} reused)" in capsys.readouterr().out
     info = __import__("json").loads((sorted_dir / "featclust.json").read_text())
     assert info["clustering"]["method"] == "ward"

@@ -9,14 +9,13 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
+from conftest import read_csv
 from PIL import Image
 
 from featclust import report, sort_folder
 from featclust.cli import main
-from featclust.errors import UnsafeOutputError
 from featclust.demo import demo_images
-
-from conftest import read_csv
+from featclust.errors import UnsafeOutputError
 
 
 class _Links(HTMLParser):
@@ -64,8 +63,21 @@ def demo_out(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     out = tmp / "out"
     demo_images(tmp / "images", n_per_family=N_DEMO // 4)
-    rc = main(["demo", str(out), "--weights", "none", "--images", str(tmp / "images"),
-               "--store", str(tmp / "store"), "--batch-size", "16", "-q"])
+    rc = main(
+        [
+            "demo",
+            str(out),
+            "--weights",
+            "none",
+            "--images",
+            str(tmp / "images"),
+            "--store",
+            str(tmp / "store"),
+            "--batch-size",
+            "16",
+            "-q",
+        ]
+    )
     assert rc == 0
     assert len(list((tmp / "images").glob("*.png"))) == N_DEMO
     return out
@@ -90,7 +102,8 @@ def test_demo_writes_a_page_whose_every_reference_exists(demo_out):
     assert f"<dd>{scores['silhouette']:.3g}</dd>" in index.read_text()
     # the overview, both maps and one montage per cluster are on the page ...
     expected = {"overview.png", "map.png", "map_thumbnails.png"} | {
-        f"montages/{c['folder']}.png" for c in clusters}
+        f"montages/{c['folder']}.png" for c in clusters
+    }
     assert set(page.images) == expected
     # ... every image and link resolves to a file or folder on disk ...
     for ref in page.images + page.links:
@@ -107,10 +120,12 @@ def test_demo_writes_a_page_whose_every_reference_exists(demo_out):
     for folder in folders:
         assert {p.suffix for p in folder.rglob("*") if p.is_file()} == {".png"}
         assert len(list(folder.rglob("*.png"))) == int(
-            next(c["size"] for c in clusters if c["folder"] == folder.name))
+            next(c["size"] for c in clusters if c["folder"] == folder.name)
+        )
     # every report file is featclust's own, recorded in the marker
-    written = {p.relative_to(demo_out).as_posix()
-               for p in (demo_out / "report").rglob("*") if p.is_file()}
+    written = {
+        p.relative_to(demo_out).as_posix() for p in (demo_out / "report").rglob("*") if p.is_file()
+    }
     assert written <= _marker_files(demo_out)
     coords = read_csv(demo_out / "report" / "map.csv")
     assert len(coords) == N_DEMO and all(np.isfinite(float(r["x"])) for r in coords)
@@ -133,15 +148,30 @@ def test_page_renders_in_headless_chromium_with_every_image_loaded(demo_out, tmp
         '<!DOCTYPE html><html><body><pre id="r">pending</pre>'
         f'<iframe id="f" src="{index.as_uri()}" width="1400" height="900"></iframe><script>'
         'document.getElementById("f").addEventListener("load", function () {'
-        '  var imgs = Array.from(this.contentDocument.images);'
+        "  var imgs = Array.from(this.contentDocument.images);"
         '  document.getElementById("r").textContent = "RESULT=" + JSON.stringify('
-        '    imgs.map(function (i) { return [i.getAttribute("src"), i.complete, i.naturalWidth]; }));'
-        "});</script></body></html>", encoding="utf-8")
+        "    imgs.map(function (i) {"
+        '      return [i.getAttribute("src"), i.complete, i.naturalWidth]; }));'
+        "});</script></body></html>",
+        encoding="utf-8",
+    )
     proc = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files",
-         "--virtual-time-budget=15000", "--dump-dom", harness.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            harness.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     line = next((ln for ln in proc.stdout.splitlines() if "RESULT=[" in ln), None)
     assert line, proc.stderr[-2000:]
     loaded = json.loads(line.split("RESULT=", 1)[1].split("</pre>")[0].replace("&quot;", '"'))
@@ -179,8 +209,24 @@ def test_report_is_recreated_without_touching_foreign_files(demo_out, capsys):
     assert min(xs) > 900
 
     # A k-scan written into the folder afterwards shows up in the next report.
-    assert main(["scan-k", info["image_dir"], "--k", "2:4", "--weights", "none", "--store",
-                 info["store_root"], "--out", str(demo_out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "scan-k",
+                info["image_dir"],
+                "--k",
+                "2:4",
+                "--weights",
+                "none",
+                "--store",
+                info["store_root"],
+                "--out",
+                str(demo_out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(demo_out), "-q"]) == 0
     page = _parse(demo_out / "report" / "index.html")
     assert "kscan.png" in page.images and (demo_out / "report" / "kscan.png").is_file()
@@ -207,24 +253,28 @@ def _nearest_source(tile, sources):
     return min(sources, key=lambda name: float(np.mean((sources[name] - grey) ** 2)))
 
 
-def test_montages_hold_their_cluster_in_order_of_distance(tmp_path, two_families, embedder,
-                                                         store_root):
+def test_montages_hold_their_cluster_in_order_of_distance(
+    tmp_path, two_families, embedder, store_root
+):
     folder, truth = two_families
-    result = sort_folder(folder, tmp_path / "out", n_clusters=2, embedder=embedder,
-                         store=store_root,
-                         random_state=0)
+    result = sort_folder(
+        folder, tmp_path / "out", n_clusters=2, embedder=embedder, store=store_root, random_state=0
+    )
     model, emb = result.model, result.embed
     # Measured before the PCA, to the members' mean there (FeatureKMeans.distances_).
     F = model.reducer_.prepare(emb.features)
-    dist = {p: float(np.linalg.norm(f - model.feature_centers_[c]))
-            for p, f, c in zip(emb.paths, F, model.labels_)}
+    dist = {
+        p: float(np.linalg.norm(f - model.feature_centers_[c]))
+        for p, f, c in zip(emb.paths, F, model.labels_)
+    }
     label = dict(zip(emb.paths, model.labels_))
     sources = {}
     for p in truth:
         with Image.open(folder / p) as im:
-            sources[p] = np.asarray(im.convert("L").resize((report.MONTAGE_TILE,) * 2,
-                                                             Image.Resampling.BILINEAR),
-                                    np.float32)
+            sources[p] = np.asarray(
+                im.convert("L").resize((report.MONTAGE_TILE,) * 2, Image.Resampling.BILINEAR),
+                np.float32,
+            )
     families = set()
     for c in range(2):
         rows = read_csv(tmp_path / "out" / "report" / "montages" / f"cluster_0{c}.csv")
@@ -253,12 +303,14 @@ def test_montage_of_a_large_cluster_spans_closest_to_farthest():
     assert list(report.montage_ranks(5)) == [0, 1, 2, 3, 4]
 
 
-def test_report_refuses_to_overwrite_a_foreign_file(tmp_path, two_families, embedder, capsys,
-                                                    store_root):
+def test_report_refuses_to_overwrite_a_foreign_file(
+    tmp_path, two_families, embedder, capsys, store_root
+):
     folder, _ = two_families
     out = tmp_path / "out"
-    result = sort_folder(folder, out, n_clusters=2, embedder=embedder, store=store_root,
-                         report=False)
+    result = sort_folder(
+        folder, out, n_clusters=2, embedder=embedder, store=store_root, report=False
+    )
     assert result.report is None and not (out / "report").exists()
     capsys.readouterr()  # the sort's own output is not what this test is about
     (out / "report").mkdir()

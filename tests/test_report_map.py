@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_report_pages import make_sorted
 
 from featclust import report
 from featclust.report import layout
-
-from test_report_pages import make_sorted
 
 
 def test_tsne_map_is_the_default_up_to_100000_images_and_made_by_opentsne(monkeypatch):
@@ -24,8 +23,11 @@ def test_tsne_map_is_the_default_up_to_100000_images_and_made_by_opentsne(monkey
     import openTSNE
 
     real = openTSNE.TSNE.fit
-    monkeypatch.setattr(openTSNE.TSNE, "fit", lambda self, X, **kw: calls.append(
-        self.negative_gradient_method) or real(self, X, **kw))
+    monkeypatch.setattr(
+        openTSNE.TSNE,
+        "fit",
+        lambda self, X, **kw: calls.append(self.negative_gradient_method) or real(self, X, **kw),
+    )
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 3, (6, 64))
     truth = np.arange(600) % 6
@@ -46,8 +48,14 @@ def _picture(path, seed):
 
 def _featclust(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.run([sys.executable, "-m", "featclust", *args], capture_output=True,
-                          text=True, timeout=600, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "featclust", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def test_folder_of_few_distinct_images_gets_a_report_and_never_crashes(tmp_path):
@@ -62,24 +70,44 @@ def test_folder_of_few_distinct_images_gets_a_report_and_never_crashes(tmp_path)
         (images / f"a_copy{i}.png").write_bytes((images / "a.png").read_bytes())
     (images / "b_copy.png").write_bytes((images / "b.png").read_bytes())
     store = tmp_path / "store"
-    proc = _featclust("sort", "images", "out", "-k", "2", "--weights", "none",
-                      "--batch-size", "4", "--store", str(store), "-q", cwd=tmp_path)
+    proc = _featclust(
+        "sort",
+        "images",
+        "out",
+        "-k",
+        "2",
+        "--weights",
+        "none",
+        "--batch-size",
+        "4",
+        "--store",
+        str(store),
+        "-q",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     page = (tmp_path / "out" / "report" / "index.html").read_text()
     assert "only 2 distinct feature vectors among 8 images" in page
     proc = _featclust("report", "out", "--map", "tsne", "-q", cwd=tmp_path)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
-    assert "only 2 distinct feature vectors" in (tmp_path / "out" / "report" /
-                                                 "index.html").read_text()
-    xy = np.array([[float(r.split(",")[-2]), float(r.split(",")[-1])] for r in
-                   (tmp_path / "out" / "report" / "map.csv").read_text().splitlines()[1:]])
+    assert (
+        "only 2 distinct feature vectors"
+        in (tmp_path / "out" / "report" / "index.html").read_text()
+    )
+    xy = np.array(
+        [
+            [float(r.split(",")[-2]), float(r.split(",")[-1])]
+            for r in (tmp_path / "out" / "report" / "map.csv").read_text().splitlines()[1:]
+        ]
+    )
     assert len(np.unique(xy.round(4), axis=0)) == 2
 
 
 def _user_files(folder, n):
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"tsne-{i:032x}.npy" for i in range(n // 2)] + [f"mine_{i}.npy"
-                                                            for i in range(n - n // 2)]
+    names = [f"tsne-{i:032x}.npy" for i in range(n // 2)] + [
+        f"mine_{i}.npy" for i in range(n - n // 2)
+    ]
     for name in names:
         np.save(folder / name, np.arange(3.0))
     return sorted(names)

@@ -49,10 +49,15 @@ def make_sorted(root, n=24, k=3, names=None, record_extra=None, seed=0):
     out = OutputFolder(root / "out", image_dir)
     folders = [f"cluster_{c:02d}" for c in range(k)]
     copies = [f"{folders[c]}/{p}" for p, c in zip(paths, model.labels_)]
-    record = RunRecord(command="sort", image_dir=str(image_dir), feature_settings={},
-                       clustering={**model.get_params(), "pca_components": None},
-                       embedder={"weights": "imagenet", "pooling": "max", "layer": "block4"},
-                       counts={"images": n, "bad_files": 0}, **(record_extra or {}))
+    record = RunRecord(
+        command="sort",
+        image_dir=str(image_dir),
+        feature_settings={},
+        clustering={**model.get_params(), "pca_components": None},
+        embedder={"weights": "imagenet", "pooling": "max", "layer": "block4"},
+        counts={"images": n, "bad_files": 0},
+        **(record_extra or {}),
+    )
     out.claim([LABELS_CSV, MODEL_NPZ, *copies], record)
     out.write_text(LABELS_CSV, labels_csv(paths, model.labels_, model.distances_, outliers))
     buf = io.BytesIO()
@@ -103,14 +108,25 @@ EVIL = '<b id="evil">x</b>'
 
 def test_every_value_from_featclust_json_is_escaped_and_odd_types_do_not_crash(tmp_path):
     out, X, model, _ = make_sorted(tmp_path)
-    tamper(out, scores={"silhouette": EVIL, "inertia": [EVIL], "stability": {"a": EVIL}},
-           truth={"ari": EVIL, "nmi": {"x": EVIL}}, counts={"bad_files": EVIL, "images": EVIL},
-           flags={"tiny": 5, "loose": EVIL}, kscan={"suggested_k": EVIL, "reason": EVIL},
-           clustering={"n_clusters": 3, "method": EVIL, "pca": EVIL, "normalize": EVIL,
-                       "random_state": EVIL,
-                       "pca_components": EVIL},
-           embedder={"weights": EVIL, "pooling": EVIL, "layer": EVIL},
-           created=EVIL, image_dir=str(tmp_path / "images") + EVIL)
+    tamper(
+        out,
+        scores={"silhouette": EVIL, "inertia": [EVIL], "stability": {"a": EVIL}},
+        truth={"ari": EVIL, "nmi": {"x": EVIL}},
+        counts={"bad_files": EVIL, "images": EVIL},
+        flags={"tiny": 5, "loose": EVIL},
+        kscan={"suggested_k": EVIL, "reason": EVIL},
+        clustering={
+            "n_clusters": 3,
+            "method": EVIL,
+            "pca": EVIL,
+            "normalize": EVIL,
+            "random_state": EVIL,
+            "pca_components": EVIL,
+        },
+        embedder={"weights": EVIL, "pooling": EVIL, "layer": EVIL},
+        created=EVIL,
+        image_dir=str(tmp_path / "images") + EVIL,
+    )
     result = report.write_report(out, X, model)
     page = Page(result.index)
     assert not [a for _, a in page.tags if a.get("id") == "evil"]
@@ -123,9 +139,11 @@ def test_every_value_from_featclust_json_is_escaped_and_odd_types_do_not_crash(t
 
 def test_header_in_words_and_random_weights_flagged_on_every_page(tmp_path):
     out, X, model, _ = make_sorted(tmp_path)
-    tamper(out, embedder={"weights": "none", "pooling": "max", "layer": "block4"},
-           clustering={**model.get_params(), "pca": 8, "pca_components": 8,
-                       "normalize": True})
+    tamper(
+        out,
+        embedder={"weights": "none", "pooling": "max", "layer": "block4"},
+        clustering={**model.get_params(), "pca": 8, "pca_components": 8, "normalize": True},
+    )
     result = report.write_report(out, X, model)
     text = result.index.read_text()
     words = Page(result.index).words
@@ -142,8 +160,9 @@ def test_header_in_words_and_random_weights_flagged_on_every_page(tmp_path):
     tamper(out, embedder={"weights": "imagenet", "pooling": "avg", "layer": "block5"})
     result = report.write_report(out, X, model)
     assert 'class="random"' not in result.index.read_text()
-    assert "VGG16 with ImageNet weights, output of block5, average pooling" in \
-        Page(result.index).words
+    assert (
+        "VGG16 with ImageNet weights, output of block5, average pooling" in Page(result.index).words
+    )
 
 
 def test_each_cluster_has_a_gallery_in_distance_order_linking_to_the_copies(tmp_path):
@@ -161,12 +180,15 @@ def test_each_cluster_has_a_gallery_in_distance_order_linking_to_the_copies(tmp_
         assert rel in marker and rel in result.files
         assert any(index.target(r) == (out / rel).resolve() for r in galleries)
         page = Page(out / rel)
-        figures = re.findall(r"<figure( class=\"out\")?>.*?<figcaption>(.*?)<br>distance "
-                             r"([0-9.e+-]+)( <span class=\"flag\">outlier</span>)?",
-                             (out / rel).read_text())
+        figures = re.findall(
+            r"<figure( class=\"out\")?>.*?<figcaption>(.*?)<br>distance "
+            r"([0-9.e+-]+)( <span class=\"flag\">outlier</span>)?",
+            (out / rel).read_text(),
+        )
         members = np.flatnonzero(model.labels_ == c)
         members = members[np.argsort(model.distances_[members], kind="stable")]
         from html import unescape
+
         assert [unescape(f[1]) for f in figures] == [paths[i] for i in members]
         dists = [float(f[2]) for f in figures]
         assert dists == sorted(dists)
@@ -174,7 +196,8 @@ def test_each_cluster_has_a_gallery_in_distance_order_linking_to_the_copies(tmp_
         assert [bool(f[0]) for f in figures] == list(outliers[members])
         imgs = [a["src"] for t, a in page.tags if t == "img"]
         assert [page.target(s) for s in imgs] == [
-            (out / f"cluster_{c:02d}" / paths[i]).resolve() for i in members]
+            (out / f"cluster_{c:02d}" / paths[i]).resolve() for i in members
+        ]
         assert all(page.target(s).is_file() for s in imgs)
         back = [r for r in page.refs if "index.html" in r]
         assert back and page.target(back[0]) == result.index.resolve()
@@ -209,10 +232,13 @@ def test_duplicates_page_shows_each_group_side_by_side(tmp_path):
         Image.new("L", (8, 8), 128).save(image_dir / rel)
     out_dir = tmp_path / "dups"
     out_dir.mkdir()
-    groups = [[("a.png", 1.0), ("sub/a copy.png", 0.9876), ("b<i>.png", 0.95)],
-              [("c.png", 1.0), ("c2.png", 0.97)]]
-    html = report.duplicates_html(groups, out_dir, image_dir, exact_groups=[["c.png", "c2.png"]],
-                                  threshold=0.95)
+    groups = [
+        [("a.png", 1.0), ("sub/a copy.png", 0.9876), ("b<i>.png", 0.95)],
+        [("c.png", 1.0), ("c2.png", 0.97)],
+    ]
+    html = report.duplicates_html(
+        groups, out_dir, image_dir, exact_groups=[["c.png", "c2.png"]], threshold=0.95
+    )
     assert "<i>" not in html and "b&lt;i&gt;.png" in html
     (out_dir / "duplicates.html").write_text(html)
     page = Page(out_dir / "duplicates.html")
@@ -229,16 +255,25 @@ def test_kscan_plot_draws_the_stability_threshold_the_rule_uses():
     from featclust.kscan import MIN_STABILITY
 
     ks = np.arange(2, 7)
-    scores = {"k": ks, "inertia": 10.0 / ks, "silhouette": np.full(5, 0.3),
-              "davies_bouldin": np.ones(5), "calinski_harabasz": ks * 1.0,
-              "stability": np.linspace(0.5, 1, 5)}
+    scores = {
+        "k": ks,
+        "inertia": 10.0 / ks,
+        "silhouette": np.full(5, 0.3),
+        "davies_bouldin": np.ones(5),
+        "calinski_harabasz": ks * 1.0,
+        "stability": np.linspace(0.5, 1, 5),
+    }
     fig = report.render.kscan_figure(scores, 3)
     ax = next(a for a in fig.axes if a.get_title().startswith("stability"))
     flat = [ln for ln in ax.get_lines() if np.allclose(ln.get_ydata(), MIN_STABILITY)]
     assert flat, "no line at the stability threshold"
     others = [a for a in fig.axes if not a.get_title().startswith("stability")]
-    assert not any(np.allclose(ln.get_ydata(), MIN_STABILITY) for a in others
-                   for ln in a.get_lines() if len(ln.get_ydata()) == 2)
+    assert not any(
+        np.allclose(ln.get_ydata(), MIN_STABILITY)
+        for a in others
+        for ln in a.get_lines()
+        if len(ln.get_ydata()) == 2
+    )
     buf = io.BytesIO()
     report.plot_kscan(scores, 3, buf)
     assert buf.getvalue()[:4] == b"\x89PNG"
@@ -256,8 +291,14 @@ def test_thumbnail_map_has_a_title(tmp_path):
 
 def _run(code, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
 
 
 def test_identical_features_never_kill_the_process(tmp_path):

@@ -9,10 +9,10 @@ import os
 import shutil
 
 import pytest
+from conftest import make_two_families, read_csv
 
 import featclust.output.sorted
 import featclust.sort
-from conftest import make_two_families, read_csv
 from featclust import sort_folder
 
 
@@ -49,8 +49,7 @@ def no_copies(monkeypatch):
     return calls
 
 
-def test_resort_with_the_same_k_rewrites_no_image(images, store, embedder, tmp_path,
-                                                  monkeypatch):
+def test_resort_with_the_same_k_rewrites_no_image(images, store, embedder, tmp_path, monkeypatch):
     out = tmp_path / "out"
     first = sort(images, out, store, embedder)
     before = placed(out)
@@ -67,7 +66,8 @@ def test_resort_with_the_same_k_rewrites_no_image(images, store, embedder, tmp_p
 
 @pytest.mark.parametrize("ks", [(2, 3), (3, 2)])
 def test_resort_with_another_k_moves_the_images_it_holds_and_copies_none(
-        ks, images, store, embedder, tmp_path, monkeypatch):
+    ks, images, store, embedder, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     sort(images, out, store, embedder, k=ks[0])
     inode = {rel.split("/", 1)[1]: ino for rel, (ino, _, _) in placed(out).items()}
@@ -86,8 +86,9 @@ def test_resort_with_another_k_moves_the_images_it_holds_and_copies_none(
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert on_disk == set(record["files"]) | {"featclust.json"}
     assert set(record["sources"]) == set(after) and set(after) <= set(record["stamps"])
-    assert sorted(p.name for p in out.glob("cluster_*")) == sorted(set(
-        rel.split("/")[0] for rel in after))  # no folder left empty
+    assert sorted(p.name for p in out.glob("cluster_*")) == sorted(
+        {rel.split("/")[0] for rel in after}
+    )  # no folder left empty
 
     monkeypatch.undo()
     again = sort(images, out, store, embedder, k=ks[1])  # and the moved files are in place
@@ -110,8 +111,9 @@ def test_an_image_touched_since_is_copied_again(images, store, embedder, tmp_pat
     assert all(after[r] == before[r] for r in after if r != rel)
 
 
-def test_links_are_kept_on_a_resort_and_copies_replaced_by_links(images, store, embedder,
-                                                                tmp_path, monkeypatch):
+def test_links_are_kept_on_a_resort_and_copies_replaced_by_links(
+    images, store, embedder, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     sort(images, out, store, embedder)
     sort(images, out, store, embedder, mode="symlink")
@@ -124,8 +126,9 @@ def test_links_are_kept_on_a_resort_and_copies_replaced_by_links(images, store, 
     assert placed(out) == links and calls == []
 
 
-def test_an_interrupted_resort_is_finished_by_the_next_run(images, store, embedder, tmp_path,
-                                                          monkeypatch):
+def test_an_interrupted_resort_is_finished_by_the_next_run(
+    images, store, embedder, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     sort(images, out, store, embedder, k=2, mode="symlink")  # every file is made again
     real, done = shutil.copyfile, []
@@ -151,8 +154,9 @@ def test_an_interrupted_resort_is_finished_by_the_next_run(images, store, embedd
     assert json.loads((out / "featclust.json").read_text())["status"] == "complete"
 
 
-def test_the_report_of_a_sort_gets_its_result_in_memory(images, store, embedder, tmp_path,
-                                                        monkeypatch):
+def test_the_report_of_a_sort_gets_its_result_in_memory(
+    images, store, embedder, tmp_path, monkeypatch
+):
     def read_back(*args, **kwargs):
         raise AssertionError("the sort's report read labels.csv or model.npz back")
 

@@ -87,7 +87,7 @@ def test_mapping_matches_files_and_counts(tmp_path):
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert sorted(truth) == written  # nothing else is written
     assert len(truth) == 4 * len(DOT_FAMILIES)
-    assert Counter(truth.values()) == {fam: 4 for fam in DOT_FAMILIES}
+    assert Counter(truth.values()) == dict.fromkeys(DOT_FAMILIES, 4)
     assert list(truth) == [f"img_{i:05d}.png" for i in range(len(truth))]
     # Family not visible in file names, and the order is shuffled.
     assert not any(fam in name for name in truth for fam in DOT_FAMILIES)
@@ -108,7 +108,7 @@ def test_subfolders_and_families_subset(tmp_path):
 
 def test_silhouettes_kind(tmp_path):
     truth = make_image_set(tmp_path, n_per_family=2, kind="silhouettes", seed=0)
-    assert Counter(truth.values()) == {fam: 2 for fam in SILHOUETTE_FAMILIES}
+    assert Counter(truth.values()) == dict.fromkeys(SILHOUETTE_FAMILIES, 2)
     for rel in truth:
         with Image.open(tmp_path / rel) as im:
             assert im.mode == "L" and im.size == (200, 200)
@@ -244,8 +244,9 @@ def _foreign_family(kind: str) -> str:
     str
         The first family name of the other kinds missing from ``kind``'s.
     """
-    return next(f for k in ALL_KINDS for f in samples.FAMILIES[k]
-                if f not in samples.FAMILIES[kind])
+    return next(
+        f for k in ALL_KINDS for f in samples.FAMILIES[k] if f not in samples.FAMILIES[kind]
+    )
 
 
 def test_every_kind_is_listed_and_importable():
@@ -354,8 +355,9 @@ def test_ink_does_not_depend_on_the_size(kind):
         ink = {}
         for size in (200, 400):
             rng = np.random.default_rng(21)
-            ink[size] = np.median([(_pixels(samples.draw(kind, fam, rng, size)) == 0).mean()
-                                   for _ in range(8)])
+            ink[size] = np.median(
+                [(_pixels(samples.draw(kind, fam, rng, size)) == 0).mean() for _ in range(8)]
+            )
         assert 2 / 3 < ink[400] / ink[200] < 3 / 2, f"{kind}/{fam}: {ink}"
 
 
@@ -366,8 +368,10 @@ def test_stipple_on_a_small_canvas_is_never_blank():
         a = _pixels(samples.draw("textures", "stipple", np.random.default_rng(seed), 32))
         assert (a == 0).sum() >= 4, seed
     rng = np.random.default_rng(0)
-    assert min((_pixels(samples.draw("textures", "stipple", rng, 32)) == 0).sum()
-               for _ in range(300)) >= 4
+    assert (
+        min((_pixels(samples.draw("textures", "stipple", rng, 32)) == 0).sum() for _ in range(300))
+        >= 4
+    )
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
@@ -390,11 +394,14 @@ def test_unknown_family_raises_usage_error(tmp_path, kind):
 def test_image_set_of_a_new_kind(tmp_path, kind):
     fams = samples.FAMILIES[kind]
     truth = make_image_set(tmp_path / "flat", n_per_family=3, kind=kind, seed=5)
-    written = sorted(p.relative_to(tmp_path / "flat").as_posix()
-                     for p in (tmp_path / "flat").rglob("*") if p.is_file())
+    written = sorted(
+        p.relative_to(tmp_path / "flat").as_posix()
+        for p in (tmp_path / "flat").rglob("*")
+        if p.is_file()
+    )
     assert sorted(truth) == written
     assert len(truth) == 3 * len(fams)
-    assert Counter(truth.values()) == {fam: 3 for fam in fams}
+    assert Counter(truth.values()) == dict.fromkeys(fams, 3)
     assert list(truth) == [f"img_{i:05d}.png" for i in range(len(truth))]
     labels = list(truth.values())
     assert labels != sorted(labels, key=fams.index)  # shuffled
@@ -440,7 +447,7 @@ def _ink_box_8x8(img: Image.Image) -> np.ndarray:
     """
     ink = _pixels(img) < 128
     ys, xs = np.nonzero(ink)
-    box = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    box = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     crop = Image.fromarray(np.where(box, 255, 0).astype(np.uint8))
     return np.asarray(crop.resize((8, 8), Image.Resampling.BOX), float).ravel() / 255.0
 
@@ -468,7 +475,7 @@ def _orientation_stats(img: Image.Image) -> np.ndarray:
     z = (gx + 1j * gy) ** 2  # doubled angle: opposite gradients agree
     m = np.abs(z)
     two_fold = abs(z.sum()) / m.sum()
-    four_fold = abs((z ** 2 / np.maximum(m, 1e-12)).sum()) / m.sum()
+    four_fold = abs((z**2 / np.maximum(m, 1e-12)).sum()) / m.sum()
     tiles_z = z.reshape(10, 20, 10, 20).sum(axis=(1, 3))
     tiles_m = m.reshape(10, 20, 10, 20).sum(axis=(1, 3))
     local = (np.abs(tiles_z) / np.maximum(tiles_m, 1e-12)).mean()

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from featclust import UsageError
-from featclust.search import (NEAR_DUPLICATE, exact_duplicate_groups, near_duplicate_groups,
-                              top_similar)
+from featclust.search import (
+    NEAR_DUPLICATE,
+    exact_duplicate_groups,
+    near_duplicate_groups,
+    top_similar,
+)
 
 
 def features(n=1000, d=32, seed=0):
@@ -63,16 +67,19 @@ def test_zero_vectors_are_similar_to_nothing():
     assert sims[0, -1] >= -1
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda F: top_similar(F, F[0], top=0), "top=0"),
-    (lambda F: top_similar(F, F[0, :3], top=1), "3 columns"),
-    (lambda F: top_similar(F[:0], F[0], top=1), "no rows"),
-    (lambda F: top_similar(np.where(F > 2, np.nan, F), F[0], top=1), "NaN"),
-    (lambda F: near_duplicate_groups(F, threshold=1.5), "threshold=1.5"),
-    (lambda F: near_duplicate_groups(F, threshold=0), "threshold=0"),
-    (lambda F: near_duplicate_groups(F[0]), "2-D"),
-    (lambda F: exact_duplicate_groups("abc"), "one string"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda F: top_similar(F, F[0], top=0), "top=0"),
+        (lambda F: top_similar(F, F[0, :3], top=1), "3 columns"),
+        (lambda F: top_similar(F[:0], F[0], top=1), "no rows"),
+        (lambda F: top_similar(np.where(F > 2, np.nan, F), F[0], top=1), "NaN"),
+        (lambda F: near_duplicate_groups(F, threshold=1.5), "threshold=1.5"),
+        (lambda F: near_duplicate_groups(F, threshold=0), "threshold=0"),
+        (lambda F: near_duplicate_groups(F[0]), "2-D"),
+        (lambda F: exact_duplicate_groups("abc"), "one string"),
+    ],
+)
 def test_bad_arguments_are_usage_errors_naming_them(call, match):
     with pytest.raises(UsageError, match=match):
         call(features(50, 8))

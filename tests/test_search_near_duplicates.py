@@ -19,8 +19,14 @@ from featclust import samples
 from featclust.images import decode
 from featclust.search import NEAR_DUPLICATE, near_duplicate_groups, top_similar
 
-FAMILIES = [("dots", "ring"), ("dots", "grid"), ("dots", "clusters"), ("dots", "scatter"),
-            ("silhouettes", "disk"), ("silhouettes", "square")]
+FAMILIES = [
+    ("dots", "ring"),
+    ("dots", "grid"),
+    ("dots", "clusters"),
+    ("dots", "scatter"),
+    ("silhouettes", "disk"),
+    ("silhouettes", "square"),
+]
 
 
 def _bytes(im, fmt, **kw):
@@ -44,8 +50,11 @@ def planted_set(embedder):
         files.append(_bytes(im, "PNG"))
         base.append(b)
         if b < len(FAMILIES):  # the first image of each family gets copies
-            for data in (_bytes(im, "JPEG", quality=75), _bytes(im, "JPEG", quality=50),
-                         _bytes(_noisy(im, 8, rng), "PNG")):
+            for data in (
+                _bytes(im, "JPEG", quality=75),
+                _bytes(im, "JPEG", quality=50),
+                _bytes(_noisy(im, 8, rng), "PNG"),
+            ):
                 files.append(data)
                 base.append(b)
     gray = np.stack([decode(data) for data in files])

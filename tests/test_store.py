@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import featclust
-from featclust.cluster import FeatureKMeans
 from featclust import images
+from featclust.cluster import FeatureKMeans
 from featclust.decoding import iter_features
 from featclust.errors import FeaturesUnavailableError, StoreError, StoreLockedError, UsageError
 from featclust.store import FeatureStore
@@ -58,8 +58,9 @@ def test_reuse_and_chunks(tmp_path, monkeypatch):
     assert fake.seen == 10 and first.n_embedded == 10
     assert len(list((tmp_path / "store").glob("features-*/rows/chunk-*.npy"))) == 3
     np.testing.assert_allclose(first.features[:, 0], np.arange(0, 250, 25) / 255, atol=1e-6)
-    again = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
-                                   store=tmp_path / "store")
+    again = featclust.embed_folder(
+        tmp_path / "img", embedder=FakeEmbedder(), store=tmp_path / "store"
+    )
     assert again.n_reused == 10 and again.n_embedded == 0
     np.testing.assert_array_equal(again.features, first.features)
 
@@ -68,8 +69,9 @@ def test_interrupted_run_keeps_whole_chunks_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(FeatureStore.__init__, "__defaults__", (None, 2))
     write_images(tmp_path / "img", range(0, 250, 25))
     with pytest.raises(KeyboardInterrupt):
-        featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(fail_after=6),
-                               store=tmp_path / "store")
+        featclust.embed_folder(
+            tmp_path / "img", embedder=FakeEmbedder(fail_after=6), store=tmp_path / "store"
+        )
     resumed = FakeEmbedder()
     result = featclust.embed_folder(tmp_path / "img", embedder=resumed, store=tmp_path / "store")
     assert result.n_reused == 6 and resumed.seen == 4
@@ -79,8 +81,9 @@ def test_interrupted_run_keeps_whole_chunks_and_resumes(tmp_path, monkeypatch):
 
 def test_same_size_and_mtime_but_new_content_is_detected(tmp_path):
     write_images(tmp_path / "img", [0, 255], "bmp")  # uncompressed: same size for any pixels
-    first = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
-                                   store=tmp_path / "store")
+    first = featclust.embed_folder(
+        tmp_path / "img", embedder=FakeEmbedder(), store=tmp_path / "store"
+    )
     target = tmp_path / "img" / "im00.bmp"
     st = os.stat(target)
     data = target.read_bytes()
@@ -89,8 +92,9 @@ def test_same_size_and_mtime_but_new_content_is_detected(tmp_path):
     assert len(new) == len(data)
     target.write_bytes(new)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # a racy, same-stat change
-    second = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
-                                    store=tmp_path / "store")
+    second = featclust.embed_folder(
+        tmp_path / "img", embedder=FakeEmbedder(), store=tmp_path / "store"
+    )
     assert second.n_embedded == 1
     assert second.features[0, 0] == pytest.approx(7 / 255, abs=1e-6)
     assert first.features[0, 0] == 0
@@ -98,29 +102,34 @@ def test_same_size_and_mtime_but_new_content_is_detected(tmp_path):
 
 def test_other_settings_other_entry_and_foreign_settings_rebuilt(tmp_path):
     write_images(tmp_path / "img", [0, 100, 200])
-    a = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder("a"),
-                               store=tmp_path / "store")
-    b = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder("b"),
-                               store=tmp_path / "store")
+    a = featclust.embed_folder(
+        tmp_path / "img", embedder=FakeEmbedder("a"), store=tmp_path / "store"
+    )
+    b = featclust.embed_folder(
+        tmp_path / "img", embedder=FakeEmbedder("b"), store=tmp_path / "store"
+    )
     assert a.store_path != b.store_path and b.n_embedded == 3
     settings = a.store_path.parents[1] / "settings.json"
     data = json.loads(settings.read_text())
     data["settings"]["tag"] = "tampered"
     settings.write_text(json.dumps(data))
-    again = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder("a"),
-                                   store=tmp_path / "store")
+    again = featclust.embed_folder(
+        tmp_path / "img", embedder=FakeEmbedder("a"), store=tmp_path / "store"
+    )
     assert again.n_embedded == 3
     assert any("other settings" in p and "rebuilt" in p for p in again.problems)
 
 
 def test_truncated_chunk_is_reported_and_rebuilt(tmp_path):
     write_images(tmp_path / "img", [0, 100, 200])
-    first = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
-                                   store=tmp_path / "store")
+    first = featclust.embed_folder(
+        tmp_path / "img", embedder=FakeEmbedder(), store=tmp_path / "store"
+    )
     [chunk] = (tmp_path / "store").glob("features-*/rows/chunk-*.npy")
     chunk.write_bytes(chunk.read_bytes()[:100])
-    again = featclust.embed_folder(tmp_path / "img", embedder=FakeEmbedder(),
-                                   store=tmp_path / "store")
+    again = featclust.embed_folder(
+        tmp_path / "img", embedder=FakeEmbedder(), store=tmp_path / "store"
+    )
     assert again.n_embedded == 3
     assert any(f"chunk {chunk.stem[6:]} is damaged" in p for p in again.problems)
     np.testing.assert_array_equal(again.features, first.features)
@@ -146,8 +155,9 @@ def test_two_folders_with_the_same_file_names_never_share_rows(tmp_path):
 
 def test_kmeans_numbers_clusters_by_size_and_round_trips(tmp_path):
     rng = np.random.default_rng(0)
-    X = np.concatenate([rng.normal(0, 0.1, (5, 4)), rng.normal(5, 0.1, (12, 4)),
-                        rng.normal(-5, 0.1, (8, 4))]).astype(np.float32)
+    X = np.concatenate(
+        [rng.normal(0, 0.1, (5, 4)), rng.normal(5, 0.1, (12, 4)), rng.normal(-5, 0.1, (8, 4))]
+    ).astype(np.float32)
     model = FeatureKMeans(n_clusters=3, pca=2, normalize=False).fit(X)
     assert np.bincount(model.labels_).tolist() == [12, 8, 5]
     model.save(tmp_path / "m.npz", extra={"x": 1})
@@ -158,12 +168,15 @@ def test_kmeans_numbers_clusters_by_size_and_round_trips(tmp_path):
     np.testing.assert_allclose(dist, model.distances_, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"n_clusters": 0}, "n_clusters=0"),
-    ({"n_clusters": 30}, "n_clusters=30 is larger than the number of images (10)"),
-    ({"n_clusters": 2, "pca": 0}, "pca=0"),
-    ({"n_clusters": "3"}, "n_clusters='3'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"n_clusters": 0}, "n_clusters=0"),
+        ({"n_clusters": 30}, "n_clusters=30 is larger than the number of images (10)"),
+        ({"n_clusters": 2, "pca": 0}, "pca=0"),
+        ({"n_clusters": "3"}, "n_clusters='3'"),
+    ],
+)
 def test_kmeans_errors_name_parameter_and_value(params, message):
     with pytest.raises(UsageError) as err:
         FeatureKMeans(**params).fit(np.random.default_rng(0).normal(size=(10, 4)))
@@ -202,8 +215,11 @@ def fake_embed_files(calls, fail=()):
             if f.path in fail:
                 yield [], np.zeros((0, 3), np.float32), [images.BadFile(f.path, "broken")]
             else:
-                yield ([(f, images.read_bytes(f)[1])],
-                       np.array([[f.size, len(f.path), 1.0]], np.float32), [])
+                yield (
+                    [(f, images.read_bytes(f)[1])],
+                    np.array([[f.size, len(f.path), 1.0]], np.float32),
+                    [],
+                )
 
     return embed_files
 
@@ -253,8 +269,9 @@ def test_update_with_iter_features_and_a_fake_embedder(tmp_path):
     with FeatureStore(tmp_path / "img", fake.settings(), tmp_path / "store") as st:
         cached, bad, n = st.update(files, functools.partial(iter_features, embedder=fake))
         assert n == 3 and fake.seen == 3 and [b.path for b in bad] == ["broken.png"]
-        np.testing.assert_allclose(st.load([f"im0{i}.png" for i in range(3)])[:, 0],
-                                   [0, 100 / 255, 200 / 255], atol=1e-6)
+        np.testing.assert_allclose(
+            st.load([f"im0{i}.png" for i in range(3)])[:, 0], [0, 100 / 255, 200 / 255], atol=1e-6
+        )
 
 
 def test_update_needs_an_open_store(tmp_path):
@@ -298,8 +315,11 @@ def test_state_without_opening(tmp_path):
     for chunk in st.rows_dir.glob("chunk-*"):
         chunk.unlink()
     assert st.state() == "missing"
-    assert sorted(p.name for p in st.path.iterdir()) == ["bad_files.csv", "lock", "lock.pid"] \
-        or sorted(p.name for p in st.path.iterdir()) == ["lock", "lock.pid"]  # nothing changed
+    assert sorted(p.name for p in st.path.iterdir()) == [
+        "bad_files.csv",
+        "lock",
+        "lock.pid",
+    ] or sorted(p.name for p in st.path.iterdir()) == ["lock", "lock.pid"]  # nothing changed
 
 
 def test_read_features_reads_and_refuses_in_words(tmp_path):

@@ -20,11 +20,11 @@ from test_store import FakeEmbedder, write_images
 
 import featclust
 from featclust import images, store
-from featclust.store import reading as storeread
 from featclust.decoding import iter_features
 from featclust.errors import FeaturesUnavailableError, StoreLockedError, UsageError
 from featclust.fileio import content_hash
 from featclust.store import FeatureStore, check_root, default_root, gc
+from featclust.store import reading as storeread
 
 OLD_NS = 1_500_000_000 * 10**9  # 2017: far from "racy"
 
@@ -41,16 +41,22 @@ def _embed(folder, root, fake=None):
 
 
 def _tree(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file() and not p.name.startswith("lock")}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file() and not p.name.startswith("lock")
+    }
 
 
 def _n_rows(root):
-    return sum(len(json.loads(p.read_text())["hashes"])
-               for p in Path(root).glob("features-*/rows/chunk-*.json"))
+    return sum(
+        len(json.loads(p.read_text())["hashes"])
+        for p in Path(root).glob("features-*/rows/chunk-*.json")
+    )
 
 
 # -- 11.3: equal size and mtime, other content --------------------------------------------------
+
 
 def test_swapped_names_with_equal_size_and_mtime_get_their_own_features(tmp_path):
     img = tmp_path / "img"
@@ -99,8 +105,7 @@ def test_touched_file_is_hashed_again_but_not_embedded(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "read_bytes", lambda f: read.append(f.path) or real(f))
     files, _ = images.scan(img)
     with FeatureStore(img, FakeEmbedder().settings(), tmp_path / "store") as st:
-        cached, _, n = st.update(files, functools.partial(iter_features,
-                                                          embedder=FakeEmbedder()))
+        cached, _, n = st.update(files, functools.partial(iter_features, embedder=FakeEmbedder()))
         assert (len(cached), n, st.last_reused_by_hash) == (3, 0, 0)
     assert read == ["im01.png"]
 
@@ -122,8 +127,7 @@ def test_files_without_inode_and_ctime_are_always_hashed(tmp_path, monkeypatch):
     img = tmp_path / "img"
     write_images(img, [0, 80])
     _embed(img, tmp_path / "store")
-    files = [images.ImageFile(f.path, f.abspath, f.size, f.mtime_ns)
-             for f in images.scan(img)[0]]
+    files = [images.ImageFile(f.path, f.abspath, f.size, f.mtime_ns) for f in images.scan(img)[0]]
     read = []
     real = images.read_bytes
     monkeypatch.setattr(images, "read_bytes", lambda f: read.append(f.path) or real(f))
@@ -133,6 +137,7 @@ def test_files_without_inode_and_ctime_are_always_hashed(tmp_path, monkeypatch):
 
 
 # -- 13: found by content --------------------------------------------------------------------
+
 
 def test_copied_renamed_and_linked_folders_embed_nothing(tmp_path):
     img, root = tmp_path / "img", tmp_path / "store"
@@ -190,8 +195,10 @@ def test_two_folders_of_the_same_settings_are_used_at_once(tmp_path):
     write_images(tmp_path / "one", [0, 80])
     write_images(tmp_path / "two", [160, 240])
     settings, root = FakeEmbedder().settings(), tmp_path / "store"
-    with FeatureStore(tmp_path / "one", settings, root) as one, \
-            FeatureStore(tmp_path / "two", settings, root) as two:
+    with (
+        FeatureStore(tmp_path / "one", settings, root) as one,
+        FeatureStore(tmp_path / "two", settings, root) as two,
+    ):
         for st, folder in [(one, "one"), (two, "two")]:
             files, _ = images.scan(tmp_path / folder)
             st.update(files, functools.partial(iter_features, embedder=FakeEmbedder()))
@@ -224,6 +231,7 @@ def test_a_damaged_shared_chunk_is_embedded_again_once(tmp_path):
 
 
 # -- gc --------------------------------------------------------------------------------------
+
 
 def test_gc_drops_rows_of_gone_folders_and_images_with_a_dry_run(tmp_path):
     root = tmp_path / "store"
@@ -260,8 +268,9 @@ def test_gc_deletes_old_format_stores_and_nothing_else(tmp_path):
     root = tmp_path / "store"
     old = root / "img-0123456789ab" / "0123456789abcdef"
     old.mkdir(parents=True)
-    (old / "settings.json").write_text(json.dumps({"store_format": 2, "image_dir": "/x/img",
-                                                   "settings": {"dim": 3}}))
+    (old / "settings.json").write_text(
+        json.dumps({"store_format": 2, "image_dir": "/x/img", "settings": {"dim": 3}})
+    )
     (old / "chunk-000000.json").write_text(json.dumps({"rows": [{}, {}], "digest": "d"}))
     (old / "chunk-000000.npy").write_bytes(b"x" * 100)
     (old / "lock").write_text("")
@@ -277,6 +286,7 @@ def test_gc_deletes_old_format_stores_and_nothing_else(tmp_path):
 
 
 # -- the store root (11.4, 11.6, 12) -----------------------------------------------------------
+
 
 def test_check_root_refuses_unusable_roots_in_words(tmp_path):
     img = tmp_path / "img"
@@ -310,20 +320,27 @@ def test_default_root_follows_the_platform_and_xdg(tmp_path, monkeypatch):
 
 def test_store_works_without_fcntl(tmp_path):
     """As on Windows: no ``fcntl`` module; the lock comes from filelock."""
-    code = ("import sys, warnings; sys.modules['fcntl'] = None; warnings.simplefilter('ignore')\n"
-            "import featclust, featclust.store as s\n"
-            "st = s.FeatureStore(sys.argv[1], {'dim': 3}, sys.argv[2]).open(); st.close()\n")
+    code = (
+        "import sys, warnings; sys.modules['fcntl'] = None; warnings.simplefilter('ignore')\n"
+        "import featclust, featclust.store as s\n"
+        "st = s.FeatureStore(sys.argv[1], {'dim': 3}, sys.argv[2]).open(); st.close()\n"
+    )
     (tmp_path / "img").mkdir()
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "img"),
-                           str(tmp_path / "store")], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "img"), str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 # -- end to end, with the real model ---------------------------------------------------------
 
+
 def test_sorted_copies_and_a_renamed_folder_embed_nothing_with_the_real_model(
-        two_families, tmp_path, embedder):
+    two_families, tmp_path, embedder
+):
     folder, _ = two_families
     root = tmp_path / "store"
     first = featclust.embed_folder(folder, embedder=embedder, store=root)
@@ -334,7 +351,8 @@ def test_sorted_copies_and_a_renamed_folder_embed_nothing_with_the_real_model(
         sub.mkdir(parents=True)
         for p in first.paths[:5]:
             {"copy": shutil.copy2, "symlink": os.symlink, "hardlink": os.link}[mode](
-                folder / p, sub / p)
+                folder / p, sub / p
+            )
         again = featclust.embed_folder(sub, embedder=embedder, store=root)
         assert (again.n_embedded, again.n_reused) == (0, 5), mode
         np.testing.assert_array_equal(again.features, first.features[:5])

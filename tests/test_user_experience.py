@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_two_families
 from PIL import Image, ImageDraw
 
-from conftest import make_two_families
 from featclust.cli import build_parser, main
 
 FEATURES = ["--weights", "none", "--batch-size", "4", "-q"]
@@ -39,8 +39,7 @@ def test_written_files_get_the_umask_mode(images, tmp_path, capsys):
     old = os.umask(0o022)
     try:
         out, store = tmp_path / "out", tmp_path / "store"
-        code, _, err = run(["sort", images[0], out, "-k", "2", "--store", store, *FEATURES],
-                           capsys)
+        code, _, err = run(["sort", images[0], out, "-k", "2", "--store", store, *FEATURES], capsys)
         assert code == 0, err
     finally:
         os.umask(old)
@@ -74,21 +73,33 @@ def test_every_command_explains_its_arguments_and_ends_with_examples():
 def test_assign_help_does_not_claim_defaults_it_does_not_use():
     text = " ".join(_subparsers()["assign"].format_help().split())
     assert "95% of the cluster's own members" in text
-    features = text[text.index("features (default: as the model"):]
+    features = text[text.index("features (default: as the model") :]
     assert "(default: imagenet)" not in features and "(default: max)" not in features
 
 
 def test_scan_k_takes_k_like_sort(images, tmp_path, capsys):
     for flag in ("-k", "--clusters"):
-        code, out, err = run(["scan-k", images[0], flag, "2:3", "--store", tmp_path / "s",
-                              *FEATURES], capsys)
+        code, out, err = run(
+            ["scan-k", images[0], flag, "2:3", "--store", tmp_path / "s", *FEATURES], capsys
+        )
         assert code == 0, err
         assert "suggested k:" in out
 
 
 def test_demo_says_where_the_sample_images_are(tmp_path, capsys):
-    code, out, err = run(["demo", tmp_path / "out", "--images", tmp_path / "samples",
-                          "--store", tmp_path / "store", "--no-report", *FEATURES], capsys)
+    code, out, err = run(
+        [
+            "demo",
+            tmp_path / "out",
+            "--images",
+            tmp_path / "samples",
+            "--store",
+            tmp_path / "store",
+            "--no-report",
+            *FEATURES,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert f"sample images: {tmp_path / 'samples'}" in out
 
@@ -113,21 +124,36 @@ def test_python_api_takes_a_progress_class_or_false(images, tmp_path, capsys):
     import featclust
 
     Recording.made = []
-    emb = featclust.embed_folder(images[0], store=tmp_path / "s", weights="none",
-                                 batch_size=4, progress=Recording)
+    emb = featclust.embed_folder(
+        images[0], store=tmp_path / "s", weights="none", batch_size=4, progress=Recording
+    )
     bar = next(b for b in Recording.made if b.desc == "embedding")
     assert bar.total == len(emb.paths) == bar.n and bar.kwargs["leave"] is True
     capsys.readouterr()
-    featclust.embed_folder(images[0], store=tmp_path / "s2", weights="none", batch_size=4,
-                           progress=False)
+    featclust.embed_folder(
+        images[0], store=tmp_path / "s2", weights="none", batch_size=4, progress=False
+    )
     assert capsys.readouterr().err == ""
 
 
 def test_cli_writes_no_bar_frames_into_a_redirected_stderr(images, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "featclust", "embed", str(images[0]),
-                           "--weights", "none", "--store", str(tmp_path / "s")],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "featclust",
+            "embed",
+            str(images[0]),
+            "--weights",
+            "none",
+            "--store",
+            str(tmp_path / "s"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr and "img/s" not in proc.stderr
 
@@ -145,8 +171,12 @@ def _dots(path, n, r, seed):
 
 def test_assign_place_puts_new_images_into_the_sorted_folder(images, tmp_path, capsys):
     out, store = tmp_path / "out", tmp_path / "store"
-    assert run(["sort", images[0], out, "-k", "2", "--store", store, "--no-report", *FEATURES],
-               capsys)[0] == 0
+    assert (
+        run(
+            ["sort", images[0], out, "-k", "2", "--store", store, "--no-report", *FEATURES], capsys
+        )[0]
+        == 0
+    )
     new = tmp_path / "new"
     new.mkdir()
     _dots(new / "heavy_new.png", 60, 7, 1)
@@ -169,8 +199,12 @@ def test_assign_place_puts_new_images_into_the_sorted_folder(images, tmp_path, c
     assert code == 0 and "placed 0 images" in err
     assert len(list(out.glob("cluster_*/*_new*.png"))) == 2
     # a later sort into the folder replaces them as featclust's own files
-    assert run(["sort", images[0], out, "-k", "2", "--store", store, "--no-report",
-                *FEATURES], capsys)[0] == 0
+    assert (
+        run(
+            ["sort", images[0], out, "-k", "2", "--store", store, "--no-report", *FEATURES], capsys
+        )[0]
+        == 0
+    )
     assert not list(out.glob("cluster_*/*_new*.png"))
 
 
@@ -191,24 +225,29 @@ def test_package_metadata_builds_with_the_declared_setuptools():
 
 
 def test_import_needs_no_fcntl():
-    code = ("import sys, builtins\nreal = builtins.__import__\n"
-            "def guard(name, *a, **k):\n"
-            "    if name == 'fcntl':\n        raise ImportError('no fcntl on Windows')\n"
-            "    return real(name, *a, **k)\n"
-            "builtins.__import__ = guard\nimport featclust\nprint('ok')\n")
+    code = (
+        "import sys, builtins\nreal = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name == 'fcntl':\n        raise ImportError('no fcntl on Windows')\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\nimport featclust\nprint('ok')\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
 
 
 def test_assign_place_can_link_instead_of_copy(images, tmp_path, capsys):
     out, store = tmp_path / "out", tmp_path / "store"
-    assert run(["sort", images[0], out, "-k", "2", "--store", store, "--no-report", *FEATURES],
-               capsys)[0] == 0
+    assert (
+        run(
+            ["sort", images[0], out, "-k", "2", "--store", store, "--no-report", *FEATURES], capsys
+        )[0]
+        == 0
+    )
     new = tmp_path / "new"
     new.mkdir()
     _dots(new / "heavy_new.png", 60, 7, 3)
-    code, _, err = run(["assign", out, new, "--place", "symlink", "--store", store, "-q"],
-                       capsys)
+    code, _, err = run(["assign", out, new, "--place", "symlink", "--store", store, "-q"], capsys)
     assert code == 0, err
     (placed,) = out.glob("cluster_*/heavy_new.png")
     assert placed.is_symlink() and placed.resolve() == (new / "heavy_new.png").resolve()

@@ -30,7 +30,23 @@ from .record import (
 )
 from .sorted import SortedFolder, kscan_info, open_sorted, save_kscan, write_kscan
 
-__all__ = ["BAD_FILES_CSV", "CLUSTERS_CSV", "KSCAN_CSV", "KSCAN_PNG", "LABELS_CSV",
-           "MARKER_FORMAT", "MODEL_NPZ", "TRUTH_CSV", "OutputFolder", "RunRecord",
-           "SortedFolder", "kscan_info", "open_sorted", "output_error", "read_record",
-           "save_kscan", "write_kscan", "write_record"]
+__all__ = [
+    "BAD_FILES_CSV",
+    "CLUSTERS_CSV",
+    "KSCAN_CSV",
+    "KSCAN_PNG",
+    "LABELS_CSV",
+    "MARKER_FORMAT",
+    "MODEL_NPZ",
+    "TRUTH_CSV",
+    "OutputFolder",
+    "RunRecord",
+    "SortedFolder",
+    "kscan_info",
+    "open_sorted",
+    "output_error",
+    "read_record",
+    "save_kscan",
+    "write_kscan",
+    "write_record",
+]

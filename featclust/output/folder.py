@@ -66,11 +66,15 @@ class OutputFolder:
         if image_dir is not None:
             img = Path(os.path.realpath(image_dir))
             if inside(real, img):
-                raise UnsafeOutputError(f"output folder {str(out_dir)!r} is inside the image "
-                                        f"folder {str(image_dir)!r}; choose a folder outside it")
+                raise UnsafeOutputError(
+                    f"output folder {str(out_dir)!r} is inside the image "
+                    f"folder {str(image_dir)!r}; choose a folder outside it"
+                )
             if inside(img, real):
-                raise UnsafeOutputError(f"image folder {str(image_dir)!r} is inside the output "
-                                        f"folder {str(out_dir)!r}; choose another output folder")
+                raise UnsafeOutputError(
+                    f"image folder {str(image_dir)!r} is inside the output "
+                    f"folder {str(out_dir)!r}; choose another output folder"
+                )
         self.marker = self.path / OUTPUT_MARKER
         self.record: RunRecord | None = None
         if self.path.exists() and not self.path.is_dir():
@@ -78,8 +82,7 @@ class OutputFolder:
         try:
             non_empty = self.path.is_dir() and any(self.path.iterdir())
         except OSError as e:
-            raise OutputError(f"cannot read output folder {str(out_dir)!r}: {e.strerror}") \
-                from None
+            raise OutputError(f"cannot read output folder {str(out_dir)!r}: {e.strerror}") from None
         if non_empty:
             try:
                 self.record = read_record(self.path)
@@ -88,7 +91,8 @@ class OutputFolder:
             if self.record is None:
                 raise UnsafeOutputError(
                     f"output folder {str(out_dir)!r} is not empty and is not a featclust output; "
-                    "choose an empty or new folder")
+                    "choose an empty or new folder"
+                )
         self.files: list[str] = list(self.record.files) if self.record else []
         self.stamps: dict = dict(self.record.stamps or {}) if self.record else {}
         self.sources: dict = dict(self.record.sources or {}) if self.record else {}
@@ -132,9 +136,9 @@ class OutputFolder:
         parent, _, name = rel.rpartition("/")
         known = self._dirs.get(parent)
         if known is None:
-            known = self._dirs[parent] = (
-                ".." not in parent.replace("\\", "/").split("/")
-                and inside(Path(os.path.realpath(self.path / parent)), self._real))
+            known = self._dirs[parent] = ".." not in parent.replace("\\", "/").split(
+                "/"
+            ) and inside(Path(os.path.realpath(self.path / parent)), self._real)
         return known and name not in ("", ".", "..") and not os.path.isabs(rel)
 
     def check_free(self, rels: Iterable[str]) -> None:
@@ -148,8 +152,10 @@ class OutputFolder:
         listings: dict[str, set] = {}
         for rel in rels:
             if not self._contained(rel):
-                raise UnsafeOutputError(f"{str(self.path / rel)!r} leads outside the output "
-                                        "folder (through a link?); refusing to write there")
+                raise UnsafeOutputError(
+                    f"{str(self.path / rel)!r} leads outside the output "
+                    "folder (through a link?); refusing to write there"
+                )
             if rel in self._owned:
                 continue
             parent, _, name = rel.rpartition("/")
@@ -157,10 +163,15 @@ class OutputFolder:
             if names is None:
                 names = listings[parent] = _listing(self.path / parent)
             if name in names:
-                why = ("was changed since featclust wrote it" if rel in changed
-                       else "was not written by featclust")
-                raise UnsafeOutputError(f"{str(self.path / rel)!r} exists and {why}; refusing "
-                                        "to overwrite it (move it away and run again)")
+                why = (
+                    "was changed since featclust wrote it"
+                    if rel in changed
+                    else "was not written by featclust"
+                )
+                raise UnsafeOutputError(
+                    f"{str(self.path / rel)!r} exists and {why}; refusing "
+                    "to overwrite it (move it away and run again)"
+                )
 
     def clear(self, keep: Iterable[str] = ()) -> None:
         """Remove every file featclust wrote here before but those of ``keep`` (and
@@ -199,8 +210,7 @@ class OutputFolder:
                 pass
             except OSError as e:
                 if not os.path.isdir(p):  # a folder where featclust wrote a file: leave it
-                    raise OutputError(f"cannot remove old output {p!r}: {e.strerror}") \
-                        from None
+                    raise OutputError(f"cannot remove old output {p!r}: {e.strerror}") from None
             emptied.add(rel.rpartition("/")[0])
         dirs = set()
         for d in set(names) | emptied:
@@ -252,8 +262,9 @@ class OutputFolder:
             except OSError:
                 pass  # not empty
 
-    def claim(self, rels: Iterable[str], record: RunRecord | None = None,
-              status: str = "writing") -> None:
+    def claim(
+        self, rels: Iterable[str], record: RunRecord | None = None, status: str = "writing"
+    ) -> None:
         """Record ``rels`` as featclust's files, before writing them (one write of
         the record for all of them).
 
@@ -280,8 +291,9 @@ class OutputFolder:
         files = self.files + [rel for rel in self.changed if rel not in listed]
         stamps = {rel: self.stamps[rel] for rel in files if rel in self.stamps}
         sources = {rel: self.sources[rel] for rel in files if rel in self.sources}
-        record = dataclasses.replace(record, status=status, files=files, stamps=stamps,
-                                     sources=sources or None)
+        record = dataclasses.replace(
+            record, status=status, files=files, stamps=stamps, sources=sources or None
+        )
         self.record = record
         try:
             write_record(self.path, record)
@@ -308,8 +320,7 @@ class OutputFolder:
         self.stamp(rel)
         return path
 
-    def stamp(self, rel: str, st: os.stat_result | None = None,
-              source: list | None = None) -> None:
+    def stamp(self, rel: str, st: os.stat_result | None = None, source: list | None = None) -> None:
         """Remember the size and modification time of ``rel`` as featclust wrote it.
 
         Parameters

@@ -29,10 +29,29 @@ TRUTH_CSV = "truth.csv"
 KSCAN_CSV = "kscan.csv"
 KSCAN_PNG = "kscan.png"
 
-_DICT_FIELDS = ("embedder", "feature_settings", "clustering", "counts", "scores", "flags",
-                "truth", "kscan", "parent", "stamps", "sources")
-_STR_FIELDS = ("status", "command", "featclust_version", "created", "image_dir", "store",
-               "store_root", "mode")
+_DICT_FIELDS = (
+    "embedder",
+    "feature_settings",
+    "clustering",
+    "counts",
+    "scores",
+    "flags",
+    "truth",
+    "kscan",
+    "parent",
+    "stamps",
+    "sources",
+)
+_STR_FIELDS = (
+    "status",
+    "command",
+    "featclust_version",
+    "created",
+    "image_dir",
+    "store",
+    "store_root",
+    "mode",
+)
 
 
 @dataclass
@@ -107,7 +126,8 @@ class RunRecord:
     def __post_init__(self) -> None:
         if not self.created:
             self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds")
+                timespec="seconds"
+            )
 
     def to_json(self) -> dict:
         """The record as the JSON object written to ``featclust.json`` (its values are
@@ -139,7 +159,8 @@ class RunRecord:
         if version != MARKER_FORMAT:
             raise OutputFormatError(
                 f"{where} has format version {version!r}; this featclust ({__version__}) "
-                f"reads version {MARKER_FORMAT}: sort again with this version")
+                f"reads version {MARKER_FORMAT}: sort again with this version"
+            )
         files = data.get("files", [])
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             raise OutputFormatError(f"{where}: 'files' must be a list of paths")
@@ -147,14 +168,16 @@ class RunRecord:
         for name in _STR_FIELDS:
             if name in data:
                 if not isinstance(data[name], str) and data[name] is not None:
-                    raise OutputFormatError(f"{where}: {name!r} must be text, "
-                                            f"got {type(data[name]).__name__}")
+                    raise OutputFormatError(
+                        f"{where}: {name!r} must be text, got {type(data[name]).__name__}"
+                    )
                 kwargs[name] = data[name]
         for name in _DICT_FIELDS:
             if name in data:
                 if not isinstance(data[name], dict) and data[name] is not None:
-                    raise OutputFormatError(f"{where}: {name!r} must be an object, "
-                                            f"got {type(data[name]).__name__}")
+                    raise OutputFormatError(
+                        f"{where}: {name!r} must be an object, got {type(data[name]).__name__}"
+                    )
                 kwargs[name] = data[name]
         return cls(**kwargs)
 

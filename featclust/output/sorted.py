@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import OutputFormatError, UsageError
 from ..images import OUTPUT_MARKER
-from ..modelfile import load_model
+from ..cluster import FeatureKMeans
 from ..tables import kscan_csv, read_kscan_csv, read_labels_csv
 from .folder import OutputFolder
 from .record import KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ, RunRecord, read_record
@@ -33,7 +33,7 @@ class SortedFolder:
     def __init__(self, path: str | os.PathLike, record: RunRecord):
         self.path = Path(path)
         self.record = record
-        self._model = None
+        self._model: FeatureKMeans | None = None
 
     @property
     def image_dir(self) -> str | None:
@@ -59,14 +59,16 @@ class SortedFolder:
             if not path.is_file():
                 raise OutputFormatError(f"{str(path)!r} is missing; run featclust sort again")
             try:
-                model, _ = load_model(path)
+                model, _ = FeatureKMeans.load(path)
             except OutputFormatError:
                 raise
             except Exception as e:  # FeatureKMeans.load names the file in its own errors
                 raise OutputFormatError(f"cannot read {str(path)!r}: {e}") from None
             if int(model.n_clusters) != self.n_clusters:
-                raise OutputFormatError(f"{str(path)!r} has {model.n_clusters} clusters but "
-                                        f"featclust.json says {self.n_clusters}")
+                raise OutputFormatError(
+                    f"{str(path)!r} has {model.n_clusters} clusters but "
+                    f"featclust.json says {self.n_clusters}"
+                )
             self._model = model
         return self._model
 
@@ -96,8 +98,10 @@ class SortedFolder:
         columns = read_labels_csv(path, outliers)
         labels = columns[1]
         if len(labels) and labels.max() >= self.n_clusters:
-            raise OutputFormatError(f"{str(path)!r} names cluster {int(labels.max())}, but the "
-                                    f"sort has {self.n_clusters} clusters")
+            raise OutputFormatError(
+                f"{str(path)!r} names cluster {int(labels.max())}, but the "
+                f"sort has {self.n_clusters} clusters"
+            )
         return columns
 
     def kscan_scores(self) -> dict | None:
@@ -127,19 +131,26 @@ def open_sorted(out_dir: str | os.PathLike) -> SortedFolder:
     out_dir = Path(out_dir)
     record = read_record(out_dir)
     if record is None:
-        raise UsageError(f"{str(out_dir)!r} is not a featclust output folder (no "
-                         f"{OUTPUT_MARKER}); run featclust sort first")
+        raise UsageError(
+            f"{str(out_dir)!r} is not a featclust output folder (no "
+            f"{OUTPUT_MARKER}); run featclust sort first"
+        )
     if record.command != "sort" or record.clustering is None:
-        raise UsageError(f"{str(out_dir)!r} holds no clustering (it was written by "
-                         f"featclust {record.command}); run featclust sort first")
+        raise UsageError(
+            f"{str(out_dir)!r} holds no clustering (it was written by "
+            f"featclust {record.command}); run featclust sort first"
+        )
     if record.status != "complete":
-        raise UsageError(f"{str(out_dir)!r} holds no complete sort (it was interrupted or "
-                         "failed); run featclust sort again")
+        raise UsageError(
+            f"{str(out_dir)!r} holds no complete sort (it was interrupted or "
+            "failed); run featclust sort again"
+        )
     where = repr(str(out_dir / OUTPUT_MARKER))
     n = record.clustering.get("n_clusters")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise OutputFormatError(f"{where}: clustering.n_clusters must be a positive integer, "
-                                f"got {n!r}")
+        raise OutputFormatError(
+            f"{where}: clustering.n_clusters must be a positive integer, got {n!r}"
+        )
     if not isinstance(record.feature_settings, dict) or not isinstance(record.embedder, dict):
         raise OutputFormatError(f"{where} does not record the feature settings")
     if not isinstance(record.image_dir, str):
@@ -149,8 +160,11 @@ def open_sorted(out_dir: str | os.PathLike) -> SortedFolder:
 
 def kscan_info(scan: Any) -> dict:
     """What a record keeps of a fitted :class:`featclust.KScan`."""
-    return {"ks": [int(k) for k in scan.ks_], "suggested_k": int(scan.suggested_k_),
-            "reason": scan.reason_}
+    return {
+        "ks": [int(k) for k in scan.ks_],
+        "suggested_k": int(scan.suggested_k_),
+        "reason": scan.reason_,
+    }
 
 
 def write_kscan(out: OutputFolder, scan: Any, png: bytes) -> None:
@@ -163,8 +177,14 @@ def write_kscan(out: OutputFolder, scan: Any, png: bytes) -> None:
     out.write_bytes(KSCAN_PNG, png)
 
 
-def save_kscan(out_dir: str | os.PathLike, scan: Any, record: RunRecord | None = None,
-               image_dir: str | os.PathLike | None = None, *, png: bytes) -> list[Path]:
+def save_kscan(
+    out_dir: str | os.PathLike,
+    scan: Any,
+    record: RunRecord | None = None,
+    image_dir: str | os.PathLike | None = None,
+    *,
+    png: bytes,
+) -> list[Path]:
     """Write ``kscan.csv`` and ``kscan.png`` into ``out_dir``, claimed in its record first.
 
     ``out_dir`` may be new, empty or any featclust output (a sorted folder,

@@ -129,9 +129,15 @@ def check_map_method(map_method: str) -> str:
     return check_choice("map_method", map_method, MAP_METHODS)
 
 
-def write_report(out_dir: str | os.PathLike, features: np.ndarray | None = None,
-                 model: Any = None, map_method: str = "auto", random_state: int = 0,
-                 progress: Any = None, clustering: Clustering | None = None) -> ReportResult:
+def write_report(
+    out_dir: str | os.PathLike,
+    features: np.ndarray | None = None,
+    model: Any = None,
+    map_method: str = "auto",
+    random_state: int = 0,
+    progress: Any = None,
+    clustering: Clustering | None = None,
+) -> ReportResult:
     """Write (or re-write) ``OUT_DIR/report/`` for a folder made by ``sort``.
 
     Files of an earlier report are removed first; every new file is recorded
@@ -191,10 +197,13 @@ def write_report(out_dir: str | os.PathLike, features: np.ndarray | None = None,
     n_clusters = sorted_folder.n_clusters
     if clustering is not None:
         if model is not None:
-            raise UsageError("give either model or clustering (which holds the model), "
-                             "not both")
-        paths, labels, dists, outliers = (clustering.paths, clustering.labels,
-                                          clustering.distances, clustering.outliers)
+            raise UsageError("give either model or clustering (which holds the model), not both")
+        paths, labels, dists, outliers = (
+            clustering.paths,
+            clustering.labels,
+            clustering.distances,
+            clustering.outliers,
+        )
         model = clustering.model
     else:
         paths, labels, dists, outliers = sorted_folder.labels(outliers=True)
@@ -205,8 +214,9 @@ def write_report(out_dir: str | os.PathLike, features: np.ndarray | None = None,
         except FeaturesUnavailableError as e:
             warnings.append(f"{e}; the report has no 2-D map and no silhouette scores")
     elif len(features) != len(paths):
-        raise UsageError(f"features has {len(features)} rows but labels.csv lists "
-                         f"{len(paths)} images")
+        raise UsageError(
+            f"features has {len(features)} rows but labels.csv lists {len(paths)} images"
+        )
     if model is None and (sorted_folder.path / MODEL_NPZ).is_file():
         try:
             model = sorted_folder.model
@@ -232,58 +242,90 @@ def write_report(out_dir: str | os.PathLike, features: np.ndarray | None = None,
 
     r = REPORT_DIR
     progress = bar_factory(progress)
-    bar = (progress("report", len(clusters) + 3 + 2 * has_map, unit="step") if progress
-           else None)
+    bar = progress("report", len(clusters) + 3 + 2 * has_map, unit="step") if progress else None
     tick = bar.update if bar else (lambda n: None)
     try:
-        thumbs = render.Thumbnails(sorted_folder.path, record.image_dir,
-                                   {p: c.folder for c in clusters for p in c.paths})
+        thumbs = render.Thumbnails(
+            sorted_folder.path, record.image_dir, {p: c.folder for c in clusters for p in c.paths}
+        )
         method = map_method_used
         if Z is not None:
             _add_silhouettes(clusters, Z, labels, n_clusters, random_state)
         if Z is not None and method is not None:  # a map
-            xy = cached_2d(Z, method, random_state,
-                           layout.map_cache_dir(record.store_root or default_root()))
+            xy = cached_2d(
+                Z, method, random_state, layout.map_cache_dir(record.store_root or default_root())
+            )
             tick(1)
             out.write_bytes(f"{r}/map.png", render.map_png(xy, labels, n_clusters, method))
             out.write_text(f"{r}/map.csv", page.map_csv(paths, labels, xy))
-            out.write_bytes(f"{r}/map_thumbnails.png", render.map_thumbnails_png(
-                xy, labels, paths, n_clusters, thumbs, random_state, method))
+            out.write_bytes(
+                f"{r}/map_thumbnails.png",
+                render.map_thumbnails_png(
+                    xy, labels, paths, n_clusters, thumbs, random_state, method
+                ),
+            )
             tick(1)
         for i, c in enumerate(clusters):
             png = render.montage_png(c.label, len(c.paths), c.shown, n_clusters, thumbs)
             out.write_bytes(f"{r}/montages/{c.folder}.png", png)
             out.write_text(f"{r}/montages/{c.folder}.csv", page.members_csv(c))
-            neighbours = (clusters[i - 1] if i > 0 else None,
-                          clusters[i + 1] if i + 1 < len(clusters) else None)
-            out.write_text(f"{r}/{GALLERY_DIR}/{c.folder}.html", gallery_html(
-                record, c, n_clusters, None if outliers is None else outliers[c.order],
-                neighbours))
+            neighbours = (
+                clusters[i - 1] if i > 0 else None,
+                clusters[i + 1] if i + 1 < len(clusters) else None,
+            )
+            out.write_text(
+                f"{r}/{GALLERY_DIR}/{c.folder}.html",
+                gallery_html(
+                    record,
+                    c,
+                    n_clusters,
+                    None if outliers is None else outliers[c.order],
+                    neighbours,
+                ),
+            )
             tick(1)
-        out.write_bytes(f"{r}/overview.png", render.overview_png(
-            [(c.label, len(c.paths), c.paths) for c in clusters], n_clusters, thumbs))
+        out.write_bytes(
+            f"{r}/overview.png",
+            render.overview_png(
+                [(c.label, len(c.paths), c.paths) for c in clusters], n_clusters, thumbs
+            ),
+        )
         tick(1)
         if kscan_scores is not None:
             kscan = record.kscan if isinstance(record.kscan, dict) else {}
-            out.write_bytes(f"{r}/kscan.png", kscan_png(
-                kscan_scores, _int_or_none(kscan.get("suggested_k"))))
+            out.write_bytes(
+                f"{r}/kscan.png", kscan_png(kscan_scores, _int_or_none(kscan.get("suggested_k")))
+            )
         out.write_text(f"{r}/summary.csv", page.summary_csv(clusters, len(paths)))
         tick(1)
-        index = out.write_text(f"{r}/index.html", page.index_html(
-            record, clusters, len(paths), method, kscan_scores is not None, warnings,
-            out_dir=sorted_folder.path, map_note=map_note, galleries=True))
+        index = out.write_text(
+            f"{r}/index.html",
+            page.index_html(
+                record,
+                clusters,
+                len(paths),
+                method,
+                kscan_scores is not None,
+                warnings,
+                out_dir=sorted_folder.path,
+                map_note=map_note,
+                galleries=True,
+            ),
+        )
         out.write_marker(None, out.status or "complete")  # with the size/time of each file
         tick(1)
     finally:
         if bar:
             bar.close()
-    return ReportResult(index, files, method, {c.label: c.shown for c in clusters}, warnings,
-                        map_note)
+    return ReportResult(
+        index, files, method, {c.label: c.shown for c in clusters}, warnings, map_note
+    )
 
 
 def _int_or_none(value):
-    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
-        else None
+    return (
+        int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None
+    )
 
 
 def _reduced(features, model, handed=False):
@@ -302,8 +344,7 @@ def _read_features(record: RunRecord, paths: list) -> np.ndarray:
     """The features of ``paths`` from the store the sort recorded; raises
     :class:`FeaturesUnavailableError` saying why they are not there."""
     if not (record.image_dir and record.feature_settings):
-        raise FeaturesUnavailableError("featclust.json does not say where the features are "
-                                       "stored")
+        raise FeaturesUnavailableError("featclust.json does not say where the features are stored")
     store = FeatureStore(record.image_dir, record.feature_settings, record.store_root)
     return store.read_features(paths)
 
@@ -321,15 +362,23 @@ def _clusters(paths, labels, dists, n_clusters, folder_name):
     for label in range(n_clusters):
         idx = np.flatnonzero(labels == label)
         idx = idx[np.argsort(dists[idx], kind="stable")]
-        clusters.append(page.Cluster(label, folder_name(label, n_clusters),
-                                     [paths[i] for i in idx], dists[idx],
-                                     montage_ranks(len(idx)), order=idx))
+        clusters.append(
+            page.Cluster(
+                label,
+                folder_name(label, n_clusters),
+                [paths[i] for i in idx],
+                dists[idx],
+                montage_ranks(len(idx)),
+                order=idx,
+            )
+        )
     return clusters
 
 
 def _add_silhouettes(clusters, Z, labels, n_clusters, random_state):
-    for c, s in zip(clusters, cluster_silhouettes(Z, labels, n_clusters,
-                                                  random_state=random_state)):
+    for c, s in zip(
+        clusters, cluster_silhouettes(Z, labels, n_clusters, random_state=random_state)
+    ):
         c.silhouette = s
 
 
@@ -341,13 +390,35 @@ def _planned_files(clusters, has_map, has_kscan):
     if has_kscan:
         files.append(f"{r}/kscan.png")
     for c in clusters:
-        files += [f"{r}/montages/{c.folder}.png", f"{r}/montages/{c.folder}.csv",
-                  f"{r}/{GALLERY_DIR}/{c.folder}.html"]
+        files += [
+            f"{r}/montages/{c.folder}.png",
+            f"{r}/montages/{c.folder}.csv",
+            f"{r}/{GALLERY_DIR}/{c.folder}.html",
+        ]
     return files
 
 
-__all__ = ["Clustering", "ReportResult", "write_report", "check_map_method", "embed_2d",
-           "cached_2d", "make_map", "map_plan", "gallery_html", "duplicates_html", "GALLERY_DIR",
-           "montage_ranks", "montage_tile_box", "map_thumbnail_picks", "cluster_colors",
-           "plot_kscan", "kscan_png", "MAP_METHODS", "REPORT_DIR", "TSNE_MAX_IMAGES", "MONTAGE_MAX",
-           "MONTAGE_TILE"]
+__all__ = [
+    "Clustering",
+    "ReportResult",
+    "write_report",
+    "check_map_method",
+    "embed_2d",
+    "cached_2d",
+    "make_map",
+    "map_plan",
+    "gallery_html",
+    "duplicates_html",
+    "GALLERY_DIR",
+    "montage_ranks",
+    "montage_tile_box",
+    "map_thumbnail_picks",
+    "cluster_colors",
+    "plot_kscan",
+    "kscan_png",
+    "MAP_METHODS",
+    "REPORT_DIR",
+    "TSNE_MAX_IMAGES",
+    "MONTAGE_MAX",
+    "MONTAGE_TILE",
+]

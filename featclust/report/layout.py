@@ -49,8 +49,10 @@ MAP_CACHE = "maps"
 #: The file that marks a cache folder featclust created; without it nothing
 #: in the folder is read, written or deleted.
 MAP_CACHE_MARKER = ".featclust-map-cache"
-_MARKER_TEXT = ("featclust map cache: files named tsne-<key>-<check>.npy here are featclust's "
-                "(the check is a hash of the key)\n")
+_MARKER_TEXT = (
+    "featclust map cache: files named tsne-<key>-<check>.npy here are featclust's "
+    "(the check is a hash of the key)\n"
+)
 _CACHE_NAME = re.compile(r"tsne-([0-9a-f]{32})-([0-9a-f]{8})\.npy")
 
 
@@ -63,6 +65,7 @@ def _cache_name(key):
 def _is_cache_name(name):
     m = _CACHE_NAME.fullmatch(name)
     return bool(m) and _cache_name(m.group(1)) == name
+
 
 _LAYOUTS = ("tsne", "pca")
 
@@ -108,17 +111,23 @@ def map_plan(Z: np.ndarray, map_method: str = "auto") -> tuple[str | None, str |
         return None, "some features are not finite numbers: no 2-D map"
     n_distinct = len(_distinct(Z)[0]) if n > 1 else 1
     if n_distinct < 2:
-        return None, (f"all {_plural(n, 'image')} have identical features: no 2-D map "
-                      "(it would be a single point)")
+        return None, (
+            f"all {_plural(n, 'image')} have identical features: no 2-D map "
+            "(it would be a single point)"
+        )
     method = resolve_map_method(map_method, n)
     if method == "tsne" and n_distinct < TSNE_MIN_DISTINCT:
-        return "pca", (f"only {_plural(n_distinct, 'distinct feature vector')} among "
-                       f"{_plural(n, 'image')}: the map is PCA, t-SNE needs at least "
-                       f"{TSNE_MIN_DISTINCT}")
+        return "pca", (
+            f"only {_plural(n_distinct, 'distinct feature vector')} among "
+            f"{_plural(n, 'image')}: the map is PCA, t-SNE needs at least "
+            f"{TSNE_MIN_DISTINCT}"
+        )
     if map_method == "auto" and method == "pca":
-        return "pca", (f"{n} images are more than the {TSNE_MAX_IMAGES} the t-SNE map is made "
-                       "for by default: the map is PCA (featclust report --map tsne makes "
-                       "the t-SNE map)")
+        return "pca", (
+            f"{n} images are more than the {TSNE_MAX_IMAGES} the t-SNE map is made "
+            "for by default: the map is PCA (featclust report --map tsne makes "
+            "the t-SNE map)"
+        )
     return method, None
 
 
@@ -137,9 +146,15 @@ def _tsne(Z50, random_state):
     # Small sets gain nothing from threads, and OpenMP's spinning threads cost
     # many times the work on a busy machine.
     threads = 1 if n < SMALL_MAP else _n_threads()
-    tsne = TSNE(2, perplexity=min(30.0, (n - 1) / 3), initialization="pca",
-                negative_gradient_method="bh" if n < FFT_MIN_IMAGES else "fft", n_jobs=threads,
-                random_state=random_state, verbose=False)
+    tsne = TSNE(
+        2,
+        perplexity=min(30.0, (n - 1) / 3),
+        initialization="pca",
+        negative_gradient_method="bh" if n < FFT_MIN_IMAGES else "fft",
+        n_jobs=threads,
+        random_state=random_state,
+        verbose=False,
+    )
     with threadpool_limits(threads):
         return np.asarray(tsne.fit(np.asarray(Z50, np.float64)), np.float32)
 
@@ -181,8 +196,11 @@ def embed_2d(Z: np.ndarray, method: str = "tsne", random_state: int = 0) -> np.n
         return xy
     if method == "tsne" and d >= TSNE_MIN_DISTINCT:
         dims = min(50, d, uniq.shape[1])
-        U50 = (PCA(dims, random_state=random_state).fit_transform(uniq)
-               if uniq.shape[1] > dims else uniq)
+        U50 = (
+            PCA(dims, random_state=random_state).fit_transform(uniq)
+            if uniq.shape[1] > dims
+            else uniq
+        )
         mapped = _tsne(U50, random_state)[inverse]
         if np.isfinite(mapped).all():
             return mapped
@@ -228,8 +246,12 @@ def _evict(cache_dir, keep):
             pass
 
 
-def cached_2d(Z: np.ndarray, method: str = "tsne", random_state: int = 0,
-              cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+def cached_2d(
+    Z: np.ndarray,
+    method: str = "tsne",
+    random_state: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> np.ndarray:
     """:func:`embed_2d`, with t-SNE results cached by the content of ``Z``.
 
     Sorting the same features again with another k gives the same ``Z``, so
@@ -259,8 +281,9 @@ def cached_2d(Z: np.ndarray, method: str = "tsne", random_state: int = 0,
         own = False
     if not own:
         return embed_2d(Z, method, random_state)
-    key = hashlib.blake2b(f"{MAP_VERSION}:{method}:{random_state}:{Z.shape}".encode(),
-                          digest_size=16)
+    key = hashlib.blake2b(
+        f"{MAP_VERSION}:{method}:{random_state}:{Z.shape}".encode(), digest_size=16
+    )
     key.update(Z.tobytes())
     path = Path(cache_dir) / _cache_name(key.hexdigest())
     try:
@@ -279,9 +302,12 @@ def cached_2d(Z: np.ndarray, method: str = "tsne", random_state: int = 0,
     return xy
 
 
-def make_map(Z: np.ndarray, map_method: str = "auto", random_state: int = 0,
-             cache_dir: str | os.PathLike | None = None
-             ) -> tuple[np.ndarray | None, str | None, str | None]:
+def make_map(
+    Z: np.ndarray,
+    map_method: str = "auto",
+    random_state: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[np.ndarray | None, str | None, str | None]:
     """The report's map of ``Z``: :func:`map_plan`, then :func:`cached_2d`.
 
     Returns
@@ -322,8 +348,9 @@ def to_canvas(xy: np.ndarray, size: int, margin: int) -> np.ndarray:
     return pos
 
 
-def map_thumbnail_picks(xy: np.ndarray, cell: int, canvas: int, max_images: int = MAP_THUMBS_MAX,
-                        random_state: int = 0) -> np.ndarray:
+def map_thumbnail_picks(
+    xy: np.ndarray, cell: int, canvas: int, max_images: int = MAP_THUMBS_MAX, random_state: int = 0
+) -> np.ndarray:
     """Which points get a thumbnail on the map: at most one per ``cell`` square.
 
     Parameters

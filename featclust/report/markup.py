@@ -59,12 +59,15 @@ STYLE = (
     "object-fit:contain;background:#fafafa}.grid figure.out{outline:2px solid #d9534f}"
     ".dup{display:flex;flex-wrap:wrap;gap:.6em;border-top:1px solid #ccc;padding:.5em 0}"
     ".dup figure{width:200px;margin:0;font-size:.8em;overflow-wrap:anywhere}"
-    ".dup img{width:200px;height:200px;object-fit:contain;background:#fafafa}")
+    ".dup img{width:200px;height:200px;object-fit:contain;background:#fafafa}"
+)
 
-RANDOM_WEIGHTS = ("These features come from VGG16 with random weights (weights \"none\"), not a "
-                   "pretrained network: the clusters show what random filters respond to and "
-                   "say little about what the images show. Use it to try featclust out, not "
-                   "to judge your images.")
+RANDOM_WEIGHTS = (
+    'These features come from VGG16 with random weights (weights "none"), not a '
+    "pretrained network: the clusters show what random filters respond to and "
+    "say little about what the images show. Use it to try featclust out, not "
+    "to judge your images."
+)
 
 
 def plural(n: int, word: str) -> str:

@@ -35,8 +35,15 @@ REPORT_DIR = "report"
 #: The cluster galleries, below the report folder.
 GALLERY_DIR = "clusters"
 
-SUMMARY_HEADER = ("cluster", "folder", "size", "share", "mean_distance", "max_distance",
-                  "silhouette")
+SUMMARY_HEADER = (
+    "cluster",
+    "folder",
+    "size",
+    "share",
+    "mean_distance",
+    "max_distance",
+    "silhouette",
+)
 MEMBERS_HEADER = ("position", "rank", "path", "distance")
 MAP_HEADER = ("path", "cluster", "x", "y")
 
@@ -78,10 +85,15 @@ class Cluster:
 
 def _summary_row(c, n_images):
     size = len(c.paths)
-    return [c.label, c.folder, size, f"{size / max(n_images, 1):.4f}",
-            fmt_num(float(c.distances.mean()), 4) if size else "",
-            fmt_num(float(c.distances.max()), 4) if size else "",
-            "" if c.silhouette is None else f"{c.silhouette:.3f}"]
+    return [
+        c.label,
+        c.folder,
+        size,
+        f"{size / max(n_images, 1):.4f}",
+        fmt_num(float(c.distances.mean()), 4) if size else "",
+        fmt_num(float(c.distances.max()), 4) if size else "",
+        "" if c.silhouette is None else f"{c.silhouette:.3f}",
+    ]
 
 
 def summary_csv(clusters: list[Cluster], n_images: int) -> str:
@@ -91,22 +103,34 @@ def summary_csv(clusters: list[Cluster], n_images: int) -> str:
 
 def members_csv(cluster: Cluster) -> str:
     """The text of ``montages/<folder>.csv``: the montage's images, in its order."""
-    return csv_text(MEMBERS_HEADER, [
-        [slot, int(rank), cluster.paths[rank], fmt_num(float(cluster.distances[rank]))]
-        for slot, rank in enumerate(cluster.ranks)])
+    return csv_text(
+        MEMBERS_HEADER,
+        [
+            [slot, int(rank), cluster.paths[rank], fmt_num(float(cluster.distances[rank]))]
+            for slot, rank in enumerate(cluster.ranks)
+        ],
+    )
 
 
 def map_csv(paths: Sequence[str], labels: np.ndarray, xy: np.ndarray) -> str:
     """The text of ``map.csv``: every image's cluster and map coordinates."""
-    return csv_text(MAP_HEADER, [[p, int(c), fmt_num(float(x), 5), fmt_num(float(y), 5)]
-                                 for p, c, (x, y) in zip(paths, labels, xy)])
+    return csv_text(
+        MAP_HEADER,
+        [
+            [p, int(c), fmt_num(float(x), 5), fmt_num(float(y), 5)]
+            for p, c, (x, y) in zip(paths, labels, xy)
+        ],
+    )
 
 
-_SCORE_NAMES = (("silhouette", "silhouette (-1 to 1, higher is better)"),
-                ("davies_bouldin", "Davies-Bouldin (lower is better)"),
-                ("calinski_harabasz", "Calinski-Harabasz (higher is better)"),
-                ("stability", "stability, mean ARI of repeated runs (higher is better)"),
-                ("inertia", "inertia"))
+_SCORE_NAMES = (
+    ("silhouette", "silhouette (-1 to 1, higher is better)"),
+    ("davies_bouldin", "Davies-Bouldin (lower is better)"),
+    ("calinski_harabasz", "Calinski-Harabasz (higher is better)"),
+    ("stability", "stability, mean ARI of repeated runs (higher is better)"),
+    ("inertia", "inertia"),
+)
+
 
 def _clustering_words(params, n_clusters):
     """How the images were clustered, in words (escaped)."""
@@ -123,8 +147,7 @@ def _clustering_words(params, n_clusters):
     if params.get("whiten") is True:
         steps.append("whitened")
     how = f"{esc(name or method)} into {plural(n_clusters, 'cluster')}"
-    how += (", on the features " + " and ".join(steps) if steps
-            else ", on the features as they are")
+    how += ", on the features " + " and ".join(steps) if steps else ", on the features as they are"
     seed = params.get("random_state", params.get("seed"))
     if seed is not None:
         how += f" (random state {esc(seed)})"
@@ -165,23 +188,29 @@ def _facts(record, n_clusters, n_images):
     params, scores = _dict(record.clustering), _dict(record.scores)
     bad = counts.get("bad_files")
     skipped = f", {number(bad)} skipped" if bad else ""
-    h = ["<dl>",
-         f"<dt>images</dt><dd>{e(record.image_dir or '')} ({plural(n_images, 'image')}"
-         f"{skipped})</dd>",
-         f"<dt>clustering</dt><dd>{_clustering_words(params, n_clusters)}</dd>",
-         f"<dt>features</dt><dd>{_features_words(emb)}</dd>"]
+    h = [
+        "<dl>",
+        f"<dt>images</dt><dd>{e(record.image_dir or '')} ({plural(n_images, 'image')}"
+        f"{skipped})</dd>",
+        f"<dt>clustering</dt><dd>{_clustering_words(params, n_clusters)}</dd>",
+        f"<dt>features</dt><dd>{_features_words(emb)}</dd>",
+    ]
     for key, label in _SCORE_NAMES:
         if key in scores:
             h.append(f"<dt>{e(label)}</dt><dd>{number(scores[key])}</dd>")
     truth = _dict(record.truth)
     if truth:
-        h.append(f"<dt>agreement with known classes</dt><dd>adjusted Rand index "
-                 f"{number(truth.get('ari'))}, NMI {number(truth.get('nmi'))} "
-                 f'(<a href="../truth.csv">table</a>)</dd>')
+        h.append(
+            f"<dt>agreement with known classes</dt><dd>adjusted Rand index "
+            f"{number(truth.get('ari'))}, NMI {number(truth.get('nmi'))} "
+            f'(<a href="../truth.csv">table</a>)</dd>'
+        )
     kscan = _dict(record.kscan)
     if kscan.get("suggested_k") is not None:
-        h.append(f"<dt>k-scan suggestion</dt><dd>k = {e(kscan['suggested_k'])}: "
-                 f"{e(kscan.get('reason', ''))}</dd>")
+        h.append(
+            f"<dt>k-scan suggestion</dt><dd>k = {e(kscan['suggested_k'])}: "
+            f"{e(kscan.get('reason', ''))}</dd>"
+        )
     h += [f"<dt>sorted</dt><dd>{e(record.created or '')}</dd>", "</dl>"]
     return h
 
@@ -212,8 +241,10 @@ def _parent_note(record, out_dir):
     what = f"cluster {esc(cluster)}" if cluster else "a cluster"
     anchor = f"#{quote(cluster)}" if cluster else ""
     gone = "" if os.path.isfile(page) else " (that report is no longer there)"
-    return [f'<p class="parent">This sort refines {what} of an earlier sort: '
-            f'<a href="{link}{escape(anchor)}">its report</a>{gone}.</p>']
+    return [
+        f'<p class="parent">This sort refines {what} of an earlier sort: '
+        f'<a href="{link}{escape(anchor)}">its report</a>{gone}.</p>'
+    ]
 
 
 def _labels_in(value):
@@ -223,27 +254,40 @@ def _labels_in(value):
 def _cluster_table(clusters, n_images, flags):
     tiny, loose = _labels_in(flags.get("tiny")), _labels_in(flags.get("loose"))
     colors = cluster_colors(len(clusters))
-    h = ['<table><tr><th class="l">cluster</th><th>size</th><th>share</th>'
-         "<th>mean distance</th><th>max distance</th><th>silhouette</th>"
-         '<th class="l">flags</th><th class="l">folder</th></tr>']
+    h = [
+        '<table><tr><th class="l">cluster</th><th>size</th><th>share</th>'
+        "<th>mean distance</th><th>max distance</th><th>silhouette</th>"
+        '<th class="l">flags</th><th class="l">folder</th></tr>'
+    ]
     for c in clusters:
         label, folder, size, share, mean_d, max_d, sil = _summary_row(c, n_images)
         r, g, b = colors[c.label]
-        flag = " ".join(f for f, on in (("tiny", c.label in tiny), ("loose", c.label in loose))
-                        if on)
-        h.append(f'<tr><td class="l"><span class="swatch" style="background:rgb({r},{g},{b})">'
-                 f'</span> <a href="#{esc(folder)}">{number(label)}</a></td>'
-                 f"<td>{number(size)}</td><td>{esc(f'{float(share):.1%}')}</td>"
-                 f"<td>{esc(mean_d)}</td><td>{esc(max_d)}</td>"
-                 f'<td>{esc(sil or "n/a")}</td><td class="l flag">{esc(flag)}</td>'
-                 f'<td class="l"><a href="{url("..", folder)}/">{esc(folder)}/</a></td></tr>')
+        flag = " ".join(
+            f for f, on in (("tiny", c.label in tiny), ("loose", c.label in loose)) if on
+        )
+        h.append(
+            f'<tr><td class="l"><span class="swatch" style="background:rgb({r},{g},{b})">'
+            f'</span> <a href="#{esc(folder)}">{number(label)}</a></td>'
+            f"<td>{number(size)}</td><td>{esc(f'{float(share):.1%}')}</td>"
+            f"<td>{esc(mean_d)}</td><td>{esc(max_d)}</td>"
+            f'<td>{esc(sil or "n/a")}</td><td class="l flag">{esc(flag)}</td>'
+            f'<td class="l"><a href="{url("..", folder)}/">{esc(folder)}/</a></td></tr>'
+        )
     h.append("</table>")
     return h
 
 
-def index_html(record: Any, clusters: list[Cluster], n_images: int, method: str | None,
-               has_kscan: bool, warnings: list[str], out_dir: str | os.PathLike | None = None,
-               map_note: str | None = None, galleries: bool = False) -> str:
+def index_html(
+    record: Any,
+    clusters: list[Cluster],
+    n_images: int,
+    method: str | None,
+    has_kscan: bool,
+    warnings: list[str],
+    out_dir: str | os.PathLike | None = None,
+    map_note: str | None = None,
+    galleries: bool = False,
+) -> str:
     """The text of ``index.html``.
 
     Parameters
@@ -273,10 +317,15 @@ def index_html(record: Any, clusters: list[Cluster], n_images: int, method: str 
     e = esc
     name = os.path.basename(str(record.image_dir or "").rstrip("/"))
     counts = _dict(record.counts)
-    h = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-         f"<title>featclust report: {e(name)}</title>", f"<style>{STYLE}</style>",
-         "</head><body>", f"<h1>featclust report: {e(name)}</h1>"]
+    h = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>featclust report: {e(name)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head><body>",
+        f"<h1>featclust report: {e(name)}</h1>",
+    ]
     if random_weights(record):
         h.append(f'<p class="random">{e(RANDOM_WEIGHTS)}</p>')
     if out_dir is not None:
@@ -286,42 +335,56 @@ def index_html(record: Any, clusters: list[Cluster], n_images: int, method: str 
         h.append('<p><a href="../bad_files.csv">skipped files and why</a></p>')
     for w in warnings:
         h.append(f'<p class="warn">{e(w)}</p>')
-    h += ["<h2>Overview</h2>",
-          "<p>The most central images of each cluster, one row per cluster.</p>",
-          '<img src="overview.png" alt="overview of the clusters">']
+    h += [
+        "<h2>Overview</h2>",
+        "<p>The most central images of each cluster, one row per cluster.</p>",
+        '<img src="overview.png" alt="overview of the clusters">',
+    ]
     if method or map_note:
         h.append("<h2>Map</h2>")
     if map_note:
         h.append(f'<p class="warn">{e(map_note)}</p>')
     if method:
-        how = ("t-SNE (openTSNE) after PCA to 50 dimensions" if method == "tsne"
-               else "PCA to 2 dimensions")
-        h += [f"<p>Every image as a point: {e(how)}, coloured by cluster "
-              '(<a href="map.csv">coordinates</a>); images close together have similar '
-              "features. The second map shows a thumbnail wherever there is room.</p>",
-              '<div class="maps">',
-              '<figure><img src="map.png" alt="2-D map coloured by cluster"></figure>',
-              '<figure><img src="map_thumbnails.png" alt="2-D map with thumbnails"></figure>',
-              "</div>"]
+        how = (
+            "t-SNE (openTSNE) after PCA to 50 dimensions"
+            if method == "tsne"
+            else "PCA to 2 dimensions"
+        )
+        h += [
+            f"<p>Every image as a point: {e(how)}, coloured by cluster "
+            '(<a href="map.csv">coordinates</a>); images close together have similar '
+            "features. The second map shows a thumbnail wherever there is room.</p>",
+            '<div class="maps">',
+            '<figure><img src="map.png" alt="2-D map coloured by cluster"></figure>',
+            '<figure><img src="map_thumbnails.png" alt="2-D map with thumbnails"></figure>',
+            "</div>",
+        ]
     if has_kscan:
         h += ["<h2>Choosing k</h2>", '<img src="kscan.png" alt="k-scan scores">']
-    h += ["<h2>Clusters</h2>",
-          "<p>Distances are to the cluster centre, in the space k-means ran in; the "
-          "silhouette of a cluster is the mean over its members (-1 to 1, higher is better). "
-          "<em>tiny</em>: far fewer members than the average cluster; <em>loose</em>: members "
-          "far from the centre compared with the other clusters "
-          '(<a href="summary.csv">this table as CSV</a>, <a href="../labels.csv">every '
-          "image</a>).</p>"]
+    h += [
+        "<h2>Clusters</h2>",
+        "<p>Distances are to the cluster centre, in the space k-means ran in; the "
+        "silhouette of a cluster is the mean over its members (-1 to 1, higher is better). "
+        "<em>tiny</em>: far fewer members than the average cluster; <em>loose</em>: members "
+        "far from the centre compared with the other clusters "
+        '(<a href="summary.csv">this table as CSV</a>, <a href="../labels.csv">every '
+        "image</a>).</p>",
+    ]
     h += _cluster_table(clusters, n_images, _dict(record.flags))
     for c in clusters:
         png = url("montages", c.folder + ".png")
         members = url("montages", c.folder + ".csv")
-        h += [f'<h3 id="{e(c.folder)}">Cluster {number(c.label)}: '
-              f"{number(len(c.paths))} images</h3>",
-              f'<p><a href="{url("..", c.folder)}/">open the folder</a> · '
-              + (f'<a href="{url(GALLERY_DIR, c.folder + ".html")}">every image, with '
-                 "names and distances</a> · " if galleries else "")
-              + f'<a href="{members}">the images shown, in order</a></p>',
-              f'<img src="{png}" alt="montage of cluster {number(c.label)}">']
+        h += [
+            f'<h3 id="{e(c.folder)}">Cluster {number(c.label)}: {number(len(c.paths))} images</h3>',
+            f'<p><a href="{url("..", c.folder)}/">open the folder</a> · '
+            + (
+                f'<a href="{url(GALLERY_DIR, c.folder + ".html")}">every image, with '
+                "names and distances</a> · "
+                if galleries
+                else ""
+            )
+            + f'<a href="{members}">the images shown, in order</a></p>',
+            f'<img src="{png}" alt="montage of cluster {number(c.label)}">',
+        ]
     h += ["</body></html>", ""]
     return "\n".join(h)

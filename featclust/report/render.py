@@ -33,11 +33,13 @@ MAP_CANVAS = 1600
 _WHITE = (255, 255, 255)
 _TEXT = (20, 20, 20)
 _MONTAGE_PAD, _MONTAGE_HEADER = 4, 44
-_KSCAN_TITLES = {"inertia": "inertia (lower: tighter)",
-                 "silhouette": "silhouette (higher better)",
-                 "davies_bouldin": "Davies-Bouldin (lower better)",
-                 "calinski_harabasz": "Calinski-Harabasz (higher better)",
-                 "stability": "stability, ARI (higher better)"}
+_KSCAN_TITLES = {
+    "inertia": "inertia (lower: tighter)",
+    "silhouette": "silhouette (higher better)",
+    "davies_bouldin": "Davies-Bouldin (lower better)",
+    "calinski_harabasz": "Calinski-Harabasz (higher better)",
+    "stability": "stability, ARI (higher better)",
+}
 
 
 def montage_ranks(size: int, max_images: int = MONTAGE_MAX) -> np.ndarray:
@@ -98,8 +100,12 @@ class Thumbnails:
         Relative image path -> its cluster folder's name.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, image_dir: str | os.PathLike | None,
-                 folder_of: dict[str, str]):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        image_dir: str | os.PathLike | None,
+        folder_of: dict[str, str],
+    ):
         self.out_dir = Path(out_dir)
         self.image_dir = Path(image_dir) if image_dir else None
         self.folder_of = folder_of
@@ -146,8 +152,9 @@ def _png(img):
     return buf.getvalue()
 
 
-def montage_png(label: int, size: int, shown: list[str], n_clusters: int,
-                thumbnails: Thumbnails) -> bytes:
+def montage_png(
+    label: int, size: int, shown: list[str], n_clusters: int, thumbnails: Thumbnails
+) -> bytes:
     """The montage of one cluster: a header, then its shown members in rows of 8.
 
     Parameters
@@ -172,11 +179,18 @@ def montage_png(label: int, size: int, shown: list[str], n_clusters: int,
     img = Image.new("RGB", (width, _MONTAGE_HEADER + rows * (t + pad) + pad), _WHITE)
     d = ImageDraw.Draw(img)
     d.rectangle((0, 0, width, 6), fill=color)
-    what = (f"{size} image{'s' if size != 1 else ''}" if len(shown) == size
-            else f"{size} images, {len(shown)} shown, evenly spread")
+    what = (
+        f"{size} image{'s' if size != 1 else ''}"
+        if len(shown) == size
+        else f"{size} images, {len(shown)} shown, evenly spread"
+    )
     d.text((pad, 10), f"cluster {label}: {what}", fill=_TEXT, font=_font(18))
-    d.text((pad, 30), "closest to the centre first, farthest last", fill=(110, 110, 110),
-           font=_font(11))
+    d.text(
+        (pad, 30),
+        "closest to the centre first, farthest last",
+        fill=(110, 110, 110),
+        font=_font(11),
+    )
     for slot, rel in enumerate(shown):
         img.paste(thumbnails.tile(rel, t), montage_tile_box(slot)[:2])
     return _png(img)
@@ -253,15 +267,28 @@ def map_png(xy: np.ndarray, labels: np.ndarray, n_clusters: int, method: str | N
     ax = fig.add_subplot()
     size = float(np.clip(30000 / max(n, 1), 1.0, 40.0))
     order = np.random.default_rng(0).permutation(n)  # no cluster drawn all on top
-    ax.scatter(xy[order, 0], xy[order, 1], s=size, c=colors[labels[order]], linewidths=0,
-               rasterized=True)
+    ax.scatter(
+        xy[order, 0], xy[order, 1], s=size, c=colors[labels[order]], linewidths=0, rasterized=True
+    )
     for label in range(n_clusters):
         pts = xy[labels == label]
         if len(pts):
             cx, cy = np.median(pts, axis=0)
-            ax.text(cx, cy, str(label), ha="center", va="center", fontsize=11, weight="bold",
-                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colors[label],
-                          "alpha": 0.85})
+            ax.text(
+                cx,
+                cy,
+                str(label),
+                ha="center",
+                va="center",
+                fontsize=11,
+                weight="bold",
+                bbox={
+                    "boxstyle": "round,pad=0.2",
+                    "fc": "white",
+                    "ec": colors[label],
+                    "alpha": 0.85,
+                },
+            )
     title = "t-SNE (after PCA to 50 dimensions)" if method == "tsne" else "PCA, first 2 components"
     ax.set_title(f"{n} images, {n_clusters} clusters: {title}")
     ax.set_xticks([])
@@ -272,9 +299,15 @@ def map_png(xy: np.ndarray, labels: np.ndarray, n_clusters: int, method: str | N
 _MAP_TITLE = 36
 
 
-def map_thumbnails_png(xy: np.ndarray, labels: np.ndarray, paths: list[str], n_clusters: int,
-                       thumbnails: Thumbnails, random_state: int = 0,
-                       method: str | None = None) -> bytes:
+def map_thumbnails_png(
+    xy: np.ndarray,
+    labels: np.ndarray,
+    paths: list[str],
+    n_clusters: int,
+    thumbnails: Thumbnails,
+    random_state: int = 0,
+    method: str | None = None,
+) -> bytes:
     """``map_thumbnails.png``: the map's points, with thumbnails where there is room.
 
     Parameters
@@ -303,9 +336,13 @@ def map_thumbnails_png(xy: np.ndarray, labels: np.ndarray, paths: list[str], n_c
     draw = ImageDraw.Draw(img)
     how = {"tsne": "t-SNE map", "pca": "PCA map"}.get(method or "", "2-D map")
     n = len(xy)
-    draw.text((10, 6), f"{how} of {n} image{'s' if n != 1 else ''} in {n_clusters} clusters, "
-              "with a thumbnail wherever there is room (frame: cluster colour)", fill=_TEXT,
-              font=_font(22))
+    draw.text(
+        (10, 6),
+        f"{how} of {n} image{'s' if n != 1 else ''} in {n_clusters} clusters, "
+        "with a thumbnail wherever there is room (frame: cluster colour)",
+        fill=_TEXT,
+        font=_font(22),
+    )
     pos = pos + [0.0, _MAP_TITLE]
     for (x, y), c in zip(pos, labels):
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colors[c])
@@ -316,8 +353,9 @@ def map_thumbnails_png(xy: np.ndarray, labels: np.ndarray, paths: list[str], n_c
     return _png(img)
 
 
-def plot_kscan(scores: dict, suggested_k: int | None, fh: BinaryIO,
-               min_stability: float | None = None) -> None:
+def plot_kscan(
+    scores: dict, suggested_k: int | None, fh: BinaryIO, min_stability: float | None = None
+) -> None:
     """Draw every k-scan score against k, the suggestion marked, as PNG into ``fh``.
 
     Parameters
@@ -329,16 +367,14 @@ def plot_kscan(scores: dict, suggested_k: int | None, fh: BinaryIO,
     _savefig(kscan_figure(scores, suggested_k, min_stability), fh)
 
 
-def kscan_png(scores: dict, suggested_k: int | None,
-              min_stability: float | None = None) -> bytes:
+def kscan_png(scores: dict, suggested_k: int | None, min_stability: float | None = None) -> bytes:
     """The k-scan plot as PNG bytes (what ``kscan.png`` holds); see :func:`plot_kscan`."""
     buf = io.BytesIO()
     plot_kscan(scores, suggested_k, buf, min_stability)
     return buf.getvalue()
 
 
-def kscan_figure(scores: dict, suggested_k: int | None,
-                 min_stability: float | None = None) -> Any:
+def kscan_figure(scores: dict, suggested_k: int | None, min_stability: float | None = None) -> Any:
     """The k-scan plot as a matplotlib figure: one panel per score, against k.
 
     Parameters
@@ -368,12 +404,16 @@ def kscan_figure(scores: dict, suggested_k: int | None,
         if suggested_k is not None:
             ax.axvline(suggested_k, color="tab:red", linestyle="--", linewidth=1)
         if name == "stability":
-            ax.axhline(min_stability, color="tab:green", linestyle=":", linewidth=1.2,
-                       label=f"{min_stability:g}: stable enough to suggest")
+            ax.axhline(
+                min_stability,
+                color="tab:green",
+                linestyle=":",
+                linewidth=1.2,
+                label=f"{min_stability:g}: stable enough to suggest",
+            )
             ax.legend(fontsize=7, loc="lower left")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("k")
         ax.tick_params(labelsize=8)
-    fig.suptitle("k scan" if suggested_k is None else f"suggested k = {suggested_k}",
-                 fontsize=10)
+    fig.suptitle("k scan" if suggested_k is None else f"suggested k = {suggested_k}", fontsize=10)
     return fig

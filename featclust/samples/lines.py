@@ -21,8 +21,9 @@ _SHAKE = 0.025  # typical drift of the hand tremor, in unit coordinates
 def _polygon(corners):
     """A closed polyline through the corners, sampled densely enough to shake."""
     c = np.vstack([corners, corners[:1]])
-    return np.vstack([np.linspace(a, b, 24, endpoint=False) for a, b in zip(c[:-1], c[1:])]
-                     + [c[-1:]])
+    return np.vstack(
+        [np.linspace(a, b, 24, endpoint=False) for a, b in zip(c[:-1], c[1:])] + [c[-1:]]
+    )
 
 
 def _circle(rng):
@@ -121,6 +122,7 @@ def draw(family, rng, size=200):
     width = max(1, int(round(rng.uniform(*_WIDTH_PX) * px)))
     xy = place(pts, rng, size, width + 1.0, _SCALE)
     img = Image.new("L", (size, size), 255)
-    ImageDraw.Draw(img).line([(float(x), float(y)) for x, y in xy], fill=0, width=width,
-                             joint="curve")
+    ImageDraw.Draw(img).line(
+        [(float(x), float(y)) for x, y in xy], fill=0, width=width, joint="curve"
+    )
     return img

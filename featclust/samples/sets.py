@@ -22,8 +22,9 @@ KINDS = {
 }
 
 
-def make_image_set(out_dir, n_per_family=10, families=None, kind="dots", size=200, seed=0,
-                   subfolders=False):
+def make_image_set(
+    out_dir, n_per_family=10, families=None, kind="dots", size=200, seed=0, subfolders=False
+):
     """Write a labelled synthetic image set as PNG files.
 
     ``n_per_family`` images are drawn for every family and written in a

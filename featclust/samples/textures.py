@@ -54,8 +54,7 @@ def _waves(size, px, rng):
     period = rng.uniform(*_PERIOD_PX) * px
     wavelength = rng.uniform(25.0, 60.0) * px
     amplitude = rng.uniform(0.25, 0.6) * wavelength / 2
-    return _stripes(v + amplitude * np.sin(2 * np.pi * u / wavelength), period,
-                    rng.uniform(*_INK))
+    return _stripes(v + amplitude * np.sin(2 * np.pi * u / wavelength), period, rng.uniform(*_INK))
 
 
 def _grain(size, px, rng):

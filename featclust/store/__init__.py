@@ -13,10 +13,33 @@ tables for ``bad_files.csv``) and :mod:`featclust.images`.
 
 from .cleanup import GcReport, gc
 from .core import FeatureStore
-from .files import (CHUNK_SIZE, LOCK_WAIT_S, MMAP_BYTES, STORE_FORMAT, check_root, default_root,
-                    features_path, settings_key, store_path, write_chunk_npy)
+from .files import (
+    CHUNK_SIZE,
+    LOCK_WAIT_S,
+    MMAP_BYTES,
+    STORE_FORMAT,
+    check_root,
+    default_root,
+    features_path,
+    settings_key,
+    store_path,
+    write_chunk_npy,
+)
 from .reading import RACY_NS
 
-__all__ = ["CHUNK_SIZE", "LOCK_WAIT_S", "MMAP_BYTES", "RACY_NS", "STORE_FORMAT", "FeatureStore",
-           "GcReport", "check_root", "default_root", "features_path", "gc", "settings_key",
-           "store_path", "write_chunk_npy"]
+__all__ = [
+    "CHUNK_SIZE",
+    "LOCK_WAIT_S",
+    "MMAP_BYTES",
+    "RACY_NS",
+    "STORE_FORMAT",
+    "FeatureStore",
+    "GcReport",
+    "check_root",
+    "default_root",
+    "features_path",
+    "gc",
+    "settings_key",
+    "store_path",
+    "write_chunk_npy",
+]

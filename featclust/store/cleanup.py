@@ -16,10 +16,28 @@ from dataclasses import dataclass, field
 from ..checks import check_bool
 from ..errors import StoreLockedError
 from ..fileio import PathLike, atomic_write
-from .files import (_CHUNK, _DAMAGE, _ENTRY_TYPES, _OLD_CHUNK, _OLD_FILE, _OLD_FOLDER,
-                         _OLD_STORE, INDEX, LOCK_WAIT_S, STORE_FORMAT, _bytes_writer, _chunk_files,
-                         _clean_leftovers, _Lock, _read_chunk_data, _read_chunk_meta, _read_json,
-                         _store_error, _valid, check_root)
+from .files import (
+    _CHUNK,
+    _DAMAGE,
+    _ENTRY_TYPES,
+    _OLD_CHUNK,
+    _OLD_FILE,
+    _OLD_FOLDER,
+    _OLD_STORE,
+    INDEX,
+    LOCK_WAIT_S,
+    STORE_FORMAT,
+    _bytes_writer,
+    _chunk_files,
+    _clean_leftovers,
+    _Lock,
+    _read_chunk_data,
+    _read_chunk_meta,
+    _read_json,
+    _store_error,
+    _valid,
+    check_root,
+)
 
 
 @dataclass
@@ -85,18 +103,23 @@ def gc(root: PathLike | None = None, dry_run: bool = False) -> GcReport:
 def _gc_store(features_dir, dim, dry_run, report):
     store_lock = _Lock(features_dir / "lock")
     if not store_lock.acquire(LOCK_WAIT_S):
-        raise StoreLockedError(f"feature store {str(features_dir)!r} is in use by another "
-                               "featclust run; run gc when it has finished")
+        raise StoreLockedError(
+            f"feature store {str(features_dir)!r} is in use by another "
+            "featclust run; run gc when it has finished"
+        )
     held = []
     try:
         folders_dir = features_dir / "folders"
-        folders = sorted(p for p in folders_dir.iterdir() if p.is_dir()) \
-            if folders_dir.is_dir() else []
+        folders = (
+            sorted(p for p in folders_dir.iterdir() if p.is_dir()) if folders_dir.is_dir() else []
+        )
         for folder in folders:
             lock = _Lock(folder / "lock", record_pid=True)
             if not lock.acquire(0):
-                raise StoreLockedError(f"feature store {str(folder)!r} is in use by a featclust "
-                                       f"run{lock.holder()}; run gc when it has finished")
+                raise StoreLockedError(
+                    f"feature store {str(folder)!r} is in use by a featclust "
+                    f"run{lock.holder()}; run gc when it has finished"
+                )
             held.append(lock)
         referenced, gone = set(), []
         for folder in folders:
@@ -137,8 +160,11 @@ def _gc_rows(rows_dir, dim, referenced, dry_run, report):
         try:
             hashes, digest = _read_chunk_meta(rows_dir, cid)
             keep = [i for i, h in enumerate(hashes) if h in referenced and h not in seen]
-            feats = (_read_chunk_data(rows_dir, cid, hashes, digest, dim)
-                     if 0 < len(keep) < len(hashes) else None)
+            feats = (
+                _read_chunk_data(rows_dir, cid, hashes, digest, dim)
+                if 0 < len(keep) < len(hashes)
+                else None
+            )
         except _DAMAGE:
             hashes, keep = [], []  # damaged: a run would drop it too
         seen.update(hashes[i] for i in keep)
@@ -167,9 +193,12 @@ def _gc_old_stores(root, dry_run, report):
         for old in sorted(p for p in folder.iterdir() if _OLD_STORE.match(p.name)):
             settings, _ = _read_json(old / "settings.json")
             names = os.listdir(old) if old.is_dir() else []
-            if not (isinstance(settings, dict) and isinstance(settings.get("store_format"), int)
-                    and settings["store_format"] < STORE_FORMAT
-                    and all(_OLD_FILE.match(n) for n in names)):
+            if not (
+                isinstance(settings, dict)
+                and isinstance(settings.get("store_format"), int)
+                and settings["store_format"] < STORE_FORMAT
+                and all(_OLD_FILE.match(n) for n in names)
+            ):
                 continue  # not provably an old featclust store: left alone
             lock = _Lock(old / "lock")
             if not lock.acquire(0):
@@ -182,7 +211,8 @@ def _gc_old_stores(root, dry_run, report):
                         report.rows_dropped += len(rows) if isinstance(rows, list) else 0
                 report.bytes_freed += sum((old / n).stat().st_size for n in names)
                 report.folders_forgotten.append(
-                    f"{settings.get('image_dir')} (store format {settings['store_format']})")
+                    f"{settings.get('image_dir')} (store format {settings['store_format']})"
+                )
             finally:
                 lock.release()
             if not dry_run:

@@ -54,13 +54,27 @@ from typing import Any
 import numpy as np
 
 from .. import images
-from ..images import BadFile, ImageFile
 from ..errors import StoreError, StoreLockedError
 from ..fileio import atomic_write, content_hash
+from ..images import BadFile, ImageFile
 from ..tables import bad_files_csv
-from .files import (INDEX, LOCK_WAIT_S, STORE_FORMAT, _bytes_writer, _chunk_files, _chunk_size,
-                    _clean_leftovers, _folder_id, _json_writer, _Lock, _stat_of, _store_error,
-                    check_root, commit_chunk, settings_key)
+from .files import (
+    INDEX,
+    LOCK_WAIT_S,
+    STORE_FORMAT,
+    _bytes_writer,
+    _chunk_files,
+    _chunk_size,
+    _clean_leftovers,
+    _folder_id,
+    _json_writer,
+    _Lock,
+    _stat_of,
+    _store_error,
+    check_root,
+    commit_chunk,
+    settings_key,
+)
 from .reading import StoreReading
 
 
@@ -156,7 +170,8 @@ class FeatureStore(StoreReading):
         if not got:
             raise StoreLockedError(
                 f"feature store {str(self.path)!r} is in use by another featclust run"
-                f"{self._folder_lock.holder()}; wait for it to finish")
+                f"{self._folder_lock.holder()}; wait for it to finish"
+            )
         self._reset()
         try:
             with self._locked_store():
@@ -209,7 +224,8 @@ class FeatureStore(StoreReading):
         if not got:
             raise StoreLockedError(
                 f"feature store {str(self.features_dir)!r} was held by another featclust run "
-                f"(writing, or collecting garbage) for {LOCK_WAIT_S} s; try again later")
+                f"(writing, or collecting garbage) for {LOCK_WAIT_S} s; try again later"
+            )
         try:
             yield
         finally:
@@ -246,8 +262,8 @@ class FeatureStore(StoreReading):
                 self._pending.append((digest, np.asarray(vec, np.float32)))
                 queued.add(digest)
         while len(self._pending) >= self.chunk_size:
-            self._write_chunk(self._pending[:self.chunk_size])
-            del self._pending[:self.chunk_size]
+            self._write_chunk(self._pending[: self.chunk_size])
+            del self._pending[: self.chunk_size]
 
     def add_bad(self, files_by_path: dict[str, ImageFile], bad: list[BadFile]) -> None:
         """Remember files that failed to decode, with their size, mtime, inode and ctime.
@@ -264,9 +280,12 @@ class FeatureStore(StoreReading):
             if not b.reason.startswith(images.READ_FAILURE):
                 self._bad[b.path] = {**_stat_of(f), "reason": b.reason}
 
-    def update(self, files: list[ImageFile], embed_files: Callable[..., Any],
-               progress: Callable[..., Any] | None = None,
-               ) -> tuple[list[ImageFile], list[BadFile], int]:
+    def update(
+        self,
+        files: list[ImageFile],
+        embed_files: Callable[..., Any],
+        progress: Callable[..., Any] | None = None,
+    ) -> tuple[list[ImageFile], list[BadFile], int]:
         """Embed the files that have no row yet and store their features.
 
         The one loop that fills a store. Rows are written chunk by chunk as
@@ -302,8 +321,10 @@ class FeatureStore(StoreReading):
             If the store is not open, or cannot be written.
         """
         if not self._is_open:
-            raise StoreError(f"feature store {str(self.path)!r} is not open; open it (or use "
-                             "it in a with statement) before updating it")
+            raise StoreError(
+                f"feature store {str(self.path)!r} is not open; open it (or use "
+                "it in a with statement) before updating it"
+            )
         cached, bad, missing = self.split(files)
         n_embedded = 0
         if not missing:
@@ -329,9 +350,17 @@ class FeatureStore(StoreReading):
             self._write_chunk(self._pending)
             self._pending = []
         if self._dirty:
-            self._write(self.path / INDEX, _json_writer({
-                "store_format": STORE_FORMAT, "image_dir": self.image_dir,
-                "files": self._files, "bad": self._bad}))
+            self._write(
+                self.path / INDEX,
+                _json_writer(
+                    {
+                        "store_format": STORE_FORMAT,
+                        "image_dir": self.image_dir,
+                        "files": self._files,
+                        "bad": self._bad,
+                    }
+                ),
+            )
             self._dirty = False
 
     def _write_chunk(self, items):
@@ -345,8 +374,9 @@ class FeatureStore(StoreReading):
         for i, h in enumerate(hashes):
             self._rows.setdefault(h, (cid, i))
 
-    def commit_written(self, cid: str, hashes: list[str], digest: str,
-                       good: list[tuple[ImageFile, str]]) -> bool:
+    def commit_written(
+        self, cid: str, hashes: list[str], digest: str, good: list[tuple[ImageFile, str]]
+    ) -> bool:
         """Commit a chunk another process wrote (:func:`featclust.store.write_chunk_npy`).
 
         Its ``.npy`` is checked against ``digest`` under the store's lock
@@ -414,6 +444,5 @@ class FeatureStore(StoreReading):
         self.flush()
         if bad_files is None:
             bad_files = [images.BadFile(p, v["reason"]) for p, v in self._bad.items()]
-        self._write(self.path / "bad_files.csv",
-                    lambda fh: fh.write(bad_files_csv(bad_files)), "w")
+        self._write(self.path / "bad_files.csv", lambda fh: fh.write(bad_files_csv(bad_files)), "w")
         return len(gone)

@@ -57,8 +57,10 @@ _BAD_TYPES = {**dict.fromkeys(_STAT, int), "reason": str}
 _OLD_FOLDER = re.compile(r"^.+-[0-9a-f]{12}$")
 _OLD_STORE = re.compile(r"^[0-9a-f]{16}$")
 _OLD_CHUNK = re.compile(r"^chunk-\d{6}\.json$")
-_OLD_FILE = re.compile(r"^(chunk-\d{6}\.(npy|json)|settings\.json|bad\.json|bad_files\.csv|lock"
-                       r"|\..*\.tmp)$")
+_OLD_FILE = re.compile(
+    r"^(chunk-\d{6}\.(npy|json)|settings\.json|bad\.json|bad_files\.csv|lock"
+    r"|\..*\.tmp)$"
+)
 _DAMAGE = (OSError, ValueError, KeyError, TypeError, AttributeError)
 
 
@@ -75,8 +77,9 @@ def default_root() -> Path:
     return Path(platformdirs.user_cache_dir("featclust", appauthor=False)) / "store"
 
 
-def check_root(root: PathLike | None, image_dirs: Iterable[PathLike] = (),
-               name: str = "store") -> Path:
+def check_root(
+    root: PathLike | None, image_dirs: Iterable[PathLike] = (), name: str = "store"
+) -> Path:
     """The store root to use, refused when it cannot work.
 
     Parameters
@@ -106,8 +109,10 @@ def check_root(root: PathLike | None, image_dirs: Iterable[PathLike] = (),
         raise UsageError(f"{name}={root!r} must be a folder path or None")
     text = os.fsdecode(os.fspath(root))
     if not text.strip():
-        raise UsageError(f"{name}={root!r} is empty; give a folder, or None for the default "
-                         f"({str(default_root())!r})")
+        raise UsageError(
+            f"{name}={root!r} is empty; give a folder, or None for the default "
+            f"({str(default_root())!r})"
+        )
     real = os.path.realpath(text)
     if os.path.exists(real) and not os.path.isdir(real):
         raise UsageError(f"{name}={text!r} exists and is not a folder")
@@ -118,9 +123,11 @@ def check_root(root: PathLike | None, image_dirs: Iterable[PathLike] = (),
         raise UsageError(f"{name}={text!r} cannot be created: {str(above)!r} is not a folder")
     for image_dir in image_dirs:
         if inside(real, os.path.realpath(image_dir)):
-            raise UsageError(f"{name}={text!r} is inside the image folder {str(image_dir)!r}; "
-                             "nothing in the image folder is ever changed, so the store must "
-                             "lie outside it")
+            raise UsageError(
+                f"{name}={text!r} is inside the image folder {str(image_dir)!r}; "
+                "nothing in the image folder is ever changed, so the store must "
+                "lie outside it"
+            )
     return Path(os.path.abspath(text))
 
 
@@ -141,8 +148,7 @@ def features_path(settings: dict[str, Any], root: PathLike | None = None) -> Pat
     return check_root(root) / f"features-{settings_key(settings)}"
 
 
-def store_path(image_dir: PathLike, settings: dict[str, Any],
-               root: PathLike | None = None) -> Path:
+def store_path(image_dir: PathLike, settings: dict[str, Any], root: PathLike | None = None) -> Path:
     """The folder's own part of the store (:attr:`FeatureStore.path`)."""
     return features_path(settings, root) / "folders" / _folder_id(image_dir)
 
@@ -180,15 +186,21 @@ def _chunk_size(chunk_size):
 
 
 def _valid(entry, types):
-    return (isinstance(entry, dict) and set(entry) == set(types)
-            and all(isinstance(entry[k], t) and not isinstance(entry[k], bool)
-                    for k, t in types.items()))
+    return (
+        isinstance(entry, dict)
+        and set(entry) == set(types)
+        and all(
+            isinstance(entry[k], t) and not isinstance(entry[k], bool) for k, t in types.items()
+        )
+    )
 
 
 def _store_error(path, e):
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreError(f"disk full while writing the feature store at {str(path)!r}; "
-                          "free space and run again (the features written so far are kept)")
+        return StoreError(
+            f"disk full while writing the feature store at {str(path)!r}; "
+            "free space and run again (the features written so far are kept)"
+        )
     return StoreError(f"cannot write feature store {str(path)!r}: {e.strerror or e}")
 
 
@@ -235,8 +247,11 @@ def _chunk_files(hashes, feats):
 def _read_chunk_meta(rows_dir, cid):
     meta = json.loads((rows_dir / f"chunk-{cid}.json").read_text(encoding="ascii"))
     hashes, digest = meta["hashes"], meta["digest"]
-    if not (isinstance(hashes, list) and isinstance(digest, str)
-            and all(isinstance(h, str) for h in hashes)):
+    if not (
+        isinstance(hashes, list)
+        and isinstance(digest, str)
+        and all(isinstance(h, str) for h in hashes)
+    ):
         raise ValueError("unexpected index content")
     return hashes, digest
 
@@ -247,8 +262,12 @@ def _read_chunk_data(rows_dir, cid, hashes, digest, dim):
     if content_hash(data) != digest:
         raise ValueError("features file does not match its hash")
     feats = np.load(io.BytesIO(data), allow_pickle=False)
-    if feats.dtype != np.float32 or feats.ndim != 2 or feats.shape[0] != len(hashes) or (
-            dim is not None and feats.shape[1] != dim):
+    if (
+        feats.dtype != np.float32
+        or feats.ndim != 2
+        or feats.shape[0] != len(hashes)
+        or (dim is not None and feats.shape[1] != dim)
+    ):
         raise ValueError(f"features of shape {feats.shape} do not match {len(hashes)} rows")
     return feats
 
@@ -271,8 +290,9 @@ def _clean_leftovers(rows_dir, dry_run=False):
     return freed
 
 
-def write_chunk_npy(rows_dir: PathLike, hashes: Sequence[str],
-                    feats: np.ndarray) -> tuple[str, str]:
+def write_chunk_npy(
+    rows_dir: PathLike, hashes: Sequence[str], feats: np.ndarray
+) -> tuple[str, str]:
     """Write a chunk's ``.npy`` (atomically), not yet committed.
 
     The ``.json`` written by :func:`commit_chunk` commits it; until then
@@ -290,8 +310,9 @@ def write_chunk_npy(rows_dir: PathLike, hashes: Sequence[str],
     return cid, content_hash(data)
 
 
-def commit_chunk(rows_dir: PathLike, cid: str, hashes: Sequence[str], digest: str,
-                 dim: int) -> bool:
+def commit_chunk(
+    rows_dir: PathLike, cid: str, hashes: Sequence[str], digest: str, dim: int
+) -> bool:
     """Check a chunk's ``.npy`` against ``digest`` and commit it with its ``.json``.
 
     Call it holding the settings store's lock.
@@ -306,6 +327,8 @@ def commit_chunk(rows_dir: PathLike, cid: str, hashes: Sequence[str], digest: st
         _read_chunk_data(rows_dir, cid, hashes, digest, dim)
     except _DAMAGE:
         return False
-    atomic_write(Path(rows_dir) / f"chunk-{cid}.json",
-                 _json_writer({"hashes": list(hashes), "digest": digest}))
+    atomic_write(
+        Path(rows_dir) / f"chunk-{cid}.json",
+        _json_writer({"hashes": list(hashes), "digest": digest}),
+    )
     return True

@@ -18,11 +18,24 @@ from typing import Any
 import numpy as np
 
 from .. import images
-from ..images import BadFile, ImageFile
 from ..errors import FeaturesUnavailableError, StoreError, StoreLockedError
-from .files import (_BAD_TYPES, _CHUNK, _DAMAGE, _ENTRY_TYPES, INDEX, MMAP_BYTES, STORE_FORMAT,
-                         _json_writer, _read_chunk_data, _read_chunk_meta, _read_json, _stat_of,
-                         _store_error, _valid)
+from ..images import BadFile, ImageFile
+from .files import (
+    _BAD_TYPES,
+    _CHUNK,
+    _DAMAGE,
+    _ENTRY_TYPES,
+    INDEX,
+    MMAP_BYTES,
+    STORE_FORMAT,
+    _json_writer,
+    _read_chunk_data,
+    _read_chunk_meta,
+    _read_json,
+    _stat_of,
+    _store_error,
+    _valid,
+)
 
 #: Files changed this close to the time they were hashed are hashed again.
 RACY_NS = 2_000_000_000
@@ -64,8 +77,10 @@ class StoreReading:
     _locked_store: Callable[[], Any]
     _expected_settings: Callable[[], dict]
 
-    def split(self, files: list[ImageFile],
-              ) -> tuple[list[ImageFile], list[BadFile], list[ImageFile]]:
+    def split(
+        self,
+        files: list[ImageFile],
+    ) -> tuple[list[ImageFile], list[BadFile], list[ImageFile]]:
         """Which files have stored features, which are known bad, which are missing.
 
         A file whose index entry no longer matches (see the module's
@@ -167,17 +182,21 @@ class StoreReading:
         if error is not None:
             self.problems.append(f"settings.json is damaged ({error}); store emptied and rebuilt")
         elif found is not None:
-            self.problems.append("store written by another featclust version or with other "
-                                 "settings; store emptied and rebuilt")
+            self.problems.append(
+                "store written by another featclust version or with other "
+                "settings; store emptied and rebuilt"
+            )
         elif self.rows_dir.is_dir() and any(_CHUNK.match(n) for n in os.listdir(self.rows_dir)):
-            self.problems.append("store has features but no settings.json; store emptied "
-                                 "and rebuilt")
+            self.problems.append(
+                "store has features but no settings.json; store emptied and rebuilt"
+            )
         try:
             if self.rows_dir.exists():
                 shutil.rmtree(self.rows_dir)
         except OSError as e:
-            raise StoreError(f"cannot empty feature store {str(self.features_dir)!r}: "
-                             f"{e.strerror or e}") from None
+            raise StoreError(
+                f"cannot empty feature store {str(self.features_dir)!r}: {e.strerror or e}"
+            ) from None
         self._write(path, _json_writer(expected))
 
     def _read_chunks(self, readonly):
@@ -187,8 +206,9 @@ class StoreReading:
                 hashes, digest = _read_chunk_meta(self.rows_dir, cid)
             except _DAMAGE as e:
                 if not readonly:
-                    self.problems.append(f"chunk {cid} is damaged ({e}); its images are "
-                                         "embedded again")
+                    self.problems.append(
+                        f"chunk {cid} is damaged ({e}); its images are embedded again"
+                    )
                     self._delete_chunk(cid)
                 continue
             self._chunks[cid] = (hashes, digest)
@@ -209,13 +229,16 @@ class StoreReading:
             if not isinstance(index, dict) or index.get("store_format") != STORE_FORMAT:
                 raise ValueError("unexpected content")
             files, bad = index["files"], index["bad"]
-            if index["image_dir"] != self.image_dir or not all(
-                    isinstance(p, str) and _valid(e, _ENTRY_TYPES) for p, e in files.items()
-            ) or not all(isinstance(p, str) and _valid(e, _BAD_TYPES) for p, e in bad.items()):
+            if (
+                index["image_dir"] != self.image_dir
+                or not all(isinstance(p, str) and _valid(e, _ENTRY_TYPES) for p, e in files.items())
+                or not all(isinstance(p, str) and _valid(e, _BAD_TYPES) for p, e in bad.items())
+            ):
                 raise ValueError("unexpected entries")
         except _DAMAGE as e:
-            self.problems.append(f"the index of this folder is damaged ({e}); its images are "
-                                 "hashed again")
+            self.problems.append(
+                f"the index of this folder is damaged ({e}); its images are hashed again"
+            )
             self._dirty = True
             return
         self._files, self._bad = files, bad
@@ -226,8 +249,9 @@ class StoreReading:
         except FileNotFoundError:
             pass
         except OSError as e:
-            raise StoreError(f"cannot clean feature store {str(self.features_dir)!r}: "
-                             f"{e.strerror or e}") from None
+            raise StoreError(
+                f"cannot clean feature store {str(self.features_dir)!r}: {e.strerror or e}"
+            ) from None
 
     def _delete_chunk(self, cid):
         for suffix in (".json", ".npy"):
@@ -255,8 +279,9 @@ class StoreReading:
         if damaged and repair:
             with self._locked_store():
                 for cid, error in damaged:
-                    self.problems.append(f"chunk {cid} is damaged ({error}); its images are "
-                                         "embedded again")
+                    self.problems.append(
+                        f"chunk {cid} is damaged ({error}); its images are embedded again"
+                    )
                     self._delete_chunk(cid)
         return damaged
 
@@ -268,8 +293,10 @@ class StoreReading:
             entry = self._files.get(p)
             loc = self._rows.get(entry["hash"]) if entry is not None else None
             if loc is None:
-                raise StoreError(f"feature store {str(self.path)!r} has no features of {p!r}; "
-                                 "run again to embed it")
+                raise StoreError(
+                    f"feature store {str(self.path)!r} has no features of {p!r}; "
+                    "run again to embed it"
+                )
             out.append(loc)
         return out
 
@@ -324,8 +351,10 @@ class StoreReading:
         try:
             return np.load(self.rows_dir / f"chunk-{cid}.npy")
         except (OSError, ValueError) as e:
-            raise StoreError(f"feature store {str(self.features_dir)!r} was changed while in "
-                             f"use ({e}); run again to rebuild it") from None
+            raise StoreError(
+                f"feature store {str(self.features_dir)!r} was changed while in "
+                f"use ({e}); run again to rebuild it"
+            ) from None
 
     def hashes(self, paths: Sequence[str]) -> list[str]:
         """Content hash of each path's row (equal hashes: byte-identical files).
@@ -347,8 +376,10 @@ class StoreReading:
         try:
             return [files[p]["hash"] for p in paths]
         except (KeyError, TypeError):
-            raise StoreError(f"feature store {str(self.path)!r} does not know all of the "
-                             "given images; run the folder again") from None
+            raise StoreError(
+                f"feature store {str(self.path)!r} does not know all of the "
+                "given images; run the folder again"
+            ) from None
 
     def __contains__(self, path):
         entry = self._files.get(path)
@@ -384,17 +415,21 @@ class StoreReading:
         where = f"the feature store {str(self.path)!r}"
         state = self.state()
         if state != "ready":
-            raise FeaturesUnavailableError(where + {
-                "missing": " no longer exists (sort the folder again to rebuild it)",
-                "other": " now holds features made with other settings or for another folder",
-                "damaged": " is damaged (its settings or index cannot be read); sort the folder "
-                           "again to rebuild it",
-            }[state])
+            raise FeaturesUnavailableError(
+                where
+                + {
+                    "missing": " no longer exists (sort the folder again to rebuild it)",
+                    "other": " now holds features made with other settings or for another folder",
+                    "damaged": " is damaged (its settings or index cannot be read); sort the "
+                    "folder again to rebuild it",
+                }[state]
+            )
         try:
             self.open(readonly=True)
         except StoreLockedError:
-            raise FeaturesUnavailableError(f"{where} is in use by another featclust run; try "
-                                           "again when it has finished") from None
+            raise FeaturesUnavailableError(
+                f"{where} is in use by another featclust run; try again when it has finished"
+            ) from None
         except StoreError as e:
             raise FeaturesUnavailableError(str(e)) from None
         try:
@@ -406,11 +441,13 @@ class StoreReading:
                 if damaged:
                     raise FeaturesUnavailableError(
                         f"{where} is damaged (chunk {damaged[0][0]}: {damaged[0][1]}); sort the "
-                        "folder again to rebuild it")
+                        "folder again to rebuild it"
+                    )
             if missing:
                 raise FeaturesUnavailableError(
                     f"{where} no longer holds the features of {missing} of the {len(paths)} "
-                    "images (the image folder changed since the sort; sort it again)")
+                    "images (the image folder changed since the sort; sort it again)"
+                )
             return self.load(paths)
         finally:
             self._pending = []
