@@ -284,7 +284,9 @@ def place_images(
         cluster_dir = cluster_dir_name(int(label), k)
         name = os.path.basename(src)
         stem, suffix = os.path.splitext(name)
-        rel = _free_name(out.path, cluster_dir, (name, f"{stem}-{digest[:8]}{suffix}"), known, digest)
+        rel = _free_name(
+            out.path, cluster_dir, (name, f"{stem}-{digest[:8]}{suffix}"), known, digest
+        )
         if rel is None:
             result.skipped.append((src, "already in the folder"))
             continue
@@ -305,7 +307,9 @@ def place_images(
         counts = dict(record.counts or {})
         counts["placed"] = counts.get("placed", 0) + len(result.placed)
         counts["cluster_sizes"] = [int(x) for x in np.bincount(labels, minlength=k)]
-        out.write_marker(dataclasses.replace(out.record or record, counts=counts), status="complete")
+        out.write_marker(
+            dataclasses.replace(out.record or record, counts=counts), status="complete"
+        )
     return result
 
 

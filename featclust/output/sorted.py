@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..cluster import FeatureKMeans
 from ..errors import OutputFormatError, UsageError
 from ..images import OUTPUT_MARKER
-from ..cluster import FeatureKMeans
 from ..tables import kscan_csv, read_kscan_csv, read_labels_csv
 from .folder import OutputFolder
 from .record import KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ, RunRecord, read_record
