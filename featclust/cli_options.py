@@ -15,17 +15,11 @@ from typing import Any
 
 from .checks import MAX_SEED
 from .cluster import MAX_WARD_IMAGES, METHODS
-from .embed import (
-    CPU_BATCH_SIZE,
-    GPU_BATCH_SIZE,
-    GRIDS,
-    LAYERS,
-    POOLINGS,
-    PRECISIONS,
-    layer_blocks,
-)
+from .device import PRECISIONS
+from .embed import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 from .embed import DEFAULTS as EMBED_DEFAULTS
 from .pipeline import CLUSTER_DEFAULTS, KSCAN_DEFAULTS
+from .pooling import GRIDS, LAYERS, POOLINGS, layer_blocks
 from .report import MAP_METHODS
 from .sort import MODES
 from .tables import COLUMNS
@@ -140,7 +134,7 @@ def feature_options(p: argparse.ArgumentParser, from_model: bool = False) -> Non
         metavar="N",
         help="seed of the random weights of --weights none" + default(d["seed"]),
     )
-    # Checked by the library (featclust.embed.layer_blocks), so a bad value is one line.
+    # Checked by the library (featclust.pooling.layer_blocks), so a bad value is one line.
     g.add_argument(
         "--layer",
         default=d["layer"],

@@ -1,9 +1,9 @@
 """k-means (or Ward) on feature vectors, in the space of :class:`~featclust.reduce.Reducer`.
 
-The estimator and the opening of a fit it shares with :class:`featclust.kscan.KScan`
-(:func:`checked_sample`, :func:`reduced_sample`); giving rows their nearest
-centre, and the outlier rule, are :mod:`featclust.labelling`; the model file
-is :mod:`featclust.modelfile`. No TensorFlow here: this module works on
+The estimator. The opening of a fit it shares with :class:`featclust.kscan.KScan`
+(:func:`featclust.labelling.checked_sample`, :func:`featclust.reduce.reduced_sample`),
+giving rows their nearest centre and the outlier rule are :mod:`featclust.labelling`;
+the model file is :mod:`featclust.modelfile`. No TensorFlow here: this module works on
 arrays only.
 """
 
@@ -29,6 +29,7 @@ from .errors import UsageError
 from .labelling import (
     OUTLIER_PERCENTILE,
     ROW_ATTRIBUTES,
+    checked_sample,
     feature_distances,
     label_block,
     label_rows,
@@ -42,7 +43,7 @@ from .labelling import (
     subsample_kmeans,
 )
 from .modelfile import load_model, save_model
-from .reduce import Reducer, blocks, check_features, count_distinct
+from .reduce import blocks, check_features, count_distinct, reduced_sample
 
 # Kept importable from here, where callers found them before featclust.labelling.
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "MAX_WARD_IMAGES",
     "METHODS",
     "OUTLIER_PERCENTILE",
-    "PARAMS",
     "ROW_ATTRIBUTES",
     "checked_sample",
     "label_block",
@@ -84,17 +84,6 @@ DEFAULT_NORMALIZE = True
 #: 16 restarts (4 before) cut the spread of the result over random states by
 #: half on that benchmark, and k-means costs seconds next to the embedding.
 DEFAULT_N_INIT = 16
-#: Constructor parameters, in order (also the ``params`` a model file records).
-PARAMS = (
-    "n_clusters",
-    "pca",
-    "whiten",
-    "normalize",
-    "random_state",
-    "n_init",
-    "method",
-    "fit_sample",
-)
 
 
 class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -464,57 +453,3 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
             Naming the file and what is wrong with it.
         """
         return load_model(path, cls)
-
-
-def checked_sample(
-    estimator: BaseEstimator, X: Any, fit_sample: int | None, seed: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The opening of a fit (FeatureKMeans, KScan): ``X`` checked, the fit sample drawn.
-
-    Parameters
-    ----------
-    estimator : BaseEstimator
-        Gets ``n_features_in_`` (see :func:`featclust.reduce.check_features`).
-    X : array-like of shape (n_samples, n_features)
-    fit_sample : int or None
-    seed : int
-        From :func:`featclust.checks.check_random_state`.
-
-    Returns
-    -------
-    X : ndarray
-        Float32, finite, not copied when it was so already.
-    rows : ndarray or None
-        :func:`featclust.labelling.sample_rows`: the sorted rows of the
-        sample, or ``None`` for all.
-    """
-    X = check_features(estimator, X, reset=True)
-    return X, sample_rows(len(X), fit_sample, seed)
-
-
-def reduced_sample(
-    X: np.ndarray,
-    rows: np.ndarray | None,
-    pca: int | None,
-    whiten: bool,
-    normalize: bool,
-    seed: int,
-) -> tuple[Reducer, np.ndarray]:
-    """The reduction fitted on the fit sample, and the sample reduced (block by block).
-
-    Parameters
-    ----------
-    X : ndarray
-        Checked (:func:`checked_sample`).
-    rows : ndarray or None
-        The fit sample (None: every row).
-    pca, whiten, normalize : as in :class:`FeatureKMeans`
-    seed : int
-
-    Returns
-    -------
-    reducer : Reducer
-    Z : ndarray of shape (n_rows, n_reduced), float32
-    """
-    reducer = Reducer(pca, whiten, normalize, seed).fit_checked(X, rows)
-    return reducer, reducer.transform_checked(X, rows)

@@ -24,14 +24,8 @@ from . import images
 from .checks import check_bool, check_choice, check_int
 from .device import PRECISIONS, gpu_available, load_keras, resolve_precision
 from .errors import UsageError, WeightsError
+from .pooling import GEM_P, GRIDS, LAYERS, POOLINGS, layer_blocks, levels, pool_grid
 
-POOLINGS = ("avg", "max", "gem", "flatten")
-#: VGG16 blocks whose pooled output can be the feature map: (side, channels).
-LAYERS = {"block3": (28, 256), "block4": (14, 512), "block5": (7, 512)}
-#: Spatial grids: 1 pools the whole map, 2 adds the 2x2 cells, 4 the 2x2 and 4x4 cells.
-GRIDS = (1, 2, 4)
-#: Exponent of generalised-mean pooling.
-GEM_P = 3.0
 INPUT_SIZE = images.INPUT_SIZE
 #: Bumped whenever the features for the same pixels and settings change.
 FEATURE_VERSION = 1
@@ -45,18 +39,6 @@ VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 256
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-#: The constructor parameters of :class:`Embedder`.
-_PARAMS = (
-    "weights",
-    "pooling",
-    "precision",
-    "batch_size",
-    "seed",
-    "jit_compile",
-    "layer",
-    "tta",
-    "grid",
-)
 
 
 def keras_weights_path() -> Path:
@@ -192,7 +174,7 @@ class Embedder:
             JSON-able; ``Embedder.from_params(e.get_params())`` makes the same
             features as ``e``.
         """
-        return {name: getattr(self, name) for name in _PARAMS}
+        return {name: getattr(self, name) for name in DEFAULTS}
 
     @classmethod
     def from_params(cls, params: dict[str, Any], **overrides: Any) -> Embedder:
@@ -211,8 +193,8 @@ class Embedder:
         -------
         Embedder
         """
-        kwargs = {k: v for k, v in params.items() if k in _PARAMS}
-        kwargs.update((k, v) for k, v in overrides.items() if v is not None and k in _PARAMS)
+        kwargs = {k: v for k, v in params.items() if k in DEFAULTS}
+        kwargs.update((k, v) for k, v in overrides.items() if v is not None and k in DEFAULTS)
         return cls(**kwargs)
 
     @property
@@ -221,7 +203,7 @@ class Embedder:
         if self.pooling == "flatten":
             side, channels = LAYERS[self._blocks[0]]
             return side * side * channels
-        cells = sum(g * g for g in _levels(self.grid))
+        cells = sum(g * g for g in levels(self.grid))
         return cells * sum(LAYERS[b][1] for b in self._blocks)
 
     @property
@@ -253,7 +235,7 @@ class Embedder:
         # Only present when used, so the features of one whole-map block keep
         # the store entry they had before grids and block combinations existed.
         if self.grid != 1:
-            settings["grid"] = "+".join(f"{g}x{g}" for g in _levels(self.grid))
+            settings["grid"] = "+".join(f"{g}x{g}" for g in levels(self.grid))
         if len(self._blocks) > 1:
             settings["combine"] = "l2 per block, concatenated"
         return settings
@@ -282,7 +264,7 @@ class Embedder:
         x = ops.expand_dims(ops.cast(gray, "float32"), -1) - np.array(VGG_MEAN_BGR, np.float32)
         maps = vgg(x)
         maps = maps if isinstance(maps, (list, tuple)) else [maps]
-        vectors = [_pool_grid(keras, m, self.pooling, self.grid) for m in maps]
+        vectors = [pool_grid(keras, m, self.pooling, self.grid) for m in maps]
         if len(vectors) > 1:
             vectors = [v / ops.maximum(ops.norm(v, axis=1, keepdims=True), 1e-12) for v in vectors]
         features = vectors[0] if len(vectors) == 1 else ops.concatenate(vectors, axis=1)
@@ -405,75 +387,6 @@ def padded_size(n: int, batch: int) -> int:
     if n >= batch:
         return batch
     return min(batch, 1 << max(0, int(n) - 1).bit_length())
-
-
-def layer_blocks(layer: str) -> tuple[str, ...]:
-    """The blocks named by ``layer`` (``"block4"``, ``"block4+block5"``), in network order.
-
-    Raises
-    ------
-    UsageError
-        If ``layer`` names no block, an unknown one or one twice.
-    """
-    names = str(layer).split("+") if isinstance(layer, str) else []
-    if not names or any(n not in LAYERS for n in names) or len(set(names)) < len(names):
-        raise UsageError(
-            f"layer={layer!r} must be one of {', '.join(LAYERS)} or several of "
-            f"them joined by '+' (e.g. 'block4+block5')"
-        )
-    return tuple(sorted(names))
-
-
-def grid_cells(side: int, grid: int) -> list[list[tuple[int, int]]]:
-    """The ``(start, stop)`` row (and column) ranges of each pooled cell along one side.
-
-    Level ``g`` cuts the side into ``g`` ranges ``[floor(i*side/g), ceil((i+1)*side/g))``:
-    equal parts, and on an odd side the middle row is in both halves.
-
-    Parameters
-    ----------
-    side : int
-        The map's height (it is square).
-    grid : {1, 2, 4}
-
-    Returns
-    -------
-    list of list of (int, int)
-        One list of ranges per level: ``[[(0, side)], [(0, h), (h', side)], ...]``.
-    """
-    return [[(i * side // g, -(-(i + 1) * side // g)) for i in range(g)] for g in _levels(grid)]
-
-
-def _levels(grid):
-    return [g for g in (1, 2, 4) if g <= grid]
-
-
-def _pool_grid(keras, y, pooling, grid):
-    """``(batch, h, w, c)`` block output to ``(batch, cells * c)`` float32 vectors.
-
-    The whole map first, then the cells of each level row by row.
-    """
-    if pooling == "flatten":
-        return keras.layers.Flatten(dtype="float32")(y)
-    ops = keras.ops
-    y = ops.cast(y, "float32")
-    side = y.shape[1]
-    parts = [
-        _pool_region(ops, y[:, r0:r1, c0:c1, :], pooling)
-        for ranges in grid_cells(side, grid)
-        for r0, r1 in ranges
-        for c0, c1 in ranges
-    ]
-    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
-
-
-def _pool_region(ops, y, pooling):
-    if pooling == "max":
-        return ops.max(y, axis=(1, 2))
-    if pooling == "avg":
-        return ops.mean(y, axis=(1, 2))
-    y = ops.maximum(y, 1e-6)
-    return ops.power(ops.mean(ops.power(y, GEM_P), axis=(1, 2)), 1.0 / GEM_P)
 
 
 def dihedral(gray: np.ndarray, t: int) -> np.ndarray:

@@ -38,10 +38,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .checks import check_bool, check_float, check_int, check_random_state
-from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE, checked_sample, reduced_sample
+from .cluster import DEFAULT_NORMALIZE, DEFAULT_PCA, FIT_SAMPLE
 from .errors import UsageError
-from .labelling import subsample_kmeans
-from .reduce import count_distinct, fitting_space
+from .labelling import checked_sample, subsample_kmeans
+from .reduce import count_distinct, fitting_space, reduced_sample
 from .scores import SILHOUETTE_SAMPLE, SilhouetteSample, cluster_scores, stability
 from .tables import KSCAN_COLUMNS
 

@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from .reduce import Reducer, blocks
+from .reduce import Reducer, blocks, check_features
 
 #: Members of a cluster farther from its centre than this percentile of their
 #: distances make an image an outlier (see :func:`outlier_thresholds`).
@@ -303,3 +304,29 @@ def subsample_kmeans(
         runs.append(labels)
         inertias.append(float(np.sum(np.maximum(d2[np.arange(n), labels], 0))))
     return runs[int(np.argmin(inertias))], runs
+
+
+def checked_sample(
+    estimator: BaseEstimator, X: Any, fit_sample: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The opening of a fit (FeatureKMeans, KScan): ``X`` checked, the fit sample drawn.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        Gets ``n_features_in_`` (see :func:`featclust.reduce.check_features`).
+    X : array-like of shape (n_samples, n_features)
+    fit_sample : int or None
+    seed : int
+        From :func:`featclust.checks.check_random_state`.
+
+    Returns
+    -------
+    X : ndarray
+        Float32, finite, not copied when it was so already.
+    rows : ndarray or None
+        :func:`featclust.labelling.sample_rows`: the sorted rows of the
+        sample, or ``None`` for all.
+    """
+    X = check_features(estimator, X, reset=True)
+    return X, sample_rows(len(X), fit_sample, seed)

@@ -440,3 +440,31 @@ def l2(X: np.ndarray) -> np.ndarray:
     """Rows of ``X`` scaled to unit length (zero rows left as they are)."""
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.where(norms > 0, norms, 1.0)
+
+
+def reduced_sample(
+    X: np.ndarray,
+    rows: np.ndarray | None,
+    pca: int | None,
+    whiten: bool,
+    normalize: bool,
+    seed: int,
+) -> tuple[Reducer, np.ndarray]:
+    """The reduction fitted on the fit sample, and the sample reduced (block by block).
+
+    Parameters
+    ----------
+    X : ndarray
+        Checked (:func:`featclust.labelling.checked_sample`).
+    rows : ndarray or None
+        The fit sample (None: every row).
+    pca, whiten, normalize : as in :class:`featclust.cluster.FeatureKMeans`
+    seed : int
+
+    Returns
+    -------
+    reducer : Reducer
+    Z : ndarray of shape (n_rows, n_reduced), float32
+    """
+    reducer = Reducer(pca, whiten, normalize, seed).fit_checked(X, rows)
+    return reducer, reducer.transform_checked(X, rows)

@@ -23,8 +23,9 @@ from sklearn.base import clone
 from featclust import ImageClusterer, ModelMismatchError, UsageError, images
 from featclust.assign import embedder_for
 from featclust.cli import build_parser
-from featclust.embed import LAYERS, Embedder, grid_cells, layer_blocks
+from featclust.embed import Embedder
 from featclust.output import open_sorted
+from featclust.pooling import LAYERS, grid_cells, layer_blocks
 
 #: The options of the command-line runs; ``GRID_OPTIONS`` are the features under test.
 GRID_OPTIONS = ["--grid", "2", "--layer", "block4+block5"]

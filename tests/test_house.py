@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "featclust"
 MAX_LINES = 500
 HEAVY = ("tensorflow", "keras", "matplotlib", "openTSNE", "dask", "distributed")
@@ -22,9 +20,6 @@ def _reason_for_length(path):
     return None
 
 
-# The five long modules get their reason or are split in issue 19's other branches;
-# remove this xfail once they are merged.
-@pytest.mark.xfail(strict=False, reason="issue 19: long modules still being split")
 def test_no_module_is_over_500_lines_without_saying_why():
     too_long = {}
     for path in sorted(PACKAGE.rglob("*.py")):
