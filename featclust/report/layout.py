@@ -125,8 +125,8 @@ def map_plan(Z: np.ndarray, map_method: str = "auto") -> tuple[str | None, str |
     if map_method == "auto" and method == "pca":
         return "pca", (
             f"{n} images are more than the {TSNE_MAX_IMAGES} the t-SNE map is made "
-            "for by default: the map is PCA (featclust report --map tsne makes "
-            "the t-SNE map)"
+            "for by default: the map is PCA (map_method='tsne', on the command line "
+            "featclust report --map tsne, makes the t-SNE map)"
         )
     return method, None
 
