@@ -20,6 +20,7 @@ a family can only be recognised by what it is drawn to share. Generation is
 deterministic for a given seed and uses only NumPy and Pillow.
 """
 
+from ..checks import check_choice
 from . import dots, glyphs, lines, silhouettes, textures
 from .sets import KINDS, make_image_set, write_truth_csv
 
@@ -51,7 +52,5 @@ __all__ = [
 
 def draw(kind, family, rng, size=200):
     """Draw one image of ``family`` of ``kind`` (see :data:`KINDS`); a mode ``'L'`` PIL image."""
-    from ..checks import check_choice
-
     check_choice("kind", kind, tuple(KINDS))
     return KINDS[kind].draw(family, rng, size)
