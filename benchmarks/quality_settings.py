@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featclust import pooling
+from featclust.pooling import GEM_P, grid_cells, layer_blocks
 
 EPS = 1e-6
 
@@ -74,7 +74,7 @@ def shipped_default():
 
     e = {k: p.default for k, p in inspect.signature(Embedder).parameters.items()}
     c = {k: p.default for k, p in inspect.signature(FeatureKMeans).parameters.items()}
-    blocks = tuple(int(b[-1]) for b in pooling.layer_blocks(e["layer"]))
+    blocks = tuple(int(b[-1]) for b in layer_blocks(e["layer"]))
     return (
         FeatureSpec(blocks, e["pooling"], e.get("grid", 1)),
         PostSpec(c.get("sqrt", False), c["normalize"], c["pca"], c["whiten"]),
@@ -121,7 +121,7 @@ def _pool(m, pooling):
     if pooling == "max":
         return m.max(axis=(1, 2))
     if pooling == "gem":
-        return np.mean(np.maximum(m, EPS) ** pooling.GEM_P, axis=(1, 2)) ** (1.0 / pooling.GEM_P)
+        return np.mean(np.maximum(m, EPS) ** GEM_P, axis=(1, 2)) ** (1.0 / GEM_P)
     return m.reshape(len(m), -1)
 
 
@@ -149,7 +149,7 @@ def derive(maps, spec):
         m = np.asarray(maps[b], dtype=np.float32)
         cells = [
             (r0, r1, c0, c1)
-            for ranges in pooling.grid_cells(m.shape[1], spec.grid)
+            for ranges in grid_cells(m.shape[1], spec.grid)
             for r0, r1 in ranges
             for c0, c1 in ranges
         ]

@@ -161,7 +161,7 @@ def test_the_report_of_a_sort_gets_its_result_in_memory(
         raise AssertionError("the sort's report read labels.csv or model.npz back")
 
     monkeypatch.setattr(featclust.output.sorted, "read_labels_csv", read_back)
-    monkeypatch.setattr(featclust.output.sorted, "load_model", read_back)
+    monkeypatch.setattr(featclust.cluster.FeatureKMeans, "load", staticmethod(read_back))
     result = sort(images, tmp_path / "out", store, embedder, report=True, map_method="pca")
     assert result.report.index.is_file() and result.report.map_method == "pca"
     assert sum(len(m) for m in result.report.members.values()) == 8
