@@ -58,14 +58,22 @@ def write_images(folder, n, seed=0):
         img.save(folder / f"img_{i:06d}.png")
 
 
-def stand_in(dim, seed=0):
-    """An ``embed_files`` for :meth:`FeatureStore.update`: content hashes, random features."""
+def stand_in(dim, seed=0, groups=12):
+    """An ``embed_files`` for :meth:`FeatureStore.update`: content hashes, stand-in features.
+
+    Each vector is one of ``groups`` random centres plus noise, so k-means meets the
+    grouped data it meets in a real folder (structureless noise would make it run to
+    its iteration limit, which real features do not).
+    """
     rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(groups, dim))
 
     def embed_files(missing, batch=1000):
         for start in range(0, len(missing), batch):
             good = [(f, images.read_bytes(f)[1]) for f in missing[start : start + batch]]
-            yield good, rng.normal(size=(len(good), dim)).astype(np.float32), []
+            which = rng.integers(0, groups, len(good))
+            noise = rng.normal(scale=0.5, size=(len(good), dim))
+            yield good, (centres[which] + noise).astype(np.float32), []
 
     return embed_files
 

@@ -159,11 +159,13 @@ def scan(
                 continue
             kept.append(d)
         dirnames[:] = kept
+        folder = _rel(root, dirpath)
+        prefix = "" if folder == "." else folder + "/"
         for name in filenames:
             if name.startswith(".") or name in (OUTPUT_MARKER, STORE_MARKER):
                 continue
             full = os.path.join(dirpath, name)
-            rel = _rel(root, full)
+            rel = prefix + name
             try:
                 st = os.stat(full)
             except OSError as e:
