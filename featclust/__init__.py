@@ -13,6 +13,7 @@ family is in :mod:`featclust.errors`).
 from ._version import __version__
 from .assign import AssignResult, PlaceResult, assign_images, place_images
 from .cluster import FeatureKMeans
+from .clusterjobs import ScanResult, SortResult, scan_folder, sort_folder
 from .demo import demo
 from .embed import Embedder
 from .errors import (
@@ -25,16 +26,7 @@ from .errors import (
 from .estimator import ImageClusterer
 from .kscan import KScan
 from .output import SortedFolder, open_sorted
-from .pipeline import (
-    EmbedInputsResult,
-    EmbedResult,
-    ScanResult,
-    SortResult,
-    embed_folder,
-    embed_inputs,
-    scan_folder,
-    sort_folder,
-)
+from .pipeline import EmbedInputsResult, EmbedResult, embed_folder, embed_inputs
 from .report import ReportResult, write_report
 from .similarity import DuplicatesResult, SimilarResult, find_duplicates, similar_images
 

@@ -24,13 +24,14 @@ from .cli_options import (
     embedder_params,
 )
 from .cli_parser import build_parser
+from .clusterjobs import scan_folder, sort_folder
 from .demo import demo
 from .embed import Embedder
 from .errors import FeatclustError
 from .fileio import fmt_num
 from .kscan import parse_k_range
 from .output import open_sorted
-from .pipeline import embed_folder, scan_folder, sort_folder
+from .pipeline import embed_folder
 from .report import write_report
 from .scores import LOOSE_FACTOR
 from .similarity import find_duplicates, similar_images

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .checks import MAX_SEED
+from .cluster import DEFAULTS as CLUSTER_DEFAULTS
 from .cluster import MAX_WARD_IMAGES, METHODS
 from .device import PRECISIONS
 from .embed import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 from .embed import DEFAULTS as EMBED_DEFAULTS
-from .pipeline import CLUSTER_DEFAULTS, KSCAN_DEFAULTS
+from .kscan import DEFAULTS as KSCAN_DEFAULTS
 from .pooling import GRIDS, LAYERS, POOLINGS, layer_blocks
 from .report import MAP_METHODS
 from .sort import MODES

@@ -9,6 +9,7 @@ arrays only.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from typing import IO, Any
@@ -47,6 +48,7 @@ from .reduce import blocks, check_features, count_distinct, reduced_sample
 
 # Kept importable from here, where callers found them before featclust.labelling.
 __all__ = [
+    "DEFAULTS",
     "DEFAULT_NORMALIZE",
     "DEFAULT_N_INIT",
     "DEFAULT_PCA",
@@ -453,3 +455,10 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
             Naming the file and what is wrong with it.
         """
         return load_model(path, cls)
+
+
+#: The parameters of :class:`FeatureKMeans` and their defaults, read from its signature
+#: (the one place they are declared).
+DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(FeatureKMeans).parameters.items()
+}

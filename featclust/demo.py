@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from . import samples
+from .clusterjobs import SortResult, sort_folder
 from .errors import UnsafeOutputError
 from .fileio import current_umask, read_csv
 from .output import OutputFolder
-from .pipeline import SortResult, sort_folder
 from .store import default_root
 
 DEMO_FAMILIES = ("ring", "line", "grid", "clusters")

@@ -17,13 +17,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from .assign import AssignResult, assign_features, embedder_for
 from .checks import check_int
+from .cluster import DEFAULTS as CLUSTER_DEFAULTS
 from .cluster import FeatureKMeans
 from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder
 from .errors import NoImagesError, UsageError
 from .kscan import choose_k
 from .output import open_sorted
-from .pipeline import CLUSTER_DEFAULTS, EmbedResult, embed_folder, embed_inputs
+from .pipeline import EmbedResult, embed_folder, embed_inputs
 from .search import top_similar
 from .similarity import SimilarResult
 

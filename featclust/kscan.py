@@ -31,6 +31,7 @@ No TensorFlow here: this module works on arrays only.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -310,3 +311,9 @@ def choose_k(
     return KScan(
         ks=ks, pca=pca, normalize=normalize, random_state=random_state, fit_sample=fit_sample
     ).fit(X)
+
+
+#: The parameters of :class:`KScan` and their defaults, read from its signature.
+DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(KScan).parameters.items()
+}

@@ -11,8 +11,8 @@ from conftest import load_benchmark
 from featclust import ImageClusterer
 from featclust.cli import build_parser
 from featclust.cluster import DEFAULT_N_INIT, DEFAULT_NORMALIZE, DEFAULT_PCA, FeatureKMeans
+from featclust.clusterjobs import sort_folder
 from featclust.kscan import KScan
-from featclust.pipeline import sort_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

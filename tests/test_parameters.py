@@ -15,12 +15,14 @@ import featclust
 from featclust import ImageClusterer, tables
 from featclust.cli import _flags, build_parser
 from featclust.cli_options import cluster_params, embedder_params
+from featclust.cluster import DEFAULTS as CLUSTER_DEFAULTS
 from featclust.cluster import FeatureKMeans
+from featclust.clusterjobs import sort_folder
 from featclust.embed import DEFAULTS as EMBED_DEFAULTS
 from featclust.embed import Embedder
 from featclust.fileio import read_csv
 from featclust.images import BadFile
-from featclust.pipeline import CLUSTER_DEFAULTS, KSCAN_DEFAULTS, sort_folder
+from featclust.kscan import DEFAULTS as KSCAN_DEFAULTS
 
 
 def _defaults(f):
