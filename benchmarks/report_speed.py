@@ -241,7 +241,9 @@ def main():
         )
 
         print(f"\nwhole report, {args.n} images, {args.k} clusters:")
-        res, t_pca_report = timed(report.write_report, out, X, model, "pca")
+        res, t_pca_report = timed(
+            report.write_report, out, features=X, model=model, map_method="pca"
+        )
         files = sum((out / f).stat().st_size for f in res.files)
         print(
             f"  map=pca : {t_pca_report:7.1f} s (CPU {timed.cpu:.1f} s; {len(res.files)} files, "
@@ -250,7 +252,9 @@ def main():
         )
         t_tsne_report = None
         if not args.no_full_tsne:
-            res, t_tsne_report = timed(report.write_report, out, X, model, "tsne")
+            res, t_tsne_report = timed(
+                report.write_report, out, features=X, model=model, map_method="tsne"
+            )
             print(f"  map=tsne: {t_tsne_report:7.1f} s (CPU {timed.cpu:.1f} s)", flush=True)
         marker = json.loads((out / "featclust.json").read_text())
         assert all(f in marker["files"] for f in res.files)

@@ -175,8 +175,10 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         reduced rows are ``X`` itself, normalised: they are kept only while
         they take at most :data:`featclust.reduce.MAX_IN_MEMORY_BYTES`
         (64 MB), else ``reduced_`` is None and the rows are reduced again,
-        block by block, when needed. Computed while labelling the rows; with
-        a ``labeller`` (Dask), in one more local pass over ``X`` after it.
+        block by block, when needed. Without PCA or normalisation the rows
+        are ``X`` unchanged and ``reduced_`` is None (nothing to save).
+        Computed while labelling the rows; with a ``labeller`` (Dask), in one
+        more local pass over ``X`` after it.
     seed_ : int
         The int seed this fit drew everything from (``random_state`` itself
         when it is an int).
@@ -313,9 +315,10 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         if reducer.components_ is not None:
             self.feature_centers_ = member_means(reducer, X, rows, rank[labels], k)
         width = self.cluster_centers_.shape[1]
-        keep = (
-            reducer.components_ is not None or n * width * 4 <= reduction.MAX_IN_MEMORY_BYTES
-        )  # see reduced_
+        # See reduced_: without PCA or normalisation the rows would be X itself.
+        keep = reducer.components_ is not None or (
+            self.normalize and n * width * 4 <= reduction.MAX_IN_MEMORY_BYTES
+        )
         if rows is None and labeller is None:
             labels, distances = nearest(self.cluster_centers_, Z)
             if self.feature_centers_ is not None:  # measured before the PCA

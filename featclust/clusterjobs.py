@@ -7,7 +7,6 @@ parameters and defaults are those of :class:`~featclust.cluster.FeatureKMeans`
 
 from __future__ import annotations
 
-import collections
 import io
 import os
 from collections.abc import Iterable
@@ -43,6 +42,7 @@ from .pipeline import EmbedResult, embed_folder, make_embedder
 from .progress import bar_factory
 from .report import Clustering, check_map_method, write_report
 from .report.render import kscan_png
+from .search import exact_duplicate_groups
 from .sort import MODES, destinations, in_place, sort_into_folders
 from .tables import bad_files_csv, clusters_csv, labels_csv, truth_csv
 
@@ -289,7 +289,7 @@ def sort_folder(
         # On a cluster every row is labelled by Dask tasks, block by block.
         model.fit(emb.features, labeller=labeller(client) if client is not None else None)
     k = model.n_clusters
-    judged = scores.judge(model, emb.features, emb.paths, truth, random_state)
+    judged = scores.judge(model, emb.features, emb.paths, truth, model.seed_)
     dests = destinations(emb.paths, model.labels_, k)
     own = [LABELS_CSV, MODEL_NPZ, BAD_FILES_CSV, CLUSTERS_CSV]
     if judged.truth is not None:
@@ -300,9 +300,7 @@ def sort_folder(
     held = in_place(out, image_dir, emb.paths, dests, mode)
     out.clear(keep=held.values())
     record = _record(image_dir, emb, model, embedder, mode, store, judged, scan, parent)
-    record.counts["identical_groups"] = sum(
-        1 for n in collections.Counter(emb.hashes).values() if n > 1
-    )
+    record.counts["identical_groups"] = len(exact_duplicate_groups(emb.hashes))
     out.claim(dests + own, record, status="writing")
     bar = progress("copying", len(dests)) if progress else None
     vanished: list = []
@@ -343,9 +341,9 @@ def sort_folder(
         clustering = Clustering(emb.paths, model.labels_, model.distances_, outliers, model)
         written_report = write_report(
             out.path,
-            emb.features,
+            features=emb.features,
             map_method=map_method,
-            random_state=random_state,
+            random_state=model.seed_,
             progress=progress,
             clustering=clustering,
         )

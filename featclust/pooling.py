@@ -58,7 +58,7 @@ def grid_cells(side: int, grid: int) -> list[list[tuple[int, int]]]:
 
 def levels(grid: int) -> list[int]:
     """The grid levels pooled: 1, then 2 and 4 up to ``grid``."""
-    return [g for g in (1, 2, 4) if g <= grid]
+    return [g for g in GRIDS if g <= grid]
 
 
 def pool_grid(keras: Any, y: Any, pooling: str, grid: int) -> Any:

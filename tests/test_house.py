@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "featclust"
 MAX_LINES = 500
 HEAVY = ("tensorflow", "keras", "matplotlib", "openTSNE", "dask", "distributed")
@@ -41,9 +43,14 @@ def test_reason_line_is_found_only_at_the_start_of_a_docstring_line(tmp_path):
     assert _reason_for_length(unsaid) is None
 
 
-def test_import_featclust_loads_no_heavy_optional_module():
+@pytest.mark.parametrize(
+    "run",
+    ["import featclust", "from featclust.cli import main; main(['--help'])"],
+    ids=["import", "help"],
+)
+def test_import_featclust_and_help_load_no_heavy_optional_module(run):
     code = (
-        "import json, sys, featclust; "
+        f"import json, sys\n{run}\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     # Run from the checkout's root, so "-c" imports this checkout's featclust.
@@ -57,4 +64,4 @@ def test_import_featclust_loads_no_heavy_optional_module():
     )
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "featclust" in loaded
-    assert not loaded & set(HEAVY), f"import featclust loaded {sorted(loaded & set(HEAVY))}"
+    assert not loaded & set(HEAVY), f"{run} loaded {sorted(loaded & set(HEAVY))}"

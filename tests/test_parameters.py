@@ -14,7 +14,7 @@ import pytest
 import featclust
 from featclust import ImageClusterer, tables
 from featclust.cli import _flags, build_parser
-from featclust.cli_options import cluster_params, embedder_params
+from featclust.cli_options import cluster_params, columns, embedder_params
 from featclust.cluster import DEFAULTS as CLUSTER_DEFAULTS
 from featclust.cluster import FeatureKMeans
 from featclust.clusterjobs import sort_folder
@@ -119,6 +119,7 @@ def test_the_command_line_has_every_parameter_with_the_class_default():
     args = parser.parse_args(["sort", "IN", "OUT"])
     assert embedder_params(args) == EMBED_DEFAULTS
     assert cluster_params(args) == CLUSTER_DEFAULTS
+    assert args.n_clusters == 8  # README: `featclust sort IN OUT` without -k makes 8 clusters
     sort_parser = next(a for a in parser._actions if a.dest == "command").choices["sort"]
     flags = _flags(sort_parser)
     assert set(EMBED_DEFAULTS) | set(CLUSTER_DEFAULTS) <= set(flags)
@@ -174,6 +175,7 @@ POSITIONAL = {
     "find_duplicates": ["image_dir", "out_dir"],
     "demo": ["out_dir"],
     "open_sorted": ["out_dir"],
+    "write_report": ["out_dir"],
 }
 
 
@@ -186,7 +188,7 @@ def test_jobs_take_their_options_by_keyword(name):
 
 def test_every_public_job_is_checked_for_keyword_options():
     jobs = {n for n in featclust.__all__ if isinstance(getattr(featclust, n), types.FunctionType)}
-    assert jobs - {"write_report"} == set(POSITIONAL)  # write_report: featclust.report's
+    assert jobs == set(POSITIONAL)
 
 
 @pytest.mark.parametrize("name", featclust.__all__)
@@ -271,4 +273,13 @@ def test_the_command_line_help_names_every_column():
             shown = "cluster_0" if col == "cluster_*" else col
             assert shown in text, (name, col)
         if name.endswith(".csv"):
-            assert name in text, name
+            assert " ".join(columns(name).split()) in text, name  # the file and its columns
+
+
+def test_a_job_takes_the_embedder_or_its_parameters_not_both(tmp_path):
+    (tmp_path / "in").mkdir()
+    both = {"embedder": Embedder(weights="none"), "weights": "none"}
+    with pytest.raises(featclust.UsageError, match="not both"):
+        sort_folder(tmp_path / "in", tmp_path / "out", **both)
+    with pytest.raises(featclust.UsageError, match="not both"):
+        featclust.scan_folder(tmp_path / "in", **both)

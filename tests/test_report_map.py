@@ -150,7 +150,7 @@ def test_report_uses_the_map_cache_only_in_a_folder_it_made(tmp_path):
     data = json.loads((out / "featclust.json").read_text())
     data["store_root"] = str(root)
     (out / "featclust.json").write_text(json.dumps(data))
-    result = report.write_report(out, X, model, map_method="tsne")
+    result = report.write_report(out, features=X, model=model, map_method="tsne")
     assert result.map_method == "tsne"
     assert os.listdir(root / "maps") == ["notes.txt"]
 

@@ -127,7 +127,7 @@ def test_every_value_from_featclust_json_is_escaped_and_odd_types_do_not_crash(t
         created=EVIL,
         image_dir=str(tmp_path / "images") + EVIL,
     )
-    result = report.write_report(out, X, model)
+    result = report.write_report(out, features=X, model=model)
     page = Page(result.index)
     assert not [a for _, a in page.tags if a.get("id") == "evil"]
     assert ("b", {"id": "evil"}) not in page.tags
@@ -144,7 +144,7 @@ def test_header_in_words_and_random_weights_flagged_on_every_page(tmp_path):
         embedder={"weights": "none", "pooling": "max", "layer": "block4"},
         clustering={**model.get_params(), "pca": 8, "pca_components": 8, "normalize": True},
     )
-    result = report.write_report(out, X, model)
+    result = report.write_report(out, features=X, model=model)
     text = result.index.read_text()
     words = Page(result.index).words
     for repr_like in ("pca=", "normalize=", "seed=", "None", "True", "False"):
@@ -158,7 +158,7 @@ def test_header_in_words_and_random_weights_flagged_on_every_page(tmp_path):
         assert 'class="random"' in html.read_text()
     # pretrained weights: no flag
     tamper(out, embedder={"weights": "imagenet", "pooling": "avg", "layer": "block5"})
-    result = report.write_report(out, X, model)
+    result = report.write_report(out, features=X, model=model)
     assert 'class="random"' not in result.index.read_text()
     assert (
         "VGG16 with ImageNet weights, output of block5, average pooling" in Page(result.index).words
@@ -168,7 +168,7 @@ def test_header_in_words_and_random_weights_flagged_on_every_page(tmp_path):
 def test_each_cluster_has_a_gallery_in_distance_order_linking_to_the_copies(tmp_path):
     names = [f"sub/img {i:03d}&'x.png" for i in range(24)]
     out, X, model, paths = make_sorted(tmp_path, names=names)
-    result = report.write_report(out, X, model)
+    result = report.write_report(out, features=X, model=model)
     index = Page(result.index)
     galleries = [r for r in index.refs if r.startswith("clusters/")]
     assert len(galleries) == 3
@@ -207,10 +207,10 @@ def test_each_cluster_has_a_gallery_in_distance_order_linking_to_the_copies(tmp_
 
 def test_a_sub_clustering_links_back_to_the_parent_report(tmp_path):
     parent_out, X, model, _ = make_sorted(tmp_path / "parent")
-    report.write_report(parent_out, X, model)
+    report.write_report(parent_out, features=X, model=model)
     out, X2, model2, _ = make_sorted(tmp_path / "deep" / "child", seed=1)
     tamper(out, parent={"out_dir": str(parent_out), "cluster": "cluster_01"})
-    result = report.write_report(out, X2, model2)
+    result = report.write_report(out, features=X2, model=model2)
     page = Page(result.index)
     assert "refines cluster cluster_01 of an earlier sort" in page.words
     links = [r for r in page.refs if "index.html" in r]
@@ -219,9 +219,9 @@ def test_a_sub_clustering_links_back_to_the_parent_report(tmp_path):
     assert urlsplit(links[0]).fragment == "cluster_01"
     # a hostile parent in a hand-edited record is escaped, a wrong type ignored
     tamper(out, parent={"out_dir": str(parent_out), "cluster": EVIL})
-    assert EVIL not in report.write_report(out, X2, model2).index.read_text()
+    assert EVIL not in report.write_report(out, features=X2, model=model2).index.read_text()
     tamper(out, parent={"out_dir": 5})
-    assert "refines" not in report.write_report(out, X2, model2).index.read_text()
+    assert "refines" not in report.write_report(out, features=X2, model=model2).index.read_text()
 
 
 def test_duplicates_page_shows_each_group_side_by_side(tmp_path):
@@ -281,7 +281,7 @@ def test_kscan_plot_draws_the_stability_threshold_the_rule_uses():
 
 def test_thumbnail_map_has_a_title(tmp_path):
     out, X, model, _ = make_sorted(tmp_path)
-    report.write_report(out, X, model, map_method="pca")
+    report.write_report(out, features=X, model=model, map_method="pca")
     with Image.open(out / "report" / "map_thumbnails.png") as im:
         w, h = im.size
         strip = np.asarray(im.convert("L").crop((0, 0, w, 30)))
@@ -315,7 +315,7 @@ assert xy.shape == (24, 2) and np.isfinite(xy).all()
 assert np.isfinite(report.embed_2d(np.zeros((30, 512), np.float32), "tsne")).all()
 from featclust.output import open_sorted
 m = open_sorted(out).model
-res = report.write_report(out, Z, m, map_method="tsne")
+res = report.write_report(out, features=Z, model=m, map_method="tsne")
 print("METHOD", res.map_method, "NOTE", res.map_note)
 """
     proc = _run(code, tmp_path)
@@ -329,7 +329,7 @@ print("METHOD", res.map_method, "NOTE", res.map_note)
 def test_too_few_distinct_images_get_the_pca_map_with_a_note(tmp_path):
     out, X, model, _ = make_sorted(tmp_path, n=12)
     Z = np.repeat(np.eye(3, 16, dtype=np.float32), 4, axis=0)
-    result = report.write_report(out, Z, model, map_method="auto")
+    result = report.write_report(out, features=Z, model=model, map_method="auto")
     assert result.map_method == "pca"
     assert "3 distinct feature vectors" in result.map_note
     page = Page(result.index)

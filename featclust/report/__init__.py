@@ -131,6 +131,7 @@ def check_map_method(map_method: str) -> str:
 
 def write_report(
     out_dir: str | os.PathLike,
+    *,
     features: np.ndarray | None = None,
     model: Any = None,
     map_method: str = "auto",
