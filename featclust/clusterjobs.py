@@ -21,7 +21,7 @@ from .checks import check_choice
 from .cluster import FeatureKMeans
 from .distributed import check_dask, connect, labeller
 from .embed import Embedder
-from .errors import FeatclustError
+from .errors import FeatclustError, NoImagesError
 from .kscan import KScan, choose_k
 from .output import (
     BAD_FILES_CSV,
@@ -43,7 +43,7 @@ from .progress import bar_factory
 from .report import Clustering, check_map_method, write_report
 from .report.render import kscan_png
 from .search import exact_duplicate_groups
-from .sort import MODES, destinations, in_place, sort_into_folders
+from .sort import MODES, destinations, edited_links, in_place, sort_into_folders
 from .tables import bad_files_csv, clusters_csv, labels_csv, truth_csv
 
 #: The clustering's parameters and defaults (see :data:`featclust.cluster.DEFAULTS`).
@@ -123,7 +123,7 @@ def scan_folder(
     embedder = make_embedder(embedder, embedder_params)
     if out_dir is not None:
         OutputFolder(out_dir, image_dir)  # refuse an unsafe folder before embedding
-    emb = embed_folder(
+    emb, _ = _embed_present(
         image_dir,
         embedder=embedder,
         store=store,
@@ -268,7 +268,7 @@ def sort_folder(
     progress = bar_factory(progress)
     parent = _parent_sort(image_dir)
     with connect(dask) as client:
-        emb = embed_folder(
+        emb, folder_id = _embed_present(
             image_dir,
             embedder=embedder,
             store=store,
@@ -296,6 +296,7 @@ def sort_folder(
         own.append(TRUTH_CSV)
     if scan is not None:
         own += [KSCAN_CSV, KSCAN_PNG]
+    out.reclaim(edited_links(out))
     out.check_free(dests + own)
     held = in_place(out, image_dir, emb.paths, dests, mode)
     out.clear(keep=held.values())
@@ -320,6 +321,7 @@ def sort_folder(
         if bar:
             bar.close()
     if vanished:
+        _check_present(image_dir, folder_id)
         out.release(sorted(set(dests) - set(written)))
         emb.bad_files = sorted(emb.bad_files + vanished, key=lambda b: b.path)
         now = out.record or record
@@ -350,6 +352,39 @@ def sort_folder(
     return SortResult(
         emb, model, out.path, written, written_report, judged, scan, out.record, list(out.changed)
     )
+
+
+def _folder_id(image_dir):
+    """``(st_dev, st_ino)`` of the image folder (``None`` when it cannot be read)."""
+    try:
+        st = os.stat(image_dir)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_present(image_dir, folder_id):
+    """Refuse to go on when the image folder was renamed, moved or removed during the run."""
+    if folder_id is not None and _folder_id(image_dir) != folder_id:
+        raise NoImagesError(
+            f"image folder {str(image_dir)!r} was renamed, moved or removed while "
+            "featclust was working on it; the sort is not complete: run again on the "
+            "folder where it is now"
+        )
+
+
+def _embed_present(image_dir, **kwargs):
+    """:func:`embed_folder` and the image folder's :func:`_folder_id`; refused when the
+    folder vanished during the run (its images would all become unreadable files,
+    and a sort of what was read before would look complete)."""
+    folder_id = _folder_id(image_dir)
+    try:
+        emb = embed_folder(image_dir, **kwargs)
+    except NoImagesError:
+        _check_present(image_dir, folder_id)
+        raise
+    _check_present(image_dir, folder_id)
+    return emb, folder_id
 
 
 def _parent_sort(image_dir):

@@ -34,6 +34,8 @@ INPUT_SIZE = 224
 #: Marker files that make :func:`scan` skip a folder (featclust's own outputs).
 OUTPUT_MARKER = "featclust.json"
 STORE_MARKER = "featclust-store.json"
+#: The report folder of an output folder (left out when the output is scanned).
+OUTPUT_REPORT_DIR = "report"
 #: Files larger than this are not read into memory.
 MAX_FILE_BYTES = 1 << 30
 #: Start of the reason given for a file that could not be read at all (no
@@ -109,9 +111,13 @@ def scan(
 
     Hidden files and folders (names starting with ``.``), the folders named in
     ``exclude`` and folders holding a featclust output or store marker are
-    skipped. Symbolic links to files are followed; links to folders are not,
-    so a link loop cannot hang the walk: they are listed in ``problems``, as
-    are named pipes, sockets and device files (never opened: reading a pipe
+    skipped. When ``image_dir`` is itself a featclust output (a sorted
+    folder), featclust's own files in it are left out: the files directly in
+    it (``labels.csv``, ``model.npz``, the k scan's plot ...) and its
+    ``report/`` folder; its cluster folders are scanned like any folder.
+    Symbolic links to files are followed; links to folders are not, so a
+    link loop cannot hang the walk: they are listed in ``problems``, as are
+    named pipes, sockets and device files (never opened: reading a pipe
     could block forever).
 
     Parameters
@@ -139,6 +145,9 @@ def scan(
         raise UsageError(f"image folder {str(image_dir)!r} does not exist or is not a folder")
     root = root.resolve()
     skip = {os.path.realpath(p) for p in exclude}
+    is_output = (root / OUTPUT_MARKER).exists()
+    if is_output:
+        skip.add(os.path.realpath(root / OUTPUT_REPORT_DIR))
     files, problems = [], []
 
     def on_error(err):
@@ -160,6 +169,8 @@ def scan(
             kept.append(d)
         dirnames[:] = kept
         folder = _rel(root, dirpath)
+        if folder == "." and is_output:
+            continue  # featclust's own files of a sorted folder given as the image folder
         prefix = "" if folder == "." else folder + "/"
         for name in filenames:
             if name.startswith(".") or name in (OUTPUT_MARKER, STORE_MARKER):

@@ -69,6 +69,48 @@ def source_stamp(st: os.stat_result) -> list:
     return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
+def edited_links(out: OutputFolder) -> list[str]:
+    """Hard links featclust made that show an edit of their image, made in place since.
+
+    With ``mode="hardlink"`` the placed file and the image are one file: an
+    image edited in place changes the placed file too, which then looks
+    changed by someone. A file of :attr:`~featclust.output.OutputFolder.changed`
+    that is still the very file featclust linked (the inode recorded when it
+    was placed) and still the image's own file holds nothing the image does
+    not: it is featclust's link, to be replaced like any of its files (the
+    user's content stays in the image).
+
+    Parameters
+    ----------
+    out : featclust.output.OutputFolder
+
+    Returns
+    -------
+    list of str
+        Such files, relative to the folder.
+    """
+    record = out.record
+    if record is None or record.mode != "hardlink" or not record.image_dir:
+        return []
+    found = []
+    for rel in out.changed:
+        source = out.sources.get(rel)
+        if not isinstance(source, list) or len(source) != 4:
+            continue
+        try:
+            here = os.lstat(os.path.join(out.path, rel))
+            image = os.stat(os.path.join(record.image_dir, rel.partition("/")[2]))
+        except OSError:
+            continue
+        if (
+            stat.S_ISREG(here.st_mode)
+            and here.st_ino == source[2]
+            and (here.st_dev, here.st_ino) == (image.st_dev, image.st_ino)
+        ):
+            found.append(rel)
+    return found
+
+
 def in_place(
     out: OutputFolder,
     image_dir: str | os.PathLike,

@@ -141,6 +141,14 @@ class OutputFolder:
             ) and inside(Path(os.path.realpath(self.path / parent)), self._real)
         return known and name not in ("", ".", "..") and not os.path.isabs(rel)
 
+    def reclaim(self, rels: Iterable[str]) -> None:
+        """Take files of :attr:`changed` back as featclust's (to be replaced or removed
+        like its other files): hard links it made to an image that was edited in
+        place since (see :func:`featclust.sort.edited_links`)."""
+        back = set(rels) & set(self.changed)
+        self.changed = [rel for rel in self.changed if rel not in back]
+        self._owned |= back
+
     def check_free(self, rels: Iterable[str]) -> None:
         """Refuse if any of ``rels`` exists and was not written by featclust (or was
         changed since), or leads out of the folder.
