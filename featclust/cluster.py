@@ -43,7 +43,7 @@ from .labelling import (
     squared_distances,
     subsample_kmeans,
 )
-from .modelfile import load_model, save_model
+from .modelfile import check_feature_settings, load_model, save_model
 from .reduce import blocks, check_features, count_distinct, reduced_sample
 
 # Kept importable from here, where callers found them before featclust.labelling.
@@ -441,10 +441,20 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         save_model(self, path, extra)
 
     @classmethod
-    def load(cls, path: str | os.PathLike | IO[bytes]) -> tuple[FeatureKMeans, dict]:
+    def load(
+        cls, path: str | os.PathLike | IO[bytes], feature_settings: dict | None = None
+    ) -> tuple[FeatureKMeans, dict]:
         """Load a model written by :meth:`save`, every part of the file checked.
 
         See :func:`featclust.modelfile.load_model`.
+
+        Parameters
+        ----------
+        path : path-like or file object
+        feature_settings : dict, optional
+            The settings of the features the model is for
+            (:meth:`featclust.Embedder.settings`): a model fitted on others is
+            refused (see :func:`featclust.modelfile.check_feature_settings`).
 
         Returns
         -------
@@ -455,9 +465,12 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
         Raises
         ------
         ModelMismatchError
-            Naming the file and what is wrong with it.
+            Naming the file and what is wrong with it, or the feature settings
+            that differ.
         """
-        return load_model(path, cls)
+        model, extra = load_model(path, cls)
+        check_feature_settings(model, extra, feature_settings, getattr(path, "name", path))
+        return model, extra
 
 
 #: The parameters of :class:`FeatureKMeans` and their defaults, read from its signature

@@ -116,6 +116,55 @@ def load_model(path: str | os.PathLike | IO[bytes], cls: type) -> tuple[Any, dic
     return _model_from_arrays(cls, arrays, where)
 
 
+def check_feature_settings(
+    model: Any, extra: dict, expected: dict | None, path: str | os.PathLike
+) -> None:
+    """Refuse a model whose features are not those of the folder or command using it.
+
+    A model is only meaningful on features made as its own were: one fitted
+    on average-pooled features gives nonsense distances on max-pooled ones.
+
+    Parameters
+    ----------
+    model : featclust.cluster.FeatureKMeans
+        As read by :func:`load_model`.
+    extra : dict
+        Its metadata; ``extra["feature_settings"]`` are the settings it was
+        fitted on (recorded by ``sort``; a file without them is checked by
+        the length of its features, ``expected["dim"]``).
+    expected : dict or None
+        The feature settings of the folder or command (``None``: nothing to check).
+    path : path-like
+        The model file, to name in the message.
+
+    Raises
+    ------
+    ModelMismatchError
+        In one line, naming each setting that differs with both values.
+    """
+    if not isinstance(expected, dict):
+        return
+    recorded = extra.get("feature_settings")
+    if isinstance(recorded, dict):
+        diffs = [
+            f"{key}: {recorded.get(key)!r} (model file) vs {expected.get(key)!r} (here)"
+            for key in sorted(set(recorded) | set(expected))
+            if recorded.get(key) != expected.get(key)
+        ]
+    else:
+        dim = expected.get("dim")
+        diffs = (
+            [f"features of length {model.n_features_in_} (model file) vs {dim} (here)"]
+            if isinstance(dim, int) and dim != model.n_features_in_
+            else []
+        )
+    if diffs:
+        raise ModelMismatchError(
+            f"model file {str(path)!r} was fitted on other features than the ones used "
+            f"here ({'; '.join(diffs)}); sort again, or put back the model.npz of this sort"
+        )
+
+
 def _model_from_arrays(cls, arrays, where):
     """Check what :meth:`FeatureKMeans.load` read and build the model from it."""
 

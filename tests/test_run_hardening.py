@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 import featclust
 from featclust import images
-from featclust.errors import NoImagesError
+from featclust.cluster import FeatureKMeans
+from featclust.errors import ModelMismatchError, NoImagesError
 from featclust.output import open_sorted
 
 
@@ -161,6 +162,44 @@ def test_case_9_an_output_inside_an_image_folder_is_still_skipped_whole(tmp_path
     parent = tmp_path
     files, _ = images.scan(parent, exclude=[tmp_path / "store"])
     assert sorted(f.path for f in files) == [f"in/img_{i:03d}.png" for i in range(6)]
+
+
+# -- 10 ---------------------------------------------------------------------------------------
+
+
+def test_case_10_a_model_of_other_feature_settings_is_refused_in_one_line(tmp_path):
+    img = dots(tmp_path / "in", 10)
+    out, other = tmp_path / "out", tmp_path / "other"
+    sort(img, out, embedder=StandIn("max"), store=tmp_path / "store")
+    sort(img, other, embedder=StandIn("avg"), store=tmp_path / "store")
+    shutil.copy(other / "model.npz", out / "model.npz")  # an avg-pooling model, same shapes
+    with pytest.raises(ModelMismatchError) as err:
+        _ = open_sorted(out).model
+    message = str(err.value)
+    assert "\n" not in message and "model.npz" in message
+    assert "pooling: 'avg' (model file) vs 'max' (here)" in message
+    # through the CLI (the report reads the stored features and the model): exit 2, one line
+    code, _, stderr = run_cli("report", out)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "'avg' (model file) vs 'max'" in stderr
+    # in its own folder the same file loads
+    assert open_sorted(other).model.n_clusters == 2
+
+
+def test_case_10_feature_kmeans_load_checks_the_settings_it_is_given(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    model = FeatureKMeans(n_clusters=2, pca=None, random_state=0).fit(X)
+    block5 = {"layer": "block5_pool", "pooling": "max", "dim": 8}
+    model.save(tmp_path / "with.npz", extra={"feature_settings": block5})
+    model.save(tmp_path / "without.npz")
+    default = {"layer": "block4_pool+block5_pool", "pooling": "max", "dim": 1024}
+    with pytest.raises(ModelMismatchError, match="layer: 'block5_pool' .* 'block4_pool"):
+        FeatureKMeans.load(tmp_path / "with.npz", feature_settings=default)
+    with pytest.raises(ModelMismatchError, match="length 8 \\(model file\\) vs 1024"):
+        FeatureKMeans.load(tmp_path / "without.npz", feature_settings=default)
+    loaded, extra = FeatureKMeans.load(tmp_path / "with.npz", feature_settings=block5)
+    assert extra["feature_settings"] == block5 and loaded.n_features_in_ == 8
+    FeatureKMeans.load(tmp_path / "without.npz", feature_settings={**default, "dim": 8})
 
 
 # -- 11 ---------------------------------------------------------------------------------------

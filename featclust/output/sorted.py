@@ -14,6 +14,7 @@ from typing import Any
 from ..cluster import FeatureKMeans
 from ..errors import OutputFormatError, UsageError
 from ..images import OUTPUT_MARKER
+from ..modelfile import check_feature_settings
 from ..tables import kscan_csv, read_kscan_csv, read_labels_csv
 from .folder import OutputFolder
 from .record import KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ, RunRecord, read_record
@@ -53,17 +54,21 @@ class SortedFolder:
         ------
         OutputFormatError
             If the file cannot be read or does not fit the record.
+        ModelMismatchError
+            If it was fitted on other feature settings than the record's
+            (another sort's model copied here).
         """
         if self._model is None:
             path = self.path / MODEL_NPZ
             if not path.is_file():
                 raise OutputFormatError(f"{str(path)!r} is missing; run featclust sort again")
             try:
-                model, _ = FeatureKMeans.load(path)
+                model, extra = FeatureKMeans.load(path)
             except OutputFormatError:
                 raise
             except Exception as e:  # FeatureKMeans.load names the file in its own errors
                 raise OutputFormatError(f"cannot read {str(path)!r}: {e}") from None
+            check_feature_settings(model, extra, self.record.feature_settings, path)
             if int(model.n_clusters) != self.n_clusters:
                 raise OutputFormatError(
                     f"{str(path)!r} has {model.n_clusters} clusters but "
