@@ -3,23 +3,32 @@
 The library's long steps (embedding, copying, the report) take a
 ``progress`` argument: ``True`` (always show), ``False`` (never), ``None``
 (the default: show where a person is watching: a terminal, or a Jupyter
-notebook, where ``tqdm.auto`` draws a widget; nothing when output goes to a
-file), or a ``tqdm`` class to use. Inside the library it becomes a factory
-``bar(description, total, unit="img")`` returning an object with
-``update(n)`` and ``close()``, or ``None`` when nothing is shown. A finished
-bar stays as one line with the count and the rate.
+notebook, where ``tqdm.auto`` draws a widget when ipywidgets is installed,
+``pip install "featclust[notebook]"``, and nothing, quietly, when it is not;
+nothing when output goes to a file), or a ``tqdm`` class to use. Inside the
+library it becomes a factory ``bar(description, total, unit="img")``
+returning an object with ``update(n)`` and ``close()``, or ``None`` when
+nothing is shown. A finished bar stays as one line with the count and the rate.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from tqdm import autonotebook, std
-from tqdm.auto import tqdm
+from tqdm import std
 
 from .errors import UsageError
+
+# In a notebook without ipywidgets, tqdm.auto warns "IProgress not found" and falls back
+# to the terminal bar (which draws nothing there); with ipywidgets it warns that it is
+# experimental. Neither is the user's to act on: bars need `pip install featclust[notebook]`.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", std.TqdmWarning)
+    from tqdm import autonotebook
+    from tqdm.auto import tqdm
 
 
 def bar_factory(progress: Any = None) -> Callable[..., Any] | None:

@@ -94,3 +94,34 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
             for o in c.outputs
         )
         assert images >= 1 + 1 + 1 + 4 + 2  # sample, k-scan, overview, montages, maps
+
+
+def test_progress_bars_in_a_notebook_warn_nothing(tmp_path):
+    """Issue 21, case 16: no "IProgress not found" (nor any other warning) in a notebook,
+    whether ipywidgets is installed (a widget bar) or not (no bar, quietly)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import featclust\n"
+            "from featclust.progress import bar_factory\n"
+            "make = bar_factory(None)\n"
+            "bar = make('embedding', 3)\n"
+            "bar.update(3)\n"
+            "bar.close()\n"
+            "print('widget:', any(c.__module__ == 'tqdm.notebook' for c in type(bar).__mro__))"
+        )
+    ]
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = nb.cells[0].outputs
+    assert not [o for o in outputs if o.output_type == "error"]
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert stderr == ""
+    printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        assert "widget: False" in printed
+    else:
+        assert "widget: True" in printed
