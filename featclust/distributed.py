@@ -35,6 +35,7 @@ import numpy as np
 
 from .checks import check_int
 from .decoding import iter_features
+from .device import cpu_count, load_keras
 from .embed import Embedder
 from .errors import FeatclustError, StoreError, UsageError
 from .images import BadFile, ImageFile
@@ -48,6 +49,8 @@ RETRIES = 3
 #: stays flat however many chunks there are).
 TASKS_PER_WORKER = 2
 INSTALL_HINT = "pip install 'featclust[dask]'"
+#: Set for the workers of ``local:N``: the threads each may use (the CPUs shared out).
+WORKER_THREADS_ENV = "FEATCLUST_WORKER_THREADS"
 
 
 class DaskError(FeatclustError):
@@ -116,7 +119,9 @@ def connect(dask: Any) -> Iterator[Any]:
     dask : distributed.Client, str or None
         ``None``: yields ``None`` (and Dask is not imported). ``"local:N"``:
         a :class:`distributed.LocalCluster` of N worker processes with one
-        thread each, on this machine, closed at the end. A scheduler address
+        Dask thread each, on this machine, closed at the end; the CPUs are
+        shared out, so each worker's model (TensorFlow's op threads), decoding
+        threads and BLAS use at most ``cpus // N`` threads. A scheduler address
         (``"tcp://host:8786"``): a client of that scheduler. A client: used
         as it is and not closed.
 
@@ -141,6 +146,7 @@ def connect(dask: Any) -> Iterator[Any]:
     distributed = _import_distributed()
     if dask.startswith("local:"):
         n = _local_workers(dask)
+        threads = str(max(1, cpu_count() // n))
         try:
             cluster = distributed.LocalCluster(
                 n_workers=n,
@@ -148,6 +154,12 @@ def connect(dask: Any) -> Iterator[Any]:
                 processes=True,
                 dashboard_address=None,
                 silence_logs=logging.ERROR,
+                env={
+                    WORKER_THREADS_ENV: threads,
+                    "OMP_NUM_THREADS": threads,
+                    "OPENBLAS_NUM_THREADS": threads,
+                    "MKL_NUM_THREADS": threads,
+                },
             )
         except Exception as e:
             raise DaskError(
@@ -179,14 +191,41 @@ _EMBEDDERS: dict[str, Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
+def worker_threads() -> int | None:
+    """The threads this worker may use (set by ``local:N``), or ``None``: no limit."""
+    try:
+        return max(1, int(os.environ[WORKER_THREADS_ENV]))
+    except (KeyError, ValueError):
+        return None
+
+
 def worker_embedder(params: dict[str, Any]) -> Embedder:
-    """The embedder of ``params`` in this process, built once and kept."""
+    """The embedder of ``params`` in this process, built once and kept.
+
+    On a worker of ``local:N`` the first call also limits TensorFlow's op
+    threads to :func:`worker_threads` (before TensorFlow starts: later it
+    cannot change), so N workers do not each use every core.
+    """
     key = json.dumps(params, sort_keys=True)
     with _EMBEDDERS_LOCK:
         embedder = _EMBEDDERS.get(key)
         if embedder is None:
+            if not _EMBEDDERS:
+                _limit_tensorflow(worker_threads())
             embedder = _EMBEDDERS[key] = Embedder.from_params(params)
     return embedder
+
+
+def _limit_tensorflow(threads):
+    if threads is None:
+        return
+    _, tf = load_keras()
+    if tf is None:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow was started in this process before
+        pass
 
 
 def embed_chunk(params: dict[str, Any], files: list[ImageFile], rows_dir: str) -> dict:
@@ -210,7 +249,8 @@ def embed_chunk(params: dict[str, Any], files: list[ImageFile], rows_dir: str) -
     """
     embedder = worker_embedder(params)
     good, bad, rows, seen = [], [], [], set()
-    for batch_good, feats, batch_bad in iter_features(files, embedder, decoder="threads"):
+    batches = iter_features(files, embedder, workers=worker_threads(), decoder="threads")
+    for batch_good, feats, batch_bad in batches:
         good.extend(batch_good)
         bad.extend(batch_bad)
         for (_, h), vec in zip(batch_good, feats):

@@ -84,6 +84,7 @@ SLOW_TESTS = {
     "test_kscan.py::test_suggested_k_is_the_true_number_of_groups",
     "test_notebooks.py::test_notebook_runs",
     "test_notebooks.py::test_progress_bars_in_a_notebook_warn_nothing",
+    "test_run_hardening.py::test_case_16_dask_local_workers_share_the_cpus_out",
     "test_output_hardening.py::test_edited_copy_is_never_overwritten_or_deleted",
     "test_output_hardening.py::test_edited_report_file_is_kept_with_a_warning",
     "test_output_hardening.py::test_odd_file_names_survive_every_csv",

@@ -254,3 +254,29 @@ def test_case_9_the_scan_leaves_out_the_folder_the_report_is_written_to():
     from featclust.report.page import REPORT_DIR
 
     assert images.OUTPUT_REPORT_DIR == REPORT_DIR
+
+
+# -- 16: Dask local:N -------------------------------------------------------------------------
+
+
+def test_case_16_dask_local_workers_share_the_cpus_out():
+    pytest.importorskip("distributed")
+    from featclust.device import cpu_count
+    from featclust.distributed import connect
+    from featclust.embed import Embedder
+
+    params = Embedder(weights="none", batch_size=2).get_params()
+
+    def on_worker():
+        import tensorflow as tf
+
+        from featclust.distributed import worker_embedder
+
+        worker_embedder(params).build()  # TensorFlow starts: its threads are fixed now
+        return tf.config.threading.get_intra_op_parallelism_threads()
+
+    with connect("local:2") as client:
+        found = client.run(on_worker)
+    share = max(1, cpu_count() // 2)
+    assert len(found) == 2
+    assert all(got == share for got in found.values()), found
