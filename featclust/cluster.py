@@ -469,7 +469,8 @@ class FeatureKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMi
             that differ.
         """
         model, extra = load_model(path, cls)
-        check_feature_settings(model, extra, feature_settings, getattr(path, "name", path))
+        where = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "")
+        check_feature_settings(model, extra, feature_settings, where)
         return model, extra
 
 
