@@ -2,6 +2,7 @@
 saved with the outputs of a larger run on generated images, so a reader on a code host sees them."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,24 @@ def test_walkthrough_is_saved_with_the_outputs_of_a_run_on_generated_images():
     assert "new image goes to cluster" in text
     assert path.stat().st_size < 4_000_000
     json.loads(path.read_text())  # valid JSON as saved
+
+
+def test_walkthrough_outputs_were_saved_with_the_current_defaults():
+    """Issue 21, case 16: the saved run is of today's features (the text says 1,024 values;
+    outputs saved with an older default showed 512)."""
+    from featclust.embed import Embedder
+
+    path = next(p for p in NOTEBOOKS if p.name == "walkthrough.ipynb")
+    text = _text_outputs(nbformat.read(path, as_version=4))
+    shapes = re.findall(r"features \((\d+), (\d+)\)", text)
+    assert shapes == [("200", str(Embedder(weights="none").dim))]
+    width = f"{Embedder(weights='none').dim:,}-number vector"
+    markdown = " ".join(
+        " ".join(c.source.split())
+        for c in nbformat.read(path, as_version=4).cells
+        if c.cell_type == "markdown"
+    )
+    assert width in markdown
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
