@@ -1,8 +1,8 @@
 """Freeing space in the feature store: :func:`gc`.
 
 A run never deletes rows (another folder may use them); :func:`gc` drops the
-rows no existing folder's index references, forgets folders that no longer
-exist, and deletes stores of the format-2 layout
+rows no readable index references, forgets folders that no longer exist
+when asked, and deletes stores of the format-2 layout
 (``ROOT/<folder>-<hash>/<settings hash>/``).
 """
 

@@ -50,14 +50,14 @@ def distinct(
                     continue  # decoded (and reported) on its own
             hashes[f.path] = digest
     first_of: dict[str, ImageFile] = {}
-    firsts, copies = [], {}
+    firsts: list[ImageFile] = []
+    copies: dict[str, list[tuple[ImageFile, str]]] = {}
     for f in files:
         digest = hashes.get(f.path)
-        first = first_of.setdefault(digest, f) if digest is not None else f
-        if first is f:
+        if digest is None or first_of.setdefault(digest, f) is f:
             firsts.append(f)
         else:
-            copies.setdefault(first.path, []).append((f, digest))
+            copies.setdefault(first_of[digest].path, []).append((f, digest))
     return firsts, copies
 
 

@@ -10,7 +10,9 @@ Guarantees:
 * **Found by content.** A row belongs to the content hash (BLAKE2b-128) of
   the bytes that were embedded, not to a path: for the same settings, an
   image is embedded once whatever folder or name it has (a renamed or moved
-  folder, ``sort``'s copies and links, images in several folders).
+  folder, ``sort``'s copies and links, images in several folders); files of
+  equal content in one run are hashed before decoding and embedded once
+  (:mod:`featclust.store.copies`).
 * **Never stale.** A folder's index entry is trusted only while the file's
   size, mtime, inode number and change time (which no user tool can set back)
   all equal what was recorded, and the file had not been changed for
@@ -21,17 +23,20 @@ Guarantees:
 * **Crash safe.** A chunk's ``.npy`` is written first (temporary file and
   :func:`os.replace`), its ``.json`` commits it with the ``.npy``'s hash, so
   a crash leaves only whole chunks; leftovers are removed when the store is
-  opened. A damaged chunk is detected by that hash when a run first uses it,
-  reported in :attr:`FeatureStore.problems`, deleted, and its images embedded
-  again. A folder's index is rewritten atomically; when it is lost or
+  opened. A damaged chunk, or one whose name (a hash of its content) does
+  not match it, is detected when a run first uses it, reported in
+  :attr:`FeatureStore.problems`, deleted, and its images embedded again.
+  Each chunk records ``settings.json``'s content, from which a lost
+  ``settings.json`` is recovered. A folder's index is rewritten atomically; when it is lost or
   damaged, the folder's files are hashed again and nothing is embedded again.
 * **Concurrent runs.** A run holds its folder's lock from :meth:`FeatureStore.open`
   to :meth:`FeatureStore.close` (a second run on the same folder is refused);
   chunks are written, deleted and collected under the settings store's lock,
   and chunk names are unique, so runs on different folders share the rows.
 * **Freeing space.** A run never deletes rows (another folder may use them);
-  :func:`gc` drops the rows no existing folder's index references, and
-  forgets folders that no longer exist.
+  :func:`gc` drops the rows no readable index references, never while an
+  index cannot be read, and forgets folders that no longer exist only when
+  asked (``forget_gone``).
 * **Versions.** ``settings.json`` records :data:`STORE_FORMAT`: a store of
   another format or other settings is emptied, never read. Stores of the
   format-2 layout (``ROOT/<folder>-<hash>/<settings hash>/``) are never read;
