@@ -312,7 +312,10 @@ def test_state_without_opening(tmp_path):
     settings_file.write_text("{not json")
     assert st.state() == "damaged"
     settings_file.unlink()
-    assert st.state() == "damaged"  # features without settings
+    assert st.state() == "missing"  # settings from the chunks' records; the index is gone
+    for meta in st.rows_dir.glob("chunk-*.json"):
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "store": None}))
+    assert st.state() == "damaged"  # features without settings, recorded nowhere
     for chunk in st.rows_dir.glob("chunk-*"):
         chunk.unlink()
     assert st.state() == "missing"

@@ -229,6 +229,9 @@ def test_case6_a_lost_settings_json_is_recovered_from_the_chunks(tmp_path):
     settings = _features_dir(root) / "settings.json"
     saved = settings.read_bytes()
     settings.unlink()
+    reader = FeatureStore(tmp_path / "one", FakeEmbedder().settings(), root)
+    assert reader.read_features(["im00.png", "im01.png"]).shape == (2, 3)  # read-only
+    assert not settings.exists()
     fake = FakeEmbedder()
     one = _embed(tmp_path / "one", root, fake)
     assert fake.seen == 0 and settings.read_bytes() == saved

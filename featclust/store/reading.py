@@ -152,19 +152,20 @@ class StoreReading:
             ``"ready"``: settings of this store and an index of this folder;
             ``"missing"``: no store, or no index of this folder;
             ``"damaged"``: the settings or the index are unreadable, or
-            features lie there without settings; ``"other"``: written by
+            features lie there without settings (that their chunks do not
+            record either); ``"other"``: written by
             another featclust version or with other settings. :meth:`open`
             empties a store in state ``"other"`` or ``"damaged"``.
         """
         found, error = _read_json(self.features_dir / "settings.json")
         if error is not None:
             return "damaged"
-        if found is None:
-            try:
-                names = os.listdir(self.rows_dir)
-            except OSError:
+        if found is None:  # lost: the chunks' records say what it was (recovered by open())
+            found, n_chunks = recorded_settings(self.rows_dir)
+            if not n_chunks:
                 return "missing"
-            return "damaged" if any(_CHUNK.match(n) for n in names) else "missing"
+            if found is None:
+                return "damaged"
         if found != self._expected_settings():
             return "other"
         index, error = _read_json(self.path / INDEX)
