@@ -267,7 +267,7 @@ def _cmd_duplicates(args):
 
 
 def _cmd_store(args):
-    report = gc(args.store, dry_run=args.dry_run)
+    report = gc(args.store, dry_run=args.dry_run, forget_gone=args.forget_gone)
     verb = "would drop" if args.dry_run else "dropped"
     print(
         f"store: {verb} {report.rows_dropped} rows ({report.bytes_freed / 2**20:.1f} MiB) "
@@ -275,6 +275,15 @@ def _cmd_store(args):
     )
     for folder in report.folders_forgotten:
         print(f"  {'would forget' if args.dry_run else 'forgot'} {folder} (no longer exists)")
+    if report.folders_gone:
+        print(
+            f"  kept the features of image folders that no longer exist: "
+            f"{', '.join(report.folders_gone)}; moved or renamed? run featclust on the new path "
+            f"(their features are reused); `featclust store gc --forget-gone` would free "
+            f"{report.rows_gone} rows ({report.bytes_gone / 2**20:.1f} MiB)"
+        )
+    for problem in report.problems:
+        print(f"  {problem}")
     return 0
 
 

@@ -243,11 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "store",
         "look after the feature store",
-        "gc: drop the stored features no existing image folder uses any more (folders "
-        "that were deleted, images that were removed).",
-        ["featclust store gc --dry-run", "featclust store gc --store /data/featclust"],
+        "gc: drop the stored features no image folder uses any more (images that were "
+        "removed); those of folders that no longer exist are kept (moved or renamed?) and "
+        "counted, until --forget-gone.",
+        ["featclust store gc --dry-run", "featclust store gc --forget-gone"],
     )
     p.add_argument("action", choices=("gc",), help="what to do: gc (collect garbage)")
     p.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    p.add_argument(
+        "--forget-gone",
+        action="store_true",
+        help="also forget the image folders that no longer exist and free their features",
+    )
     store_option(p)
     return parser

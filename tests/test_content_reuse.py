@@ -130,8 +130,9 @@ def test_store_gc_forgets_deleted_folders(tmp_path, capsys):
     shutil.rmtree(gone)
     code, out, err = run(["store", "gc", "--dry-run", "--store", store], capsys)
     assert code == 0, err
-    assert "would drop 4 rows" in out and str(gone) in out
-    code, out, err = run(["store", "gc", "--store", store], capsys)
+    assert "would drop 0 rows" in out and str(gone) in out
+    assert "--forget-gone` would free 4 rows" in out
+    code, out, err = run(["store", "gc", "--forget-gone", "--store", store], capsys)
     assert code == 0 and "dropped 4 rows" in out
     code, out, err = run(["store", "gc", "--store", store], capsys)
     assert "dropped 0 rows" in out

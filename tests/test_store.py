@@ -149,7 +149,8 @@ def test_two_folders_with_the_same_file_names_never_share_rows(tmp_path):
     store = tmp_path / "store"
     one = featclust.embed_folder(tmp_path / "one", embedder=FakeEmbedder(), store=store)
     two = featclust.embed_folder(tmp_path / "two", embedder=FakeEmbedder(), store=store)
-    assert one.paths == two.paths and two.n_embedded == 2
+    # two's images are equal: one embedded, the other served its row
+    assert one.paths == two.paths and (two.n_embedded, two.n_reused) == (1, 1)
     assert one.features[0, 0] == 0 and two.features[0, 0] == 1
 
 
@@ -311,7 +312,10 @@ def test_state_without_opening(tmp_path):
     settings_file.write_text("{not json")
     assert st.state() == "damaged"
     settings_file.unlink()
-    assert st.state() == "damaged"  # features without settings
+    assert st.state() == "missing"  # settings from the chunks' records; the index is gone
+    for meta in st.rows_dir.glob("chunk-*.json"):
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "store": None}))
+    assert st.state() == "damaged"  # features without settings, recorded nowhere
     for chunk in st.rows_dir.glob("chunk-*"):
         chunk.unlink()
     assert st.state() == "missing"

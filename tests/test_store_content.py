@@ -244,11 +244,14 @@ def test_gc_drops_rows_of_gone_folders_and_images_with_a_dry_run(tmp_path):
     (tmp_path / "one" / "im02.png").unlink()
     _embed(tmp_path / "one", root)  # forgets im02.png
     before = _tree(root)
-    dry = gc(root, dry_run=True)
+    kept = gc(root, dry_run=True)  # "two" is kept until forget_gone, which would free 2 rows
+    assert (kept.rows_kept, kept.rows_dropped, kept.rows_gone) == (4, 1, 2)
+    assert kept.folders_gone == [os.path.realpath(tmp_path / "two")] and kept.bytes_gone > 0
+    dry = gc(root, dry_run=True, forget_gone=True)
     assert _tree(root) == before
     assert (dry.rows_kept, dry.rows_dropped) == (2, 3) and dry.bytes_freed > 0
     assert dry.folders_forgotten == [os.path.realpath(tmp_path / "two")]
-    done = gc(root)
+    done = gc(root, forget_gone=True)
     assert done == dry
     assert _n_rows(root) == 2 and len(list(root.glob("features-*/folders/*"))) == 1
     fake = FakeEmbedder()

@@ -4,7 +4,8 @@ A sub-package; its public face is here. :mod:`~featclust.store.core` holds
 the store's rules (:class:`FeatureStore`, and its guarantees),
 :mod:`~featclust.store.files` the bytes on disk (layout, chunk files, index
 files, locks), :mod:`~featclust.store.reading` the reading half of a
-store, :mod:`~featclust.store.cleanup` :func:`gc`. Their private names
+store, :mod:`~featclust.store.cleanup` :func:`gc`, :mod:`~featclust.store.copies`
+embedding each distinct content once. Their private names
 (``_CHUNK``, ``_Lock``, ...) cross only files of this package.
 
 The store imports no model: only the base layer (errors, checks, fileio,

@@ -10,7 +10,9 @@ Guarantees:
 * **Found by content.** A row belongs to the content hash (BLAKE2b-128) of
   the bytes that were embedded, not to a path: for the same settings, an
   image is embedded once whatever folder or name it has (a renamed or moved
-  folder, ``sort``'s copies and links, images in several folders).
+  folder, ``sort``'s copies and links, images in several folders); files of
+  equal content in one run are hashed before decoding and embedded once
+  (:mod:`featclust.store.copies`).
 * **Never stale.** A folder's index entry is trusted only while the file's
   size, mtime, inode number and change time (which no user tool can set back)
   all equal what was recorded, and the file had not been changed for
@@ -21,17 +23,20 @@ Guarantees:
 * **Crash safe.** A chunk's ``.npy`` is written first (temporary file and
   :func:`os.replace`), its ``.json`` commits it with the ``.npy``'s hash, so
   a crash leaves only whole chunks; leftovers are removed when the store is
-  opened. A damaged chunk is detected by that hash when a run first uses it,
-  reported in :attr:`FeatureStore.problems`, deleted, and its images embedded
-  again. A folder's index is rewritten atomically; when it is lost or
+  opened. A damaged chunk, or one whose name (a hash of its content) does
+  not match it, is detected when a run first uses it, reported in
+  :attr:`FeatureStore.problems`, deleted, and its images embedded again.
+  Each chunk records ``settings.json``'s content, from which a lost
+  ``settings.json`` is recovered. A folder's index is rewritten atomically; when it is lost or
   damaged, the folder's files are hashed again and nothing is embedded again.
 * **Concurrent runs.** A run holds its folder's lock from :meth:`FeatureStore.open`
   to :meth:`FeatureStore.close` (a second run on the same folder is refused);
   chunks are written, deleted and collected under the settings store's lock,
   and chunk names are unique, so runs on different folders share the rows.
 * **Freeing space.** A run never deletes rows (another folder may use them);
-  :func:`gc` drops the rows no existing folder's index references, and
-  forgets folders that no longer exist.
+  :func:`gc` drops the rows no readable index references, never while an
+  index cannot be read, and forgets folders that no longer exist only when
+  asked (``forget_gone``).
 * **Versions.** ``settings.json`` records :data:`STORE_FORMAT`: a store of
   another format or other settings is emptied, never read. Stores of the
   format-2 layout (``ROOT/<folder>-<hash>/<settings hash>/``) are never read;
@@ -58,6 +63,7 @@ from ..errors import StoreError, StoreLockedError
 from ..fileio import atomic_write, content_hash
 from ..images import BadFile, ImageFile
 from ..tables import bad_files_csv
+from .copies import distinct, with_copies
 from .files import (
     INDEX,
     LOCK_WAIT_S,
@@ -136,6 +142,7 @@ class FeatureStore(StoreReading):
         self._files = {}  # relative path -> index entry
         self._bad = {}
         self._pending = []  # (hash, vector)
+        self._hashed = {}  # relative path -> content hash, of the last split
         self._dirty = False
         self._since_ns = time.time_ns()
 
@@ -175,6 +182,12 @@ class FeatureStore(StoreReading):
         self._reset()
         try:
             with self._locked_store():
+                if self.rows_dir.exists() and not self.rows_dir.is_dir():
+                    raise StoreError(
+                        f"feature store {str(self.features_dir)!r} is damaged: "
+                        f"{str(self.rows_dir)!r} is a file, not a folder; move it away "
+                        "(or delete it) and run again"
+                    )
                 if not readonly:
                     self._check_settings()
                     _clean_leftovers(self.rows_dir)
@@ -292,6 +305,9 @@ class FeatureStore(StoreReading):
         they come, so an interrupted update keeps what it computed. Index
         entries of files not in ``files`` are kept (see :meth:`finish`).
         :attr:`last_reused_by_hash` counts the files served by content.
+        Files of equal content are hashed before decoding and only one of
+        them is embedded (:mod:`featclust.store.copies`): the others are
+        served its row, and counted as served.
 
         Parameters
         ----------
@@ -309,11 +325,12 @@ class FeatureStore(StoreReading):
         Returns
         -------
         cached : list of ImageFile
-            Files served from the store (by this folder's index or by content).
+            Files served from the store (by this folder's index or by
+            content, copies of a file embedded now included).
         bad : list of featclust.images.BadFile
             Files known to be undecodable, then those that failed now.
         n_embedded : int
-            Files embedded now.
+            Files embedded now (one per distinct content).
 
         Raises
         ------
@@ -331,14 +348,21 @@ class FeatureStore(StoreReading):
             return cached, bad, n_embedded
         bar = progress("embedding", len(missing)) if progress else None
         by_path = {f.path: f for f in missing}
+        firsts, copies = distinct(missing, self._hashed)
+        again: list[ImageFile] = []
         try:
-            for good, feats, failed in embed_files(missing):
-                self.add(good, feats)
-                self.add_bad(by_path, failed)
-                bad.extend(failed)
-                n_embedded += len(good)
-                if bar:
-                    bar.update(len(good) + len(failed))
+            for todo in (firsts, again):
+                if not todo:
+                    continue
+                for good, feats, failed, n_copies in with_copies(embed_files(todo), copies, again):
+                    self.add(good, feats)
+                    self.add_bad(by_path, failed)
+                    bad.extend(failed)
+                    n_embedded += len(good) - n_copies
+                    cached.extend(f for f, _ in good[len(good) - n_copies :])
+                    self.last_reused_by_hash += n_copies
+                    if bar:
+                        bar.update(len(good) + len(failed))
         finally:
             if bar:
                 bar.close()
@@ -365,7 +389,9 @@ class FeatureStore(StoreReading):
 
     def _write_chunk(self, items):
         hashes = [h for h, _ in items]
-        cid, data, meta = _chunk_files(hashes, np.stack([v for _, v in items]))
+        cid, data, meta = _chunk_files(
+            hashes, np.stack([v for _, v in items]), self._expected_settings()
+        )
         with self._locked_store():
             self._write(self.rows_dir / f"chunk-{cid}.npy", _bytes_writer(data))
             self._write(self.rows_dir / f"chunk-{cid}.json", _bytes_writer(meta))
@@ -400,7 +426,9 @@ class FeatureStore(StoreReading):
         if cid not in self._chunks:
             with self._locked_store():
                 try:
-                    ok = commit_chunk(self.rows_dir, cid, hashes, digest, self.dim)
+                    ok = commit_chunk(
+                        self.rows_dir, cid, hashes, digest, self.dim, self._expected_settings()
+                    )
                 except OSError as e:
                     raise _store_error(self.features_dir, e) from None
             if not ok:

@@ -8,7 +8,8 @@ guarantees built on them). Layout::
         settings.json                          store format and the settings
         lock                                   held while chunks are written or deleted
         rows/chunk-<id>.npy                    features, float32 (rows, dim)
-        rows/chunk-<id>.json                   content hash of each row, hash of the .npy
+        rows/chunk-<id>.json                   content hash of each row, hash of the .npy,
+                                               the store's settings (to recover settings.json)
         folders/<name>-<hash of its path>/     one per image folder (FeatureStore.path)
             index.json                         path -> size, mtime_ns, ino, ctime_ns, hash
             bad_files.csv                      every file the last run skipped
@@ -235,13 +236,25 @@ class _Lock:
             self._lock.release()
 
 
-def _chunk_files(hashes, feats):
+def _chunk_id(data, hashes):
+    """A chunk's name: the hash of its ``.npy`` bytes and its rows' hashes."""
+    return content_hash(data + "\n".join(hashes).encode("ascii"))[:16]
+
+
+def _chunk_meta(hashes, digest, store):
+    """The bytes of a chunk's ``.json``; ``store`` is the content of ``settings.json``."""
+    meta = {"hashes": list(hashes), "digest": digest}
+    if store is not None:
+        meta["store"] = store
+    return json_bytes(meta)
+
+
+def _chunk_files(hashes, feats, store=None):
     """The chunk id and the bytes of its ``.npy`` and ``.json``."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(feats, np.float32), allow_pickle=False)
     data = buf.getvalue()
-    cid = content_hash(data + "\n".join(hashes).encode("ascii"))[:16]
-    return cid, data, json_bytes({"hashes": list(hashes), "digest": content_hash(data)})
+    return _chunk_id(data, hashes), data, _chunk_meta(hashes, content_hash(data), store)
 
 
 def _read_chunk_meta(rows_dir, cid):
@@ -257,10 +270,12 @@ def _read_chunk_meta(rows_dir, cid):
 
 
 def _read_chunk_data(rows_dir, cid, hashes, digest, dim):
-    """The chunk's features, checked against its hash and shape."""
+    """The chunk's features, checked against its hash, its name and its shape."""
     data = (rows_dir / f"chunk-{cid}.npy").read_bytes()
     if content_hash(data) != digest:
         raise ValueError("features file does not match its hash")
+    if _chunk_id(data, hashes) != cid:
+        raise ValueError("its name does not match its content: renamed or swapped")
     feats = np.load(io.BytesIO(data), allow_pickle=False)
     if (
         feats.dtype != np.float32
@@ -311,11 +326,18 @@ def write_chunk_npy(
 
 
 def commit_chunk(
-    rows_dir: PathLike, cid: str, hashes: Sequence[str], digest: str, dim: int
+    rows_dir: PathLike,
+    cid: str,
+    hashes: Sequence[str],
+    digest: str,
+    dim: int,
+    store: dict[str, Any] | None = None,
 ) -> bool:
     """Check a chunk's ``.npy`` against ``digest`` and commit it with its ``.json``.
 
-    Call it holding the settings store's lock.
+    Call it holding the settings store's lock. ``store``: the content of the
+    store's ``settings.json``, recorded in the ``.json`` so that a lost
+    ``settings.json`` can be recovered (:func:`recorded_settings`).
 
     Returns
     -------
@@ -328,7 +350,36 @@ def commit_chunk(
     except _DAMAGE:
         return False
     atomic_write(
-        Path(rows_dir) / f"chunk-{cid}.json",
-        _json_writer({"hashes": list(hashes), "digest": digest}),
+        Path(rows_dir) / f"chunk-{cid}.json", _bytes_writer(_chunk_meta(hashes, digest, store))
     )
     return True
+
+
+def _chunk_names(rows_dir):
+    """The ids of the committed chunks in ``rows_dir`` (none when it is not a folder)."""
+    try:
+        names = sorted(os.listdir(rows_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [m.group(1) for m in map(_CHUNK.match, names) if m]
+
+
+def recorded_settings(rows_dir: PathLike) -> tuple[dict | None, int]:
+    """The ``settings.json`` content the chunks of ``rows_dir`` record, to recover a lost one.
+
+    Returns
+    -------
+    store : dict or None
+        What every chunk that records one records; ``None`` when no chunk
+        records one (chunks of older featclust versions) or they disagree.
+    n_chunks : int
+        Chunks in ``rows_dir``.
+    """
+    cids = _chunk_names(Path(rows_dir))
+    found = {}
+    for cid in cids:
+        meta, _ = _read_json(Path(rows_dir) / f"chunk-{cid}.json")
+        store = meta.get("store") if isinstance(meta, dict) else None
+        if isinstance(store, dict):
+            found[json.dumps(store, sort_keys=True)] = store
+    return (next(iter(found.values())) if len(found) == 1 else None), len(cids)

@@ -35,6 +35,7 @@ from .files import (
     _stat_of,
     _store_error,
     _valid,
+    recorded_settings,
 )
 
 #: Files changed this close to the time they were hashed are hashed again.
@@ -71,6 +72,7 @@ class StoreReading:
     _pending: list
     _dirty: bool
     _since_ns: int
+    _hashed: dict[str, str]
     flush: Callable[[], None]
     open: Callable[..., Any]
     _release: Callable[[], None]
@@ -120,6 +122,7 @@ class StoreReading:
                 continue
             found[f.path] = (read_hash, {**_stat_of(f), "hash": read_hash, "hashed_ns": now})
         self._verify({self._rows[h][0] for h, _ in found.values() if h in self._rows})
+        self._hashed = {p: h for p, (h, _) in found.items() if h is not None}
         cached, missing = [], []
         bad_paths = {b.path for b in bad}
         self.last_reused_by_hash = 0
@@ -149,19 +152,20 @@ class StoreReading:
             ``"ready"``: settings of this store and an index of this folder;
             ``"missing"``: no store, or no index of this folder;
             ``"damaged"``: the settings or the index are unreadable, or
-            features lie there without settings; ``"other"``: written by
+            features lie there without settings (that their chunks do not
+            record either); ``"other"``: written by
             another featclust version or with other settings. :meth:`open`
             empties a store in state ``"other"`` or ``"damaged"``.
         """
         found, error = _read_json(self.features_dir / "settings.json")
         if error is not None:
             return "damaged"
-        if found is None:
-            try:
-                names = os.listdir(self.rows_dir)
-            except OSError:
+        if found is None:  # lost: the chunks' records say what it was (recovered by open())
+            found, n_chunks = recorded_settings(self.rows_dir)
+            if not n_chunks:
                 return "missing"
-            return "damaged" if any(_CHUNK.match(n) for n in names) else "missing"
+            if found is None:
+                return "damaged"
         if found != self._expected_settings():
             return "other"
         index, error = _read_json(self.path / INDEX)
@@ -187,8 +191,24 @@ class StoreReading:
                 "settings; store emptied and rebuilt"
             )
         elif self.rows_dir.is_dir() and any(_CHUNK.match(n) for n in os.listdir(self.rows_dir)):
+            recorded, n_chunks = recorded_settings(self.rows_dir)
+            if recorded == expected:
+                self._write(path, _json_writer(expected))
+                self.problems.append(
+                    f"settings.json was missing; recovered from the records of its {n_chunks} "
+                    "chunks"
+                )
+                return
+            if recorded is None:
+                raise StoreError(
+                    f"feature store {str(self.features_dir)!r} has features but no "
+                    "settings.json, and its chunks do not record their settings (written by "
+                    "an older featclust): put its settings.json back, or delete that folder "
+                    "to embed again every image folder it served"
+                )
             self.problems.append(
-                "store has features but no settings.json; store emptied and rebuilt"
+                "store has features of other settings but no settings.json; store emptied "
+                "and rebuilt"
             )
         try:
             if self.rows_dir.exists():
