@@ -347,16 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     argv : list of str, optional
         Arguments without the program name; default ``sys.argv[1:]``.
     """
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    # Damaged or oversized images are listed in bad_files.csv with the reason;
-    # Pillow's warnings about them would only be noise without a file name.
-    warnings.filterwarnings("ignore", module=r"PIL\.")
-    _escape_unprintable()
-    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:
+            return int(e.code or 0)
+        # Damaged or oversized images are listed in bad_files.csv with the reason;
+        # Pillow's warnings about them would only be noise without a file name.
+        warnings.filterwarnings("ignore", module=r"PIL\.")
+        _escape_unprintable()
         return COMMANDS[args.command](args)
     except FeatclustError as e:
         print(f"featclust: error: {_in_flags(str(e), parser)}", file=sys.stderr)
@@ -371,5 +371,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_exit() -> None:
-    """Entry point of the console script."""
+    """Run :func:`main` and exit with its code (the console script is
+    :func:`featclust.__main__.main_exit`, which answers ``--help`` without the library)."""
     sys.exit(main())
