@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to write the sample images (default: featclust's cache folder)",
     )
-    feature_options(p)
+    feature_options(p, from_folder=False)
     report_options(p)
 
     p = _sub(
