@@ -10,19 +10,35 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .checks import check_choice
 from .embed import Embedder, weights_identity
-from .errors import ModelMismatchError, NoImagesError, UnsafeOutputError, UsageError
+from .errors import (
+    FeatclustError,
+    ModelMismatchError,
+    NoImagesError,
+    UnsafeOutputError,
+    UsageError,
+)
 from .fileio import content_hash, inside
-from .output import LABELS_CSV, OutputFolder, SortedFolder, open_sorted, output_error
+from .output import (
+    LABELS_CSV,
+    OutputFolder,
+    SortedFolder,
+    open_sorted,
+    output_error,
+    read_record,
+)
 from .pipeline import embed_inputs
 from .sort import MODES, cluster_dir_name, place
+from .store.folders import folder_settings
 from .tables import labels_csv
 
 
@@ -141,6 +157,84 @@ def check_settings(expected: dict, embedder: Embedder, where: Any = "the model")
             + "; ".join(diffs)
             + "); use the settings of that sort or sort again"
         )
+
+
+#: The :class:`~featclust.embed.Embedder` parameters that decide the features (the
+#: others, ``batch_size`` and ``jit_compile``, decide only the speed).
+FEATURE_PARAMS = ("weights", "seed", "layer", "pooling", "grid", "tta", "precision")
+
+
+def recorded_params(
+    image_dir: str | os.PathLike, store: str | os.PathLike | None = None
+) -> list[dict[str, Any]]:
+    """The feature parameters an image folder was embedded with before, most recent first.
+
+    First those of the sort that wrote the folder, when it is a sorted folder or
+    lies in one (a cluster folder), then those of every store of ``store`` that
+    holds its features. Stored settings that no :class:`~featclust.embed.Embedder`
+    parameters give (weights from a file, which the store knows only by hash) are
+    left out.
+
+    Parameters
+    ----------
+    image_dir : path-like
+    store : path-like, optional
+        Store root; default the user's.
+
+    Returns
+    -------
+    list of dict
+        Each with the keys of :data:`FEATURE_PARAMS`; no two alike.
+    """
+    found = []
+    folder = os.path.realpath(image_dir)
+    for where in (folder, *map(str, Path(folder).parents)):
+        try:
+            record = read_record(where)
+        except FeatclustError:
+            continue
+        if record is not None and isinstance(record.embedder, dict):
+            params = {k: v for k, v in record.embedder.items() if k in FEATURE_PARAMS}
+            settings = record.feature_settings or {}
+            if "precision" in settings:
+                params["precision"] = settings["precision"]  # as resolved then
+            found.append(params)
+            break
+    try:
+        stored = folder_settings(folder, store)
+    except FeatclustError:
+        stored = []
+    found += [p for p in map(_params_of_settings, stored) if p is not None]
+    unique = []
+    for params in found:
+        if params not in unique:
+            unique.append(params)
+    return unique
+
+
+def _params_of_settings(settings):
+    """The Embedder parameters that make ``settings``, or ``None`` if none do."""
+    weights = str(settings.get("weights", ""))
+    seeded = re.fullmatch(r"random:he-uniform:seed=(\d+)", weights)
+    if weights.startswith("imagenet:"):
+        params: dict[str, Any] = {"weights": "imagenet", "seed": 0}
+    elif seeded:
+        params = {"weights": "none", "seed": int(seeded.group(1))}
+    else:
+        return None
+    grid = str(settings.get("grid", "1x1"))
+    params.update(
+        layer="+".join(b.removesuffix("_pool") for b in str(settings.get("layer")).split("+")),
+        pooling=str(settings.get("pooling")).split("(")[0],
+        grid=int(grid.rsplit("+", 1)[-1].split("x")[0]),
+        tta=settings.get("tta") != "none",
+        precision=settings.get("precision"),
+    )
+    try:
+        same = Embedder(**params).settings() == settings
+    except (FeatclustError, ValueError, TypeError):
+        return None
+    return params if same else None
 
 
 def assign_features(model: Any, features: np.ndarray) -> tuple:

@@ -12,13 +12,15 @@ call the library and print, and the error handling.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shlex
 import sys
 import warnings
 
 import numpy as np
 
-from .assign import assign_images, embedder_for, place_images
+from .assign import FEATURE_PARAMS, assign_images, embedder_for, place_images, recorded_params
 from .cli_options import (
     cluster_params,
     embedder_params,
@@ -26,6 +28,7 @@ from .cli_options import (
 from .cli_parser import build_parser
 from .clusterjobs import scan_folder, sort_folder
 from .demo import demo
+from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder
 from .errors import FeatclustError
 from .fileio import fmt_num
@@ -36,7 +39,7 @@ from .report import write_report
 from .scores import LOOSE_FACTOR
 from .similarity import find_duplicates, similar_images
 from .store import gc
-from .tables import kscan_table, read_truth_csv
+from .tables import fmt_fixed, kscan_table, read_truth_csv
 
 
 def _progress(quiet):
@@ -44,16 +47,70 @@ def _progress(quiet):
     return False if quiet else None
 
 
-def _embedder(args):
-    """The embedder of the feature options; checked (a bad --layer refused) before any work."""
-    embedder = Embedder(**embedder_params(args))
-    if args.weights == "none":
+def _embedder(args, image_dir=None):
+    """The embedder of the feature options; checked (a bad --layer refused) before any work.
+
+    For an ``image_dir`` embedded before, and no option that decides the features given,
+    the settings it was embedded with (see :func:`featclust.assign.recorded_params`).
+    """
+    params = embedder_params(args)
+    if image_dir is not None and not getattr(args, "given_features", {}):
+        recorded = recorded_params(image_dir, args.store)
+        if recorded:
+            params.update(recorded[0])
+            _note_recorded(image_dir, recorded)
+    embedder = Embedder(**params)
+    if params["weights"] == "none":
         print(
             "featclust: warning: --weights none uses random weights; clusters will not "
             "reflect pretrained features",
             file=sys.stderr,
         )
     return embedder
+
+
+def _note_recorded(image_dir, recorded):
+    options = _feature_options(recorded[0])
+    if options:
+        print(
+            f"featclust: note: features as {image_dir} was embedded before: {options}"
+            + (" (it was also embedded with other settings)" if len(recorded) > 1 else "")
+            + "; feature options choose others",
+            file=sys.stderr,
+        )
+
+
+def _feature_options(params):
+    """The options that give ``params`` where they differ from the defaults, as typed."""
+    d = EMBED_DEFAULTS
+    words = []
+    if params["weights"] != d["weights"]:
+        words.append(f"--weights {shlex.quote(str(params['weights']))}")
+        if params["weights"] == "none" and params["seed"] != d["seed"]:
+            words.append(f"--weights-seed {params['seed']}")
+    for name in ("layer", "pooling", "grid"):
+        if params[name] != d[name]:
+            words.append(f"--{name} {params[name]}")
+    if params["tta"] != d["tta"]:
+        words.append("--tta" if params["tta"] else "--no-tta")
+    if params["precision"] not in (d["precision"], "float32", "bfloat16"):  # auto gives these
+        words.append(f"--precision {params['precision']}")
+    return " ".join(words)
+
+
+def _given_features(argv):
+    """The options deciding the features that ``argv`` gives, by parameter name."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for a in sub._actions:
+                    if a.dest in FEATURE_PARAMS:
+                        a.default = argparse.SUPPRESS
+                for name in FEATURE_PARAMS:
+                    sub._defaults.pop(name, None)
+    args = parser.parse_args(argv)
+    return {k: getattr(args, k) for k in FEATURE_PARAMS if getattr(args, k, None) is not None}
 
 
 def _report_embed(emb, out):
@@ -69,7 +126,7 @@ def _report_embed(emb, out):
 def _cmd_embed(args):
     emb = embed_folder(
         args.image_dir,
-        embedder=_embedder(args),
+        embedder=_embedder(args, args.image_dir),
         store=args.store,
         progress=_progress(args.quiet),
         dask=args.dask,
@@ -79,7 +136,12 @@ def _cmd_embed(args):
     return 0
 
 
-def _print_sort(result):
+def _command(*words):
+    """A command line to print: each word quoted as a shell needs it."""
+    return " ".join(shlex.quote(os.fspath(w)) for w in words)
+
+
+def _print_sort(result, image_dir, store):
     _report_embed(result.embed, sys.stdout)
     sizes = ", ".join(
         str(s) for s in np.bincount(result.model.labels_, minlength=result.model.n_clusters)
@@ -95,9 +157,12 @@ def _print_sort(result):
         )
     identical = result.record.counts.get("identical_groups")
     if identical:
+        dups = os.path.normpath(result.out_dir) + "-duplicates"
+        store_words = ("--store", store) if store is not None else ()
+        hint = _command("featclust", "duplicates", image_dir, dups, *store_words)
         print(
             f"identical images: {identical} groups of byte-identical files (list them, and "
-            "near-duplicates, with featclust duplicates)"
+            f"near-duplicates, with: {hint})"
         )
     print(f"output: {result.out_dir}")
     if result.report is not None:
@@ -127,7 +192,7 @@ def _print_judgement(judged, n_images):
     print(
         f"scores: silhouette {score('silhouette')}, Davies-Bouldin "
         f"{score('davies_bouldin')}, Calinski-Harabasz "
-        f"{score('calinski_harabasz', 5)}, stability {score('stability')}"
+        f"{fmt_fixed(s['calinski_harabasz']) or 'n/a'}, stability {score('stability')}"
     )
     for r in judged.clusters:
         if r["tiny"]:
@@ -168,7 +233,7 @@ def _cmd_sort(args):
         args.image_dir,
         args.out_dir,
         **cluster_params(args),
-        embedder=_embedder(args),
+        embedder=_embedder(args, args.image_dir),
         store=args.store,
         mode=args.mode,
         progress=_progress(args.quiet),
@@ -177,7 +242,7 @@ def _cmd_sort(args):
         truth=truth,
         dask=args.dask,
     )
-    _print_sort(result)
+    _print_sort(result, args.image_dir, args.store)
     return 0
 
 
@@ -185,7 +250,7 @@ def _cmd_scan_k(args):
     result = scan_folder(
         args.image_dir,
         ks=parse_k_range(args.k, args.step),
-        embedder=_embedder(args),
+        embedder=_embedder(args, args.image_dir),
         store=args.store,
         pca=args.pca,
         normalize=args.normalize,
@@ -208,7 +273,22 @@ def _cmd_scan_k(args):
     print(f"suggested k: {scan.suggested_k_} ({scan.reason_})")
     for path in result.written:
         print(f"wrote {path}")
+    _print_plot_hint(result.written, args.out)
     return 0
+
+
+def _print_plot_hint(written, out_dir):
+    """How to see the k scan's plot: the PNG itself, or the report of a sorted folder."""
+    png = next((p for p in written if str(p).endswith(".png")), None)
+    if png is None:
+        return
+    hint = f"see the plot: open {png} (an image viewer or a web browser shows it)"
+    try:
+        open_sorted(out_dir)
+        hint += ", or on the sorted folder's report: " + _command("featclust", "report", out_dir)
+    except FeatclustError:
+        pass
+    print(hint)
 
 
 def _cmd_assign(args):
@@ -237,7 +317,7 @@ def _cmd_similar(args):
         args.image_dir,
         args.queries,
         top=args.top,
-        embedder=_embedder(args),
+        embedder=_embedder(args, args.image_dir),
         store=args.store,
         progress=_progress(args.quiet),
     )
@@ -252,7 +332,7 @@ def _cmd_duplicates(args):
         args.image_dir,
         args.out_dir,
         threshold=args.threshold,
-        embedder=_embedder(args),
+        embedder=_embedder(args, args.image_dir),
         store=args.store,
         progress=_progress(args.quiet),
     )
@@ -298,7 +378,7 @@ def _cmd_demo(args):
         map_method=args.map_method,
     )
     print(f"sample images: {result.images_dir}")
-    _print_sort(result)
+    _print_sort(result, result.images_dir, args.store)
     return 0
 
 
@@ -328,10 +408,11 @@ def _flags(parser):
 
 
 def _in_flags(message, parser):
-    """A library message's advice in the command line's words: ``weights=PATH`` becomes
-    ``--weights PATH`` (values received, ``pca=300``, are left as they are)."""
+    """A library message's advice in the command line's words: ``weights=PATH`` and
+    ``weights=none`` become ``--weights PATH`` and ``--weights none`` (values received,
+    ``pca=300`` or ``weights='x'``, are left as they are)."""
     flags = _flags(parser)
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, flags)) + r")=(?=[A-Z]+\b)")
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, flags)) + r")=(?=[A-Z]+\b|[a-z]+\b)")
     return pattern.sub(lambda m: flags[m.group(1)] + " ", message)
 
 
@@ -356,16 +437,17 @@ def main(argv: list[str] | None = None) -> int:
     argv : list of str, optional
         Arguments without the program name; default ``sys.argv[1:]``.
     """
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    # Damaged or oversized images are listed in bad_files.csv with the reason;
-    # Pillow's warnings about them would only be noise without a file name.
-    warnings.filterwarnings("ignore", module=r"PIL\.")
-    _escape_unprintable()
-    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:
+            return int(e.code or 0)
+        args.given_features = _given_features(sys.argv[1:] if argv is None else argv)
+        # Damaged or oversized images are listed in bad_files.csv with the reason;
+        # Pillow's warnings about them would only be noise without a file name.
+        warnings.filterwarnings("ignore", module=r"PIL\.")
+        _escape_unprintable()
         return COMMANDS[args.command](args)
     except FeatclustError as e:
         print(f"featclust: error: {_in_flags(str(e), parser)}", file=sys.stderr)
@@ -380,5 +462,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_exit() -> None:
-    """Entry point of the console script."""
+    """Run :func:`main` and exit with its code (the console script is
+    :func:`featclust.__main__.main_exit`, which answers ``--help`` without the library)."""
     sys.exit(main())

@@ -104,13 +104,19 @@ def cluster_params(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in CLUSTER_DEFAULTS}
 
 
-def feature_options(p: argparse.ArgumentParser, from_model: bool = False) -> None:
-    """The options that decide the features; ``from_model``: defaults come from a saved model."""
+def feature_options(
+    p: argparse.ArgumentParser, from_model: bool = False, from_folder: bool = True
+) -> None:
+    """The options that decide the features; defaults come from a saved model with
+    ``from_model``, else (``from_folder``) from IMAGE_DIR's earlier embedding, if any."""
     g = p.add_argument_group(
         "features"
         + (
             " (default: as the model in OUT_DIR was built; other values are refused)"
             if from_model
+            else " (without --weights, --weights-seed, --layer, --pooling, --grid, --tta "
+            "or --precision: as IMAGE_DIR was embedded before, if it was)"
+            if from_folder
             else ""
         )
     )

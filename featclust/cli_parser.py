@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from ._version import __version__
+from .cli_commands import COMMANDS, top_parser
+from .cli_commands import examples as cli_examples
 from .cli_options import (
     cluster_options,
     columns,
@@ -27,38 +28,24 @@ _IMAGE_DIR_HELP = "the folder of images (searched recursively; it is never chang
 _OUT_DIR_HELP = "the output folder: new, empty, or written by an earlier featclust sort"
 
 
-def _examples(*lines):
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
-
-
 def _sub(sub, name, help, description, examples):
     return sub.add_parser(
         name,
         help=help,
         description=textwrap.fill(description, 79),
-        epilog=_examples(*examples),
+        epilog=cli_examples(*examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``featclust`` command."""
-    parser = argparse.ArgumentParser(
-        prog="featclust",
-        description="Find groups of similar images: embed with VGG16, cluster with k-means, "
-        "copy into one folder per cluster.",
-        epilog=_examples(
-            "featclust sort photos/ sorted/ -k 8", "featclust demo demo-out/ --weights none"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"featclust {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser, sub = top_parser()
 
     p = _sub(
         sub,
         "sort",
-        "embed, cluster and copy images into cluster folders",
+        COMMANDS["sort"],
         "Embed what is not in the store yet, cluster with k-means and copy every image "
         "into OUT_DIR/cluster_XX/, with "
         + ", ".join(columns(name) for name in ("labels.csv", "clusters.csv", "bad_files.csv"))
@@ -87,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(
         sub,
         "scan-k",
-        "score k-means for a range of k and suggest one",
+        COMMANDS["scan-k"],
         "Fit k-means for every k of a range on the stored features (embedding only what "
         "is missing), print inertia, silhouette, Davies-Bouldin, Calinski-Harabasz and "
         "stability per k, and suggest a k with the reason.",
@@ -111,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(
         sub,
         "assign",
-        "assign new images to the clusters of a sorted folder",
+        COMMANDS["assign"],
         "Embed the given images (through the feature store) with the settings the model "
         f"in OUT_DIR was built with, and print CSV: {columns('assign')}. outlier "
         "is true when the image is farther from its cluster's centre than 95% of the "
@@ -143,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(
         sub,
         "embed",
-        "fill the feature store only",
+        COMMANDS["embed"],
         "Embed the images of IMAGE_DIR that are not in the store yet.",
         [
             "featclust embed photos/",
@@ -158,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(
         sub,
         "similar",
-        "list the images of a folder most similar to query images",
+        COMMANDS["similar"],
         "For each query image, the most similar images of IMAGE_DIR by cosine similarity "
         "of the stored features (queries that are not in the store are embedded through "
         f"it), as CSV on stdout: {columns('similar')}.",
@@ -180,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(
         sub,
         "duplicates",
-        "find near-duplicate and byte-identical images",
+        COMMANDS["duplicates"],
         "Group the images of IMAGE_DIR whose features are near-identical (cosine "
         "similarity at least the threshold), and separately byte-identical files; write "
         f"{columns('duplicates.csv')}, {columns('identical.csv')} and duplicates.html "
@@ -209,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(
         sub,
         "demo",
-        "sort a built-in sample set of dot-pattern images",
+        COMMANDS["demo"],
         "Write a small set of dot-pattern images (rings, lines, grids, clusters) and sort "
         "it into OUT_DIR.",
         [
@@ -223,13 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to write the sample images (default: featclust's cache folder)",
     )
-    feature_options(p)
+    feature_options(p, from_folder=False)
     report_options(p)
 
     p = _sub(
         sub,
         "report",
-        "write the report of a sorted folder again",
+        COMMANDS["report"],
         "Re-create OUT_DIR/report/ (montages, galleries, overview, 2-D map, index.html) "
         "from a folder written by sort; the features are read from the feature store the "
         "sort used.",
@@ -242,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(
         sub,
         "store",
-        "look after the feature store",
+        COMMANDS["store"],
         "gc: drop the stored features no image folder uses any more (images that were "
         "removed); those of folders that no longer exist are kept (moved or renamed?) and "
         "counted, until --forget-gone.",

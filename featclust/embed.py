@@ -12,8 +12,10 @@ JAX with ``KERAS_BACKEND=jax``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -299,15 +301,20 @@ class Embedder:
         shape = (INPUT_SIZE, INPUT_SIZE, 3)
         if self.weights == "imagenet":
             try:
-                return keras.applications.VGG16(
-                    include_top=False, weights="imagenet", input_shape=shape
-                )
+                # Keras prints its download lines to stdout, which carries the CSV of
+                # assign and similar: the library never prints, so they are dropped.
+                with contextlib.redirect_stdout(io.StringIO()):
+                    return keras.applications.VGG16(
+                        include_top=False, weights="imagenet", input_shape=shape
+                    )
             except Exception as e:  # Keras raises a bare Exception on a failed download
                 raise WeightsError(
                     f"cannot get the ImageNet weights of VGG16 ({_first_line(e)}). "
                     f"Keras expects the file {IMAGENET_FILE} at {keras_weights_path()}: "
                     f"download it from {IMAGENET_URL} on a machine with internet and put it "
-                    f"there, or pass weights=PATH with a local weights file"
+                    f"there, or pass weights=PATH with a local weights file; to try featclust "
+                    f"out without them, weights=none (random weights: clusters that do not "
+                    f"reflect pretrained features)"
                 ) from None
         model = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
         if self.weights == "none":

@@ -227,7 +227,7 @@ def embed_inputs(
         inputs = [inputs]
     root_dir = check_root(store, [image_dir] if image_dir else [])
     sorted_dir = os.path.realpath(image_dir) if image_dir else None
-    entries, bad, seen = [], [], set()
+    entries, bad, seen, scanned = [], [], set(), set()
 
     def add(shown, path, base):
         real = os.path.realpath(path)
@@ -249,6 +249,7 @@ def embed_inputs(
             found, problems = images.scan(item, exclude=[root_dir])
             bad.extend(images.BadFile(os.path.join(item, b.path), b.reason) for b in problems)
             base = os.path.realpath(item)
+            scanned.add(base)
             for f in found:
                 add(os.path.join(item, f.path), f.abspath, base)
         elif os.path.isfile(item):
@@ -265,7 +266,9 @@ def embed_inputs(
     for folder, group in by_folder.items():
         files = [f for _, f in group]
         shown_of = {f.path: shown for shown, f in group}
-        with FeatureStore(folder, settings, root_dir) as st:
+        # The folder of loose files is not scanned: the store may lie in it (~/q.png).
+        loose = folder not in scanned and folder != sorted_dir
+        with FeatureStore(folder, settings, root_dir, loose=loose) as st:
             _, failed, _ = st.update(files, embed_files, progress)
             st.flush()
             failed_paths = {b.path for b in failed}

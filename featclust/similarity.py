@@ -53,6 +53,9 @@ class SimilarResult:
         Queries (and folder images) that could not be used.
     n_embedded : int
         Images embedded to answer (0 when everything was in the store).
+    image_dir : str or None
+        The searched folder as given: :meth:`rows` and :meth:`csv` join the
+        paths to it, so they name files as the queries do (``None``: relative).
     """
 
     queries: list
@@ -61,11 +64,17 @@ class SimilarResult:
     similarities: np.ndarray
     bad_files: list = field(default_factory=list)
     n_embedded: int = 0
+    image_dir: str | None = None
 
     def rows(self) -> Iterator[tuple[str, str, float, int]]:
-        """``(query, path, similarity, rank)`` tuples, rank 1 the most similar."""
+        """``(query, path, similarity, rank)`` tuples, rank 1 the most similar.
+
+        Query and path are both as given (the path joined to :attr:`image_dir`).
+        """
         for q, paths, sims in zip(self.queries, self.paths, self.similarities):
             for rank, (path, sim) in enumerate(zip(paths, sims), start=1):
+                if self.image_dir is not None:
+                    path = os.path.join(self.image_dir, path)
                 yield q, path, float(sim), rank
 
     def csv(self) -> str:
@@ -120,6 +129,7 @@ def similar_images(
         sims,
         emb.bad_files + found.bad_files,
         emb.n_embedded,
+        os.fspath(image_dir),
     )
 
 

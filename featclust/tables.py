@@ -238,13 +238,23 @@ def read_kscan_csv(path: PathLike) -> tuple[dict, int | None]:
     return scores, (suggested[0] if suggested else None)
 
 
+def fmt_fixed(x: Any, decimals: int = 1) -> str:
+    """A number with ``decimals`` decimals (a column of them lines up); ``""`` for None/NaN."""
+    text = fmt_num(x)  # checks it is a number
+    return text and f"{float(x):.{decimals}f}"
+
+
 def kscan_table(scores: dict, suggested_k: int | None) -> str:
     """The scan as an aligned text table for the terminal, the suggestion marked ``<-``."""
     head = ["k", "inertia", "silhouette", "davies-bouldin", "calinski-harabasz", "stability"]
-    digits = (None, 5, 3, 3, 5, 3)
+    digits = (None, 5, 3, 3, None, 3)  # Calinski-Harabasz: one decimal in every row
     ks = [int(k) for k in scores["k"]]
     lines = [
-        [str(k)] + [fmt_num(scores[c][i], d) for c, d in zip(KSCAN_COLUMNS[1:], digits[1:])]
+        [str(k)]
+        + [
+            fmt_num(scores[c][i], d) if d else fmt_fixed(scores[c][i])
+            for c, d in zip(KSCAN_COLUMNS[1:], digits[1:])
+        ]
         for i, k in enumerate(ks)
     ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]

@@ -29,6 +29,8 @@ SLOW_TESTS = {
     "test_bad_files.py::test_sort_skips_every_bad_file_and_sorts_every_good_one",
     "test_bounded_memory.py::test_long_features_get_automatic_pca_and_stay_out_of_memory",
     "test_cli.py::test_demo_holds_every_sample",
+    "test_cli_hardening.py::test_case12_sigint_at_any_moment_is_one_line_and_exit_130",
+    "test_cli_hardening.py::test_case14_offline_without_weights_prints_only_featclusts_line_with_the_way_out",
     "test_cli.py::test_help_does_not_import_tensorflow",
     "test_cli.py::test_offline_imagenet_gives_clear_message_and_exit_3",
     "test_cli.py::test_rerun_into_own_output_keeps_foreign_files",
@@ -133,6 +135,7 @@ SLOW_FIXTURES = {
     "sorted_grid",  # test_embed_grid.py
     "sorted_once",  # test_content_reuse.py
     "sorted_out",  # test_assign.py, test_output_hardening.py
+    "sorted_work",  # test_cli_hardening.py
 }
 
 

@@ -78,7 +78,9 @@ def test_similar_returns_the_query_itself_first(sorted_once, capsys):
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == ["query", "path", "similarity", "rank"]
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
-    assert rows[0]["path"] == query.name and float(rows[0]["similarity"]) == pytest.approx(1.0)
+    # the query and the paths found both name files as given (issue 21 case 16)
+    assert rows[0]["path"] == rows[0]["query"] == str(query)
+    assert float(rows[0]["similarity"]) == pytest.approx(1.0)
     sims = [float(r["similarity"]) for r in rows]
     assert sims == sorted(sims, reverse=True)
 

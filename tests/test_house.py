@@ -11,6 +11,22 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "featclust"
 MAX_LINES = 500
 HEAVY = ("tensorflow", "keras", "matplotlib", "openTSNE", "dask", "distributed")
+#: What ``import featclust`` and ``featclust --help`` need none of: the library's own
+#: dependencies too (scikit-learn alone took 2 of the 2.5 s --help took; issue 21 case 15).
+NOT_FOR_HELP = (*HEAVY, "sklearn", "scipy", "numpy", "PIL", "jax", "torch")
+#: The in-function imports the house allows (every other import is at a module's top):
+#: the heavy optional modules, loaded where they are used, and two light entries.
+DEFERRED_IMPORTS = {
+    *HEAVY,
+    "jax",  # Keras backends, asked about a GPU where one may exist (device.py)
+    "torch",
+    "matplotlib.figure",
+    # featclust/__init__.py imports each public name on first use, so `import featclust`
+    # loads none of the library; __main__ imports the command line only after --help was
+    # ruled out, so --help is fast and a Ctrl-C during the imports is one line.
+    "importlib.import_module",
+    "featclust.cli",
+}
 
 
 def _reason_for_length(path):
@@ -45,8 +61,12 @@ def test_reason_line_is_found_only_at_the_start_of_a_docstring_line(tmp_path):
 
 @pytest.mark.parametrize(
     "run",
-    ["import featclust", "from featclust.cli import main; main(['--help'])"],
-    ids=["import", "help"],
+    [
+        "import featclust",
+        "from featclust.__main__ import main; main(['--help'])",
+        "from featclust.__main__ import main; main(['--version'])",
+    ],
+    ids=["import", "help", "version"],
 )
 def test_import_featclust_and_help_load_no_heavy_optional_module(run):
     code = (
@@ -64,4 +84,38 @@ def test_import_featclust_and_help_load_no_heavy_optional_module(run):
     )
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "featclust" in loaded
-    assert not loaded & set(HEAVY), f"{run} loaded {sorted(loaded & set(HEAVY))}"
+    assert not loaded & set(NOT_FOR_HELP), f"{run} loaded {sorted(loaded & set(NOT_FOR_HELP))}"
+
+
+def _deferred_imports(tree, module):
+    """``(function, imported name)`` of each import inside a function of a module."""
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                found += [(fn.name, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: resolved against the module's package
+                    package = module.rsplit(".", node.level)[0]
+                    base = f"{package}.{base}" if base else package
+                found.append((fn.name, base))
+            elif isinstance(node, ast.Attribute) and node.attr == "import_module":
+                found.append((fn.name, "importlib.import_module"))
+    return found
+
+
+def test_deferred_imports_are_only_the_allowed_ones():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        if rel.name == "__init__":
+            module += ".__init__"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn, name in _deferred_imports(tree, module):
+            if name not in DEFERRED_IMPORTS and name.split(".")[0] not in DEFERRED_IMPORTS:
+                wrong.append(f"{rel}.py: {fn} imports {name}")
+    assert not wrong, wrong

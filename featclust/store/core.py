@@ -103,6 +103,9 @@ class FeatureStore(StoreReading):
     chunk_size : int, optional
         Rows per chunk file; default :data:`CHUNK_SIZE`, or the environment
         variable ``FEATCLUST_CHUNK_SIZE``.
+    loose : bool, default False
+        ``image_dir`` only holds loose files given one by one (query images),
+        it is not scanned: the store may lie inside it.
 
     Attributes
     ----------
@@ -119,10 +122,10 @@ class FeatureStore(StoreReading):
         this folder's own index (copies, moved or renamed images).
     """
 
-    def __init__(self, image_dir, settings, root=None, chunk_size=None):
+    def __init__(self, image_dir, settings, root=None, chunk_size=None, *, loose=False):
         self.image_dir = os.path.realpath(image_dir)
         self.settings = dict(settings)
-        self.root = check_root(root, (self.image_dir,))
+        self.root = check_root(root, () if loose else (self.image_dir,))
         self.features_dir = self.root / f"features-{settings_key(self.settings)}"
         self.rows_dir = self.features_dir / "rows"
         self.path = self.features_dir / "folders" / _folder_id(self.image_dir)
