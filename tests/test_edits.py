@@ -306,3 +306,25 @@ def test_stand_in_embedder_is_what_the_sort_recorded(folder):
     _, out, _ = folder
     record = json.loads((out / "featclust.json").read_text())
     assert record["feature_settings"] == StandInEmbedder().settings()
+
+
+def test_resort_keeps_what_the_person_decided_and_is_one_undoable_edit(tmp_path):
+    _, out, truth = sorted_families(tmp_path, k=3)
+    f = featclust.open_sorted(out)
+    with pytest.raises(UsageError, match="nothing to learn from"):
+        f.resort()
+    # The person moves two images where they do not belong and confirms cluster 2
+    wrong = [m.path for m in f.members(0)[:2]]
+    f.move(wrong, 1)
+    f.confirm(2)
+    before = by_cluster(out)
+    result = f.resort()
+    assert result.kind == "resort"
+    after = by_cluster(out)
+    assert set(wrong) <= after[1]  # moved images stay where the person put them
+    assert before[2] <= after[2]  # a confirmed cluster keeps every member
+    assert sum(len(g) for g in after.values()) == 18
+    consistent(out)
+    f.undo()
+    assert by_cluster(out) == before
+    consistent(out)
