@@ -15,9 +15,11 @@ import argparse
 import re
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
+from . import report
 from .assign import assign_images, embedder_for, place_images
 from .cli_options import (
     cluster_params,
@@ -176,6 +178,7 @@ def _cmd_sort(args):
         map_method=args.map_method,
         truth=truth,
         dask=args.dask,
+        discard_edits=args.discard_edits,
     )
     _print_sort(result)
     return 0
@@ -293,6 +296,28 @@ def _cmd_demo(args):
     return 0
 
 
+def _edited(out_dir, edit):
+    """Apply ``edit(folder)``, print what it did and bring the report up to date."""
+    result = edit(open_sorted(out_dir))
+    print(result.message)
+    refresh = getattr(report, "refresh_report", None)  # the report's, where it has one
+    if refresh is not None and (Path(out_dir) / "report").is_dir():
+        refresh(out_dir)
+    return 0
+
+
+EDIT_COMMANDS = {
+    "move": lambda a: _edited(a.out_dir, lambda f: f.move(a.paths, a.to)),
+    "merge": lambda a: _edited(a.out_dir, lambda f: f.merge(a.clusters, a.into)),
+    "split": lambda a: _edited(a.out_dir, lambda f: f.split(a.cluster, a.k)),
+    "rename": lambda a: _edited(a.out_dir, lambda f: f.rename(a.cluster, a.name)),
+    "set-aside": lambda a: _edited(a.out_dir, lambda f: f.set_aside(a.paths)),
+    "confirm": lambda a: _edited(a.out_dir, lambda f: f.confirm(a.clusters)),
+    "resort": lambda a: _edited(a.out_dir, lambda f: f.resort()),
+    "undo": lambda a: _edited(a.out_dir, lambda f: f.undo()),
+    "redo": lambda a: _edited(a.out_dir, lambda f: f.redo()),
+}
+
 COMMANDS = {
     "sort": _cmd_sort,
     "embed": _cmd_embed,
@@ -303,6 +328,7 @@ COMMANDS = {
     "similar": _cmd_similar,
     "duplicates": _cmd_duplicates,
     "store": _cmd_store,
+    **EDIT_COMMANDS,
 }
 
 
