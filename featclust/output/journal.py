@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import OutputError, OutputFormatError, UnsafeOutputError, UsageError
-from ..fileio import atomic_write, json_bytes
+from ..fileio import atomic_write, content_hash, json_bytes
 from .folder import output_error
 from .record import CLUSTERS_CSV, LABELS_CSV, MODEL_NPZ, RunRecord, read_record, write_record
 
@@ -195,11 +195,13 @@ class Journal:
                     _remove_tree(old)
             tmp.mkdir(parents=True)
             stamps = dict(record.stamps or {})
+            hashes = dict(record.hashes or {})
             for name, data in files.items():
                 atomic_write(tmp / name, lambda fh, data=data: fh.write(data))
                 st = os.lstat(tmp / name)
                 stamps[name] = [st.st_size, st.st_mtime_ns]
-            record.stamps = stamps
+                hashes[name] = content_hash(data)
+            record.stamps, record.hashes = stamps, hashes
             write_record(tmp, record)
             os.replace(tmp, final)
         except OSError as e:
@@ -298,7 +300,7 @@ def move_file(root: Path, old: str, new: str) -> None:
                 "(move it away and run again)"
             )
         os.unlink(src)
-        _prune(root, old)
+        prune(root, old)
         return
     if not os.path.lexists(src):
         return
@@ -313,10 +315,10 @@ def move_file(root: Path, old: str, new: str) -> None:
             os.rename(src, dst)
     except OSError as e:
         raise output_error(dst, e) from None
-    _prune(root, old)
+    prune(root, old)
 
 
-def _prune(root: Path, rel: str) -> None:
+def prune(root: Path, rel: str) -> None:
     """Remove the folders of ``rel`` that are left empty."""
     parent = os.path.dirname(rel)
     while parent:

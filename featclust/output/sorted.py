@@ -24,6 +24,7 @@ from .edits import Editor
 from .folder import OutputFolder
 from .journal import Journal
 from .names import SET_ASIDE_DIR
+from .placement import recover as recover_placement
 from .record import KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ, RunRecord, read_record
 
 
@@ -354,8 +355,10 @@ def open_sorted(out_dir: str | os.PathLike) -> SortedFolder:
     """
     out_dir = Path(out_dir)
     record = read_record(out_dir)
-    if record is not None and record.command == "sort" and Journal(out_dir).recover():
-        record = read_record(out_dir)  # an edit was interrupted: now finished
+    if record is not None and record.command == "sort":
+        # An edit interrupted is finished, a placement interrupted rolled back.
+        if Journal(out_dir).recover() + recover_placement(out_dir):
+            record = read_record(out_dir)
     if record is None:
         raise UsageError(
             f"{str(out_dir)!r} is not a featclust output folder (no "
