@@ -301,7 +301,7 @@ def place_images(
             chosen = _free_name(
                 folder.path / cluster_dir,
                 (name, f"{stem}-{digest[:8]}{suffix}"),
-                names | known,
+                (names, known),
                 digest,
             )
         except UnsafeOutputError as e:
