@@ -182,3 +182,31 @@ def test_a_folder_copied_with_cp_r_can_be_placed_into_edited_and_sorted_again(tm
     )
     assert not sorted_again.kept  # every file recognised as featclust's, by its content
     consistent(copy)
+
+
+def test_a_sort_after_a_killed_placement_rolls_it_back_first(tmp_path, monkeypatch):
+    images, out, _ = sorted_families(tmp_path)
+    made = []
+    real = featclust.assign.place
+
+    def dying(src, dst, mode):
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(dst)
+        return real(src, dst, mode)
+
+    monkeypatch.setattr(featclust.assign, "place", dying)
+    monkeypatch.setattr(featclust.assign, "recover_placement", lambda out: 0)
+    with pytest.raises(KeyboardInterrupt):
+        place_images(out, assignment(new_images(tmp_path / "new", 2)))
+    monkeypatch.undo()
+    result = featclust.sort_folder(
+        images,
+        out,
+        n_clusters=3,
+        embedder=StandInEmbedder(),
+        store=tmp_path / "store",
+        report=False,
+    )
+    assert not result.kept and not any(os.path.exists(p) for p in made)
+    consistent(out)

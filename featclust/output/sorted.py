@@ -343,6 +343,12 @@ class SortedFolder:
         return read_kscan_csv(path)[0]
 
 
+def recover(out_dir: str | os.PathLike) -> bool:
+    """Finish an edit of ``out_dir`` that was interrupted, and roll back a placement
+    that was; ``True`` if there was one (see :mod:`featclust.output.journal`)."""
+    return bool(Journal(out_dir).recover() + recover_placement(out_dir))
+
+
 def open_sorted(out_dir: str | os.PathLike) -> SortedFolder:
     """Open a folder written by ``featclust sort``.
 
@@ -355,10 +361,8 @@ def open_sorted(out_dir: str | os.PathLike) -> SortedFolder:
     """
     out_dir = Path(out_dir)
     record = read_record(out_dir)
-    if record is not None and record.command == "sort":
-        # An edit interrupted is finished, a placement interrupted rolled back.
-        if Journal(out_dir).recover() + recover_placement(out_dir):
-            record = read_record(out_dir)
+    if record is not None and record.command == "sort" and recover(out_dir):
+        record = read_record(out_dir)
     if record is None:
         raise UsageError(
             f"{str(out_dir)!r} is not a featclust output folder (no "
