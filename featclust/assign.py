@@ -213,6 +213,11 @@ def assign_images(
             + (f" ({bad[0].path}: {bad[0].reason})" if bad else "")
         )
     labels, distances, outliers = assign_features(model, found.features)
+    for i, label in enumerate(folder.decided(found.paths)):
+        if label is not None:  # a person moved it there: the folder's answer
+            labels[i] = label
+            distances[i] = model.transform(found.features[i : i + 1])[0, label]
+            outliers[i] = model.outliers(labels[i : i + 1], distances[i : i + 1])[0]
     return AssignResult(found.paths, labels, distances, outliers, bad)
 
 

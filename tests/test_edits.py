@@ -383,3 +383,20 @@ def test_the_edit_commands(folder):
     assert code == 2 and err.startswith("featclust: error: cluster='9' is not a cluster")
     code, _, err = run_cli("split", out, "0", "-k", "1")
     assert code == 2 and "at least 2" in err
+
+
+def test_assign_answers_the_cluster_a_person_moved_an_image_to(folder, tmp_path):
+    images, out, truth = folder
+    f = featclust.open_sorted(out)
+    moved = f.members(0)[0].path
+    other = f.members(0)[1].path
+    f.move([moved], 2)
+    result = featclust.assign_images(
+        out, [images / moved, images / other], embedder=StandInEmbedder(), store=tmp_path / "store"
+    )
+    assert list(result.labels) == [2, 0]
+    assert np.isfinite(result.distances).all()
+    inside = featclust.assign_images(
+        out, [out / f.folder_name(2) / moved], embedder=StandInEmbedder(), store=tmp_path / "store"
+    )
+    assert list(inside.labels) == [2]

@@ -165,6 +165,32 @@ class SortedFolder:
             for p in self.state.set_aside
         ]
 
+    def decided(self, paths: Any) -> list:
+        """The cluster a person put each of ``paths`` in, where they moved it.
+
+        ``paths`` are image files (in the image folder that was sorted, or
+        files of this folder); ``None`` for one no person moved. ``assign``
+        answers these, so it follows the person's decisions even where the
+        re-fitted centres alone would not.
+        """
+        state = self.state
+        where = {p: int(c) for p, c in zip(state.paths, state.labels) if p in state.moved}
+        if not where:
+            return [None] * len(paths)
+        roots = [os.path.realpath(d) for d in (self.image_dir, self.path) if d]
+        found = []
+        for path in paths:
+            real = os.path.realpath(path)
+            label = None
+            for i, root in enumerate(roots):
+                rel = os.path.relpath(real, root).replace(os.sep, "/")
+                if rel.startswith("../"):
+                    continue
+                rel = rel if i == 0 else rel.partition("/")[2]
+                label = where.get(rel)
+            found.append(label)
+        return found
+
     @property
     def can_undo(self) -> bool:
         """Whether an edit can be undone."""
