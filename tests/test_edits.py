@@ -400,3 +400,21 @@ def test_assign_answers_the_cluster_a_person_moved_an_image_to(folder, tmp_path)
         out, [out / f.folder_name(2) / moved], embedder=StandInEmbedder(), store=tmp_path / "store"
     )
     assert list(inside.labels) == [2]
+
+
+def test_the_journal_keeps_the_last_edits_only(folder, monkeypatch):
+    _, out, _ = folder
+    monkeypatch.setattr(journal, "MAX_UNDO", 2)
+    f = featclust.open_sorted(out)
+    for name in ("a", "b", "c", "d"):
+        f.rename(0, name)
+    states = sorted(p.name for p in (out / journal.JOURNAL_DIR).glob("state-*"))
+    assert states == ["state-0002", "state-0003", "state-0004"]
+    f.undo()
+    f.undo()
+    assert f.folder_name(0) == "00-b"
+    with pytest.raises(UsageError, match="keeps the last 2 edits"):
+        f.undo()
+    f.redo()
+    assert f.folder_name(0) == "00-c"
+    consistent(out)
