@@ -105,7 +105,7 @@ class Editor:
 
     # -- the operations ------------------------------------------------------
     def move(self, paths: Any, to: Any) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         target = self.cluster(state, to)
         images = self.images(state, paths)
         new = copy_state(state)
@@ -117,7 +117,7 @@ class Editor:
         )
 
     def set_aside(self, paths: Any) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         images = self.images(state, paths)
         new = copy_state(state)
         keep = np.array([p not in set(images) for p in new.paths], bool)
@@ -132,7 +132,7 @@ class Editor:
         return self._commit(state, new, "set_aside", f"set aside {count(images)}", [], images)
 
     def rename(self, cluster: Any, name: str | None) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         c = self.cluster(state, cluster)
         new = copy_state(state)
         if name is None or not str(name).strip():
@@ -149,7 +149,7 @@ class Editor:
         return self._commit(state, new, "rename", text, [c], [], refit=False)
 
     def merge(self, clusters: Any, into: Any = None) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         if isinstance(clusters, (str, int, np.integer)):
             clusters = [clusters]
         given = list(dict.fromkeys(self.cluster(state, c) for c in clusters))
@@ -175,7 +175,7 @@ class Editor:
         return self._commit(state, new, "merge", text, [t], [], order=mapping)
 
     def split(self, cluster: Any, k: int | str = "auto", random_state: Any = 0) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         c = self.cluster(state, cluster)
         rows = np.flatnonzero(state.labels == c)
         rows = np.array([i for i in rows if state.paths[i] not in state.placed], np.int64)
@@ -214,7 +214,7 @@ class Editor:
         return self._commit(state, new, "split", text, made, [])
 
     def confirm(self, clusters: Any, confirmed: bool = True) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         if isinstance(clusters, (str, int, np.integer)):
             clusters = [clusters]
         given = sorted({self.cluster(state, c) for c in clusters})
@@ -229,7 +229,7 @@ class Editor:
 
     def resort(self, random_state: Any = None) -> EditResult:
         """Re-sort every image the person has not fixed (see :meth:`SortedFolder.resort`)."""
-        state = Curation.read(self.folder)
+        state = self.folder.state
         rows = np.array([p not in state.placed for p in state.paths], bool)
         paths = [p for p, r in zip(state.paths, rows) if r]
         fixed = np.array(
@@ -266,7 +266,7 @@ class Editor:
             folder, and the file's stamp, source stamp and content hash for
             the record.
         """
-        state = Curation.read(self.folder)
+        state = self.folder.state
         new = copy_state(state)
         paths = [r[0] for r in rows]
         new.paths = state.paths + paths
@@ -294,7 +294,7 @@ class Editor:
         """Stored features of ``paths`` (read once from the sort's store, then kept)."""
         if self._features is None:
             record = self.folder.record
-            state = Curation.read(self.folder)
+            state = self.folder.state
             every = [p for p in state.paths + state.set_aside if p not in state.placed]
             if not (record.image_dir and record.feature_settings):
                 raise FeaturesUnavailableError(

@@ -358,7 +358,8 @@ class OutputFolder:
 
 def recognised(root: str | os.PathLike, record: RunRecord, rels: Iterable[str]) -> dict:
     """The files of ``rels`` that featclust wrote and whose times changed but not their
-    content (a folder copied with ``cp -r``), with their stamps now.
+    content (a folder copied with ``cp -r``), with their stamps now (a file as
+    featclust wrote it costs one ``lstat``).
 
     A file is recognised by its content hash in the record, or as the copy
     of (or the link to) the image it was placed from.
@@ -372,6 +373,8 @@ def recognised(root: str | os.PathLike, record: RunRecord, rels: Iterable[str]) 
             st = os.lstat(path)
             if not isinstance(stamp, list) or len(stamp) != 2 or st.st_size != stamp[0]:
                 continue
+            if st.st_mtime_ns == stamp[1]:
+                continue  # as featclust wrote it: nothing to recognise
             source = None
             if record.image_dir and rel in sources:
                 source = os.path.join(record.image_dir, rel.partition("/")[2])
