@@ -24,6 +24,15 @@ COMMANDS = {
     "demo": "sort a built-in sample set of dot-pattern images",
     "report": "write the report of a sorted folder again",
     "store": "look after the feature store",
+    "move": "move images into another cluster",
+    "merge": "merge clusters into one",
+    "split": "split a cluster by k-means on its stored features",
+    "rename": "name a cluster (its folder follows)",
+    "set-aside": "take images out of every cluster",
+    "confirm": "mark clusters as right (resort keeps them)",
+    "resort": "re-sort the rest, learning from the edits",
+    "undo": "undo the last edit",
+    "redo": "redo the last edit undone",
 }
 
 
