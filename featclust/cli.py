@@ -15,6 +15,7 @@ import argparse
 import re
 import sys
 import warnings
+import webbrowser
 
 import numpy as np
 
@@ -27,12 +28,13 @@ from .cli_parser import build_parser
 from .clusterjobs import scan_folder, sort_folder
 from .demo import demo
 from .embed import Embedder
-from .errors import FeatclustError
+from .errors import FeatclustError, UsageError
 from .fileio import fmt_num
 from .kscan import parse_k_range
 from .output import open_sorted
 from .pipeline import embed_folder
 from .report import write_report
+from .review import ReviewServer, is_loopback
 from .scores import LOOSE_FACTOR
 from .similarity import find_duplicates, similar_images
 from .store import gc
@@ -293,6 +295,27 @@ def _cmd_demo(args):
     return 0
 
 
+def _cmd_review(args):
+    host = "127.0.0.1" if args.host is None else args.host
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0 to 65535, got {args.port}")
+    with ReviewServer(args.out_dir, host=host, port=args.port, refresh=None) as server:
+        if not is_loopback(host):
+            print(
+                f"featclust: warning: --host {host}: the page can be reached from other "
+                "machines by whoever has its address and token",
+                file=sys.stderr,
+            )
+        print(f"featclust review: {server.url}  (Ctrl-C stops it)", flush=True)
+        if not args.no_browser:
+            webbrowser.open(server.url)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("featclust: review stopped; every edit is saved", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "sort": _cmd_sort,
     "embed": _cmd_embed,
@@ -303,6 +326,7 @@ COMMANDS = {
     "similar": _cmd_similar,
     "duplicates": _cmd_duplicates,
     "store": _cmd_store,
+    "review": _cmd_review,
 }
 
 
