@@ -26,6 +26,7 @@ import os
 import posixpath
 import secrets
 import socket
+import sys
 import threading
 import urllib.parse
 from http import HTTPStatus
@@ -86,6 +87,11 @@ class ReviewServer(ThreadingHTTPServer):
     url : str
         The page's address, with the token.
     review : Review
+    errors : list of str
+        Faults of featclust's met while serving (each request still got an answer
+        where it could).
+    refresh_errors : list of str
+        Why a refresh of the report failed, each time one did.
 
     Raises
     ------
@@ -118,6 +124,7 @@ class ReviewServer(ThreadingHTTPServer):
             self._stop = threading.Event()
             self._refresher: threading.Thread | None = None
             self.refresh_errors: list[str] = []
+            self.errors: list[str] = []
             family_host = host.strip("[]")
             if ":" in family_host:
                 self.address_family = socket.AF_INET6
@@ -139,6 +146,10 @@ class ReviewServer(ThreadingHTTPServer):
         if refresh is not None:
             self._refresher = threading.Thread(target=self._refresh_loop, daemon=True)
             self._refresher.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Keep what went wrong in :attr:`errors` (the library prints nothing)."""
+        self.errors.append(f"{client_address}: {sys.exc_info()[1]!r}")
 
     def edited(self) -> None:
         """Note that an edit happened: the report is refreshed once edits pause."""
@@ -280,6 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "text/html; charset=utf-8",
                     {"Set-Cookie": cookie},
                 )
+            elif route == "/favicon.ico":
+                self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             elif route.startswith("/static/") and route[8:] in STATIC:
                 ctype = mimetypes.guess_type(route)[0] or "application/octet-stream"
                 if ctype.startswith("text/") or ctype.endswith("javascript"):
@@ -371,6 +384,10 @@ class _Handler(BaseHTTPRequestHandler):
             result = self.server.review.edit(request)
         except (FeatclustError, ValueError, TypeError) as e:
             self._error(HTTPStatus.BAD_REQUEST, str(e))
+            return
+        except Exception as e:  # a fault of featclust's: the page says so, the server goes on
+            self.server.errors.append(repr(e))
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
             return
         self.server.edited()
         self._json(result)

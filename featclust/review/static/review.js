@@ -71,6 +71,12 @@ function clusterLabel(c) {
   return info ? `${c}: ${info.name}` : String(c);
 }
 
+function swatch(c) {
+  const s = el("span", { class: "swatch" });
+  s.style.background = color(c);  // through the CSSOM: the page allows no inline styles
+  return s;
+}
+
 function flagBadges(info) {
   const span = el("span");
   for (const f of info.flags) span.append(el("span", { class: "flag", text: f }));
@@ -94,7 +100,7 @@ function drawSide() {
     const li = el(
       "li", { "data-cluster": info.cluster, title: info.folder },
       box,
-      el("span", { class: "swatch", style: `background:${color(info.cluster)}` }),
+      swatch(info.cluster),
       el("span", { class: "name", text: `${info.cluster}: ${info.name}` }),
       flagBadges(info),
       el("span", { class: "size", text: String(info.size) }),
@@ -128,7 +134,9 @@ function thumb(img) {
   t.title = `${img.path}\ndistance ${img.distance}` +
     (img.doubt === null ? "" : `, doubt ${img.doubt}`) + (why ? `\n${why}` : "");
   for (const r of img.reasons) t.classList.add(r);
-  if (img.reasons.includes("doubtful")) t.append(el("span", { class: "mark", text: "?" }));
+  if (img.reasons.length) {
+    t.append(el("span", { class: `mark ${img.reasons[0]}`, text: img.reasons.join(", ") }));
+  }
   if (state.selected.has(img.path)) t.classList.add("sel");
   t.addEventListener("click", (e) => clickThumb(e, img));
   t.addEventListener("dragstart", (e) => {
@@ -197,6 +205,11 @@ function drawHome() {
     const grid = el("div", { class: "grid" });
     for (const img of info.first) { state.images.push(img); grid.append(thumb(img)); }
     row.append(grid);
+    if (info.size > info.first.length) {
+      const more = el("button", { text: `all ${info.size} images of cluster ${info.cluster}` });
+      more.addEventListener("click", () => openView(String(info.cluster)));
+      row.append(more);
+    }
     view.append(row);
   }
   for (const n of state.overview.notes) view.append(el("p", { class: "note", text: n }));
