@@ -26,14 +26,9 @@ from .errors import OutputError, UnsafeOutputError
 from .fileio import replaced_atomically
 from .images import READ_FAILURE, BadFile
 from .output import OutputFolder, output_error
+from .output.names import cluster_dir_name
 
 MODES = ("copy", "symlink", "hardlink")
-
-
-def cluster_dir_name(label: int, n_clusters: int) -> str:
-    """``cluster_07``: the label zero-padded to the width of ``n_clusters - 1``."""
-    width = max(2, len(str(max(n_clusters - 1, 0))))
-    return f"cluster_{label:0{width}d}"
 
 
 def destinations(paths: Sequence[str], labels: Sequence[int], n_clusters: int) -> list[str]:

@@ -7,9 +7,12 @@ unchanged with Python's csv module.
 ============== ============================================== ==========================
 file           columns                                        written by
 ============== ============================================== ==========================
-labels.csv     path, cluster, distance, outlier               sort, assign ``--place``
+labels.csv     path, cluster, distance, outlier               sort, assign ``--place``,
+                                                              the edits (images set
+                                                              aside have no row)
 bad_files.csv  path, reason                                   sort, the feature store
-clusters.csv   cluster, size, mean/p95/max distance, flags    sort
+clusters.csv   cluster, size, mean/p95/max distance, flags,   sort, the edits
+               folder, name
 truth.csv      label, cluster_0 ... cluster_k-1, total        sort ``--truth``
 kscan.csv      k, the scan's scores, suggested                scan-k, sort ``-k auto``
 (stdout)       path, cluster, distance, outlier               assign (as labels.csv)
@@ -41,7 +44,16 @@ KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harab
 COLUMNS = {
     "labels.csv": ("path", "cluster", "distance", "outlier"),
     "bad_files.csv": ("path", "reason"),
-    "clusters.csv": ("cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"),
+    "clusters.csv": (
+        "cluster",
+        "size",
+        "mean_distance",
+        "p95_distance",
+        "max_distance",
+        "flags",
+        "folder",
+        "name",
+    ),
     "truth.csv": ("label", "cluster_*", "total"),
     "kscan.csv": (*KSCAN_COLUMNS, "suggested"),
     "duplicates.csv": ("group", "path", "similarity_to_first"),
@@ -124,10 +136,28 @@ def bad_files_csv(bad_files: Iterable[Any]) -> str:
     )
 
 
-def clusters_csv(rows: Iterable[dict]) -> str:
-    """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows."""
+def clusters_csv(
+    rows: Iterable[dict],
+    folders: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+) -> str:
+    """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows.
+
+    Parameters
+    ----------
+    rows : iterable of dict
+    folders : list of str, optional
+        Each cluster's folder (default ``cluster_XX``).
+    names : list of str, optional
+        The name a person gave each cluster (default none: empty).
+    """
+    rows = list(rows)
+    if folders is None:
+        width = max(2, len(str(max(len(rows) - 1, 0))))
+        folders = [f"cluster_{r['cluster']:0{width}d}" for r in rows]
+    names = names if names is not None else [""] * len(rows)
     return csv_text(
-        ["cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"],
+        COLUMNS["clusters.csv"],
         (
             [
                 r["cluster"],
@@ -136,8 +166,10 @@ def clusters_csv(rows: Iterable[dict]) -> str:
                 fmt_num(r["p95_distance"]),
                 fmt_num(r["max_distance"]),
                 ";".join(f for f in ("tiny", "loose") if r[f]),
+                folder,
+                name,
             ]
-            for r in rows
+            for r, folder, name in zip(rows, folders, names)
         ),
     )
 
