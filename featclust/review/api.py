@@ -22,7 +22,6 @@ from ..fileio import read_csv
 from ..output import CLUSTERS_CSV, open_sorted
 from ..relabel import doubt
 from ..report import REPORT_DIR
-from ..store import FeatureStore
 from .thumbs import PREVIEW_SIZE, THUMB_SIZE, ThumbnailCache
 
 #: Images per page of a cluster's grid, and the most a request may ask for.
@@ -39,6 +38,7 @@ EDITS = {
     "merge": ("clusters", "into"),
     "split": ("cluster", "k"),
     "rename": ("cluster", "name"),
+    "confirm": ("clusters", "confirmed"),
     "set_aside": ("paths",),
     "undo": (),
     "redo": (),
@@ -71,47 +71,60 @@ class Review:
         self.notes: list[str] = []
         self._reduced: np.ndarray | None = None
         self._feature_paths: list[str] | None = None
+        self.folder: Any = None
         self._load()
 
     # -- state -------------------------------------------------------------------------
 
     def _load(self) -> None:
         """Read the folder's current state (after opening it or after an edit)."""
-        folder = open_sorted(self.out_dir)
-        self.folder = folder
-        state = folder_state(folder)
-        self.paths: list[str] = state["paths"]
-        self.labels: np.ndarray = state["labels"]
-        self.distances: np.ndarray = state["distances"]
-        self.outliers: np.ndarray = state["outliers"]
-        self.names: list[str] = state["names"]
-        self.folders: list[str] = state["folders"]
-        self.files: list[str] = state["files"]
-        self.can_undo: bool = state["can_undo"]
-        self.can_redo: bool = state["can_redo"]
+        if getattr(self, "folder", None) is None:
+            self.folder = open_sorted(self.out_dir)
+        else:
+            self.folder.reload()
+        folder = self.folder
+        state = folder.state
+        self.paths: list[str] = list(state.paths) + list(state.set_aside)
+        n_aside = len(state.set_aside)
+        self.labels: np.ndarray = np.concatenate([state.labels, np.full(n_aside, -1)])
+        self.distances: np.ndarray = np.concatenate([state.distances, np.zeros(n_aside)])
+        self.outliers: np.ndarray = np.concatenate([state.outliers, np.zeros(n_aside, bool)])
+        self.moved = np.array([p in state.moved for p in self.paths], bool)
+        self.infos = folder.clusters()
+        self.names: list[str] = [c.name or "" for c in self.infos]
+        self.folders: list[str] = [c.folder for c in self.infos]
+        files = state.files()
+        self.files: list[str] = [files[p] for p in self.paths]
+        self.can_undo: bool = folder.can_undo
+        self.can_redo: bool = folder.can_redo
         self.index = {p: i for i, p in enumerate(self.paths)}
         self.flags = _cluster_flags(self.out_dir, len(self.names))
-        self.doubt = self._doubt(folder)
+        self.doubt = self._doubt(folder, state.placed)
         self.doubtful = np.zeros(len(self.paths), bool)
         if self.doubt is not None:
             self.doubtful = (self.doubt >= DOUBTFUL) & (self.labels >= 0)
         self.version = getattr(self, "version", 0) + 1
 
-    def _doubt(self, folder) -> np.ndarray | None:
+    def _doubt(self, folder, placed) -> np.ndarray | None:
         """Doubt scores (:func:`featclust.relabel.doubt`) of the current labels, or ``None``
-        when the features cannot be read (a note says why)."""
+        when the features cannot be read (a note says why). Images placed by ``assign
+        --place`` (not in the store) get 0."""
+        known = np.array([p not in placed for p in self.paths], bool)
         if self._feature_paths != self.paths:
             self._reduced = None
-            record = folder.record
             try:
-                store = FeatureStore(record.image_dir, record.feature_settings, record.store_root)
-                self._reduced = np.asarray(folder.model.reduce(store.read_features(self.paths)))
+                X = folder.editor.features([p for p, k in zip(self.paths, known) if k])
+                self._reduced = np.asarray(folder.model.reduce(X))
                 self._feature_paths = list(self.paths)
                 self.notes = [n for n in self.notes if not n.startswith("no doubt")]
             except FeatclustError as e:
-                self.notes.append(f"no doubt scores: {e}")
+                self.notes = [f"no doubt scores: {e}"]
                 return None
-        return doubt(self._reduced, self.labels, folder.model.cluster_centers_)
+        scores = np.zeros(len(self.paths))
+        if known.any():
+            centres = folder.model.cluster_centers_
+            scores[known] = doubt(self._reduced, self.labels[known], centres)
+        return scores
 
     def overview(self) -> dict:
         """The clusters, their flags and first images; what the page shows first."""
@@ -126,6 +139,7 @@ class Review:
                         "cluster": c,
                         "name": name,
                         "folder": self.folders[c],
+                        "confirmed": bool(self.infos[c].confirmed),
                         "size": int(len(idx)),
                         "flags": flags,
                         "doubtful": n_doubt,
@@ -164,6 +178,7 @@ class Review:
             "path": self.paths[i],
             "file": self.files[i],
             "cluster": int(self.labels[i]),
+            "moved": bool(self.moved[i]),
             "distance": round(float(self.distances[i]), 5),
             "doubt": None if self.doubt is None else round(float(self.doubt[i]), 4),
             "reasons": reasons,
@@ -269,37 +284,23 @@ class Review:
         if unknown:
             raise UsageError(f"{op} takes {', '.join(EDITS[op]) or 'nothing'}, got {unknown}")
         with self.lock:
-            sorted_folder = open_sorted(self.out_dir)
+            self.folder.reload()
+            method = getattr(self.folder, op, None)
+            if method is None:
+                raise UsageError(f"{op} is not available in this version of featclust")
             try:
-                result = getattr(sorted_folder, op)(**args)
+                result = method(**args)
             finally:
                 self._load()
             if self.refresh is not None:
                 self.refresh(self.out_dir)
-            return {"op": op, "result": _plain(result), "version": self.version}
-
-
-def folder_state(folder) -> dict:
-    """Paths, labels (-1: set aside), distances, outlier flags, cluster names, folder names,
-    each image's file in the output folder, and whether undo or redo is possible."""
-    paths, labels, distances, outliers = folder.labels(outliers=True)
-    n = folder.n_clusters
-    names = [str(c) for c in range(n)]
-    folders = [f"cluster_{c:0{len(str(max(n - 1, 0)))}d}" for c in range(n)]
-    if outliers is None:
-        outliers = np.zeros(len(paths), bool)
-    files = [f"{folders[c]}/{p}" if c >= 0 else p for p, c in zip(paths, labels)]
-    return {
-        "paths": list(paths),
-        "labels": np.asarray(labels, np.int64),
-        "distances": np.asarray(distances, float),
-        "outliers": np.asarray(outliers, bool),
-        "names": names,
-        "folders": folders,
-        "files": files,
-        "can_undo": False,
-        "can_redo": False,
-    }
+            return {
+                "op": op,
+                "message": getattr(result, "message", ""),
+                "moved": len(getattr(result, "moved", ()) or ()),
+                "clusters": _plain(getattr(result, "clusters", [])),
+                "version": self.version,
+            }
 
 
 def _cluster_flags(out_dir: Path, n: int) -> dict:

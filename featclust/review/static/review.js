@@ -48,7 +48,7 @@ async function edit(request, done) {
     if (!r.ok) throw new Error(data.error || r.statusText);
     state.selected.clear();
     await refresh();
-    say(done || `${request.op.replace("_", " ")}: done (saved)`);
+    say(`${data.message || done} (saved)`);
   } catch (e) {
     say(`${request.op}: ${e.message}`, true);
   } finally {
@@ -68,7 +68,11 @@ function color(c) {
 
 function clusterLabel(c) {
   const info = state.overview.clusters[c];
-  return info ? `${c}: ${info.name}` : String(c);
+  return info ? nameOf(info) : String(c);
+}
+
+function nameOf(info) {
+  return info.name ? `${info.cluster}: ${info.name}` : info.folder;
 }
 
 function swatch(c) {
@@ -80,6 +84,7 @@ function swatch(c) {
 function flagBadges(info) {
   const span = el("span");
   for (const f of info.flags) span.append(el("span", { class: "flag", text: f }));
+  if (info.confirmed) span.append(el("span", { class: "flag ok", text: "confirmed" }));
   if (info.doubtful) {
     span.append(el("span", { class: "flag doubt", text: `${info.doubtful} doubtful` }));
   }
@@ -101,7 +106,7 @@ function drawSide() {
       "li", { "data-cluster": info.cluster, title: info.folder },
       box,
       swatch(info.cluster),
-      el("span", { class: "name", text: `${info.cluster}: ${info.name}` }),
+      el("span", { class: "name", text: nameOf(info) }),
       flagBadges(info),
       el("span", { class: "size", text: String(info.size) }),
     );
@@ -180,7 +185,7 @@ function showPreview(img) {
   $("preview").hidden = false;
   $("preview-img").src = thumbUrl(img.path, true);
   $("preview-img").alt = img.path;
-  const where = img.cluster < 0 ? "set aside" : `cluster ${clusterLabel(img.cluster)}`;
+  const where = img.cluster < 0 ? "set aside" : clusterLabel(img.cluster);
   const why = img.reasons.length ? ` - ${img.reasons.join(", ")}` : "";
   $("preview-text").textContent = `${img.path} (${where}, distance ${img.distance})${why}`;
 }
@@ -192,7 +197,7 @@ function drawHome() {
   $("pager").hidden = true;
   state.images = [];
   for (const info of state.overview.clusters) {
-    const head = el("h3", { text: `${info.cluster}: ${info.name} (${info.size} images)` });
+    const head = el("h3", { text: `${nameOf(info)} (${info.size} images)` });
     head.addEventListener("click", () => openView(String(info.cluster)));
     const row = el("section", { class: "cluster-row" }, head);
     if (info.flags.length || info.doubtful) {
@@ -226,10 +231,11 @@ async function drawCluster() {
   const info = state.overview.clusters[c];
   $("bar").hidden = false;
   const named = state.view === "aside" ? "Set aside" :
-    state.view === "doubt" ? "Most doubtful images" : `Cluster ${clusterLabel(c)}`;
+    state.view === "doubt" ? "Most doubtful images" : clusterLabel(c);
   $("title").textContent = `${named} (${data.total} images)`;
   $("flags").replaceChildren(info ? flagBadges(info) : "");
-  for (const id of ["rename", "split", "split-k"]) $(id).disabled = !info;
+  for (const id of ["confirm", "rename", "split", "split-k"]) $(id).disabled = !info;
+  $("confirm").textContent = info && info.confirmed ? "Unconfirm" : "Confirm";
   $("aside").disabled = state.view === "aside";
   const pages = Math.max(1, Math.ceil(data.total / PAGE));
   $("pager").hidden = false;
@@ -315,6 +321,12 @@ $("rename").addEventListener("click", () => {
   const c = Number(state.view);
   ask(`New name of cluster ${c}:`, state.overview.clusters[c].name,
     (name) => edit({ op: "rename", cluster: c, name }, `renamed cluster ${c}`));
+});
+$("confirm").addEventListener("click", () => {
+  const c = Number(state.view);
+  const confirmed = !state.overview.clusters[c].confirmed;
+  edit({ op: "confirm", clusters: [c], confirmed },
+    `${confirmed ? "confirmed" : "unconfirmed"} cluster ${c}`);
 });
 $("split").addEventListener("click", () => {
   const k = $("split-k").value.trim() || "auto";
