@@ -16,9 +16,11 @@ import re
 import sys
 import warnings
 import webbrowser
+from pathlib import Path
 
 import numpy as np
 
+from . import report
 from .assign import assign_images, embedder_for, place_images
 from .cli_options import (
     cluster_params,
@@ -178,6 +180,7 @@ def _cmd_sort(args):
         map_method=args.map_method,
         truth=truth,
         dask=args.dask,
+        discard_edits=args.discard_edits,
     )
     _print_sort(result)
     return 0
@@ -299,7 +302,11 @@ def _cmd_review(args):
     host = "127.0.0.1" if args.host is None else args.host
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0 to 65535, got {args.port}")
-    with ReviewServer(args.out_dir, host=host, port=args.port, refresh=None) as server:
+    # The report is brought up to date once edits pause, and when the review stops.
+    refresh = getattr(report, "refresh_report", None)  # the report's, where it has one
+    if not (Path(args.out_dir) / "report").is_dir():
+        refresh = None
+    with ReviewServer(args.out_dir, host=host, port=args.port, refresh=refresh) as server:
         if not is_loopback(host):
             print(
                 f"featclust: warning: --host {host}: the page can be reached from other "
@@ -316,6 +323,28 @@ def _cmd_review(args):
     return 0
 
 
+def _edited(out_dir, edit):
+    """Apply ``edit(folder)``, print what it did and bring the report up to date."""
+    result = edit(open_sorted(out_dir))
+    print(result.message)
+    refresh = getattr(report, "refresh_report", None)  # the report's, where it has one
+    if refresh is not None and (Path(out_dir) / "report").is_dir():
+        refresh(out_dir)
+    return 0
+
+
+EDIT_COMMANDS = {
+    "move": lambda a: _edited(a.out_dir, lambda f: f.move(a.paths, a.to)),
+    "merge": lambda a: _edited(a.out_dir, lambda f: f.merge(a.clusters, a.into)),
+    "split": lambda a: _edited(a.out_dir, lambda f: f.split(a.cluster, a.k)),
+    "rename": lambda a: _edited(a.out_dir, lambda f: f.rename(a.cluster, a.name)),
+    "set-aside": lambda a: _edited(a.out_dir, lambda f: f.set_aside(a.paths)),
+    "confirm": lambda a: _edited(a.out_dir, lambda f: f.confirm(a.clusters)),
+    "resort": lambda a: _edited(a.out_dir, lambda f: f.resort()),
+    "undo": lambda a: _edited(a.out_dir, lambda f: f.undo()),
+    "redo": lambda a: _edited(a.out_dir, lambda f: f.redo()),
+}
+
 COMMANDS = {
     "sort": _cmd_sort,
     "embed": _cmd_embed,
@@ -327,6 +356,7 @@ COMMANDS = {
     "duplicates": _cmd_duplicates,
     "store": _cmd_store,
     "review": _cmd_review,
+    **EDIT_COMMANDS,
 }
 
 

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import read_csv
+from conftest import read_csv, run_cli
 from edit_helpers import StandInEmbedder, by_cluster, sorted_families
 
 import featclust
@@ -306,3 +306,80 @@ def test_stand_in_embedder_is_what_the_sort_recorded(folder):
     _, out, _ = folder
     record = json.loads((out / "featclust.json").read_text())
     assert record["feature_settings"] == StandInEmbedder().settings()
+
+
+def test_resort_keeps_what_the_person_decided_and_is_one_undoable_edit(tmp_path):
+    _, out, truth = sorted_families(tmp_path, k=3)
+    f = featclust.open_sorted(out)
+    with pytest.raises(UsageError, match="nothing to learn from"):
+        f.resort()
+    # The person moves two images where they do not belong and confirms cluster 2
+    wrong = [m.path for m in f.members(0)[:2]]
+    f.move(wrong, 1)
+    f.confirm(2)
+    before = by_cluster(out)
+    result = f.resort()
+    assert result.kind == "resort"
+    after = by_cluster(out)
+    assert set(wrong) <= after[1]  # moved images stay where the person put them
+    assert before[2] <= after[2]  # a confirmed cluster keeps every member
+    assert sum(len(g) for g in after.values()) == 18
+    consistent(out)
+    f.undo()
+    assert by_cluster(out) == before
+    consistent(out)
+
+
+def test_a_sort_into_an_edited_folder_refuses_unless_told(folder, tmp_path):
+    images, out, _ = folder
+    f = featclust.open_sorted(out)
+    f.rename(0, "mine")
+    code, _, err = run_cli("sort", images, out, "-k", "3", "--weights", "none", "-q")
+    errors = [line for line in err.splitlines() if line.startswith("featclust: error")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err
+    assert "1 edit" in err and "--discard-edits" in err
+    assert (out / "00-mine").is_dir()  # nothing thrown away
+    with pytest.raises(UsageError, match="discard_edits=True"):
+        featclust.sort_folder(images, out, n_clusters=3, embedder=StandInEmbedder())
+    featclust.sort_folder(
+        images,
+        out,
+        n_clusters=3,
+        embedder=StandInEmbedder(),
+        store=tmp_path / "store",
+        report=False,
+        discard_edits=True,
+    )
+    assert not (out / "00-mine").exists() and (out / "cluster_00").is_dir()
+    assert not (out / journal.JOURNAL_DIR).exists()
+    f = consistent(out)
+    assert not f.curated and not f.can_undo
+
+
+def test_the_edit_commands(folder):
+    _, out, truth = folder
+    f = featclust.open_sorted(out)
+    first = f.members(0)[0]
+    code, text, err = run_cli("move", out, "--to", "1", first.file)
+    assert code == 0 and "moved 1 image to cluster_01" in text, err
+    assert first.path in by_cluster(out)[1]
+    assert run_cli("rename", out, "1", "rings")[0] == 0
+    assert (out / "01-rings").is_dir()
+    code, text, _ = run_cli("merge", out, "rings", "2", "--into", "rings")
+    assert code == 0 and "merged cluster_02 into 01-rings" in text
+    assert len(by_cluster(out)) == 2
+    assert run_cli("undo", out)[0] == 0 and len(by_cluster(out)) == 3
+    assert run_cli("redo", out)[0] == 0 and len(by_cluster(out)) == 2
+    code, text, _ = run_cli("split", out, "rings", "-k", "2")
+    assert code == 0 and len(by_cluster(out)) == 3
+    second = featclust.open_sorted(out).members(0)[0]
+    assert run_cli("set-aside", out, second.path)[0] == 0
+    assert (out / "set_aside" / second.path).is_file()
+    assert run_cli("confirm", out, "0")[0] == 0
+    code, text, _ = run_cli("resort", out)
+    assert code == 0 and "re-sorted the rest" in text
+    consistent(out)
+    code, _, err = run_cli("rename", out, "9", "x")
+    assert code == 2 and err.startswith("featclust: error: cluster='9' is not a cluster")
+    code, _, err = run_cli("split", out, "0", "-k", "1")
+    assert code == 2 and "at least 2" in err

@@ -20,7 +20,7 @@ The output folder lies below the report: nothing here draws or imports it.
 
 from .curation import EditResult
 from .folder import OutputFolder, output_error
-from .journal import JOURNAL_DIR
+from .journal import JOURNAL_DIR, Journal
 from .names import SET_ASIDE_DIR, cluster_dir_name, folder_name, safe_name
 from .record import (
     BAD_FILES_CSV,
@@ -51,6 +51,7 @@ __all__ = [
     "ClusterInfo",
     "EditResult",
     "JOURNAL_DIR",
+    "Journal",
     "Member",
     "SET_ASIDE_DIR",
     "cluster_dir_name",

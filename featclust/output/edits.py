@@ -23,6 +23,7 @@ from sklearn.cluster import KMeans
 from ..errors import FeaturesUnavailableError, UnsafeOutputError, UsageError
 from ..kscan import choose_k
 from ..labelling import feature_distances, outlier_thresholds, outliers
+from ..relabel import resort_labels
 from ..scores import cluster_table
 from ..store import FeatureStore
 from ..tables import clusters_csv, labels_csv
@@ -225,12 +226,33 @@ class Editor:
         text = f"{word} " + ", ".join(state.folder(c) for c in given)
         return self._commit(state, new, "confirm", text, given, [], refit=False)
 
-    def relabel(self, labels: np.ndarray, kind: str, text: str) -> EditResult:
-        """Give the images in clusters new labels (same clusters), as one edit."""
+    def resort(self, random_state: Any = None) -> EditResult:
+        """Re-sort every image the person has not fixed (see :meth:`SortedFolder.resort`)."""
         state = Curation.read(self.folder)
+        rows = np.array([p not in state.placed for p in state.paths], bool)
+        paths = [p for p, r in zip(state.paths, rows) if r]
+        fixed = np.array(
+            [
+                p in state.moved or int(c) in state.confirmed
+                for p, c in zip(paths, state.labels[rows])
+            ],
+            bool,
+        )
+        if not fixed.any():
+            raise UsageError(
+                "nothing to learn from: move images or confirm clusters first, "
+                "then re-sort the rest"
+            )
+        if random_state is None:
+            random_state = (self.folder.record.clustering or {}).get("random_state")
+        Z = self.folder.model.reduce(self.features(paths))
+        labels = state.labels.copy()
+        labels[rows] = resort_labels(Z, state.labels[rows], fixed, random_state=random_state)
+        changed = int(np.sum(labels != state.labels))
         new = copy_state(state)
-        new.labels = np.asarray(labels, np.int64)
-        return self._commit(state, new, kind, text, [], [])
+        new.labels = labels
+        text = f"re-sorted the rest: {changed} image{'s' if changed != 1 else ''} changed cluster"
+        return self._commit(state, new, "resort", text, [], [])
 
     def undo(self) -> EditResult:
         summary = self.journal.undo()

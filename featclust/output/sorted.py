@@ -232,6 +232,21 @@ class SortedFolder:
         """Mark clusters as right as they are (``confirmed=False``: no longer)."""
         return self.editor.confirm(clusters, confirmed)
 
+    def resort(self, random_state: Any = None) -> EditResult:
+        """Re-sort the rest: learn from the person's decisions, as one edit (undoable).
+
+        The images a person moved and those in clusters they confirmed are
+        fixed; every other image is given the cluster its neighbours point
+        to (:func:`featclust.relabel.resort_labels` on the model's reduced
+        features), the files move and the model is re-fitted.
+
+        Raises
+        ------
+        UsageError
+            If nothing is fixed yet.
+        """
+        return self.editor.resort(random_state)
+
     def undo(self) -> EditResult:
         """Undo the last edit (the journal read backwards)."""
         result = self.editor.undo()
