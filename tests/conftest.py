@@ -132,6 +132,7 @@ SLOW_FIXTURES = {
     "sorted_grid",  # test_embed_grid.py
     "sorted_once",  # test_content_reuse.py
     "sorted_out",  # test_assign.py, test_output_hardening.py
+    "reviewed",  # test_review_browser.py
 }
 
 

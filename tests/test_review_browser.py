@@ -3,21 +3,23 @@
 
 A small folder of generated images is sorted once with the real model (random weights);
 the test opens the page, moves three images by the keyboard, merges two clusters, renames
-one (first to a name that is markup, which must show as text), undoes one edit and
-re-sorts the rest; then reads the folders, labels.csv, featclust.json and model.npz, and
-asks ``featclust assign`` where a moved image goes. The screenshot it takes is the one in
-the README (docs/review.png).
+one (first to a name that is markup, which must show as text), undoes one edit, confirms
+a cluster and re-sorts the rest; then reads the folders, labels.csv, featclust.json and
+model.npz, and asks ``featclust assign`` where a moved image goes. The screenshot it
+takes is the README's (``FEATCLUST_SCREENSHOT=docs/review.png pytest
+tests/test_review_browser.py``).
 """
 
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import read_csv, run_cli
+
 from featclust import samples
 from featclust.cluster import FeatureKMeans
 from featclust.output import open_sorted
@@ -26,7 +28,9 @@ from featclust.review import ReviewServer
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="no system Chromium (apt install chromium)")
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "review.png"
+#: Where the picture goes: ``FEATCLUST_SCREENSHOT=docs/review.png`` makes the README's (the
+#: test's own temporary folder otherwise, so a test run leaves the checkout as it was).
+SCREENSHOT = os.environ.get("FEATCLUST_SCREENSHOT")
 XSS = "<img src=x onerror=window.__pwned=1>"
 
 
@@ -82,7 +86,7 @@ def by_path(out):
     return {r["path"]: int(r["cluster"]) for r in read_csv(out / "labels.csv")}
 
 
-def test_review_in_a_browser(reviewed):
+def test_review_in_a_browser(reviewed, tmp_path):
     sync_playwright = playwright.sync_playwright
     out = reviewed / "out"
     source, target, moved = border_images(out)
@@ -161,18 +165,28 @@ def test_review_in_a_browser(reviewed):
             wait_saved(page, "undid")
             assert not (out / "set_aside" / extra).exists()
 
-            # Re-sort the rest.
+            # The README's picture: the clusters after these edits, a preview open.
+            page.click("#home")
+            page.wait_for_selector(".cluster-row .thumb img")
+            page.locator(".cluster-row .thumb").nth(1).click()
+            page.wait_for_function("[...document.querySelectorAll('img')].every(i => i.complete)")
+            picture = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "review.png"
+            picture.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(picture))
+            assert picture.stat().st_size > 10_000
+
+            # Confirm the merged cluster, then re-sort the rest.
+            page.click(f"#clusters li[data-cluster='{a}']")
+            page.wait_for_selector("#grid .thumb")
+            page.click("#confirm")
+            wait_saved(page, "confirm")
+            merged = {p for p, c in by_path(out).items() if c == a}
             page.click("#resort")
             wait_saved(page, "sort")
 
             page.click("#home")
             page.wait_for_selector(".cluster-row .thumb img")
-            page.wait_for_function(
-                "[...document.querySelectorAll('.cluster-row img')]"
-                ".every(i => i.complete && i.naturalWidth > 0)"
-            )
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            assert page.locator("#clusters li").count() == k - 1
             browser.close()
     finally:
         server.shutdown()
@@ -195,11 +209,13 @@ def test_review_in_a_browser(reviewed):
     on_disk = {
         p.relative_to(out).as_posix()
         for c in range(folder.n_clusters)
+        if (out / folder.folder_name(c)).is_dir()  # a cluster the re-sort emptied has none
         for p in (out / folder.folder_name(c)).iterdir()
     }
     assert len(on_disk) == len(labels)
     for path, c in labels.items():
         assert f"{folder.folder_name(c)}/{path}" in on_disk
+    assert {p for p, c in labels.items() if c == a} >= merged  # a confirmed cluster stays
     record = json.loads((out / "featclust.json").read_text())
     assert record["clustering"]["n_clusters"] == k - 1
     assert record["curation"]["names"] == {str(target_after): "rings"}

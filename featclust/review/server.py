@@ -148,8 +148,11 @@ class ReviewServer(ThreadingHTTPServer):
             self._refresher.start()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep what went wrong in :attr:`errors` (the library prints nothing)."""
-        self.errors.append(f"{client_address}: {sys.exc_info()[1]!r}")
+        """Keep what went wrong in :attr:`errors` (the library prints nothing); a browser
+        that hung up (a picture no longer wanted) is no fault."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            self.errors.append(f"{client_address}: {error!r}")
 
     def edited(self) -> None:
         """Note that an edit happened: the report is refreshed once edits pause."""
@@ -404,7 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _static(name: str) -> bytes:
-    return resources.files(__package__).joinpath("static", name).read_bytes()
+    return resources.files("featclust.review").joinpath("static").joinpath(name).read_bytes()
 
 
 def _cookie(header: str, name: str) -> str:

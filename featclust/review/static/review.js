@@ -272,6 +272,14 @@ async function refresh() {
   if (state.view !== "home" && state.page * PAGE >= state.total && state.page > 0) state.page--;
   if (state.overview.has_map) state.map = await get("/api/map");
   await redraw();
+  const shown = $("preview-img").alt;
+  if (!$("preview").hidden && shown) {
+    try {
+      showPreview((await get("/api/locate", { path: shown })).image);
+    } catch (e) {
+      $("preview").hidden = true;  // no longer an image of the folder
+    }
+  }
 }
 
 // -- edits ------------------------------------------------------------------------------------
