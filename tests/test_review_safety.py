@@ -319,3 +319,34 @@ def test_cli_prints_its_url_and_ctrl_c_stops_it_cleanly(out):
     assert err.splitlines() == ["featclust: review stopped; every edit is saved"]
     assert read_csv(out / "labels.csv")  # the folder is as it was, and the lock free
     ReviewServer(out).close()
+
+
+def test_an_edit_is_on_disk_when_the_page_hears_of_it_and_the_report_follows(out):
+    refreshed = []
+    srv = ReviewServer(out, refresh=refreshed.append)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        hdr = {"X-Featclust-Token": srv.token, "Content-Type": "application/json"}
+        _, _, body = request(srv, "GET", "/api/members?cluster=0", headers=hdr)
+        moved = [i["path"] for i in json.loads(body)["images"][:2]]
+        _, _, body = request(srv, "GET", "/api/overview", headers=hdr)
+        folder = json.loads(body)["clusters"][1]["folder"]
+        edit = {"op": "move", "paths": moved, "to": 1}
+        status, _, body = request(srv, "POST", "/api/edit", edit, hdr)
+        assert status == 200, body
+        assert json.loads(body)["message"] == f"moved 2 images to {folder}"
+        labels = {r["path"]: r["cluster"] for r in read_csv(out / "labels.csv")}
+        assert all(labels[p] == "1" for p in moved)
+        assert all((out / folder / p).is_file() for p in moved)
+        _, _, body = request(srv, "GET", "/api/overview", headers=hdr)
+        assert [c["size"] for c in json.loads(body)["clusters"]] == [6, 10, 8]
+        # Two edits in a row: the report is refreshed once, after they pause.
+        status, _, _ = request(srv, "POST", "/api/edit", {"op": "undo"}, hdr)
+        assert status == 200 and refreshed == []
+    finally:
+        srv.shutdown()
+        srv.close()
+        thread.join(5)
+    assert refreshed == [out]
+    assert not srv.errors

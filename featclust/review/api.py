@@ -3,8 +3,8 @@
 :class:`Review` holds the folder's current state (members, names, flags, doubt
 scores, the map) and applies the page's edits through the output folder's own
 library (:func:`featclust.open_sorted`): every edit is on disk before the
-page is told it happened. One lock serialises edits and the reads of the
-state, so a page never sees half an edit.
+page is told it happened. Edits (and the report's refresh) are made one at a
+time, and the page never reads a state half replaced.
 """
 
 from __future__ import annotations
@@ -67,7 +67,11 @@ class Review:
         self.out_dir = Path(out_dir)
         self.refresh = refresh
         self.thumbs = ThumbnailCache(out_dir)
+        # lock: the state in memory (views read it, an edit replaces it); disk_lock: the
+        # folder on disk (edits and the report's refresh write it), so that a refresh of
+        # the report holds up the next edit, not the views.
         self.lock = threading.RLock()
+        self.disk_lock = threading.RLock()
         self.notes: list[str] = []
         self._reduced: np.ndarray | None = None
         self._feature_paths: list[str] | None = None
@@ -283,7 +287,7 @@ class Review:
         unknown = set(args) - set(EDITS[op])
         if unknown:
             raise UsageError(f"{op} takes {', '.join(EDITS[op]) or 'nothing'}, got {unknown}")
-        with self.lock:
+        with self.disk_lock:
             self.folder.reload()
             method = getattr(self.folder, op, None)
             if method is None:
@@ -291,7 +295,8 @@ class Review:
             try:
                 result = method(**args)
             finally:
-                self._load()
+                with self.lock:
+                    self._load()
             if self.refresh is not None:
                 self.refresh(self.out_dir)
             return {

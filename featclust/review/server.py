@@ -168,7 +168,7 @@ class ReviewServer(ThreadingHTTPServer):
             self._refresh_now()
 
     def _refresh_now(self) -> None:
-        with self.review.lock:
+        with self.review.disk_lock:
             try:
                 self.refresh(self.out_dir)
             except FeatclustError as e:
