@@ -114,6 +114,14 @@ def test_review_in_a_browser(reviewed, tmp_path):
             page.wait_for_selector("#clusters li")
             assert page.locator("#clusters li").count() == k
 
+            # A point of the map opens its image in its cluster.
+            page.locator("#map").click(position={"x": 140, "y": 140})
+            page.wait_for_selector("#grid .thumb.sel")
+            assert page.locator("#grid .thumb.sel").count() == 1
+            assert page.locator("#preview").is_visible()
+            chosen = page.locator("#grid .thumb.sel").get_attribute("data-path")
+            assert chosen in page.locator("#preview-text").text_content()
+
             # Move three images by the keyboard: select them, m, the cluster's number, Enter.
             page.click(f"#clusters li[data-cluster='{source}']")
             page.wait_for_selector("#grid .thumb")
@@ -164,6 +172,16 @@ def test_review_in_a_browser(reviewed, tmp_path):
             page.keyboard.press("u")
             wait_saved(page, "undid")
             assert not (out / "set_aside" / extra).exists()
+
+            # Drag an image onto another cluster, and undo that too (Ctrl+Z).
+            dragged = page.locator("#grid .thumb").nth(1)
+            dpath = dragged.get_attribute("data-path")
+            dragged.drag_to(page.locator(f"#clusters li[data-cluster='{a}']"))
+            wait_saved(page, "moved 1 image")
+            assert by_path(out)[dpath] == a
+            page.keyboard.press("Control+z")
+            wait_saved(page, "undid")
+            assert by_path(out)[dpath] == target_after
 
             # The README's picture: the clusters after these edits, a preview open.
             page.click("#home")

@@ -350,3 +350,30 @@ def test_an_edit_is_on_disk_when_the_page_hears_of_it_and_the_report_follows(out
         thread.join(5)
     assert refreshed == [out]
     assert not srv.errors
+
+
+def test_split_merge_rename_set_aside_undo_redo_through_the_server(server, out):
+    hdr = {"X-Featclust-Token": server.token, "Content-Type": "application/json"}
+
+    def edit(**fields):
+        status, _, body = request(server, "POST", "/api/edit", fields, hdr)
+        assert status == 200, body
+        _, _, body = request(server, "GET", "/api/overview", headers=hdr)
+        return json.loads(body)
+
+    assert len(edit(op="split", cluster=0, k=2)["clusters"]) == 4
+    assert len(edit(op="merge", clusters=[0, 3])["clusters"]) == 3
+    named = edit(op="rename", cluster=1, name="Dense dots")["clusters"][1]
+    assert named["name"] == "Dense dots" and (out / named["folder"]).is_dir()
+    first = json.loads(request(server, "GET", "/api/members?cluster=2", headers=hdr)[2])
+    aside = first["images"][0]["path"]
+    assert edit(op="set_aside", paths=[aside])["set_aside"] == 1
+    assert (out / "set_aside" / aside).is_file()
+    page = json.loads(request(server, "GET", "/api/members?cluster=aside", headers=hdr)[2])
+    assert [i["path"] for i in page["images"]] == [aside]
+    assert edit(op="undo")["set_aside"] == 0
+    overview = edit(op="redo")
+    assert overview["set_aside"] == 1 and overview["can_undo"] and not overview["can_redo"]
+    status, _, body = request(server, "POST", "/api/edit", {"op": "merge", "clusters": [9]}, hdr)
+    assert status == 400 and b"error" in body  # the library's own message, one line
+    assert not server.errors
