@@ -234,6 +234,7 @@ def _cmd_assign(args):
             f"(labels.csv updated)",
             file=sys.stderr,
         )
+        _refresh_report(folder.path)
     return 0
 
 
@@ -327,10 +328,15 @@ def _edited(out_dir, edit):
     """Apply ``edit(folder)``, print what it did and bring the report up to date."""
     result = edit(open_sorted(out_dir))
     print(result.message)
-    refresh = getattr(report, "refresh_report", None)  # the report's, where it has one
+    _refresh_report(out_dir)
+    return 0
+
+
+def _refresh_report(out_dir):
+    """Bring the folder's report (where it has one) up to date after an edit."""
+    refresh = getattr(report, "refresh_report", None)  # the report's, once it has one
     if refresh is not None and (Path(out_dir) / "report").is_dir():
         refresh(out_dir)
-    return 0
 
 
 EDIT_COMMANDS = {

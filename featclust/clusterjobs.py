@@ -36,6 +36,7 @@ from .output import (
     RunRecord,
     kscan_info,
     read_record,
+    recover,
     save_kscan,
     write_kscan,
 )
@@ -253,6 +254,8 @@ def sort_folder(
     SortResult
     """
     out = OutputFolder(out_dir, image_dir)
+    if out.record is not None and out.record.command == "sort" and recover(out_dir):
+        out = OutputFolder(out_dir, image_dir)  # an interrupted edit finished first
     check_bool("discard_edits", discard_edits)
     edits = int(((out.record.curation if out.record else None) or {}).get("edits") or 0)
     if edits and not discard_edits:

@@ -383,3 +383,38 @@ def test_the_edit_commands(folder):
     assert code == 2 and err.startswith("featclust: error: cluster='9' is not a cluster")
     code, _, err = run_cli("split", out, "0", "-k", "1")
     assert code == 2 and "at least 2" in err
+
+
+def test_assign_answers_the_cluster_a_person_moved_an_image_to(folder, tmp_path):
+    images, out, truth = folder
+    f = featclust.open_sorted(out)
+    moved = f.members(0)[0].path
+    other = f.members(0)[1].path
+    f.move([moved], 2)
+    result = featclust.assign_images(
+        out, [images / moved, images / other], embedder=StandInEmbedder(), store=tmp_path / "store"
+    )
+    assert list(result.labels) == [2, 0]
+    assert np.isfinite(result.distances).all()
+    inside = featclust.assign_images(
+        out, [out / f.folder_name(2) / moved], embedder=StandInEmbedder(), store=tmp_path / "store"
+    )
+    assert list(inside.labels) == [2]
+
+
+def test_the_journal_keeps_the_last_edits_only(folder, monkeypatch):
+    _, out, _ = folder
+    monkeypatch.setattr(journal, "MAX_UNDO", 2)
+    f = featclust.open_sorted(out)
+    for name in ("a", "b", "c", "d"):
+        f.rename(0, name)
+    states = sorted(p.name for p in (out / journal.JOURNAL_DIR).glob("state-*"))
+    assert states == ["state-0002", "state-0003", "state-0004"]
+    f.undo()
+    f.undo()
+    assert f.folder_name(0) == "00-b"
+    with pytest.raises(UsageError, match="keeps the last 2 edits"):
+        f.undo()
+    f.redo()
+    assert f.folder_name(0) == "00-c"
+    consistent(out)

@@ -41,6 +41,7 @@ from .sorted import (
     SortedFolder,
     kscan_info,
     open_sorted,
+    recover,
     save_kscan,
     write_kscan,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "open_sorted",
     "output_error",
     "read_record",
+    "recover",
     "save_kscan",
     "write_kscan",
     "write_record",

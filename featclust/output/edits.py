@@ -28,7 +28,8 @@ from ..scores import cluster_table
 from ..store import FeatureStore
 from ..tables import clusters_csv, labels_csv
 from .curation import Curation, EditResult, copy_state, count
-from .journal import Journal
+from .folder import recognised
+from .journal import JOURNAL_DIR, Journal
 from .names import safe_name
 from .record import CLUSTERS_CSV, LABELS_CSV, MODEL_NPZ
 
@@ -104,7 +105,7 @@ class Editor:
 
     # -- the operations ------------------------------------------------------
     def move(self, paths: Any, to: Any) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         target = self.cluster(state, to)
         images = self.images(state, paths)
         new = copy_state(state)
@@ -116,7 +117,7 @@ class Editor:
         )
 
     def set_aside(self, paths: Any) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         images = self.images(state, paths)
         new = copy_state(state)
         keep = np.array([p not in set(images) for p in new.paths], bool)
@@ -131,7 +132,7 @@ class Editor:
         return self._commit(state, new, "set_aside", f"set aside {count(images)}", [], images)
 
     def rename(self, cluster: Any, name: str | None) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         c = self.cluster(state, cluster)
         new = copy_state(state)
         if name is None or not str(name).strip():
@@ -148,7 +149,7 @@ class Editor:
         return self._commit(state, new, "rename", text, [c], [], refit=False)
 
     def merge(self, clusters: Any, into: Any = None) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         if isinstance(clusters, (str, int, np.integer)):
             clusters = [clusters]
         given = list(dict.fromkeys(self.cluster(state, c) for c in clusters))
@@ -174,7 +175,7 @@ class Editor:
         return self._commit(state, new, "merge", text, [t], [], order=mapping)
 
     def split(self, cluster: Any, k: int | str = "auto", random_state: Any = 0) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         c = self.cluster(state, cluster)
         rows = np.flatnonzero(state.labels == c)
         rows = np.array([i for i in rows if state.paths[i] not in state.placed], np.int64)
@@ -213,7 +214,7 @@ class Editor:
         return self._commit(state, new, "split", text, made, [])
 
     def confirm(self, clusters: Any, confirmed: bool = True) -> EditResult:
-        state = Curation.read(self.folder)
+        state = self.folder.state
         if isinstance(clusters, (str, int, np.integer)):
             clusters = [clusters]
         given = sorted({self.cluster(state, c) for c in clusters})
@@ -228,7 +229,7 @@ class Editor:
 
     def resort(self, random_state: Any = None) -> EditResult:
         """Re-sort every image the person has not fixed (see :meth:`SortedFolder.resort`)."""
-        state = Curation.read(self.folder)
+        state = self.folder.state
         rows = np.array([p not in state.placed for p in state.paths], bool)
         paths = [p for p, r in zip(state.paths, rows) if r]
         fixed = np.array(
@@ -254,6 +255,32 @@ class Editor:
         text = f"re-sorted the rest: {changed} image{'s' if changed != 1 else ''} changed cluster"
         return self._commit(state, new, "resort", text, [], [])
 
+    def place(self, rows: list) -> EditResult:
+        """Add images placed into their clusters' folders (``assign --place``) as one edit.
+
+        Parameters
+        ----------
+        rows : list of tuple
+            ``(path, file, label, distance, outlier, stamp, source, hash)`` of
+            each file made: its ``labels.csv`` path, its file relative to the
+            folder, and the file's stamp, source stamp and content hash for
+            the record.
+        """
+        state = self.folder.state
+        new = copy_state(state)
+        paths = [r[0] for r in rows]
+        new.paths = state.paths + paths
+        new.labels = np.concatenate([state.labels, np.array([r[2] for r in rows], np.int64)])
+        new.distances = np.concatenate([state.distances, [float(r[3]) for r in rows]])
+        new.outliers = np.concatenate([state.outliers, np.array([r[4] for r in rows], bool)])
+        new.placed |= set(paths)
+        made = {r[1]: [r[5], r[6], r[7]] for r in rows}
+        text = f"placed {count(paths)}"
+        counts = self.folder.record.counts or {}
+        self.folder.record.counts = {**counts, "placed": counts.get("placed", 0) + len(rows)}
+        clusters = sorted({int(r[2]) for r in rows})
+        return self._commit(state, new, "place", text, clusters, paths, refit=False, made=made)
+
     def undo(self) -> EditResult:
         summary = self.journal.undo()
         return EditResult("undo", f"undid: {summary.get('message', '')}")
@@ -267,7 +294,7 @@ class Editor:
         """Stored features of ``paths`` (read once from the sort's store, then kept)."""
         if self._features is None:
             record = self.folder.record
-            state = Curation.read(self.folder)
+            state = self.folder.state
             every = [p for p in state.paths + state.set_aside if p not in state.placed]
             if not (record.image_dir and record.feature_settings):
                 raise FeaturesUnavailableError(
@@ -294,13 +321,21 @@ class Editor:
         images: list,
         refit: bool = True,
         order: np.ndarray | None = None,
+        made: dict | None = None,
     ) -> EditResult:
+        """Apply ``new`` as one transaction of the journal.
+
+        ``made``: files made for the edit (a placement), relative path to
+        ``[stamp, source, content hash]``; they enter the record, and undoing the edit moves
+        them into the journal (redo brings them back). An edit that makes files
+        is no person's edit (a sort may still replace the folder).
+        """
         folder = self.folder
         record = folder.record
         model = folder.model
         if refit:
             model, new.distances, new.outliers = self.refit(model, new, state, order)
-        new.edits = state.edits + 1
+        new.edits = state.edits + (0 if made else 1)
         old_files, new_files = state.files(), new.files()
         owned = set(record.files)
         moves = [
@@ -328,14 +363,25 @@ class Editor:
             MODEL_NPZ: buf.getvalue(),
         }
         renamed = dict(moves)
+        made = made or {}
+        kept = f"{JOURNAL_DIR}/made-{self.journal.position + 1:04d}"
+        moves += [[f"{kept}/{rel}", rel] for rel in made]
+        stamps = {**(record.stamps or {}), **recognised(folder.path, record, record.files)}
         counts = dict(record.counts or {})
         counts["cluster_sizes"] = [int(r["size"]) for r in rows]
         counts["set_aside"] = len(new.set_aside)
         target = dataclasses.replace(
             record,
-            files=[renamed.get(f, f) for f in record.files],
-            stamps={renamed.get(f, f): s for f, s in (record.stamps or {}).items()},
-            sources={renamed.get(f, f): s for f, s in (record.sources or {}).items()} or None,
+            files=[renamed.get(f, f) for f in record.files] + list(made),
+            stamps={
+                **{renamed.get(f, f): s for f, s in stamps.items()},
+                **{rel: m[0] for rel, m in made.items()},
+            },
+            sources={
+                **{renamed.get(f, f): s for f, s in (record.sources or {}).items()},
+                **{rel: m[1] for rel, m in made.items() if m[1] is not None},
+            }
+            or None,
             clustering={**(record.clustering or {}), "n_clusters": new.n_clusters},
             counts=counts,
             flags={
@@ -343,9 +389,14 @@ class Editor:
                 "loose": [r["cluster"] for r in rows if r["loose"]],
             },
             curation=new.info(),
+            hashes={
+                **{renamed.get(f, f): h for f, h in (record.hashes or {}).items()},
+                **{rel: m[2] for rel, m in made.items()},
+            },
             status="complete",
         )
         summary = {"kind": kind, "message": text, "images": len(images)}
+
         self.journal.commit(moves, files, target, summary)
         folder.reload()
         return EditResult(kind, text, [tuple(m) for m in moves], clusters)

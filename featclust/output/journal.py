@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import OutputError, OutputFormatError, UnsafeOutputError, UsageError
-from ..fileio import atomic_write, json_bytes
+from ..fileio import atomic_write, content_hash, json_bytes
 from .folder import output_error
 from .record import CLUSTERS_CSV, LABELS_CSV, MODEL_NPZ, RunRecord, read_record, write_record
 
@@ -40,6 +40,8 @@ JOURNAL_DIR = ".featclust-edits"
 JOURNAL_FORMAT = 1
 #: The files an edit replaces (besides the record, which record.py writes).
 STATE_FILES = (LABELS_CSV, CLUSTERS_CSV, MODEL_NPZ)
+#: How many edits can be undone: the states before are dropped (each holds the tables).
+MAX_UNDO = 100
 _JOURNAL = "journal.json"
 _PENDING = "pending.json"
 
@@ -126,9 +128,12 @@ class Journal:
             What the edit did, as JSON (kept in the journal).
         """
         self.recover()
-        if not (self.dir / state_name(0)).is_dir():
-            self._snapshot()
+        if not (self.dir / state_name(self.position)).is_dir():
+            self._snapshot(self.position)
         target = self.position + 1
+        stale = self.dir / f"made-{target:04d}"  # files of a placement undone and dropped
+        if stale.is_dir():
+            _remove_tree(stale)
         self._stage(target, files, record)
         edits = self.edits[: self.position] + [{"summary": summary, "moves": moves}]
         self._run({"position": target, "moves": moves, "edits": edits})
@@ -144,6 +149,11 @@ class Journal:
         self.recover()
         if self.position == 0:
             raise UsageError(f"{str(self.root)!r}: nothing to undo")
+        if not (self.dir / state_name(self.position - 1)).is_dir():
+            raise UsageError(
+                f"{str(self.root)!r}: nothing more to undo (featclust keeps the last "
+                f"{MAX_UNDO} edits)"
+            )
         edit = self.edits[self.position - 1]
         moves = [[new, old] for old, new in reversed(edit["moves"])]
         self._run({"position": self.position - 1, "moves": moves, "edits": self.edits})
@@ -170,8 +180,9 @@ class Journal:
             _remove_tree(self.dir)
         self.position, self.edits = 0, []
 
-    def _snapshot(self) -> None:
-        """Keep the state the folder is in as ``state-0000``, to undo the first edit."""
+    def _snapshot(self, position: int) -> None:
+        """Keep the state the folder is in (as ``state-0000`` before the first edit), to
+        undo the next edit."""
         record = read_record(self.root)
         if record is None:
             raise OutputFormatError(f"{str(self.root)!r} has no record to keep")
@@ -183,7 +194,7 @@ class Journal:
                 continue
             except OSError as e:
                 raise OutputError(f"cannot read {str(self.root / name)!r}: {e.strerror}") from None
-        self._stage(0, files, record)
+        self._stage(position, files, record)
 
     def _stage(self, position: int, files: dict, record: RunRecord) -> None:
         """Write a whole state into ``state-NNNN`` (made beside it and renamed in)."""
@@ -195,11 +206,13 @@ class Journal:
                     _remove_tree(old)
             tmp.mkdir(parents=True)
             stamps = dict(record.stamps or {})
+            hashes = dict(record.hashes or {})
             for name, data in files.items():
                 atomic_write(tmp / name, lambda fh, data=data: fh.write(data))
                 st = os.lstat(tmp / name)
                 stamps[name] = [st.st_size, st.st_mtime_ns]
-            record.stamps = stamps
+                hashes[name] = content_hash(data)
+            record.stamps, record.hashes = stamps, hashes
             write_record(tmp, record)
             os.replace(tmp, final)
         except OSError as e:
@@ -243,7 +256,13 @@ class Journal:
             )
             for extra in self.dir.glob("state-*"):
                 n = extra.name.removeprefix("state-").removesuffix(".tmp")
-                if extra.name.endswith(".tmp") or (n.isdigit() and int(n) > len(edits)):
+                if extra.name.endswith(".tmp") or (
+                    n.isdigit() and not position - MAX_UNDO <= int(n) <= len(edits)
+                ):
+                    _remove_tree(extra)
+            for extra in self.dir.glob("made-*"):  # files of placements no longer undoable
+                n = extra.name.removeprefix("made-")
+                if n.isdigit() and not position - MAX_UNDO < int(n) <= len(edits):
                     _remove_tree(extra)
             (self.dir / _PENDING).unlink(missing_ok=True)
         except OSError as e:
@@ -298,7 +317,7 @@ def move_file(root: Path, old: str, new: str) -> None:
                 "(move it away and run again)"
             )
         os.unlink(src)
-        _prune(root, old)
+        prune(root, old)
         return
     if not os.path.lexists(src):
         return
@@ -313,10 +332,10 @@ def move_file(root: Path, old: str, new: str) -> None:
             os.rename(src, dst)
     except OSError as e:
         raise output_error(dst, e) from None
-    _prune(root, old)
+    prune(root, old)
 
 
-def _prune(root: Path, rel: str) -> None:
+def prune(root: Path, rel: str) -> None:
     """Remove the folders of ``rel`` that are left empty."""
     parent = os.path.dirname(rel)
     while parent:

@@ -42,6 +42,7 @@ _DICT_FIELDS = (
     "stamps",
     "sources",
     "curation",
+    "hashes",
 )
 _STR_FIELDS = (
     "status",
@@ -101,6 +102,10 @@ class RunRecord:
         ``files`` was made from, when it was placed: a re-sort that puts the
         same image at the same place leaves a file whose source and stamp
         still match as it is.
+    hashes : dict or None
+        Content hash of files featclust wrote whose content it knew (the
+        tables, the model, placed images): a file whose times changed (a
+        folder copied with ``cp -r``) is still recognised as featclust's.
     curation : dict or None
         What a person changed since the sort (see
         :meth:`featclust.output.SortedFolder.move` and the other edits):
@@ -133,6 +138,7 @@ class RunRecord:
     stamps: dict | None = None
     sources: dict | None = None
     curation: dict | None = None
+    hashes: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.created:

@@ -24,6 +24,7 @@ from .edits import Editor
 from .folder import OutputFolder
 from .journal import Journal
 from .names import SET_ASIDE_DIR
+from .placement import recover as recover_placement
 from .record import KSCAN_CSV, KSCAN_PNG, LABELS_CSV, MODEL_NPZ, RunRecord, read_record
 
 
@@ -163,6 +164,32 @@ class SortedFolder:
             Member(p, f"{SET_ASIDE_DIR}/{p}", float("nan"), False, False)
             for p in self.state.set_aside
         ]
+
+    def decided(self, paths: Any) -> list:
+        """The cluster a person put each of ``paths`` in, where they moved it.
+
+        ``paths`` are image files (in the image folder that was sorted, or
+        files of this folder); ``None`` for one no person moved. ``assign``
+        answers these, so it follows the person's decisions even where the
+        re-fitted centres alone would not.
+        """
+        state = self.state
+        where = {p: int(c) for p, c in zip(state.paths, state.labels) if p in state.moved}
+        if not where:
+            return [None] * len(paths)
+        roots = [os.path.realpath(d) for d in (self.image_dir, self.path) if d]
+        found = []
+        for path in paths:
+            real = os.path.realpath(path)
+            label = None
+            for i, root in enumerate(roots):
+                rel = os.path.relpath(real, root).replace(os.sep, "/")
+                if rel.startswith("../"):
+                    continue
+                rel = rel if i == 0 else rel.partition("/")[2]
+                label = where.get(rel)
+            found.append(label)
+        return found
 
     @property
     def can_undo(self) -> bool:
@@ -342,6 +369,12 @@ class SortedFolder:
         return read_kscan_csv(path)[0]
 
 
+def recover(out_dir: str | os.PathLike) -> bool:
+    """Finish an edit of ``out_dir`` that was interrupted, and roll back a placement
+    that was; ``True`` if there was one (see :mod:`featclust.output.journal`)."""
+    return bool(Journal(out_dir).recover() + recover_placement(out_dir))
+
+
 def open_sorted(out_dir: str | os.PathLike) -> SortedFolder:
     """Open a folder written by ``featclust sort``.
 
@@ -354,8 +387,8 @@ def open_sorted(out_dir: str | os.PathLike) -> SortedFolder:
     """
     out_dir = Path(out_dir)
     record = read_record(out_dir)
-    if record is not None and record.command == "sort" and Journal(out_dir).recover():
-        record = read_record(out_dir)  # an edit was interrupted: now finished
+    if record is not None and record.command == "sort" and recover(out_dir):
+        record = read_record(out_dir)
     if record is None:
         raise UsageError(
             f"{str(out_dir)!r} is not a featclust output folder (no "
