@@ -17,6 +17,7 @@ import re
 import shlex
 import sys
 import warnings
+import webbrowser
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,13 @@ from .clusterjobs import scan_folder, sort_folder
 from .demo import demo
 from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder
-from .errors import FeatclustError
+from .errors import FeatclustError, UsageError
 from .fileio import fmt_num
 from .kscan import parse_k_range
 from .output import open_sorted
 from .pipeline import embed_folder
 from .report import write_report
+from .review import ReviewServer, is_loopback
 from .scores import LOOSE_FACTOR
 from .similarity import find_duplicates, similar_images
 from .store import gc
@@ -386,6 +388,31 @@ def _cmd_demo(args):
     return 0
 
 
+def _cmd_review(args):
+    host = "127.0.0.1" if args.host is None else args.host
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0 to 65535, got {args.port}")
+    # The report is brought up to date once edits pause, and when the review stops.
+    refresh = getattr(report, "refresh_report", None)  # the report's, where it has one
+    if not (Path(args.out_dir) / "report").is_dir():
+        refresh = None
+    with ReviewServer(args.out_dir, host=host, port=args.port, refresh=refresh) as server:
+        if not is_loopback(host):
+            print(
+                f"featclust: warning: --host {host}: the page can be reached from other "
+                "machines by whoever has its address and token",
+                file=sys.stderr,
+            )
+        print(f"featclust review: {server.url}  (Ctrl-C stops it)", flush=True)
+        if not args.no_browser:
+            webbrowser.open(server.url)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("featclust: review stopped; every edit is saved", file=sys.stderr)
+    return 0
+
+
 def _edited(out_dir, edit):
     """Apply ``edit(folder)``, print what it did and bring the report up to date."""
     result = edit(open_sorted(out_dir))
@@ -423,6 +450,7 @@ COMMANDS = {
     "similar": _cmd_similar,
     "duplicates": _cmd_duplicates,
     "store": _cmd_store,
+    "review": _cmd_review,
     **EDIT_COMMANDS,
 }
 

@@ -24,6 +24,7 @@ COMMANDS = {
     "demo": "sort a built-in sample set of dot-pattern images",
     "report": "write the report of a sorted folder again",
     "store": "look after the feature store",
+    "review": "look through a sorted folder in the browser and correct it",
     "move": "move images into another cluster",
     "merge": "merge clusters into one",
     "split": "split a cluster by k-means on its stored features",

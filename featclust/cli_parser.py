@@ -234,6 +234,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(
         sub,
+        "review",
+        COMMANDS["review"],
+        "Serve a page for OUT_DIR on this machine: every cluster as thumbnails, doubtful "
+        "clusters and images marked, the 2-D map; move, merge, split, rename, set aside, "
+        "undo and redo, re-sort the rest. Each edit is written to OUT_DIR at once. Ctrl-C "
+        "stops it.",
+        ["featclust review sorted/", "featclust review sorted/ --port 8765 --no-browser"],
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by featclust sort")
+    p.add_argument(
+        "--port", type=int, default=0, metavar="N", help="port to listen on (default: a free one)"
+    )
+    p.add_argument(
+        "--host",
+        default=None,
+        metavar="ADDR",
+        help="address to listen on (default: 127.0.0.1, this machine only; another "
+        "address lets other machines reach the page, with its token)",
+    )
+    p.add_argument("--no-browser", action="store_true", help="print the address only")
+
+    p = _sub(
+        sub,
         "store",
         COMMANDS["store"],
         "gc: drop the stored features no image folder uses any more (images that were "

@@ -27,6 +27,7 @@ SLOW_TESTS = {
     "test_assign.py::test_scan_k_on_real_images_suggests_the_two_groups",
     "test_assign.py::test_sort_writes_sizes_scores_and_agreement_with_truth",
     "test_bad_files.py::test_sort_skips_every_bad_file_and_sorts_every_good_one",
+    "test_review_safety.py::test_cli_prints_its_url_and_ctrl_c_stops_it_cleanly",
     "test_bounded_memory.py::test_long_features_get_automatic_pca_and_stay_out_of_memory",
     "test_cli.py::test_demo_holds_every_sample",
     "test_cli_hardening.py::test_case12_sigint_at_any_moment_is_one_line_and_exit_130",
@@ -136,6 +137,7 @@ SLOW_FIXTURES = {
     "sorted_once",  # test_content_reuse.py
     "sorted_out",  # test_assign.py, test_output_hardening.py
     "sorted_work",  # test_cli_hardening.py
+    "reviewed",  # test_review_browser.py
 }
 
 
