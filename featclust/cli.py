@@ -29,11 +29,11 @@ from .demo import demo
 from .embed import Embedder
 from .errors import FeatclustError
 from .fileio import fmt_num
-from .kscan import parse_k_range
+from .kscan import MIN_STABILITY, parse_k_range
 from .output import open_sorted
 from .pipeline import embed_folder
 from .report import write_report
-from .scores import LOOSE_FACTOR
+from .scores import flag_lines, unstable_clustering
 from .similarity import find_duplicates, similar_images
 from .store import gc
 from .tables import kscan_table, read_truth_csv
@@ -129,20 +129,11 @@ def _print_judgement(judged, n_images):
         f"{score('davies_bouldin')}, Calinski-Harabasz "
         f"{score('calinski_harabasz', 5)}, stability {score('stability')}"
     )
-    for r in judged.clusters:
-        if r["tiny"]:
-            print(
-                f"featclust: warning: cluster {r['cluster']} is tiny ({r['size']} of "
-                f"{n_images} images)",
-                file=sys.stderr,
-            )
-        if r["loose"]:
-            print(
-                f"featclust: warning: the members of cluster {r['cluster']} sit far from "
-                f"its centre (mean distance {fmt_num(r['mean_distance'], 4)}, more than "
-                f"{LOOSE_FACTOR:g} times the median over the clusters)",
-                file=sys.stderr,
-            )
+    for line in flag_lines(judged.clusters):
+        print(f"featclust: warning: {line}", file=sys.stderr)
+    unstable = unstable_clustering(s, MIN_STABILITY)
+    if unstable:
+        print(f"featclust: warning: {unstable}", file=sys.stderr)
     t = judged.truth
     if t is not None:
         print(

@@ -9,7 +9,7 @@ file           columns                                        written by
 ============== ============================================== ==========================
 labels.csv     path, cluster, distance, outlier               sort, assign ``--place``
 bad_files.csv  path, reason                                   sort, the feature store
-clusters.csv   cluster, size, mean/p95/max distance, flags    sort
+clusters.csv   cluster, size, distances, scores, flags        sort
 truth.csv      label, cluster_0 ... cluster_k-1, total        sort ``--truth``
 kscan.csv      k, the scan's scores, suggested                scan-k, sort ``-k auto``
 (stdout)       path, cluster, distance, outlier               assign (as labels.csv)
@@ -41,7 +41,16 @@ KSCAN_COLUMNS = ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harab
 COLUMNS = {
     "labels.csv": ("path", "cluster", "distance", "outlier"),
     "bad_files.csv": ("path", "reason"),
-    "clusters.csv": ("cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"),
+    "clusters.csv": (
+        "cluster",
+        "size",
+        "mean_distance",
+        "p95_distance",
+        "max_distance",
+        "silhouette",
+        "stability",
+        "flags",
+    ),
     "truth.csv": ("label", "cluster_*", "total"),
     "kscan.csv": (*KSCAN_COLUMNS, "suggested"),
     "duplicates.csv": ("group", "path", "similarity_to_first"),
@@ -125,9 +134,13 @@ def bad_files_csv(bad_files: Iterable[Any]) -> str:
 
 
 def clusters_csv(rows: Iterable[dict]) -> str:
-    """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows."""
+    """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows.
+
+    ``silhouette`` and ``stability`` are empty where unknown; ``flags`` joins the
+    cluster's flags (:data:`featclust.scores.FLAGS`) with ``;``.
+    """
     return csv_text(
-        ["cluster", "size", "mean_distance", "p95_distance", "max_distance", "flags"],
+        COLUMNS["clusters.csv"],
         (
             [
                 r["cluster"],
@@ -135,7 +148,9 @@ def clusters_csv(rows: Iterable[dict]) -> str:
                 fmt_num(r["mean_distance"]),
                 fmt_num(r["p95_distance"]),
                 fmt_num(r["max_distance"]),
-                ";".join(f for f in ("tiny", "loose") if r[f]),
+                "" if r.get("silhouette") is None else f"{r['silhouette']:.3f}",
+                "" if r.get("stability") is None else f"{r['stability']:.3f}",
+                ";".join(r.get("flags", [f for f in ("tiny", "loose") if r.get(f)])),
             ]
             for r in rows
         ),

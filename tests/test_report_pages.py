@@ -27,16 +27,21 @@ from featclust.output import LABELS_CSV, MODEL_NPZ, OutputFolder, RunRecord
 from featclust.tables import labels_csv
 
 
-def make_sorted(root, n=24, k=3, names=None, record_extra=None, seed=0):
+def make_sorted(root, n=24, k=3, names=None, record_extra=None, seed=0, features=None):
     """A folder as ``sort`` leaves it, for ``n`` tiny images in ``k`` groups.
 
+    ``features``: stand-in features to sort instead of ``k`` well-separated groups.
     Returns ``(out_dir, features, model, paths)``.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, (k, 16))
+    if features is not None:
+        n = len(features)
     truth = np.arange(n) % k
     X = (centres[truth] + rng.normal(0, 0.3, (n, 16))).astype(np.float32)
+    if features is not None:
+        X = np.asarray(features, np.float32)
     image_dir = root / "images"
     image_dir.mkdir(parents=True)
     paths = names or [f"img_{i:03d}.png" for i in range(n)]

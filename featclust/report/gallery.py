@@ -72,11 +72,11 @@ def gallery_html(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>cluster {number(cluster.label)}: {e(name)}</title>",
+        f"<title>{e(cluster.title)}: {e(name)}</title>",
         f"<style>{STYLE}</style>",
         "</head><body>",
         f'<h1><span class="swatch" style="background:rgb({r},{g},{b})"></span> '
-        f"Cluster {number(cluster.label)}: {plural(n, 'image')}</h1>",
+        f"{e(cluster.title)}: {plural(n, 'image')}</h1>",
         f"<p>{' · '.join(nav)}</p>",
     ]
     if random_weights(record):

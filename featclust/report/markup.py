@@ -73,6 +73,8 @@ STYLE = (
     ".swatch{display:inline-block;width:.9em;height:.9em;vertical-align:middle}"
     "dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}dt{color:#666}"
     ".flag{color:#a33;font-weight:bold}"
+    ".doubt{background:#fdf0ef;border-left:4px solid #d9534f;padding:.2em 1em;margin:.5em 0}"
+    ".doubt code{background:#fff;padding:.1em .3em;user-select:all}"
     ".random{background:#fde2e1;border:1px solid #d9534f;padding:.5em 1em;font-weight:bold}"
     ".ext{white-space:nowrap}"
     ".grid{display:flex;flex-wrap:wrap;gap:.6em}.grid figure{width:150px;margin:0;"
