@@ -6,14 +6,21 @@ Everything goes into ``OUT_DIR/report/``, never into the cluster folders::
     report/clusters/cluster_XX.html    every member of a cluster: thumbnail, name, distance
     report/overview.png                the most central images of every cluster
     report/map.png, map.csv            2-D map of all images, coloured by cluster
+    report/map.json                    how the map was made, for refresh_report
     report/map_thumbnails.png          the same map with small thumbnails
     report/kscan.png                   the k-scan plot, when scan-k has been run
-    report/summary.csv                 size, distances and silhouette of every cluster
+    report/summary.csv                 size, distances, silhouette and flags of every cluster
     report/montages/cluster_XX.png     up to 64 members, closest to the centre first
     report/montages/cluster_XX.csv     those members, in the montage's order
 
+:func:`write_report` writes it all, the map made (or taken from the map
+cache); :func:`refresh_report` writes it again for the folder as it is now
+(after edits or ``assign --place``), keeping the earlier map.
+
 This module only orchestrates; the work is done by
 
+* :mod:`~featclust.report.state`: the folder as it is now (clusters, names,
+  features, flags);
 * :mod:`~featclust.report.layout`: the 2-D map and its cache;
 * :mod:`~featclust.report.render`: the pictures (montages, overview, maps, k-scan plot);
 * :mod:`~featclust.report.page`: ``index.html`` and the CSV tables;
