@@ -39,29 +39,24 @@ def cluster_names(sorted_folder: SortedFolder) -> tuple[list[str], list[str]]:
     """``(names, folders)``: every cluster's name and its folder in the output folder.
 
     A cluster that was never renamed is named by its folder (``cluster_03``);
-    a renamed one keeps the name recorded in ``featclust.json``
-    (``clustering["names"]``: a name or ``None`` per cluster) and its folder
-    (``clustering["folders"]``), e.g. ``03-rings``.
+    a renamed one by the name a person gave it, its folder following it
+    (``03-rings``), as the folder's edits record them
+    (:meth:`featclust.output.SortedFolder.clusters`).
     """
     k = sorted_folder.n_clusters
+    read = getattr(sorted_folder, "clusters", None)  # a folder that can be edited
+    if callable(read):
+        infos = read()
+        if len(infos) == k:
+            return [i.name or i.folder for i in infos], [i.folder for i in infos]
     folders = [cluster_dir_name(c, k) for c in range(k)]
-    clustering = sorted_folder.record.clustering or {}
-    given = clustering.get("folders")
-    if _str_list(given, k):
-        folders = list(given)
-    names = list(folders)
-    given = clustering.get("names")
-    if isinstance(given, list) and len(given) == k:
-        names = [n if isinstance(n, str) and n else f for n, f in zip(given, folders)]
-    return names, folders
+    return list(folders), folders
 
 
-def _str_list(value, k):
-    return (
-        isinstance(value, list)
-        and len(value) == k
-        and all(isinstance(v, str) and v and "/" not in v and v not in (".", "..") for v in value)
-    )
+def set_aside_count(sorted_folder: SortedFolder) -> int:
+    """How many images a person set aside (in no cluster, so in no ``labels.csv`` row)."""
+    read = getattr(sorted_folder, "set_aside_images", None)
+    return len(read()) if callable(read) else 0
 
 
 def read_features(
@@ -221,7 +216,7 @@ class Now:
         keep = labels >= 0
         if not keep.all():  # images set aside: in no cluster, on no page
             now = now.subset(keep)
-            now.n_aside = int((~keep).sum())
+        now.n_aside = int((~keep).sum()) + set_aside_count(sorted_folder)
         return now
 
     def subset(self, rows):
