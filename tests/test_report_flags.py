@@ -133,3 +133,16 @@ def test_report_flags_a_doubtful_cluster_with_the_ready_split_command(mixed, tmp
     assert summary[0].endswith(",flags")
     for c in range(4):
         assert ("low_silhouette" in summary[c + 1]) == (c in low)
+
+
+def test_an_unstable_clustering_is_said_on_the_page_beside_its_stability(tmp_path):
+    """Issue 22: "stability 0.43 was printed without a word"."""
+    out, X, model, _ = make_sorted(tmp_path, record_extra={"scores": {"stability": 0.43}})
+    result = report.write_report(out, features=X, model=model)
+    words = Page(result.index).words
+    assert "the clustering is unstable" in words and "only 0.43" in words
+    assert not any("unstable" in w for w in result.warnings)  # not a stderr warning each time
+    (tmp_path / "b").mkdir()
+    out, X, model, _ = make_sorted(tmp_path / "b", record_extra={"scores": {"stability": 0.95}})
+    page = Page(report.write_report(out, features=X, model=model).index)
+    assert "the clustering is unstable" not in page.words

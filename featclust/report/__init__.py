@@ -46,10 +46,8 @@ import numpy as np
 
 from ..checks import check_choice, check_random_state
 from ..errors import FeatclustError, UsageError
-from ..kscan import MIN_STABILITY
 from ..output import OutputFolder, SortedFolder, open_sorted
 from ..progress import bar_factory
-from ..scores import unstable_clustering
 from ..store import default_root
 from . import layout, page, render, state
 from .gallery import duplicates_html, gallery_html
@@ -303,9 +301,6 @@ def _write(sorted_folder, out_dir, now, xy, method, map_note, random_state, prog
     warnings = list(now.warnings)
     if now.n_aside:
         warnings.append(f"{plural(now.n_aside, 'image')} set aside: in no cluster, not shown")
-    unstable = unstable_clustering(record.scores or {}, MIN_STABILITY)
-    if unstable:
-        warnings.append(unstable)
     kscan_scores = _kscan_scores(sorted_folder, warnings)
     clusters = state.make_clusters(paths, labels, now.dists, now.names, now.folders)
     if now.Z is not None and len(paths) > 0:

@@ -20,7 +20,8 @@ from urllib.parse import quote
 import numpy as np
 
 from ..fileio import csv_text, fmt_num
-from ..scores import flag_rules
+from ..kscan import MIN_STABILITY
+from ..scores import flag_rules, unstable_clustering
 from .markup import (
     RANDOM_WEIGHTS,
     STYLE,
@@ -217,6 +218,9 @@ def _facts(record, n_clusters, n_images):
     for key, label in _SCORE_NAMES:
         if key in scores:
             h.append(f"<dt>{e(label)}</dt><dd>{number(scores[key])}</dd>")
+    unstable = unstable_clustering(scores, MIN_STABILITY)
+    if unstable:
+        h.append(f'<dt>doubt</dt><dd><span class="flag">{e(unstable)}</span></dd>')
     truth = _dict(record.truth)
     if truth:
         h.append(
