@@ -8,7 +8,7 @@ like any other.
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,9 +20,12 @@ from .checks import check_choice
 from .embed import Embedder, weights_identity
 from .errors import ModelMismatchError, NoImagesError, UnsafeOutputError, UsageError
 from .fileio import content_hash, inside
-from .output import LABELS_CSV, OutputFolder, SortedFolder, open_sorted, output_error
+from .output import Journal, SortedFolder, open_sorted, output_error
+from .output.placement import begin as begin_placement
+from .output.placement import done as placement_done
+from .output.placement import recover as recover_placement
 from .pipeline import embed_inputs
-from .sort import MODES, cluster_dir_name, place
+from .sort import MODES, place
 from .tables import labels_csv
 
 
@@ -210,6 +213,11 @@ def assign_images(
             + (f" ({bad[0].path}: {bad[0].reason})" if bad else "")
         )
     labels, distances, outliers = assign_features(model, found.features)
+    for i, label in enumerate(folder.decided(found.paths)):
+        if label is not None:  # a person moved it there: the folder's answer
+            labels[i] = label
+            distances[i] = model.transform(found.features[i : i + 1])[0, label]
+            outliers[i] = model.outliers(labels[i : i + 1], distances[i : i + 1])[0]
     return AssignResult(found.paths, labels, distances, outliers, bad)
 
 
@@ -237,13 +245,20 @@ def place_images(
 ) -> PlaceResult:
     """Put assigned images into their clusters' folders, as ``sort`` placed its images.
 
-    Each image goes to ``cluster_XX/<file name>`` (a name already taken
-    gets the start of the content hash appended), gets a row in
-    ``labels.csv`` (with its distance and outlier flag) and is recorded in
-    ``featclust.json`` as featclust's file, so a later ``sort`` into the
+    Each image goes to its cluster's folder under its file name (a name
+    already taken gets the start of the content hash appended), gets a row
+    in ``labels.csv`` (with its distance and outlier flag) and is recorded
+    in ``featclust.json`` as featclust's file, so a later ``sort`` into the
     folder replaces it like its own. An image already in the folder (the
     same content under the same name, or a file inside the folder) is not
-    placed twice.
+    placed twice, nor one whose name is too long for the file system.
+
+    The placement is one edit of the folder (see
+    :mod:`featclust.output.placement`): the tables and the record are
+    written once for all the images, and a placement interrupted or failed
+    at any point (Ctrl-C, a read-only cluster folder, a full disk) leaves the
+    folder as it was before, open to every command. It can be undone like
+    any edit.
 
     Parameters
     ----------
@@ -256,22 +271,22 @@ def place_images(
     Returns
     -------
     PlaceResult
+
+    Raises
+    ------
+    OutputError
+        If a file cannot be made (nothing is placed then).
     """
     folder = (
         sorted_folder if isinstance(sorted_folder, SortedFolder) else open_sorted(sorted_folder)
     )
     record = folder.record
     mode = check_choice("mode", mode or record.mode or "copy", MODES)
-    model = folder.model
-    k = folder.n_clusters
-    paths, labels, distances, outliers = folder.labels(outliers=True)
-    if outliers is None:  # a labels.csv written before it recorded the flag
-        outliers = model.outliers(labels, distances)
-    outliers = list(outliers)
-    paths, labels, distances = list(paths), list(labels), list(distances)
-    out = OutputFolder(folder.path)
-    root = os.path.realpath(out.path)
-    known = set(paths)
+    state = folder.state
+    root = os.path.realpath(folder.path)
+    known = set(state.paths) | set(state.set_aside)
+    listings: dict[str, set] = {}
+    planned = []
     result = PlaceResult()
     for src, label, dist, outlier in zip(
         assignment.paths, assignment.labels, assignment.distances, assignment.outliers
@@ -281,49 +296,78 @@ def place_images(
             continue
         with open(src, "rb") as fh:
             digest = content_hash(fh.read())
-        cluster_dir = cluster_dir_name(int(label), k)
+        cluster_dir = folder.folder_name(int(label))
+        names = listings.get(cluster_dir)
+        if names is None:
+            names = listings[cluster_dir] = _listing(folder.path / cluster_dir)
         name = os.path.basename(src)
         stem, suffix = os.path.splitext(name)
-        rel = _free_name(
-            out.path, cluster_dir, (name, f"{stem}-{digest[:8]}{suffix}"), known, digest
-        )
-        if rel is None:
+        try:
+            chosen = _free_name(
+                folder.path / cluster_dir,
+                (name, f"{stem}-{digest[:8]}{suffix}"),
+                (names, known),
+                digest,
+            )
+        except UnsafeOutputError as e:
+            result.skipped.append((src, str(e)))
+            continue
+        if chosen is None:
             result.skipped.append((src, "already in the folder"))
             continue
-        out.claim([rel])
-        try:
-            place(src, out.path / rel, mode)
-        except OSError as e:
-            raise output_error(out.path / rel, e) from None
-        out.stamp(rel)
-        known.add(rel.split("/", 1)[1])
-        paths.append(rel.split("/", 1)[1])
-        labels.append(int(label))
-        distances.append(float(dist))
-        outliers.append(bool(outlier))
-        result.placed.append((src, rel))
-    if result.placed:
-        out.write_text(LABELS_CSV, labels_csv(paths, labels, distances, outliers))
-        counts = dict(record.counts or {})
-        counts["placed"] = counts.get("placed", 0) + len(result.placed)
-        counts["cluster_sizes"] = [int(x) for x in np.bincount(labels, minlength=k)]
-        out.write_marker(
-            dataclasses.replace(out.record or record, counts=counts), status="complete"
-        )
+        names.add(chosen)
+        known.add(chosen)
+        planned.append((src, f"{cluster_dir}/{chosen}", chosen, int(label), dist, outlier, digest))
+    if not planned:
+        return result
+    begin_placement(
+        folder.path, [[rel, os.path.abspath(src), digest, mode] for src, rel, *_, digest in planned]
+    )
+    rows = []
+    try:
+        for src, rel, path, label, dist, outlier, digest in planned:
+            try:
+                st, source = place(src, folder.path / rel, mode)
+            except FileExistsError:
+                raise UnsafeOutputError(
+                    f"{str(folder.path / rel)!r} appeared while featclust was placing images "
+                    "and was not written by featclust; nothing was placed"
+                ) from None
+            except OSError as e:
+                if e.errno == errno.ENAMETOOLONG:
+                    result.skipped.append((src, f"its name is too long here ({rel!r})"))
+                    continue
+                raise output_error(folder.path / rel, e) from None
+            stamp = [st.st_size, st.st_mtime_ns]
+            rows.append((path, rel, label, float(dist), bool(outlier), stamp, source, digest))
+            result.placed.append((src, rel))
+        if rows:
+            folder.editor.place(rows)
+    except BaseException:
+        if not Journal(folder.path).pending:  # else the next open finishes the edit
+            recover_placement(folder.path)
+        raise
+    placement_done(folder.path)
     return result
 
 
-def _free_name(out_path, folder, names, known, digest):
-    """``folder/name`` for the first of ``names`` not taken; ``None`` if the image is there."""
+def _listing(path):
+    try:
+        return set(os.listdir(path))
+    except OSError:
+        return set()
+
+
+def _free_name(folder, names, taken, digest):
+    """The first of ``names`` in none of the sets ``taken`` (the folder's listing, the
+    names in labels.csv); ``None`` if the image is there already."""
     for name in names:
-        target = out_path / folder / name
-        if name not in known and not os.path.lexists(target):
-            return f"{folder}/{name}"
-        if os.path.isfile(target) and _same_content(target, digest):
+        if all(name not in t for t in taken):
+            return name
+        if os.path.isfile(folder / name) and _same_content(folder / name, digest):
             return None
     raise UnsafeOutputError(
-        f"cannot place {names[0]!r} in {str(out_path / folder)!r}: other "
-        f"files already have the names {', '.join(names)}"
+        f"other files already have the names {', '.join(map(repr, names))} in {str(folder)!r}"
     )
 
 

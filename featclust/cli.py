@@ -15,9 +15,11 @@ import argparse
 import re
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
+from . import report
 from .assign import assign_images, embedder_for, place_images
 from .cli_options import (
     cluster_params,
@@ -167,6 +169,7 @@ def _cmd_sort(args):
         map_method=args.map_method,
         truth=truth,
         dask=args.dask,
+        discard_edits=args.discard_edits,
     )
     _print_sort(result)
     return 0
@@ -220,6 +223,7 @@ def _cmd_assign(args):
             f"(labels.csv updated)",
             file=sys.stderr,
         )
+        _refresh_report(folder.path)
     return 0
 
 
@@ -284,6 +288,33 @@ def _cmd_demo(args):
     return 0
 
 
+def _edited(out_dir, edit):
+    """Apply ``edit(folder)``, print what it did and bring the report up to date."""
+    result = edit(open_sorted(out_dir))
+    print(result.message)
+    _refresh_report(out_dir)
+    return 0
+
+
+def _refresh_report(out_dir):
+    """Bring the folder's report (where it has one) up to date after an edit."""
+    refresh = getattr(report, "refresh_report", None)  # the report's, once it has one
+    if refresh is not None and (Path(out_dir) / "report").is_dir():
+        refresh(out_dir)
+
+
+EDIT_COMMANDS = {
+    "move": lambda a: _edited(a.out_dir, lambda f: f.move(a.paths, a.to)),
+    "merge": lambda a: _edited(a.out_dir, lambda f: f.merge(a.clusters, a.into)),
+    "split": lambda a: _edited(a.out_dir, lambda f: f.split(a.cluster, a.k)),
+    "rename": lambda a: _edited(a.out_dir, lambda f: f.rename(a.cluster, a.name)),
+    "set-aside": lambda a: _edited(a.out_dir, lambda f: f.set_aside(a.paths)),
+    "confirm": lambda a: _edited(a.out_dir, lambda f: f.confirm(a.clusters)),
+    "resort": lambda a: _edited(a.out_dir, lambda f: f.resort()),
+    "undo": lambda a: _edited(a.out_dir, lambda f: f.undo()),
+    "redo": lambda a: _edited(a.out_dir, lambda f: f.redo()),
+}
+
 COMMANDS = {
     "sort": _cmd_sort,
     "embed": _cmd_embed,
@@ -294,6 +325,7 @@ COMMANDS = {
     "similar": _cmd_similar,
     "duplicates": _cmd_duplicates,
     "store": _cmd_store,
+    **EDIT_COMMANDS,
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``featclust`` command's parser: its nine commands, their help and examples.
+"""The ``featclust`` command's parser: its commands, their help and examples.
 
 The options themselves, derived from the library's parameters, are in
 :mod:`featclust.cli_options`.
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="known classes of some images (columns path,label; paths relative to "
         "IMAGE_DIR): report adjusted Rand index, NMI and a contingency table "
         "(OUT_DIR/truth.csv)",
+    )
+    p.add_argument(
+        "--discard-edits",
+        action="store_true",
+        help="sort into a folder a person edited (move, merge, rename ...), throwing "
+        "the edits away",
     )
     feature_options(p)
     dask_option(p)
@@ -250,4 +256,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("gc",), help="what to do: gc (collect garbage)")
     p.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     store_option(p)
+    _edit_commands(sub)
     return parser
+
+
+_CLUSTER_HELP = "a cluster: its number or its name"
+_PATH_HELP = "an image: its path in labels.csv, or its file in OUT_DIR (cluster_03/x.png)"
+
+
+def _edit_commands(sub):
+    """The commands that edit a sorted folder (see featclust.output.SortedFolder)."""
+
+    def edit(name, help, description, examples):
+        p = _sub(
+            sub,
+            name,
+            help,
+            description + " Each edit can be undone (featclust undo OUT_DIR).",
+            examples,
+        )
+        p.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by featclust sort")
+        return p
+
+    p = edit(
+        "move",
+        "move images into another cluster",
+        "Move images into a cluster: their files, labels.csv, clusters.csv and the "
+        "model (re-fitted, so assign follows) change together.",
+        ["featclust move sorted/ --to 3 cluster_01/a.png cluster_01/b.png"],
+    )
+    p.add_argument("--to", required=True, metavar="CLUSTER", help=_CLUSTER_HELP)
+    p.add_argument("paths", nargs="+", metavar="PATH", help=_PATH_HELP)
+    p = edit(
+        "merge",
+        "merge clusters into one",
+        "Merge clusters into the first given (or --into); the clusters after those "
+        "merged away move down a number.",
+        ["featclust merge sorted/ 2 5 7", "featclust merge sorted/ 2 rings --into rings"],
+    )
+    p.add_argument("clusters", nargs="+", metavar="CLUSTER", help=_CLUSTER_HELP)
+    p.add_argument("--into", metavar="CLUSTER", help="the cluster that stays")
+    p = edit(
+        "split",
+        "split a cluster by k-means on its stored features",
+        "Split a cluster in k (or as many as -k auto chooses): the largest part keeps "
+        "the number, the others get new numbers at the end.",
+        ["featclust split sorted/ 3", "featclust split sorted/ rings -k 2"],
+    )
+    p.add_argument("cluster", metavar="CLUSTER", help=_CLUSTER_HELP)
+    p.add_argument("-k", dest="k", type=_split_k, default="auto", help="parts, or 'auto' (default)")
+    p = edit(
+        "rename",
+        "name a cluster (its folder follows)",
+        "Name a cluster; its folder follows (cluster_03 -> 03-rings). An empty name "
+        "takes the name away.",
+        ["featclust rename sorted/ 3 rings"],
+    )
+    p.add_argument("cluster", metavar="CLUSTER", help=_CLUSTER_HELP)
+    p.add_argument("name", metavar="NAME", help="the new name")
+    p = edit(
+        "set-aside",
+        "take images out of every cluster",
+        "Move images into OUT_DIR/set_aside/, which is no cluster (move them back "
+        "with featclust move).",
+        ["featclust set-aside sorted/ cluster_02/blurred.png"],
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help=_PATH_HELP)
+    p = edit(
+        "confirm",
+        "mark clusters as right (resort keeps them)",
+        "Mark clusters as right as they are: featclust resort keeps their images.",
+        ["featclust confirm sorted/ 0 rings"],
+    )
+    p.add_argument("clusters", nargs="+", metavar="CLUSTER", help=_CLUSTER_HELP)
+    p = edit(
+        "resort",
+        "re-sort the rest, learning from the edits",
+        "Re-sort every image a person did not move and that is in no confirmed cluster, "
+        "learning from those they did (label spreading on the features' neighbours).",
+        ["featclust resort sorted/"],
+    )
+    for name, help in (("undo", "undo the last edit"), ("redo", "redo the last edit undone")):
+        edit(name, help, help[0].upper() + help[1:] + ".", [f"featclust {name} sorted/"])
+
+
+def _split_k(text):
+    if text == "auto":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an integer of at least 2 nor 'auto'")
+    return k

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from . import cluster, kscan, scores
-from .checks import check_choice
+from .checks import check_bool, check_choice
 from .cluster import FeatureKMeans
 from .distributed import check_dask, connect, labeller
 from .embed import Embedder
-from .errors import FeatclustError
+from .errors import FeatclustError, UsageError
 from .kscan import KScan, choose_k
 from .output import (
     BAD_FILES_CSV,
@@ -31,10 +31,12 @@ from .output import (
     LABELS_CSV,
     MODEL_NPZ,
     TRUTH_CSV,
+    Journal,
     OutputFolder,
     RunRecord,
     kscan_info,
     read_record,
+    recover,
     save_kscan,
     write_kscan,
 )
@@ -204,6 +206,7 @@ def sort_folder(
     map_method: str = "auto",
     truth: dict | None = None,
     dask: Any = None,
+    discard_edits: bool = False,
     **embedder_params: Any,
 ) -> SortResult:
     """Embed what is missing, cluster, and copy images into cluster folders.
@@ -238,6 +241,10 @@ def sort_folder(
     dask : distributed.Client, str or None
         Embed on a Dask cluster, as in :func:`embed_folder`; clustering,
         sorting and the report run in this process.
+    discard_edits : bool
+        Sort into a folder a person edited (see
+        :meth:`featclust.output.SortedFolder.move` and the other edits),
+        throwing their edits away; without it such a folder is refused.
     **embedder_params
         The embedder's parameters when ``embedder`` is not given (see
         :func:`embed_folder`).
@@ -247,6 +254,16 @@ def sort_folder(
     SortResult
     """
     out = OutputFolder(out_dir, image_dir)
+    if out.record is not None and out.record.command == "sort" and recover(out_dir):
+        out = OutputFolder(out_dir, image_dir)  # an interrupted edit finished first
+    check_bool("discard_edits", discard_edits)
+    edits = int(((out.record.curation if out.record else None) or {}).get("edits") or 0)
+    if edits and not discard_edits:
+        raise UsageError(
+            f"{str(out_dir)!r} holds {edits} edit{'s' if edits != 1 else ''} a person made "
+            "(moves, merges, names ...); sorting into it would throw them away: sort into "
+            "another folder, or give discard_edits=True (--discard-edits) to throw them away"
+        )
     auto = isinstance(n_clusters, str) and n_clusters == "auto"
     k: Any = 2 if auto else n_clusters  # any other value is FeatureKMeans's to refuse
     model = FeatureKMeans(
@@ -336,6 +353,7 @@ def sort_folder(
     model.save(buf, extra={"feature_settings": emb.settings, "embedder": record.embedder})
     out.write_bytes(MODEL_NPZ, buf.getvalue())
     out.write_marker(None, status="complete")
+    Journal(out.path).discard()  # a new sort: nothing before it can be undone
     written_report = None
     if report:
         clustering = Clustering(emb.paths, model.labels_, model.distances_, outliers, model)

@@ -18,22 +18,17 @@ import errno
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .checks import check_choice
 from .errors import OutputError, UnsafeOutputError
-from .fileio import replaced_atomically
 from .images import READ_FAILURE, BadFile
 from .output import OutputFolder, output_error
+from .output.names import cluster_dir_name
 
 MODES = ("copy", "symlink", "hardlink")
-
-
-def cluster_dir_name(label: int, n_clusters: int) -> str:
-    """``cluster_07``: the label zero-padded to the width of ``n_clusters - 1``."""
-    width = max(2, len(str(max(n_clusters - 1, 0))))
-    return f"cluster_{label:0{width}d}"
 
 
 def destinations(paths: Sequence[str], labels: Sequence[int], n_clusters: int) -> list[str]:
@@ -42,26 +37,54 @@ def destinations(paths: Sequence[str], labels: Sequence[int], n_clusters: int) -
     return [f"{names[int(c)]}/{p}" for p, c in zip(paths, labels)]
 
 
-def place(src: str | os.PathLike, dst: str | os.PathLike, mode: str = "copy") -> None:
-    """Put ``src`` at ``dst`` by copy, symbolic link or hard link, atomically.
+def place(
+    src: str | os.PathLike, dst: str | os.PathLike, mode: str = "copy"
+) -> tuple[os.stat_result, list]:
+    """Put ``src`` at ``dst`` by copy, symbolic link or hard link; ``dst`` must not exist.
 
-    The new file is made under a temporary name beside ``dst`` and renamed,
-    so an interrupted copy or a full disk never leaves a half file. For one
-    file at a time (``assign``); a sort makes its files with :func:`sort_into_folders`.
+    A copy is made under a temporary name beside ``dst`` and linked to it,
+    so an interrupted copy or a full disk never leaves a half file, and
+    nothing at ``dst`` is ever replaced (:class:`FileExistsError`). For
+    ``assign --place``; a sort makes its files with :func:`sort_into_folders`.
+
+    Returns
+    -------
+    stat : os.stat_result
+        ``lstat`` of the file made.
+    source : list
+        The :func:`source_stamp` of ``src``.
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with replaced_atomically(dst, prefix=".featclust-") as (fd, tmp):
+    st = os.stat(src)
+    if mode == "symlink":
+        os.symlink(os.path.abspath(src), dst)
+        return os.lstat(dst), source_stamp(st)
+    if mode == "hardlink":
+        os.link(src, dst)
+        made = os.lstat(dst)
+        return made, source_stamp(made)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".featclust-", suffix=".tmp")
+    try:
         os.close(fd)
-        if mode == "copy":
-            shutil.copyfile(src, tmp)
-            shutil.copystat(src, tmp)
-        else:
+        shutil.copyfile(src, tmp)
+        shutil.copystat(src, tmp)
+        try:
+            os.link(tmp, dst)
+        except FileExistsError:
+            raise
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                raise
+            if os.path.lexists(dst):  # a file system without hard links
+                raise FileExistsError(errno.EEXIST, "file exists", os.fspath(dst)) from None
+            os.rename(tmp, dst)
+    finally:
+        try:
             os.unlink(tmp)
-            if mode == "symlink":
-                os.symlink(os.path.abspath(src), tmp)
-            else:
-                os.link(src, tmp)
+        except FileNotFoundError:
+            pass
+    return os.lstat(dst), source_stamp(st)
 
 
 def source_stamp(st: os.stat_result) -> list:

@@ -7,9 +7,12 @@ unchanged with Python's csv module.
 ============== ============================================== ==========================
 file           columns                                        written by
 ============== ============================================== ==========================
-labels.csv     path, cluster, distance, outlier               sort, assign ``--place``
+labels.csv     path, cluster, distance, outlier               sort, assign ``--place``,
+                                                              the edits (images set
+                                                              aside have no row)
 bad_files.csv  path, reason                                   sort, the feature store
-clusters.csv   cluster, size, distances, scores, flags        sort
+clusters.csv   cluster, size, distances, scores, flags,       sort, the edits
+               folder, name
 truth.csv      label, cluster_0 ... cluster_k-1, total        sort ``--truth``
 kscan.csv      k, the scan's scores, suggested                scan-k, sort ``-k auto``
 (stdout)       path, cluster, distance, outlier               assign (as labels.csv)
@@ -50,6 +53,8 @@ COLUMNS = {
         "silhouette",
         "stability",
         "flags",
+        "folder",
+        "name",
     ),
     "truth.csv": ("label", "cluster_*", "total"),
     "kscan.csv": (*KSCAN_COLUMNS, "suggested"),
@@ -133,12 +138,29 @@ def bad_files_csv(bad_files: Iterable[Any]) -> str:
     )
 
 
-def clusters_csv(rows: Iterable[dict]) -> str:
+def clusters_csv(
+    rows: Iterable[dict],
+    folders: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+) -> str:
     """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows.
 
     ``silhouette`` and ``stability`` are empty where unknown; ``flags`` joins the
     cluster's flags (:data:`featclust.scores.FLAGS`) with ``;``.
+
+    Parameters
+    ----------
+    rows : iterable of dict
+    folders : list of str, optional
+        Each cluster's folder (default ``cluster_XX``).
+    names : list of str, optional
+        The name a person gave each cluster (default none: empty).
     """
+    rows = list(rows)
+    if folders is None:
+        width = max(2, len(str(max(len(rows) - 1, 0))))
+        folders = [f"cluster_{r['cluster']:0{width}d}" for r in rows]
+    names = names if names is not None else [""] * len(rows)
     return csv_text(
         COLUMNS["clusters.csv"],
         (
@@ -151,8 +173,10 @@ def clusters_csv(rows: Iterable[dict]) -> str:
                 "" if r.get("silhouette") is None else f"{r['silhouette']:.3f}",
                 "" if r.get("stability") is None else f"{r['stability']:.3f}",
                 ";".join(r.get("flags", [f for f in ("tiny", "loose") if r.get(f)])),
+                folder,
+                name,
             ]
-            for r in rows
+            for r, folder, name in zip(rows, folders, names)
         ),
     )
 

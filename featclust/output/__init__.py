@@ -8,13 +8,20 @@
   every file is recorded (claimed) before it is written, so a later run
   removes only featclust's own files and never overwrites anyone else's.
 * :mod:`~featclust.output.sorted`: :func:`open_sorted` opens a folder written
-  by ``sort`` for reading (its record, model, labels and k scan), and the k
-  scan's files.
+  by ``sort`` to read (its record, model, labels and k scan) and to edit, and
+  the k scan's files.
+* :mod:`~featclust.output.edits`: the edits (move, merge, split, rename, set
+  aside, confirm), the model re-fitted to them.
+* :mod:`~featclust.output.journal`: each edit one transaction; undo and redo.
+* :mod:`~featclust.output.names`: the folder names (``cluster_03``, ``03-rings``).
 
 The output folder lies below the report: nothing here draws or imports it.
 """
 
+from .curation import EditResult
 from .folder import OutputFolder, output_error
+from .journal import JOURNAL_DIR, Journal
+from .names import SET_ASIDE_DIR, cluster_dir_name, folder_name, safe_name
 from .record import (
     BAD_FILES_CSV,
     CLUSTERS_CSV,
@@ -28,11 +35,29 @@ from .record import (
     read_record,
     write_record,
 )
-from .sorted import SortedFolder, kscan_info, open_sorted, save_kscan, write_kscan
+from .sorted import (
+    ClusterInfo,
+    Member,
+    SortedFolder,
+    kscan_info,
+    open_sorted,
+    recover,
+    save_kscan,
+    write_kscan,
+)
 
 __all__ = [
     "BAD_FILES_CSV",
     "CLUSTERS_CSV",
+    "ClusterInfo",
+    "EditResult",
+    "JOURNAL_DIR",
+    "Journal",
+    "Member",
+    "SET_ASIDE_DIR",
+    "cluster_dir_name",
+    "folder_name",
+    "safe_name",
     "KSCAN_CSV",
     "KSCAN_PNG",
     "LABELS_CSV",
@@ -46,6 +71,7 @@ __all__ = [
     "open_sorted",
     "output_error",
     "read_record",
+    "recover",
     "save_kscan",
     "write_kscan",
     "write_record",

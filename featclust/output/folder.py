@@ -15,11 +15,12 @@ import errno
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import OutputError, OutputFormatError, UnsafeOutputError
-from ..fileio import atomic_write, inside
+from ..fileio import atomic_write, content_hash, inside
 from ..images import OUTPUT_MARKER
 from .record import RunRecord, read_record, write_record
 
@@ -116,6 +117,12 @@ class OutputFolder:
                 self._intact.add(rel)
             else:
                 changed.append(rel)
+        self.hashes: dict = dict(self.record.hashes or {}) if self.record else {}
+        if changed and self.record is not None:  # times changed, content not: cp -r
+            found = recognised(self.path, self.record, changed)
+            self.stamps.update(found)
+            self._intact |= set(found)
+            changed = [rel for rel in changed if rel not in found]
         self.changed = sorted(changed)
         self._owned = set(self.files) - set(self.changed)
 
@@ -291,8 +298,14 @@ class OutputFolder:
         files = self.files + [rel for rel in self.changed if rel not in listed]
         stamps = {rel: self.stamps[rel] for rel in files if rel in self.stamps}
         sources = {rel: self.sources[rel] for rel in files if rel in self.sources}
+        hashes = {rel: self.hashes[rel] for rel in files if rel in self.hashes}
         record = dataclasses.replace(
-            record, status=status, files=files, stamps=stamps, sources=sources or None
+            record,
+            status=status,
+            files=files,
+            stamps=stamps,
+            sources=sources or None,
+            hashes=hashes or None,
         )
         self.record = record
         try:
@@ -302,11 +315,13 @@ class OutputFolder:
 
     def write_text(self, rel: str, text: str) -> Path:
         """Write a claimed text file atomically."""
-        return self._write(rel, lambda fh: fh.write(text), "w")
+        return self.write_bytes(rel, text.encode("utf-8", "surrogateescape"))
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
         """Write a claimed binary file atomically."""
-        return self._write(rel, lambda fh: fh.write(data), "wb")
+        path = self._write(rel, lambda fh: fh.write(data), "wb")
+        self.hashes[rel] = content_hash(data)
+        return path
 
     def _write(self, rel: str, write: Callable, mode: str) -> Path:
         if rel not in self._owned:
@@ -339,6 +354,49 @@ class OutputFolder:
         self.stamps[rel] = [st.st_size, st.st_mtime_ns]
         if source is not None:
             self.sources[rel] = source
+
+
+def recognised(root: str | os.PathLike, record: RunRecord, rels: Iterable[str]) -> dict:
+    """The files of ``rels`` that featclust wrote and whose times changed but not their
+    content (a folder copied with ``cp -r``), with their stamps now (a file as
+    featclust wrote it costs one ``lstat``).
+
+    A file is recognised by its content hash in the record, or as the copy
+    of (or the link to) the image it was placed from.
+    """
+    stamps, hashes, sources = record.stamps or {}, record.hashes or {}, record.sources or {}
+    found = {}
+    for rel in rels:
+        stamp = stamps.get(rel)
+        path = os.path.join(root, rel)
+        try:
+            st = os.lstat(path)
+            if not isinstance(stamp, list) or len(stamp) != 2 or st.st_size != stamp[0]:
+                continue
+            if st.st_mtime_ns == stamp[1]:
+                continue  # as featclust wrote it: nothing to recognise
+            source = None
+            if record.image_dir and rel in sources:
+                source = os.path.join(record.image_dir, rel.partition("/")[2])
+            if stat.S_ISLNK(st.st_mode):
+                same = source is not None and os.readlink(path) == os.path.abspath(source)
+            elif not stat.S_ISREG(st.st_mode):
+                same = False
+            else:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+                if rel in hashes:
+                    same = content_hash(data) == hashes[rel]
+                elif source is not None:
+                    with open(source, "rb") as fh:
+                        same = fh.read() == data
+                else:
+                    same = False
+        except OSError:
+            continue
+        if same:
+            found[rel] = [st.st_size, st.st_mtime_ns]
+    return found
 
 
 def _listing(folder: Path) -> set:

@@ -41,6 +41,8 @@ _DICT_FIELDS = (
     "parent",
     "stamps",
     "sources",
+    "curation",
+    "hashes",
 )
 _STR_FIELDS = (
     "status",
@@ -100,6 +102,19 @@ class RunRecord:
         ``files`` was made from, when it was placed: a re-sort that puts the
         same image at the same place leaves a file whose source and stamp
         still match as it is.
+    hashes : dict or None
+        Content hash of files featclust wrote whose content it knew (the
+        tables, the model, placed images): a file whose times changed (a
+        folder copied with ``cp -r``) is still recognised as featclust's.
+    curation : dict or None
+        What a person changed since the sort (see
+        :meth:`featclust.output.SortedFolder.move` and the other edits):
+        ``names`` (cluster number as text to the name given), ``set_aside``
+        (images in no cluster), ``moved`` (images a person put in a cluster),
+        ``confirmed`` (cluster numbers a person confirmed), ``placed``
+        (images placed by ``assign --place``, whose features are not in the
+        folder's store), ``edits`` (how many edits were made). ``None``: the
+        folder is as the sort left it.
     """
 
     status: str = "writing"
@@ -122,6 +137,8 @@ class RunRecord:
     parent: dict | None = None
     stamps: dict | None = None
     sources: dict | None = None
+    curation: dict | None = None
+    hashes: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.created:
