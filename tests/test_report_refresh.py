@@ -193,3 +193,32 @@ def test_refresh_of_a_folder_without_a_report_writes_the_whole_report(tmp_path):
     result = report.refresh_report(out, features=X)
     assert result.map_method is not None
     assert len(_map(out)) == len(paths)
+
+
+def test_the_edit_commands_leave_a_report_of_the_folder_as_edited(
+    sorted_then_placed, monkeypatch, capsys
+):
+    """Renamed, merged and set-aside clusters: names, folders and counts as they are now."""
+    out = sorted_then_placed
+    before = _map(out)
+    _no_new_map(monkeypatch)
+    assert main(["rename", str(out), "0", "dark rings"]) == 0
+    first = sorted(p.name for p in (out / "cluster_01").iterdir())[0]
+    assert main(["set-aside", str(out), f"cluster_01/{first}"]) == 0
+    assert main(["merge", str(out), "1", "2"]) == 0
+    capsys.readouterr()
+    index = out / "report" / "index.html"
+    text = index.read_text(encoding="utf-8")
+    folders = {d.name for d in out.iterdir() if d.is_dir() and d.name not in ("report",)}
+    assert "00-dark-rings" in folders
+    headings = dict(re.findall(r'<h3 id="([^"]+)">(Cluster [^<]*)</h3>', text))
+    assert headings["00-dark-rings"].startswith("Cluster 0 (dark rings): ")
+    counts = {f: int(re.search(r": (\d+) images?$", h).group(1)) for f, h in headings.items()}
+    on_disk = {f: sum(1 for x in (out / f).iterdir() if x.suffix == ".png") for f in headings}
+    assert counts == on_disk and len(counts) == 2
+    assert sum(counts.values()) == 35
+    assert "1 image set aside" in text
+    after = _map(out)
+    assert len(after) == 35 and first not in after
+    assert all(after[p] == pytest.approx(before[p], abs=1e-4) for p in after if p in before)
+    assert (out / "report" / "clusters" / "00-dark-rings.html").is_file()
