@@ -440,8 +440,8 @@ class StoreReading:
         except StoreError as e:
             raise FeaturesUnavailableError(str(e)) from None
         try:
-            for p in paths if copies else ():
-                if p not in self and p in copies:
+            for p in paths:
+                if copies is not None and p in copies and p not in self:
                     try:
                         with open(copies[p], "rb") as fh:
                             digest = content_hash(fh.read())
