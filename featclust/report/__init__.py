@@ -74,11 +74,14 @@ from .render import (
 REPORT_DIR = page.REPORT_DIR
 MAP_METHODS = ("auto", "tsne", "pca")
 MAP_JSON = state.MAP_JSON
+#: A new image is drawn on a kept map at the mean position of this many of its
+#: nearest mapped images in feature space.
+NEW_POINT_NEIGHBOURS = 5
 
 
 @dataclass
 class ReportResult:
-    """What :func:`write_report` wrote.
+    """What :func:`write_report` (or :func:`refresh_report`) wrote.
 
     Attributes
     ----------
@@ -288,11 +291,6 @@ def refresh_report(
                 "on it: their features could not be read"
             )
     return _write(sorted_folder, out_dir, now, xy, method, note, random_state, progress)
-
-
-#: A new image is drawn on a kept map at the mean position of this many of its
-#: nearest mapped images in feature space.
-NEW_POINT_NEIGHBOURS = 5
 
 
 def _write(sorted_folder, out_dir, now, xy, method, map_note, random_state, progress):
