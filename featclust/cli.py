@@ -35,12 +35,12 @@ from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder
 from .errors import FeatclustError, UsageError
 from .fileio import fmt_num
-from .kscan import parse_k_range
+from .kscan import MIN_STABILITY, parse_k_range
 from .output import open_sorted
 from .pipeline import embed_folder
 from .report import write_report
 from .review import ReviewServer, is_loopback
-from .scores import LOOSE_FACTOR
+from .scores import flag_lines, unstable_clustering
 from .similarity import find_duplicates, similar_images
 from .store import gc
 from .tables import fmt_fixed, kscan_table, read_truth_csv
@@ -198,20 +198,11 @@ def _print_judgement(judged, n_images):
         f"{score('davies_bouldin')}, Calinski-Harabasz "
         f"{fmt_fixed(s['calinski_harabasz']) or 'n/a'}, stability {score('stability')}"
     )
-    for r in judged.clusters:
-        if r["tiny"]:
-            print(
-                f"featclust: warning: cluster {r['cluster']} is tiny ({r['size']} of "
-                f"{n_images} images)",
-                file=sys.stderr,
-            )
-        if r["loose"]:
-            print(
-                f"featclust: warning: the members of cluster {r['cluster']} sit far from "
-                f"its centre (mean distance {fmt_num(r['mean_distance'], 4)}, more than "
-                f"{LOOSE_FACTOR:g} times the median over the clusters)",
-                file=sys.stderr,
-            )
+    for line in flag_lines(judged.clusters):
+        print(f"featclust: warning: {line}", file=sys.stderr)
+    unstable = unstable_clustering(s, MIN_STABILITY)
+    if unstable:
+        print(f"featclust: warning: {unstable}", file=sys.stderr)
     t = judged.truth
     if t is not None:
         print(

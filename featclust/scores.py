@@ -33,7 +33,7 @@ from sklearn.metrics import (
 
 from .cluster import FIT_SAMPLE
 from .errors import UsageError
-from .fileio import norm_relpath
+from .fileio import fmt_num, norm_relpath
 from .labelling import OUTLIER_PERCENTILE, sample_rows, subsample_kmeans
 from .reduce import MAX_IN_MEMORY_BYTES, blocks, check_features, fitting_space
 
@@ -47,6 +47,32 @@ TINY_SHARE = 0.1
 #: A cluster is loose when its members' mean distance to the centre exceeds
 #: this multiple of the median over all clusters.
 LOOSE_FACTOR = 1.5
+#: A cluster whose members' mean silhouette is below this is flagged
+#: ``low_silhouette``: its members lie about as close to another cluster as to
+#: their own. Measured (benchmarks/flag_thresholds.py, 324 clusters of the five
+#: sample kinds at k and k +- 2, 55% of them mixed): below 0.1, 96% of the
+#: flagged clusters were mixed but only 26% of the mixed ones flagged; below
+#: 0.15, 85% and 50%; below 0.2, 80% and 70%.
+LOW_SILHOUETTE = 0.15
+#: A cluster that repeated k-means runs find again with a mean Jaccard index
+#: below this is flagged ``unstable`` (Hennig, 2007: below 0.6 a cluster is
+#: not found again). Measured as above: 78% of the clusters below it mixed,
+#: 33% of the mixed ones below it (87% and 19% below 0.5).
+UNSTABLE_BELOW = 0.6
+#: A cluster with more than this share of its members farther from the centre
+#: than its outlier threshold is flagged ``outliers``. The threshold is the
+#: members' 95th percentile when the model is fitted, so about 5% are beyond it
+#: then; more means images placed or moved there since that do not fit.
+OUTLIER_SHARE = 0.15
+#: The flags a cluster can get, in the order tables show them, each with what
+#: it means; the thresholds are the constants above.
+FLAGS = {
+    "tiny": "far fewer members than the average cluster",
+    "loose": "members far from the centre compared with the other clusters",
+    "low_silhouette": "members about as close to another cluster as to their own",
+    "unstable": "repeated k-means runs do not find the cluster again",
+    "outliers": "many members farther from the centre than the outlier threshold",
+}
 
 
 class SilhouetteSample:
@@ -275,13 +301,30 @@ def stability(label_runs: list[np.ndarray]) -> float:
     return float(np.mean([adjusted_rand_score(a, b) for a, b in pairs]))
 
 
-def cluster_table(labels: np.ndarray, distances: np.ndarray, n_clusters: int) -> list[dict]:
+def cluster_table(
+    labels: np.ndarray,
+    distances: np.ndarray,
+    n_clusters: int,
+    *,
+    silhouettes: Sequence[float | None] | None = None,
+    stabilities: Sequence[float | None] | None = None,
+    outliers: np.ndarray | None = None,
+) -> list[dict]:
     """Size and spread of every cluster, with the clusters that look wrong flagged.
 
-    A cluster is *tiny* when it has fewer than :data:`TINY_MIN_SIZE` members
-    or fewer than :data:`TINY_SHARE` of the average cluster size; it is
-    *loose* when its members' mean distance to the centre is more than
-    :data:`LOOSE_FACTOR` times the median of that figure over all clusters.
+    The flags (:data:`FLAGS`), each with the figure and threshold behind it:
+
+    * ``tiny``: fewer than :data:`TINY_MIN_SIZE` members or fewer than
+      :data:`TINY_SHARE` of the average cluster size;
+    * ``loose``: the members' mean distance to the centre is more than
+      :data:`LOOSE_FACTOR` times the median of that figure over all clusters;
+    * ``low_silhouette``: the members' mean silhouette is below :data:`LOW_SILHOUETTE`;
+    * ``unstable``: repeated k-means runs find it again with a mean Jaccard
+      index below :data:`UNSTABLE_BELOW` (see :func:`cluster_stabilities`);
+    * ``outliers``: more than :data:`OUTLIER_SHARE` of its members lie beyond
+      its outlier threshold.
+
+    A figure that is not given (``None``) raises no flag.
 
     Parameters
     ----------
@@ -289,19 +332,27 @@ def cluster_table(labels: np.ndarray, distances: np.ndarray, n_clusters: int) ->
     distances : ndarray of shape (n_samples,)
         Distance of every image to its cluster centre.
     n_clusters : int
+    silhouettes, stabilities : list of float or None, optional
+        One per cluster (:func:`cluster_silhouettes`, :func:`cluster_stabilities`).
+    outliers : ndarray of bool, optional
+        Per image: beyond its cluster's outlier threshold.
 
     Returns
     -------
     list of dict
         One per cluster: ``cluster``, ``size``, ``mean_distance``,
         ``p95_distance``, ``max_distance`` (NaN for an empty cluster),
-        ``tiny``, ``loose`` (bool).
+        ``silhouette``, ``stability``, ``n_outliers`` (``None`` when unknown),
+        ``flags`` (the names of :data:`FLAGS` it gets, in that order),
+        ``reasons`` (flag name to a sentence with the figures, for people),
+        and ``tiny``, ``loose`` (bool).
     """
     labels, distances = np.asarray(labels), np.asarray(distances, dtype=np.float64)
     n = len(labels)
     rows = []
     for c in range(n_clusters):
-        d = distances[labels == c]
+        member = labels == c
+        d = distances[member]
         stats = (
             (d.mean(), np.percentile(d, OUTLIER_PERCENTILE), d.max()) if len(d) else (math.nan,) * 3
         )
@@ -312,17 +363,151 @@ def cluster_table(labels: np.ndarray, distances: np.ndarray, n_clusters: int) ->
                 "mean_distance": float(stats[0]),
                 "p95_distance": float(stats[1]),
                 "max_distance": float(stats[2]),
+                "silhouette": _finite_or_none(silhouettes, c),
+                "stability": _finite_or_none(stabilities, c),
+                "n_outliers": None if outliers is None else int(np.sum(outliers[member])),
             }
         )
     tiny_below = max(TINY_MIN_SIZE, TINY_SHARE * n / max(n_clusters, 1))
     spreads = [r["mean_distance"] for r in rows if r["size"] >= 2]
     median = float(np.median(spreads)) if spreads else math.nan
     for r in rows:
-        r["tiny"] = r["size"] < tiny_below
-        r["loose"] = bool(
-            r["size"] >= 2 and median > 0 and r["mean_distance"] > LOOSE_FACTOR * median
-        )
+        r["reasons"] = _reasons(r, n, tiny_below, median)
+        r["flags"] = [f for f in FLAGS if f in r["reasons"]]
+        r["tiny"], r["loose"] = "tiny" in r["reasons"], "loose" in r["reasons"]
     return rows
+
+
+def flag_rules() -> dict[str, str]:
+    """Every flag of :data:`FLAGS` -> what it means, with its threshold, for people."""
+    return {
+        "tiny": f"{FLAGS['tiny']}: fewer than {TINY_MIN_SIZE} members, or fewer than "
+        f"{TINY_SHARE:.0%} of the average cluster size",
+        "loose": f"{FLAGS['loose']}: a mean distance to the centre over {LOOSE_FACTOR:g} "
+        "times the median of the clusters'",
+        "low_silhouette": f"{FLAGS['low_silhouette']}: a silhouette below {LOW_SILHOUETTE:g}",
+        "unstable": f"{FLAGS['unstable']}: a Jaccard index below {UNSTABLE_BELOW:g} between "
+        "it and its best match in each run, on average (measured by the sort)",
+        "outliers": f"{FLAGS['outliers']}: more than {OUTLIER_SHARE:.0%} of its members "
+        "(about 5% are when the clusters are made)",
+    }
+
+
+_PHRASES = {
+    "tiny": "is tiny",
+    "loose": "is loose",
+    "low_silhouette": "has a low silhouette",
+    "unstable": "is unstable",
+    "outliers": "has many outliers",
+}
+
+
+def flag_lines(rows: list[dict]) -> list[str]:
+    """One sentence per flag raised in :func:`cluster_table` rows, for people.
+
+    ``"cluster 3 has a low silhouette (silhouette 0.08, below 0.1: ...)"``.
+    """
+    return [
+        f"cluster {r['cluster']} {_PHRASES[f]} ({r['reasons'][f]})"
+        for r in rows
+        for f in r.get("flags", ())
+    ]
+
+
+def unstable_clustering(scores: dict, min_stability: float) -> str | None:
+    """What to say when the clustering as a whole is not reproducible, or ``None``.
+
+    Parameters
+    ----------
+    scores : dict
+        With ``stability`` (:func:`model_scores`; NaN or ``None`` when unknown).
+    min_stability : float
+        Below this the clustering is called unstable (the k scan's
+        :data:`featclust.kscan.MIN_STABILITY`).
+    """
+    stab = scores.get("stability")
+    if not isinstance(stab, (int, float)) or not math.isfinite(stab) or stab >= min_stability:
+        return None
+    return (
+        f"the clustering is unstable: repeated k-means runs agree with an adjusted Rand "
+        f"index of only {stab:.2f} ({min_stability:g} or more is stable); the clusters "
+        "flagged unstable change from run to run, and another k may fit better "
+        "(featclust scan-k)"
+    )
+
+
+def _finite_or_none(values, i):
+    if values is None or i >= len(values) or values[i] is None:
+        return None
+    v = float(values[i])
+    return v if math.isfinite(v) else None
+
+
+def _reasons(r, n, tiny_below, median):
+    """Flag name -> why, in words with the figures, for the flags cluster row ``r`` gets."""
+    size, why = r["size"], {}
+    if size < tiny_below:
+        why["tiny"] = f"{size} of {n} images, fewer than {fmt_num(tiny_below, 3)}"
+    if size >= 2 and median > 0 and r["mean_distance"] > LOOSE_FACTOR * median:
+        why["loose"] = (
+            f"mean distance to the centre {fmt_num(r['mean_distance'], 4)}, more than "
+            f"{LOOSE_FACTOR:g} times the median over the clusters ({fmt_num(median, 4)})"
+        )
+    if r["silhouette"] is not None and r["silhouette"] < LOW_SILHOUETTE:
+        why["low_silhouette"] = (
+            f"silhouette {fmt_num(r['silhouette'], 3)}, below {LOW_SILHOUETTE:g}: its members lie "
+            "about as close to another cluster as to their own"
+        )
+    if r["stability"] is not None and r["stability"] < UNSTABLE_BELOW:
+        why["unstable"] = (
+            f"repeated k-means runs find it again with a Jaccard index of only "
+            f"{fmt_num(r['stability'], 3)} (below {UNSTABLE_BELOW:g})"
+        )
+    k_out = r["n_outliers"]
+    if k_out is not None and size and k_out > OUTLIER_SHARE * size:
+        why["outliers"] = (
+            f"{k_out} of {size} members ({k_out / size:.0%}) lie farther from the centre "
+            f"than its outlier threshold (more than {OUTLIER_SHARE:.0%})"
+        )
+    return why
+
+
+def cluster_stabilities(
+    labels: np.ndarray, label_runs: list[np.ndarray], n_clusters: int
+) -> list[float | None]:
+    """How well repeated clusterings find each cluster again (Hennig's cluster-wise stability).
+
+    For each cluster of ``labels``: the Jaccard index with the most similar
+    cluster of each run, averaged over the runs. 1: every run has it exactly;
+    below about 0.6 it is not found again.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,)
+    label_runs : list of ndarray of shape (n_samples,)
+        Other clusterings of the same rows (any number of clusters).
+    n_clusters : int
+
+    Returns
+    -------
+    list of float or None
+        One per cluster; ``None`` for a cluster with no member among the
+        rows, and for all when there is no run.
+    """
+    labels = np.asarray(labels)
+    if not label_runs:
+        return [None] * n_clusters
+    total = np.zeros(n_clusters)
+    sizes = np.bincount(labels, minlength=n_clusters)[:n_clusters]
+    for run in label_runs:
+        run = np.asarray(run)
+        k_run = int(run.max()) + 1 if len(run) else 1
+        table = np.zeros((n_clusters, k_run))
+        np.add.at(table, (labels, run), 1)
+        union = sizes[:, None] + np.bincount(run, minlength=k_run)[None, :] - table
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total += np.nan_to_num(table / union).max(axis=1)
+    return [float(t / len(label_runs)) if sizes[c] else None for c, t in enumerate(total)]
 
 
 # -- known classes ---------------------------------------------------------------------
@@ -457,9 +642,24 @@ def model_scores(
     (:data:`featclust.cluster.FIT_SAMPLE` when that is None), so memory
     stays flat in the number of rows.
     """
+    return _scored(model, X, random_state, n_runs, n_init, sample_size, fit_size, fit_dims)[0]
+
+
+def _scored(
+    model,
+    X,
+    random_state,
+    n_runs=3,
+    n_init=3,
+    sample_size=SILHOUETTE_SAMPLE,
+    fit_size=5000,
+    fit_dims=64,
+):
+    """:func:`model_scores`, with each cluster's silhouette and stability (one per cluster)."""
     k = model.n_clusters
     small = (X.nbytes if hasattr(X, "nbytes") else np.asarray(X).nbytes) <= MAX_IN_MEMORY_BYTES
     reduced = getattr(model, "reduced_", None)
+    rows = None
     if reduced is not None and len(reduced) == len(X):
         Z = Zs = reduced
         if not small:
@@ -474,13 +674,18 @@ def model_scores(
         Z = ReducedRows(model.reducer_, X)
         rows = sample_rows(len(X), getattr(model, "fit_sample", None) or FIT_SAMPLE, random_state)
         Zs = Z.take(rows if rows is not None else np.arange(len(X)))
-    scores = cluster_scores(Z, model.labels_, SilhouetteSample(Z, sample_size, random_state))
-    stab = math.nan
+    sample = SilhouetteSample(Z, sample_size, random_state)
+    scores = cluster_scores(Z, model.labels_, sample)
+    stab, stabilities = math.nan, [None] * k
     if 2 <= k <= len(Zs) - 1:
         rng = np.random.default_rng(random_state)
         F = fitting_space(Zs, fit_dims, fit_size, rng, random_state)
-        stab = stability(subsample_kmeans(F, k, n_runs, n_init, fit_size, rng)[1])
-    return {"k": k, **scores, "stability": stab}
+        runs = subsample_kmeans(F, k, n_runs, n_init, fit_size, rng)[1]
+        stab = stability(runs)
+        labels = np.asarray(model.labels_)
+        stabilities = cluster_stabilities(labels if rows is None else labels[rows], runs, k)
+    silhouettes = sample.per_cluster(model.labels_, k)
+    return {"k": k, **scores, "stability": stab}, silhouettes, stabilities
 
 
 @dataclass
@@ -510,22 +715,31 @@ class Judgement:
         """Clusters flagged loose (members far from the centre)."""
         return [r["cluster"] for r in self.clusters if r["loose"]]
 
+    def flagged(self) -> dict[str, list[int]]:
+        """Every flag of :data:`FLAGS` -> the clusters that get it."""
+        return {f: [r["cluster"] for r in self.clusters if f in r["flags"]] for f in FLAGS}
+
     def info(self) -> dict[str, Any]:
         """What the output folder's record keeps: scores (NaN as None), flags, truth summary.
 
         Returns
         -------
         dict
-            ``{"scores": ..., "flags": {"tiny": [...], "loose": [...]},
-            "truth": ... or None}``, JSON-able.
+            ``{"scores": ..., "flags": {"tiny": [...], "loose": [...], ...},
+            "truth": ... or None}`` (every flag of :data:`FLAGS`), JSON-able;
+            ``scores["cluster_stability"]`` holds each cluster's stability
+            (``None`` where unknown) when one is known.
         """
         scores = {
             k: (None if isinstance(v, float) and math.isnan(v) else v)
             for k, v in self.scores.items()
         }
+        stabilities = [r.get("stability") for r in self.clusters]
+        if any(v is not None for v in stabilities):
+            scores["cluster_stability"] = stabilities  # the report's "unstable", later
         return {
             "scores": scores,
-            "flags": {"tiny": self.tiny, "loose": self.loose},
+            "flags": self.flagged(),
             "truth": self.truth.summary() if self.truth is not None else None,
         }
 
@@ -556,8 +770,17 @@ def judge(
     -------
     Judgement
     """
-    table = cluster_table(model.labels_, model.distances_, model.n_clusters)
+    scores, silhouettes, stabilities = _scored(model, X, random_state)
+    outliers = model.distances_ > model.thresholds_[model.labels_]
+    table = cluster_table(
+        model.labels_,
+        model.distances_,
+        model.n_clusters,
+        silhouettes=silhouettes,
+        stabilities=stabilities,
+        outliers=outliers,
+    )
     compared = None
     if truth is not None:
         compared = compare_with_truth(paths or [], model.labels_, truth, model.n_clusters)
-    return Judgement(model_scores(model, X, random_state), table, compared)
+    return Judgement(scores, table, compared)

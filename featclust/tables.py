@@ -11,7 +11,7 @@ labels.csv     path, cluster, distance, outlier               sort, assign ``--p
                                                               the edits (images set
                                                               aside have no row)
 bad_files.csv  path, reason                                   sort, the feature store
-clusters.csv   cluster, size, mean/p95/max distance, flags,   sort, the edits
+clusters.csv   cluster, size, distances, scores, flags,       sort, the edits
                folder, name
 truth.csv      label, cluster_0 ... cluster_k-1, total        sort ``--truth``
 kscan.csv      k, the scan's scores, suggested                scan-k, sort ``-k auto``
@@ -50,6 +50,8 @@ COLUMNS = {
         "mean_distance",
         "p95_distance",
         "max_distance",
+        "silhouette",
+        "stability",
         "flags",
         "folder",
         "name",
@@ -143,6 +145,9 @@ def clusters_csv(
 ) -> str:
     """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows.
 
+    ``silhouette`` and ``stability`` are empty where unknown; ``flags`` joins the
+    cluster's flags (:data:`featclust.scores.FLAGS`) with ``;``.
+
     Parameters
     ----------
     rows : iterable of dict
@@ -165,7 +170,9 @@ def clusters_csv(
                 fmt_num(r["mean_distance"]),
                 fmt_num(r["p95_distance"]),
                 fmt_num(r["max_distance"]),
-                ";".join(f for f in ("tiny", "loose") if r[f]),
+                "" if r.get("silhouette") is None else f"{r['silhouette']:.3f}",
+                "" if r.get("stability") is None else f"{r['stability']:.3f}",
+                ";".join(r.get("flags", [f for f in ("tiny", "loose") if r.get(f)])),
                 folder,
                 name,
             ]

@@ -17,6 +17,7 @@ from conftest import run_cli as run
 from featclust import ImageClusterer, ModelMismatchError, samples
 from featclust.assign import embedder_for
 from featclust.output import open_sorted
+from featclust.scores import FLAGS
 
 #: Random weights, block5 with average pooling: the settings that separate the
 #: test images (see tests/conftest.py), as the session's ``embedder`` uses them.
@@ -85,7 +86,7 @@ def test_sort_writes_sizes_scores_and_agreement_with_truth(sorted_out):
     assert info["scores"]["k"] == 2
     assert info["scores"]["silhouette"] > 0.5
     assert info["scores"]["stability"] == pytest.approx(1.0)
-    assert info["flags"] == {"tiny": [], "loose": []}
+    assert info["flags"] == {f: [] for f in FLAGS}
     assert info["truth"]["ari"] == pytest.approx(1.0)
     assert info["truth"]["nmi"] == pytest.approx(1.0)
     table = read_csv(out / "truth.csv")

@@ -27,16 +27,21 @@ from featclust.output import LABELS_CSV, MODEL_NPZ, OutputFolder, RunRecord
 from featclust.tables import labels_csv
 
 
-def make_sorted(root, n=24, k=3, names=None, record_extra=None, seed=0):
+def make_sorted(root, n=24, k=3, names=None, record_extra=None, seed=0, features=None):
     """A folder as ``sort`` leaves it, for ``n`` tiny images in ``k`` groups.
 
+    ``features``: stand-in features to sort instead of ``k`` well-separated groups.
     Returns ``(out_dir, features, model, paths)``.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, (k, 16))
+    if features is not None:
+        n = len(features)
     truth = np.arange(n) % k
     X = (centres[truth] + rng.normal(0, 0.3, (n, 16))).astype(np.float32)
+    if features is not None:
+        X = np.asarray(features, np.float32)
     image_dir = root / "images"
     image_dir.mkdir(parents=True)
     paths = names or [f"img_{i:03d}.png" for i in range(n)]
@@ -189,7 +194,8 @@ def test_each_cluster_has_a_gallery_in_distance_order_linking_to_the_copies(tmp_
         members = members[np.argsort(model.distances_[members], kind="stable")]
         from html import unescape
 
-        assert [unescape(f[1]) for f in figures] == [paths[i] for i in members]
+        names_shown = [unescape(re.sub(r"<[^>]+>", "", f[1])) for f in figures]
+        assert names_shown == [paths[i] for i in members]
         dists = [float(f[2]) for f in figures]
         assert dists == sorted(dists)
         assert [bool(f[3]) for f in figures] == list(outliers[members])
@@ -348,3 +354,80 @@ def test_non_finite_features_leave_the_map_out(tmp_path, bad):
     X[3, 2] = float(bad)
     method, note = report.map_plan(X, "auto")
     assert method is None and "not finite" in note
+
+
+def test_duplicates_page_numbers_groups_as_the_csv_does(tmp_path):
+    """Issue 21 case 16: duplicates.html numbered groups from 0, duplicates.csv from 1."""
+    from featclust.tables import duplicates_csv
+
+    image_dir = tmp_path / "pics"
+    image_dir.mkdir()
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        Image.new("L", (8, 8), 128).save(image_dir / name)
+    groups = [[("a.png", 1.0), ("b.png", 0.97)], [("c.png", 1.0), ("d.png", 0.96)]]
+    html = report.duplicates_html(groups, tmp_path, image_dir, exact_groups=[["a.png", "b.png"]])
+    csv_groups = {}
+    for row in duplicates_csv(groups).splitlines()[1:]:
+        csv_groups.setdefault(int(row.split(",")[0]), []).append(row.split(",")[1])
+    page_groups = {
+        int(n): re.findall(r"<figcaption>(.*?)<br>", body)
+        for n, body in re.findall(
+            r"<h3 id=\"group-\d+\">Group (\d+):.*?</h3>(.*?)</div>", html, re.S
+        )
+    }
+    page_groups = {n: [re.sub(r"<[^>]+>", "", x) for x in v] for n, v in page_groups.items()}
+    assert page_groups == csv_groups == {1: ["a.png", "b.png"], 2: ["c.png", "d.png"]}
+    assert "Identical 1: 2 files" in html
+
+
+def test_file_names_never_wrap_inside_the_extension():
+    html = report.gallery.file_name("sub/a_very_long-name.of a picture.jpeg")
+    assert html.endswith('<span class="ext">.jpeg</span>')
+    assert "<wbr>" in html and "sub/<wbr>" in html
+    assert report.gallery.file_name("<b>.png") == '&lt;b&gt;<span class="ext">.png</span>'
+    assert report.gallery.file_name(".hidden") == ".<wbr>hidden"
+
+
+def _system_chromium():
+    import shutil
+
+    return next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
+    )
+
+
+@pytest.mark.skipif(_system_chromium() is None, reason="no Chromium on this machine")
+def test_gallery_names_wrap_between_words_not_inside_the_extension_in_chromium(tmp_path):
+    """Issue 21 case 16: captions broke in the middle of ``.png``; laid out by Chromium."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    names = [
+        "holiday_photos_2024_beach_sunset_panorama_final_version_edited.png",
+        "IMG20240101123456789012345678901234567890.jpeg",
+        "scan-of-an-old-letter-from-grandmother-page-three.png",
+    ] + [f"img_{i:03d}.png" for i in range(21)]
+    out, X, model, _ = make_sorted(tmp_path, names=names)
+    report.write_report(out, features=X, model=model)
+    pages = sorted((out / "report" / "clusters").glob("*.html"))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_system_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 900})
+            checked = 0
+            for gallery in pages:
+                page.goto(gallery.as_uri())
+                spans = page.eval_on_selector_all(
+                    "figcaption .ext",
+                    "els => els.map(e => [e.textContent, e.getClientRects().length, "
+                    "e.closest('figure').getBoundingClientRect().width, "
+                    "e.getBoundingClientRect().right - "
+                    "e.closest('figure').getBoundingClientRect().right])",
+                )
+                for ext, rects, width, overflow in spans:
+                    assert rects == 1, f"{ext} is broken across lines"
+                    assert overflow <= 1, f"{ext} sticks out of its {width}px caption"
+                    checked += 1
+                if any(n in gallery.read_text() for n in ("holiday_photos", "IMG2024")):
+                    page.screenshot(path=str(tmp_path / f"{gallery.stem}.png"), full_page=True)
+            assert checked == len(names)
+        finally:
+            browser.close()

@@ -6,14 +6,21 @@ Everything goes into ``OUT_DIR/report/``, never into the cluster folders::
     report/clusters/cluster_XX.html    every member of a cluster: thumbnail, name, distance
     report/overview.png                the most central images of every cluster
     report/map.png, map.csv            2-D map of all images, coloured by cluster
+    report/map.json                    how the map was made, for refresh_report
     report/map_thumbnails.png          the same map with small thumbnails
     report/kscan.png                   the k-scan plot, when scan-k has been run
-    report/summary.csv                 size, distances and silhouette of every cluster
+    report/summary.csv                 size, distances, silhouette and flags of every cluster
     report/montages/cluster_XX.png     up to 64 members, closest to the centre first
     report/montages/cluster_XX.csv     those members, in the montage's order
 
+:func:`write_report` writes it all, the map made (or taken from the map
+cache); :func:`refresh_report` writes it again for the folder as it is now
+(after edits or ``assign --place``), keeping the earlier map.
+
 This module only orchestrates; the work is done by
 
+* :mod:`~featclust.report.state`: the folder as it is now (clusters, names,
+  features, flags);
 * :mod:`~featclust.report.layout`: the 2-D map and its cache;
 * :mod:`~featclust.report.render`: the pictures (montages, overview, maps, k-scan plot);
 * :mod:`~featclust.report.page`: ``index.html`` and the CSV tables;
@@ -29,6 +36,7 @@ features through the feature store's own API, the silhouettes come from
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +45,11 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_choice, check_random_state
-from ..errors import FeatclustError, FeaturesUnavailableError, UsageError
-from ..output import MODEL_NPZ, OutputFolder, RunRecord, SortedFolder, open_sorted
+from ..errors import FeatclustError, UsageError
+from ..output import OutputFolder, SortedFolder, open_sorted
 from ..progress import bar_factory
-from ..scores import cluster_silhouettes
-from ..sort import cluster_dir_name
-from ..store import FeatureStore, default_root
-from . import layout, page, render
+from ..store import default_root
+from . import layout, page, render, state
 from .gallery import duplicates_html, gallery_html
 from .layout import (
     TSNE_MAX_IMAGES,
@@ -53,6 +59,7 @@ from .layout import (
     map_plan,
     map_thumbnail_picks,
 )
+from .markup import plural
 from .page import GALLERY_DIR
 from .render import (
     MONTAGE_MAX,
@@ -66,11 +73,15 @@ from .render import (
 
 REPORT_DIR = page.REPORT_DIR
 MAP_METHODS = ("auto", "tsne", "pca")
+MAP_JSON = state.MAP_JSON
+#: A new image is drawn on a kept map at the mean position of this many of its
+#: nearest mapped images in feature space.
+NEW_POINT_NEIGHBOURS = 5
 
 
 @dataclass
 class ReportResult:
-    """What :func:`write_report` wrote.
+    """What :func:`write_report` (or :func:`refresh_report`) wrote.
 
     Attributes
     ----------
@@ -87,7 +98,11 @@ class ReportResult:
         What was left out, and why (for example a feature store that is gone).
     map_note : str or None
         Why the map is not the t-SNE map, or left out (degenerate features,
-        a set too large for ``"auto"``); also shown on the page.
+        a set too large for ``"auto"``), or which images a kept map places
+        (:func:`refresh_report`); also shown on the page.
+    flags : list of list of str
+        Each cluster's flags (:data:`featclust.scores.FLAGS`), judged on its
+        members when the report was written.
     """
 
     index: Path
@@ -96,6 +111,7 @@ class ReportResult:
     members: dict
     warnings: list = field(default_factory=list)
     map_note: str | None = None
+    flags: list = field(default_factory=list)
 
 
 @dataclass
@@ -194,46 +210,107 @@ def write_report(
     check_map_method(map_method)
     random_state = check_random_state("random_state", random_state)
     sorted_folder = open_sorted(out_dir)
-    record = sorted_folder.record
-    n_clusters = sorted_folder.n_clusters
-    if clustering is not None:
-        if model is not None:
-            raise UsageError("give either model or clustering (which holds the model), not both")
-        paths, labels, dists, outliers = (
-            clustering.paths,
-            clustering.labels,
-            clustering.distances,
-            clustering.outliers,
-        )
-        model = clustering.model
-    else:
-        paths, labels, dists, outliers = sorted_folder.labels(outliers=True)
-    warnings: list[str] = []
-    if features is None:
-        try:
-            features = _read_features(record, paths)
-        except FeaturesUnavailableError as e:
-            warnings.append(f"{e}; the report has no 2-D map and no silhouette scores")
-    elif len(features) != len(paths):
-        raise UsageError(
-            f"features has {len(features)} rows but labels.csv lists {len(paths)} images"
-        )
-    if model is None and (sorted_folder.path / MODEL_NPZ).is_file():
-        try:
-            model = sorted_folder.model
-        except FeatclustError:
-            if features is not None:
-                raise
-    if features is not None and model is not None and model.n_features_in_ != features.shape[1]:
-        model = None
-    kscan_scores = _kscan_scores(sorted_folder, warnings)
+    if clustering is not None and model is not None:
+        raise UsageError("give either model or clustering (which holds the model), not both")
+    now = state.Now.read(sorted_folder, features, model, clustering)
+    map_method_used = map_note = xy = None
+    if now.Z is not None and len(now.paths) > 0:
+        map_method_used, map_note = map_plan(now.Z, map_method)
+        if map_method_used is not None:
+            cache = layout.map_cache_dir(now.record.store_root or default_root())
+            xy = cached_2d(now.Z, map_method_used, random_state, cache)
+    return _write(
+        sorted_folder, out_dir, now, xy, map_method_used, map_note, random_state, progress
+    )
 
-    clusters = _clusters(paths, labels, dists, n_clusters, cluster_dir_name)
-    Z = map_method_used = map_note = None
-    if features is not None and len(paths) > 0:
-        Z = _reduced(features, model, handed=clustering is not None)
-        map_method_used, map_note = map_plan(Z, map_method)
-    has_map = map_method_used is not None
+
+def refresh_report(
+    out_dir: str | os.PathLike,
+    *,
+    features: np.ndarray | None = None,
+    progress: Any = None,
+) -> ReportResult:
+    """Bring the report of ``out_dir`` up to date with the folder as it is now, keeping its map.
+
+    After edits of the folder (images moved, clusters merged, split, renamed,
+    set aside) or ``assign --place``: every count, montage, gallery, flag and
+    silhouette describes the current members, and the map is the earlier
+    report's (``map.csv``), not made again. An image the map does not have
+    (placed or split off since) is put at the mean position of its
+    :data:`NEW_POINT_NEIGHBOURS` nearest mapped images in feature space;
+    without features it is left off the map, and the page says how many are.
+    Images no longer sorted leave the map; the colours follow the current
+    clusters. A folder without an earlier report (or with one made before
+    the map was written down) gets :func:`write_report`'s full report.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        An output folder written by :func:`featclust.sort_folder`; the page's
+        ready commands name it as given here.
+    features : numpy.ndarray, optional
+        Features of the images in ``labels.csv`` order; read from the feature
+        store when not given.
+    progress : bool, None or tqdm class
+        As for :func:`write_report`.
+
+    Returns
+    -------
+    ReportResult
+
+    Raises
+    ------
+    UsageError, OutputFormatError, UnsafeOutputError, OutputError
+        As :func:`write_report`.
+    """
+    sorted_folder = open_sorted(out_dir)
+    earlier = state.earlier_map(sorted_folder)
+    if earlier is None:
+        return write_report(out_dir, features=features, progress=progress)
+    method, random_state, old_xy = earlier
+    now = state.Now.read(sorted_folder, features, None, None)
+    xy, note = None, None
+    if old_xy:
+        rows = np.array([p in old_xy for p in now.paths], bool)
+        xy = np.full((len(now.paths), 2), np.nan, np.float32)
+        if rows.any():
+            xy[rows] = np.array([old_xy[p] for p, r in zip(now.paths, rows) if r], np.float32)
+        n_new = int((~rows).sum())
+        if n_new and now.Z is not None and rows.any():
+            xy[~rows] = layout.place_new_points(
+                now.Z[rows], xy[rows], now.Z[~rows], NEW_POINT_NEIGHBOURS
+            )
+            note = (
+                f"the map was made before {plural(n_new, 'image')} joined: each is drawn at "
+                f"the mean position of its {NEW_POINT_NEIGHBOURS} nearest mapped images in "
+                "feature space (featclust report makes a new map)"
+            )
+        elif n_new:
+            note = (
+                f"the map was made before {plural(n_new, 'image')} joined, and they are not "
+                "on it: their features could not be read"
+            )
+    return _write(sorted_folder, out_dir, now, xy, method, note, random_state, progress)
+
+
+def _write(sorted_folder, out_dir, now, xy, method, map_note, random_state, progress):
+    """Write every file of the report for the folder as ``now`` describes it, with map ``xy``."""
+    record, paths, labels, n_clusters = now.record, now.paths, now.labels, len(now.folders)
+    warnings = list(now.warnings)
+    if now.n_aside:
+        warnings.append(f"{plural(now.n_aside, 'image')} set aside: in no cluster, not shown")
+    kscan_scores = _kscan_scores(sorted_folder, warnings)
+    clusters = state.make_clusters(paths, labels, now.dists, now.names, now.folders)
+    if now.Z is not None and len(paths) > 0:
+        state.add_silhouettes(clusters, now.Z, labels, random_state)
+    state.flag_clusters(clusters, labels, now.dists, now.outliers, record)
+    on_map = None if xy is None else np.isfinite(xy).all(axis=1)
+    has_map = method is not None and on_map is not None and bool(on_map.any())
+    if has_map and not on_map.all():  # images a kept map does not have
+        map_paths = [p for p, on in zip(paths, on_map) if on]
+        map_labels, xy = labels[on_map], xy[on_map]
+    else:
+        map_paths, map_labels = paths, labels
     files = _planned_files(clusters, has_map, kscan_scores is not None)
     out = OutputFolder(sorted_folder.path)
     old = [rel for rel in out.files if rel.split("/", 1)[0] == REPORT_DIR]
@@ -242,27 +319,25 @@ def write_report(
     out.claim(files, status=out.status or "complete")
 
     r = REPORT_DIR
+    outliers = now.outliers
     progress = bar_factory(progress)
-    bar = progress("report", len(clusters) + 3 + 2 * has_map, unit="step") if progress else None
+    bar = progress("report", len(clusters) + 3 + has_map, unit="step") if progress else None
     tick = bar.update if bar else (lambda n: None)
     try:
         thumbs = render.Thumbnails(
             sorted_folder.path, record.image_dir, {p: c.folder for c in clusters for p in c.paths}
         )
-        method = map_method_used
-        if Z is not None:
-            _add_silhouettes(clusters, Z, labels, n_clusters, random_state)
-        if Z is not None and method is not None:  # a map
-            xy = cached_2d(
-                Z, method, random_state, layout.map_cache_dir(record.store_root or default_root())
-            )
-            tick(1)
-            out.write_bytes(f"{r}/map.png", render.map_png(xy, labels, n_clusters, method))
-            out.write_text(f"{r}/map.csv", page.map_csv(paths, labels, xy))
+        out.write_text(
+            f"{r}/{MAP_JSON}",
+            json.dumps({"method": method if has_map else None, "random_state": random_state}),
+        )
+        if has_map:
+            out.write_bytes(f"{r}/map.png", render.map_png(xy, map_labels, n_clusters, method))
+            out.write_text(f"{r}/map.csv", page.map_csv(map_paths, map_labels, xy))
             out.write_bytes(
                 f"{r}/map_thumbnails.png",
                 render.map_thumbnails_png(
-                    xy, labels, paths, n_clusters, thumbs, random_state, method
+                    xy, map_labels, map_paths, n_clusters, thumbs, random_state, method
                 ),
             )
             tick(1)
@@ -280,7 +355,7 @@ def write_report(
                     record,
                     c,
                     n_clusters,
-                    None if outliers is None else outliers[c.order],
+                    None if outliers is None else np.asarray(outliers)[c.order],
                     neighbours,
                 ),
             )
@@ -305,12 +380,13 @@ def write_report(
                 record,
                 clusters,
                 len(paths),
-                method,
+                method if has_map else None,
                 kscan_scores is not None,
                 warnings,
                 out_dir=sorted_folder.path,
                 map_note=map_note,
                 galleries=True,
+                split_dir=os.fspath(out_dir),
             ),
         )
         out.write_marker(None, out.status or "complete")  # with the size/time of each file
@@ -319,7 +395,13 @@ def write_report(
         if bar:
             bar.close()
     return ReportResult(
-        index, files, method, {c.label: c.shown for c in clusters}, warnings, map_note
+        index,
+        files,
+        method if has_map else None,
+        {c.label: c.shown for c in clusters},
+        warnings,
+        map_note,
+        [c.flags for c in clusters],
     )
 
 
@@ -327,27 +409,6 @@ def _int_or_none(value):
     return (
         int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None
     )
-
-
-def _reduced(features, model, handed=False):
-    """The features in the space the clustering ran in: the model's own rows
-    (``reduced_``, kept by the fit) when the sort that fitted it on these
-    features ``handed`` it over, else reduced now."""
-    if model is None:
-        return np.asarray(features, np.float32)
-    reduced = getattr(model, "reduced_", None) if handed else None
-    if reduced is not None and len(reduced) == len(features):
-        return reduced
-    return model.reduce(features)
-
-
-def _read_features(record: RunRecord, paths: list) -> np.ndarray:
-    """The features of ``paths`` from the store the sort recorded; raises
-    :class:`FeaturesUnavailableError` saying why they are not there."""
-    if not (record.image_dir and record.feature_settings):
-        raise FeaturesUnavailableError("featclust.json does not say where the features are stored")
-    store = FeatureStore(record.image_dir, record.feature_settings, record.store_root)
-    return store.read_features(paths)
 
 
 def _kscan_scores(sorted_folder: SortedFolder, warnings: list) -> dict | None:
@@ -358,34 +419,9 @@ def _kscan_scores(sorted_folder: SortedFolder, warnings: list) -> dict | None:
         return None
 
 
-def _clusters(paths, labels, dists, n_clusters, folder_name):
-    clusters = []
-    for label in range(n_clusters):
-        idx = np.flatnonzero(labels == label)
-        idx = idx[np.argsort(dists[idx], kind="stable")]
-        clusters.append(
-            page.Cluster(
-                label,
-                folder_name(label, n_clusters),
-                [paths[i] for i in idx],
-                dists[idx],
-                montage_ranks(len(idx)),
-                order=idx,
-            )
-        )
-    return clusters
-
-
-def _add_silhouettes(clusters, Z, labels, n_clusters, random_state):
-    for c, s in zip(
-        clusters, cluster_silhouettes(Z, labels, n_clusters, random_state=random_state)
-    ):
-        c.silhouette = s
-
-
 def _planned_files(clusters, has_map, has_kscan):
     r = REPORT_DIR
-    files = [f"{r}/index.html", f"{r}/overview.png", f"{r}/summary.csv"]
+    files = [f"{r}/index.html", f"{r}/overview.png", f"{r}/summary.csv", f"{r}/{MAP_JSON}"]
     if has_map:
         files += [f"{r}/map.png", f"{r}/map.csv", f"{r}/map_thumbnails.png"]
     if has_kscan:
@@ -403,6 +439,7 @@ __all__ = [
     "Clustering",
     "ReportResult",
     "write_report",
+    "refresh_report",
     "check_map_method",
     "embed_2d",
     "cached_2d",

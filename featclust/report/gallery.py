@@ -18,6 +18,7 @@ from .markup import (
     RANDOM_WEIGHTS,
     STYLE,
     esc,
+    file_name,
     number,
     plural,
     random_weights,
@@ -71,11 +72,11 @@ def gallery_html(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>cluster {number(cluster.label)}: {e(name)}</title>",
+        f"<title>{e(cluster.title)}: {e(name)}</title>",
         f"<style>{STYLE}</style>",
         "</head><body>",
         f'<h1><span class="swatch" style="background:rgb({r},{g},{b})"></span> '
-        f"Cluster {number(cluster.label)}: {plural(n, 'image')}</h1>",
+        f"{e(cluster.title)}: {plural(n, 'image')}</h1>",
         f"<p>{' · '.join(nav)}</p>",
     ]
     if random_weights(record):
@@ -100,7 +101,7 @@ def gallery_html(
         h.append(
             f'<figure{cls}><a href="{href}">'
             f'<img src="{href}" loading="lazy" alt="{e(rel)}"></a>'
-            f"<figcaption>{e(rel)}<br>distance {number(float(cluster.distances[i]), 4)}"
+            f"<figcaption>{file_name(rel)}<br>distance {number(float(cluster.distances[i]), 4)}"
             + (' <span class="flag">outlier</span>' if out else "")
             + "</figcaption></figure>"
         )
@@ -148,7 +149,7 @@ def duplicates_html(
         link = rel_link(os.path.join(image_dir, *str(rel).split("/")), start)
         return (
             f'<figure><a href="{link}"><img src="{link}" loading="lazy" alt="{e(rel)}"></a>'
-            f"<figcaption>{e(rel)}<br>{caption}</figcaption></figure>"
+            f"<figcaption>{file_name(rel)}<br>{caption}</figcaption></figure>"
         )
 
     n_images = sum(len(g) for g in groups)
@@ -171,7 +172,7 @@ def duplicates_html(
         "its similarity to the first (1 = identical features). Click an image to open "
         "it.</p>",
     ]
-    for i, group in enumerate(groups):
+    for i, group in enumerate(groups, start=1):  # numbered as duplicates.csv numbers them
         h.append(f'<h3 id="group-{i}">Group {i}: {plural(len(group), "image")}</h3>')
         h.append('<div class="dup">')
         for j, (rel, sim) in enumerate(group):
@@ -179,7 +180,8 @@ def duplicates_html(
         h.append("</div>")
     if exact_groups:
         h.append(f"<h2>Byte-identical files: {plural(len(exact_groups), 'group')}</h2>")
-        for group in exact_groups:
+        for i, group in enumerate(exact_groups, start=1):  # as identical.csv
+            h.append(f'<h3 id="identical-{i}">Identical {i}: {plural(len(group), "file")}</h3>')
             h.append('<div class="dup">')
             h += [
                 figure(rel, "same bytes as the first" if j else "first file")

@@ -380,3 +380,35 @@ def map_thumbnail_picks(
             if len(picks) >= max_images:
                 break
     return np.asarray(picks, np.int64)
+
+
+def place_new_points(
+    Z_mapped: np.ndarray, xy_mapped: np.ndarray, Z_new: np.ndarray, n_neighbors: int = 5
+) -> np.ndarray:
+    """Positions on an existing map for images it does not have: the mean position of
+    each one's ``n_neighbors`` nearest mapped images in feature space.
+
+    Parameters
+    ----------
+    Z_mapped : array-like of shape (n_mapped, n_features)
+    xy_mapped : array-like of shape (n_mapped, 2)
+        Their places on the map.
+    Z_new : array-like of shape (n_new, n_features)
+    n_neighbors : int
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_new, 2)
+    """
+    Z_mapped = np.asarray(Z_mapped, np.float32)
+    xy_mapped = np.asarray(xy_mapped, np.float32)
+    Z_new = np.asarray(Z_new, np.float32)
+    k = min(n_neighbors, len(Z_mapped))
+    sq = np.sum(Z_mapped**2, axis=1)
+    out = np.empty((len(Z_new), 2), np.float32)
+    for start in range(0, len(Z_new), 256):  # bounded memory: 256 x n_mapped distances
+        block = Z_new[start : start + 256]
+        d2 = sq[None, :] - 2 * block @ Z_mapped.T
+        near = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        out[start : start + len(block)] = xy_mapped[near].mean(axis=1)
+    return out

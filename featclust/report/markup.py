@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,25 @@ def esc(value: object) -> str:
     return escape(str(value))
 
 
+_BREAK_AFTER = re.compile(r"([/_\-. ])")
+
+
+def file_name(rel: str) -> str:
+    """A file name or relative path for a caption, escaped, that wraps only where it should.
+
+    A line may break after ``/``, ``_``, ``-``, ``.`` and spaces (``<wbr>``), and
+    anywhere in a long run without them (the style's ``overflow-wrap``), but
+    never inside the extension: ``.png`` is one unbreakable ``<span class="ext">``.
+    """
+    rel = str(rel)
+    stem, ext = os.path.splitext(rel)
+    if not stem or "/" in ext or len(ext) > 12:
+        stem, ext = rel, ""
+    parts = _BREAK_AFTER.split(stem)
+    h = "".join(escape(p) + ("<wbr>" if _BREAK_AFTER.fullmatch(p) else "") for p in parts)
+    return h + (f'<span class="ext">{escape(ext)}</span>' if ext else "")
+
+
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1500px;padding:0 1em;"
     "color:#222}img{max-width:100%;height:auto;border:1px solid #ddd}"
@@ -53,7 +73,10 @@ STYLE = (
     ".swatch{display:inline-block;width:.9em;height:.9em;vertical-align:middle}"
     "dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}dt{color:#666}"
     ".flag{color:#a33;font-weight:bold}"
+    ".doubt{background:#fdf0ef;border-left:4px solid #d9534f;padding:.2em 1em;margin:.5em 0}"
+    ".doubt code{background:#fff;padding:.1em .3em;user-select:all}"
     ".random{background:#fde2e1;border:1px solid #d9534f;padding:.5em 1em;font-weight:bold}"
+    ".ext{white-space:nowrap}"
     ".grid{display:flex;flex-wrap:wrap;gap:.6em}.grid figure{width:150px;margin:0;"
     "font-size:.8em;overflow-wrap:anywhere}.grid img{width:150px;height:150px;"
     "object-fit:contain;background:#fafafa}.grid figure.out{outline:2px solid #d9534f}"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numbers
 import os
+import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,8 @@ from urllib.parse import quote
 import numpy as np
 
 from ..fileio import csv_text, fmt_num
+from ..kscan import MIN_STABILITY
+from ..scores import flag_rules, unstable_clustering
 from .markup import (
     RANDOM_WEIGHTS,
     STYLE,
@@ -43,6 +46,7 @@ SUMMARY_HEADER = (
     "mean_distance",
     "max_distance",
     "silhouette",
+    "flags",
 )
 MEMBERS_HEADER = ("position", "rank", "path", "distance")
 MAP_HEADER = ("path", "cluster", "x", "y")
@@ -67,6 +71,12 @@ class Cluster:
         Mean silhouette of the members; ``None`` when unknown.
     order : numpy.ndarray or None
         The members' rows in ``labels.csv``, in the order of ``paths``.
+    name : str or None
+        Its name (given by a rename; ``None``: its folder's name).
+    flags : list of str
+        The doubts it raises (names of :data:`featclust.scores.FLAGS`).
+    reasons : dict of str to str
+        Each flag's reason, in words with the figures.
     """
 
     label: int
@@ -76,6 +86,15 @@ class Cluster:
     ranks: np.ndarray
     silhouette: float | None = None
     order: np.ndarray | None = None
+    name: str | None = None
+    flags: list = field(default_factory=list)
+    reasons: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """``Cluster 3``, or ``Cluster 3 (rings)`` for a cluster renamed ``rings``."""
+        named = self.name and self.name != self.folder
+        return f"Cluster {self.label}" + (f" ({self.name})" if named else "")
 
     @property
     def shown(self) -> list[str]:
@@ -93,6 +112,7 @@ def _summary_row(c, n_images):
         fmt_num(float(c.distances.mean()), 4) if size else "",
         fmt_num(float(c.distances.max()), 4) if size else "",
         "" if c.silhouette is None else f"{c.silhouette:.3f}",
+        ";".join(c.flags),
     ]
 
 
@@ -198,6 +218,9 @@ def _facts(record, n_clusters, n_images):
     for key, label in _SCORE_NAMES:
         if key in scores:
             h.append(f"<dt>{e(label)}</dt><dd>{number(scores[key])}</dd>")
+    unstable = unstable_clustering(scores, MIN_STABILITY)
+    if unstable:
+        h.append(f'<dt>doubt</dt><dd><span class="flag">{e(unstable)}</span></dd>')
     truth = _dict(record.truth)
     if truth:
         h.append(
@@ -247,12 +270,26 @@ def _parent_note(record, out_dir):
     ]
 
 
-def _labels_in(value):
-    return {v for v in value if isinstance(v, int)} if isinstance(value, list) else set()
+def split_command(out_dir: str, cluster: int) -> str:
+    """The command that splits ``cluster``, ready to paste: ``featclust split OUT_DIR N``.
+
+    ``out_dir`` as the user gave it, quoted for the shell where needed.
+    """
+    return f"featclust split {shlex.quote(str(out_dir))} {int(cluster)}"
 
 
-def _cluster_table(clusters, n_images, flags):
-    tiny, loose = _labels_in(flags.get("tiny")), _labels_in(flags.get("loose"))
+def flag_word(flag: str) -> str:
+    """How a flag reads on the page: ``low silhouette``."""
+    return flag.replace("_", " ")
+
+
+def _flags_cell(c):
+    return ", ".join(
+        f'<span title="{esc(c.reasons.get(f, ""))}">{esc(flag_word(f))}</span>' for f in c.flags
+    )
+
+
+def _cluster_table(clusters, n_images):
     colors = cluster_colors(len(clusters))
     h = [
         '<table><tr><th class="l">cluster</th><th>size</th><th>share</th>'
@@ -260,17 +297,14 @@ def _cluster_table(clusters, n_images, flags):
         '<th class="l">flags</th><th class="l">folder</th></tr>'
     ]
     for c in clusters:
-        label, folder, size, share, mean_d, max_d, sil = _summary_row(c, n_images)
+        label, folder, size, share, mean_d, max_d, sil, _ = _summary_row(c, n_images)
         r, g, b = colors[c.label]
-        flag = " ".join(
-            f for f, on in (("tiny", c.label in tiny), ("loose", c.label in loose)) if on
-        )
         h.append(
             f'<tr><td class="l"><span class="swatch" style="background:rgb({r},{g},{b})">'
-            f'</span> <a href="#{esc(folder)}">{number(label)}</a></td>'
+            f'</span> <a href="#{esc(folder)}">{esc(c.title.removeprefix("Cluster "))}</a></td>'
             f"<td>{number(size)}</td><td>{esc(f'{float(share):.1%}')}</td>"
             f"<td>{esc(mean_d)}</td><td>{esc(max_d)}</td>"
-            f'<td>{esc(sil or "n/a")}</td><td class="l flag">{esc(flag)}</td>'
+            f'<td>{esc(sil or "n/a")}</td><td class="l flag">{_flags_cell(c)}</td>'
             f'<td class="l"><a href="{url("..", folder)}/">{esc(folder)}/</a></td></tr>'
         )
     h.append("</table>")
@@ -287,6 +321,7 @@ def index_html(
     out_dir: str | os.PathLike | None = None,
     map_note: str | None = None,
     galleries: bool = False,
+    split_dir: str | None = None,
 ) -> str:
     """The text of ``index.html``.
 
@@ -309,6 +344,9 @@ def index_html(
         Why the map is not the t-SNE map, or left out; shown in the map's place.
     galleries : bool
         Whether each cluster has a gallery page (:func:`gallery_html`).
+    split_dir : str, optional
+        The output folder as the user named it: a flagged cluster shows the
+        command that splits it (:func:`split_command`); ``None``: no command.
 
     Returns
     -------
@@ -364,18 +402,19 @@ def index_html(
     h += [
         "<h2>Clusters</h2>",
         "<p>Distances are to the cluster centre, in the space k-means ran in; the "
-        "silhouette of a cluster is the mean over its members (-1 to 1, higher is better). "
-        "<em>tiny</em>: far fewer members than the average cluster; <em>loose</em>: members "
-        "far from the centre compared with the other clusters "
+        "silhouette of a cluster is the mean over its members (-1 to 1, higher is better) "
         '(<a href="summary.csv">this table as CSV</a>, <a href="../labels.csv">every '
-        "image</a>).</p>",
+        "image</a>). A cluster worth a look is flagged:</p>",
+        "<ul>"
+        + "".join(f"<li><em>{e(flag_word(f))}</em>: {e(w)}</li>" for f, w in flag_rules().items())
+        + "</ul>",
     ]
-    h += _cluster_table(clusters, n_images, _dict(record.flags))
+    h += _cluster_table(clusters, n_images)
     for c in clusters:
         png = url("montages", c.folder + ".png")
         members = url("montages", c.folder + ".csv")
         h += [
-            f'<h3 id="{e(c.folder)}">Cluster {number(c.label)}: {number(len(c.paths))} images</h3>',
+            f'<h3 id="{e(c.folder)}">{e(c.title)}: {plural(len(c.paths), "image")}</h3>',
             f'<p><a href="{url("..", c.folder)}/">open the folder</a> · '
             + (
                 f'<a href="{url(GALLERY_DIR, c.folder + ".html")}">every image, with '
@@ -384,7 +423,17 @@ def index_html(
                 else ""
             )
             + f'<a href="{members}">the images shown, in order</a></p>',
-            f'<img src="{png}" alt="montage of cluster {number(c.label)}">',
         ]
+        if c.flags:
+            h.append('<div class="doubt"><ul>')
+            h += [
+                f'<li><span class="flag">{e(flag_word(f))}</span>: {e(c.reasons.get(f, ""))}</li>'
+                for f in c.flags
+            ]
+            h.append("</ul>")
+            if split_dir is not None and len(c.paths) >= 2:
+                h.append(f"<p>To split it: <code>{e(split_command(split_dir, c.label))}</code></p>")
+            h.append("</div>")
+        h.append(f'<img src="{png}" alt="montage of cluster {number(c.label)}">')
     h += ["</body></html>", ""]
     return "\n".join(h)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import images
 from ..errors import FeaturesUnavailableError, StoreError, StoreLockedError
+from ..fileio import content_hash
 from ..images import BadFile, ImageFile
 from .files import (
     _BAD_TYPES,
@@ -408,7 +409,9 @@ class StoreReading:
     def __len__(self):
         return sum(e["hash"] in self._rows for e in self._files.values())
 
-    def read_features(self, paths: Sequence[str]) -> np.ndarray:
+    def read_features(
+        self, paths: Sequence[str], copies: dict[str, str] | None = None
+    ) -> np.ndarray:
         """Stored features of ``paths``, for a reader that must not change the store.
 
         The state is checked first, so a store of other settings is never
@@ -420,6 +423,10 @@ class StoreReading:
         ----------
         paths : list of str
             Relative image paths.
+        copies : dict of str to str, optional
+            For paths this folder's index may not know (images placed into a
+            sorted folder from elsewhere): the path -> a file with its bytes,
+            read and hashed to find its row by content. Nothing is recorded.
 
         Returns
         -------
@@ -453,6 +460,15 @@ class StoreReading:
         except StoreError as e:
             raise FeaturesUnavailableError(str(e)) from None
         try:
+            for p in paths:
+                if copies is not None and p in copies and p not in self:
+                    try:
+                        with open(copies[p], "rb") as fh:
+                            digest = content_hash(fh.read())
+                    except OSError:
+                        continue
+                    if digest in self._rows:
+                        self._files[p] = {"hash": digest}  # in memory only, never written
             missing = sum(p not in self for p in paths)
             if not missing:
                 located = self._locate(paths)
