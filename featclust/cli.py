@@ -17,13 +17,11 @@ import re
 import shlex
 import sys
 import warnings
-import webbrowser
-from pathlib import Path
 
 import numpy as np
 
-from . import report
 from .assign import FEATURE_PARAMS, assign_images, embedder_for, place_images, recorded_params
+from .cli_curate import CURATE_COMMANDS, refresh_report_of
 from .cli_options import (
     cluster_params,
     embedder_params,
@@ -33,13 +31,12 @@ from .clusterjobs import scan_folder, sort_folder
 from .demo import demo
 from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder
-from .errors import FeatclustError, UsageError
+from .errors import FeatclustError
 from .fileio import fmt_num
 from .kscan import MIN_STABILITY, parse_k_range
 from .output import open_sorted
 from .pipeline import embed_folder
 from .report import write_report
-from .review import ReviewServer, is_loopback
 from .scores import flag_lines, unstable_clustering
 from .similarity import find_duplicates, similar_images
 from .store import gc
@@ -305,7 +302,7 @@ def _cmd_assign(args):
             f"(labels.csv updated)",
             file=sys.stderr,
         )
-        _refresh_report(folder.path)
+        refresh_report_of(folder.path)
     return 0
 
 
@@ -379,58 +376,6 @@ def _cmd_demo(args):
     return 0
 
 
-def _cmd_review(args):
-    host = "127.0.0.1" if args.host is None else args.host
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be 0 to 65535, got {args.port}")
-    # The report is brought up to date once edits pause, and when the review stops.
-    refresh = getattr(report, "refresh_report", None)  # the report's, where it has one
-    if not (Path(args.out_dir) / "report").is_dir():
-        refresh = None
-    with ReviewServer(args.out_dir, host=host, port=args.port, refresh=refresh) as server:
-        if not is_loopback(host):
-            print(
-                f"featclust: warning: --host {host}: the page can be reached from other "
-                "machines by whoever has its address and token",
-                file=sys.stderr,
-            )
-        print(f"featclust review: {server.url}  (Ctrl-C stops it)", flush=True)
-        if not args.no_browser:
-            webbrowser.open(server.url)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            print("featclust: review stopped; every edit is saved", file=sys.stderr)
-    return 0
-
-
-def _edited(out_dir, edit):
-    """Apply ``edit(folder)``, print what it did and bring the report up to date."""
-    result = edit(open_sorted(out_dir))
-    print(result.message)
-    _refresh_report(out_dir)
-    return 0
-
-
-def _refresh_report(out_dir):
-    """Bring the folder's report (where it has one) up to date after an edit."""
-    refresh = getattr(report, "refresh_report", None)  # the report's, once it has one
-    if refresh is not None and (Path(out_dir) / "report").is_dir():
-        refresh(out_dir)
-
-
-EDIT_COMMANDS = {
-    "move": lambda a: _edited(a.out_dir, lambda f: f.move(a.paths, a.to)),
-    "merge": lambda a: _edited(a.out_dir, lambda f: f.merge(a.clusters, a.into)),
-    "split": lambda a: _edited(a.out_dir, lambda f: f.split(a.cluster, a.k)),
-    "rename": lambda a: _edited(a.out_dir, lambda f: f.rename(a.cluster, a.name)),
-    "set-aside": lambda a: _edited(a.out_dir, lambda f: f.set_aside(a.paths)),
-    "confirm": lambda a: _edited(a.out_dir, lambda f: f.confirm(a.clusters)),
-    "resort": lambda a: _edited(a.out_dir, lambda f: f.resort()),
-    "undo": lambda a: _edited(a.out_dir, lambda f: f.undo()),
-    "redo": lambda a: _edited(a.out_dir, lambda f: f.redo()),
-}
-
 COMMANDS = {
     "sort": _cmd_sort,
     "embed": _cmd_embed,
@@ -441,8 +386,7 @@ COMMANDS = {
     "similar": _cmd_similar,
     "duplicates": _cmd_duplicates,
     "store": _cmd_store,
-    "review": _cmd_review,
-    **EDIT_COMMANDS,
+    **CURATE_COMMANDS,
 }
 
 

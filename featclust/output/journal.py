@@ -70,7 +70,8 @@ class Journal:
     def __init__(self, out_dir: str | os.PathLike):
         self.root = Path(out_dir)
         self.dir = self.root / JOURNAL_DIR
-        self.position, self.edits = 0, []
+        self.position = 0
+        self.edits: list[dict] = []
         self._read()
 
     def _read(self) -> None:
@@ -178,7 +179,8 @@ class Journal:
         """Forget every edit (the folder keeps its current state; nothing can be undone)."""
         if self.dir.is_dir():
             _remove_tree(self.dir)
-        self.position, self.edits = 0, []
+        self.position = 0
+        self.edits: list[dict] = []
 
     def _snapshot(self, position: int) -> None:
         """Keep the state the folder is in (as ``state-0000`` before the first edit), to
@@ -208,7 +210,7 @@ class Journal:
             stamps = dict(record.stamps or {})
             hashes = dict(record.hashes or {})
             for name, data in files.items():
-                atomic_write(tmp / name, lambda fh, data=data: fh.write(data))
+                atomic_write(tmp / name, _writer(data))
                 st = os.lstat(tmp / name)
                 stamps[name] = [st.st_size, st.st_mtime_ns]
                 hashes[name] = content_hash(data)
@@ -282,9 +284,15 @@ def _merged(target: RunRecord, current: RunRecord | None, moves: list) -> tuple[
         if rel not in known:
             files.append(rel)
             known.add(rel)
-            if rel in (current.stamps or {}):
-                stamps[rel] = current.stamps[rel]
+            old_stamps = current.stamps or {}
+            if rel in old_stamps:
+                stamps[rel] = old_stamps[rel]
     return files, stamps
+
+
+def _writer(data: bytes):
+    """A writer of ``data`` for :func:`featclust.fileio.atomic_write`."""
+    return lambda fh: fh.write(data)
 
 
 def move_file(root: Path, old: str, new: str) -> None:
