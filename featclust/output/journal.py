@@ -179,8 +179,7 @@ class Journal:
         """Forget every edit (the folder keeps its current state; nothing can be undone)."""
         if self.dir.is_dir():
             _remove_tree(self.dir)
-        self.position = 0
-        self.edits: list[dict] = []
+        self.position, self.edits = 0, []
 
     def _snapshot(self, position: int) -> None:
         """Keep the state the folder is in (as ``state-0000`` before the first edit), to
