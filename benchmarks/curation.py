@@ -186,11 +186,142 @@ def print_table(results, rounds):
             print(f"| {kind} | {arm} | {cells} | {gain} |")
 
 
+# ---------------------------------------------------------------- the methods not chosen
+
+
+def _on_rows(method):
+    """A ``resort`` of :func:`curate` from a method of (Z, labels, fixed) -> labels."""
+
+    def resort(Z, labels, fixed, random_state=0):
+        if not fixed.any():
+            return labels
+        return np.where(fixed, labels, method(Z, labels, fixed))
+
+    return resort
+
+
+def _centres(Z, labels, k, rows=None):
+    rows = np.ones(len(labels), bool) if rows is None else rows
+    return np.array(
+        [
+            Z[rows & (labels == c)].mean(axis=0)
+            if np.any(rows & (labels == c))
+            else np.full(Z.shape[1], 1e3)
+            for c in range(k)
+        ]
+    )
+
+
+def _kmeans(Z, labels, fixed, C, iterations=20):
+    """Lloyd steps from centres ``C``, the fixed images held in their clusters."""
+    k = len(C)
+    y = labels
+    for _ in range(iterations):
+        d2 = ((Z[:, None, :] - C[None]) ** 2).sum(axis=-1)
+        y = np.where(fixed, labels, d2.argmin(axis=1))
+        C = _centres(Z, y, k)
+    return y
+
+
+def seeded_kmeans(Z, labels, fixed):
+    """Seeded k-means (Basu et al. 2002): centres from the fixed members where a
+    cluster has any, else from its members; the fixed images stay (constrained)."""
+    k = int(labels.max()) + 1
+    has = np.isin(np.arange(k), labels[fixed])
+    C = np.where(has[:, None], _centres(Z, labels, k, fixed), _centres(Z, labels, k))
+    return _kmeans(Z, labels, fixed, C)
+
+
+def constrained_kmeans(Z, labels, fixed):
+    """k-means from the current clusters' means, the fixed images held."""
+    return _kmeans(Z, labels, fixed, _centres(Z, labels, int(labels.max()) + 1))
+
+
+def classifier(Z, labels, fixed, unfixed_weight=0.1):
+    """Logistic regression on the fixed images (weight 1) and the rest (0.1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    w = np.where(fixed, 1.0, unfixed_weight)
+    model = LogisticRegression(C=10.0, max_iter=500).fit(Z, labels, sample_weight=w)
+    return model.classes_[model.predict_proba(Z).argmax(axis=1)]
+
+
+def lda_then_spread(Z, labels, fixed):
+    """A metric learnt from the fixed images (LDA, fixed rows counted 6 times), then
+    the default spreading in it."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from featclust.relabel import spread_labels
+
+    Xt = np.concatenate([Z] + [Z[fixed]] * 5)
+    yt = np.concatenate([labels] + [labels[fixed]] * 5)
+    T = LinearDiscriminantAnalysis(solver="eigen", shrinkage=0.5).fit(Xt, yt).transform(Z)
+    return spread_labels(T, labels, fixed)
+
+
+def alternatives():
+    """``{name: resort}``: the methods measured against the default."""
+    from featclust.relabel import spread_labels
+
+    def spreading(**kw):
+        return lambda Z, y, f: spread_labels(Z, y, f, **kw)
+
+    return {
+        "default: spreading, 7 neighbours, alpha 0.95, fixed x2, margin 50%": _on_rows(spreading()),
+        "spreading, 10 neighbours, alpha 0.99, fixed x20 (first try)": _on_rows(
+            spreading(n_neighbors=10, alpha=0.99, fixed_weight=20.0, margin=0.0, iterations=100)
+        ),
+        "spreading, 10 neighbours, alpha 0.9, fixed x1": _on_rows(
+            spreading(n_neighbors=10, alpha=0.9, fixed_weight=1.0, margin=0.0)
+        ),
+        "default without the margin": _on_rows(spreading(margin=0.0)),
+        "seeded k-means (constrained)": _on_rows(seeded_kmeans),
+        "k-means from the current clusters (constrained)": _on_rows(constrained_kmeans),
+        "logistic regression, fixed x10": _on_rows(classifier),
+        "LDA metric from the fixed images, then the default": _on_rows(lda_then_spread),
+    }
+
+
+def compare(data, args):
+    """One row per method: mean ARI over rounds 1-10, the smallest gain after 5 rounds,
+    and in how many of the (kind, round 1/2/5/10) cells it is at least as good as
+    both baselines (0.005 leeway)."""
+    shown = [r for r in ROUNDS_SHOWN if 0 < r <= args.rounds]
+    moves = {
+        kind: curate(Z, y, t, args.rounds, args.per_round, "doubt", None)
+        for kind, (Z, y, t) in data.items()
+    }
+    print()
+    print("| method | mean ARI, rounds 1-10 | smallest gain after 5 | cells beating both |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, resort in alternatives().items():
+        means, gains, wins = [], [], 0
+        for kind, (Z, y, t) in data.items():
+            a = curate(Z, y, t, args.rounds, args.per_round, "doubt", resort)
+            r = np.mean(
+                [
+                    curate(Z, y, t, args.rounds, args.per_round, "random", resort, seed=s)
+                    for s in range(args.random_runs)
+                ],
+                axis=0,
+            )
+            means.append(a[1:].mean())
+            gains.append(a[min(5, args.rounds)] - a[0])
+            wins += sum(a[i] >= max(r[i], moves[kind][i]) - 0.005 for i in shown)
+        print(
+            f"| {name} | {np.mean(means):.3f} | {min(gains):+.3f} | "
+            f"{wins}/{len(shown) * len(data)} |",
+            flush=True,
+        )
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kinds", default=",".join(KINDS), help="kinds of images (%(default)s)")
     p.add_argument("--per-kind", type=int, default=240, help="images per kind (%(default)s)")
-    p.add_argument("--seed", type=int, default=3, help="seed of the drawn sets (%(default)s)")
+    p.add_argument(
+        "--seeds", default="3", help="seeds of the drawn sets, one set a kind each (%(default)s)"
+    )
     p.add_argument(
         "--weights",
         default=HED_WEIGHTS if os.path.isfile(HED_WEIGHTS) else "none",
@@ -200,6 +331,7 @@ def parse_args(argv=None):
     p.add_argument("--per-round", type=int, default=20, help="images looked at a round")
     p.add_argument("--random-runs", type=int, default=5, help="draws of the random arm")
     p.add_argument("--embed-only", action="store_true", help="make the features and stop")
+    p.add_argument("--alternatives", action="store_true", help="also score the methods not chosen")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
         "--cache",
@@ -208,6 +340,7 @@ def parse_args(argv=None):
     )
     args = p.parse_args(argv)
     args.kinds = [k for k in args.kinds.split(",") if k]
+    args.seeds = [int(x) for x in args.seeds.split(",") if x]
     return args
 
 
@@ -222,21 +355,32 @@ def main(argv=None):
     model = MapModel(args.weights, batch_size=args.batch_size)
     data = {}
     for kind in args.kinds:
-        paths, truth = kind_set(args.cache, kind, args.per_kind, args.seed)
-        data[kind] = (features(args.cache, kind, paths, model, spec, log), truth)
+        for seed in args.seeds:
+            paths, truth = kind_set(args.cache, kind, args.per_kind, seed)
+            X = features(args.cache, kind, paths, model, spec, log)
+            data[(kind, seed)] = draft(X, len(set(truth))) + (truth,)
     log(f"features ready: {time.perf_counter() - t0:.0f} s")
     if args.embed_only:
         return 0
     from featclust.relabel import resort_labels
 
     print(describe())
-    print(f"weights: {weights_label(args.weights)}; {args.per_round} images a round")
+    print(
+        f"weights: {weights_label(args.weights)}; {args.per_kind} images a kind, sets drawn "
+        f"with seeds {args.seeds}; {args.per_round} images a round"
+    )
     results = {}
-    for kind, (X, truth) in data.items():
-        Z, labels = draft(X, len(set(truth)))
-        results[kind] = arms(Z, labels, truth, args, resort_labels)
-        log(f"  {kind}: {time.perf_counter() - t0:.0f} s")
+    for (kind, _), (Z, labels, truth) in data.items():
+        got = arms(Z, labels, truth, args, resort_labels)
+        for arm, aris in got.items():
+            results.setdefault(kind, {}).setdefault(arm, []).append(aris)
+    results = {
+        kind: {arm: np.mean(v, axis=0) for arm, v in by_arm.items()}
+        for kind, by_arm in results.items()
+    }
     print_table(results, args.rounds)
+    if args.alternatives:
+        compare(data, args)
     print(f"{time.perf_counter() - t0:.0f} s")
     return 0
 
