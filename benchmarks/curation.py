@@ -5,12 +5,15 @@ Usage::
     nice python benchmarks/curation.py              # HED weights if present, else random
     python benchmarks/curation.py --embed-only      # only make (and cache) the features
     python benchmarks/curation.py --alternatives    # also the re-sort methods not chosen
+    python benchmarks/curation.py --seeds 3,4       # two sets a kind, the table averaged
 
-Draws one labelled set of each kind the quality benchmark has (dots,
-silhouettes, glyphs, textures, lines: :mod:`featclust.samples`, through
-``benchmarks/quality.py``'s helpers), embeds it once with featclust's default
-features (VGG16 block4+block5, max pooling) and caches the vectors under
-``--cache``, so a rerun costs no forward pass. The draft is
+Draws a labelled set (``--per-kind`` images, 240) of each kind the quality
+benchmark has (dots, silhouettes, glyphs, textures, lines:
+:mod:`featclust.samples`, through ``benchmarks/quality.py``'s helpers), one
+per seed in ``--seeds``, embeds it once with featclust's default features
+(VGG16 block4+block5, max pooling; HED-VGG16 weights, see HED_WEIGHTS.md)
+and caches the vectors under ``--cache``, so a rerun costs no forward pass
+(about 2 minutes a set on 2 busy cores the first time). The draft is
 :class:`featclust.cluster.FeatureKMeans` at the true k (its reduced space:
 L2, PCA 32, L2).
 
@@ -25,7 +28,10 @@ true class lies; those images become fixed. Three arms:
 - ``moves only``: the doubtful images are moved and nothing else changes.
 
 Printed: ARI against the true classes after 0, 1, 2, 5 and 10 rounds, per
-kind and arm (the random arm averaged over ``--random-runs`` draws).
+kind and arm (the random arm averaged over ``--random-runs`` draws, every
+arm averaged over the sets of a kind). ``--alternatives`` adds a row per
+method measured against the default (spreading variants, seeded and
+constrained k-means, a classifier, a learnt metric).
 """
 
 from __future__ import annotations
