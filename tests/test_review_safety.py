@@ -22,6 +22,7 @@ from conftest import read_csv, run_cli
 from review_folder import fill_store, write_images
 
 import featclust.cli
+import featclust.cli_curate
 from featclust.errors import UsageError
 from featclust.review import REVIEW_DIR, ReviewServer
 from featclust.review.server import STATIC
@@ -271,7 +272,7 @@ def test_not_a_sorted_folder_is_one_line(tmp_path):
 
 def test_opens_the_browser_unless_told_not_to(out, monkeypatch):
     opened = []
-    monkeypatch.setattr(featclust.cli.webbrowser, "open", opened.append)
+    monkeypatch.setattr(featclust.cli_curate.webbrowser, "open", opened.append)
 
     def stop(self, *a, **k):
         raise KeyboardInterrupt
