@@ -22,7 +22,7 @@ from sklearn.cluster import KMeans
 
 from ..errors import FeaturesUnavailableError, UnsafeOutputError, UsageError
 from ..kscan import choose_k
-from ..labelling import feature_distances, outlier_thresholds, outliers
+from ..labelling import outlier_thresholds, outliers
 from ..relabel import resort_labels
 from ..scores import cluster_table
 from ..store import FeatureStore
@@ -46,6 +46,7 @@ class Editor:
         self.folder = folder
         self.journal = Journal(folder.path)
         self._features: dict | None = None
+        self._views: tuple | None = None
 
     # -- what is given -------------------------------------------------------
     def cluster(self, state: Curation, cluster: Any) -> int:
@@ -246,7 +247,7 @@ class Editor:
             )
         if random_state is None:
             random_state = (self.folder.record.clustering or {}).get("random_state")
-        Z = self.folder.model.reduce(self.features(paths))
+        Z, _ = self.views(self.folder.model, paths)
         labels = state.labels.copy()
         labels[rows] = resort_labels(Z, state.labels[rows], fixed, random_state=random_state)
         changed = int(np.sum(labels != state.labels))
@@ -303,13 +304,37 @@ class Editor:
             store = FeatureStore(record.image_dir, record.feature_settings, record.store_root)
             X = store.read_features(every)
             self._features = {"index": {p: i for i, p in enumerate(every)}, "X": X}
-        index = self._features["index"]
+        return np.asarray(self._features["X"][self._rows(paths)], np.float32)
+
+    def _rows(self, paths: list) -> list:
+        """Rows of ``paths`` in :meth:`features`' array (read first)."""
+        if self._features is None:
+            self.features([])
+        index = self._features["index"]  # type: ignore[index]
         missing = [p for p in paths if p not in index]
         if missing:
             raise FeaturesUnavailableError(
                 f"the feature store has no features of {missing[0]!r}; sort the folder again"
             )
-        return np.asarray(self._features["X"][[index[p] for p in paths]], np.float32)
+        return [index[p] for p in paths]
+
+    def views(self, model: Any, paths: list) -> tuple:
+        """``paths``' features in the model's reduced space, and before the PCA (or ``None``).
+
+        Both are computed once for every image of the sort and kept: an edit
+        changes the centres, never the reduction.
+        """
+        rows = self._rows(paths)
+        key = (self.folder.record.created, self.folder.record.store)
+        if self._views is None or self._views[0] != key:
+            X = self._features["X"]  # type: ignore[index]
+            Z = model.reduce(X).astype(np.float64)
+            F = None
+            if model.feature_centers_ is not None:
+                F = model.reducer_.prepare(X).astype(np.float64)
+            self._views = (key, Z, F)
+        _, Z, F = self._views
+        return Z[rows], None if F is None else F[rows]
 
     def _commit(
         self,
@@ -415,7 +440,7 @@ class Editor:
         k = new.n_clusters
         with_features = np.array([p not in new.placed for p in new.paths], bool)
         paths = [p for p, w in zip(new.paths, with_features) if w]
-        X = self.features(paths)
+        Z, F = self.views(model, paths)
         labels = new.labels[with_features]
         refitted = copy.deepcopy(model)
         refitted.set_params(n_clusters=k)
@@ -426,12 +451,10 @@ class Editor:
             keep = [first.get(c, c) for c in range(k)]
         else:
             keep = list(range(k))
-        Z = model.reduce(X).astype(np.float64)
         refitted.cluster_centers_ = _means(Z, labels, k, old_centres, keep)
-        if old_features is not None:
-            F = model.reducer_.prepare(X).astype(np.float64)
+        if old_features is not None and F is not None:
             refitted.feature_centers_ = _means(F, labels, k, old_features, keep)
-            dist = feature_distances(refitted, X, labels)
+            dist = np.linalg.norm(F - refitted.feature_centers_[labels], axis=1)
         else:
             dist = np.linalg.norm(Z - refitted.cluster_centers_[labels], axis=1)
         distances = np.array(new.distances, np.float64)  # placed images keep theirs
@@ -441,9 +464,12 @@ class Editor:
 
 
 def _means(A: np.ndarray, labels: np.ndarray, k: int, old: np.ndarray, keep: list) -> np.ndarray:
-    sums = np.zeros((k, A.shape[1]), np.float64)
-    np.add.at(sums, labels, A)
     counts = np.bincount(labels, minlength=k)
+    order = np.argsort(labels, kind="stable")
+    sums = np.zeros((k, A.shape[1]), np.float64)
+    present = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[present]
+    sums[present] = np.add.reduceat(A[order], starts, axis=0)
     out = sums / np.maximum(counts, 1)[:, None]
     for c in np.flatnonzero(counts == 0):
         if keep[c] < len(old):
