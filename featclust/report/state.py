@@ -44,19 +44,18 @@ def cluster_names(sorted_folder: SortedFolder) -> tuple[list[str], list[str]]:
     (:meth:`featclust.output.SortedFolder.clusters`).
     """
     k = sorted_folder.n_clusters
-    read = getattr(sorted_folder, "clusters", None)  # a folder that can be edited
-    if callable(read):
-        infos = read()
-        if len(infos) == k:
-            return [i.name or i.folder for i in infos], [i.folder for i in infos]
-    folders = [cluster_dir_name(c, k) for c in range(k)]
-    return list(folders), folders
+    if not sorted_folder.record.curation:  # as sorted: nothing to read back
+        folders = [cluster_dir_name(c, k) for c in range(k)]
+        return list(folders), folders
+    infos = sorted_folder.clusters()
+    return [i.name or i.folder for i in infos], [i.folder for i in infos]
 
 
 def set_aside_count(sorted_folder: SortedFolder) -> int:
     """How many images a person set aside (in no cluster, so in no ``labels.csv`` row)."""
-    read = getattr(sorted_folder, "set_aside_images", None)
-    return len(read()) if callable(read) else 0
+    if not sorted_folder.record.curation:
+        return 0
+    return len(sorted_folder.set_aside_images())
 
 
 def read_features(
