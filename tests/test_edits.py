@@ -17,6 +17,7 @@ import featclust
 import featclust.output.journal as journal
 from featclust.cluster import FeatureKMeans
 from featclust.errors import UnsafeOutputError, UsageError
+from featclust.scores import FLAGS
 from featclust.store import FeatureStore
 
 
@@ -418,3 +419,13 @@ def test_the_journal_keeps_the_last_edits_only(folder, monkeypatch):
     f.redo()
     assert f.folder_name(0) == "00-c"
     consistent(out)
+
+
+def test_an_edit_records_every_flag_the_sort_records(folder):
+    _, out, _ = folder
+    f = featclust.open_sorted(out)
+    sorted_flags = set(f.record.flags)
+    f.move([m.path for m in f.members(0)[:2]], 1)
+    edited = featclust.open_sorted(out).record.flags
+    assert set(edited) == sorted_flags == set(FLAGS)
+    assert all(isinstance(v, list) for v in edited.values())

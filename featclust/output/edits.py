@@ -24,7 +24,7 @@ from ..errors import FeaturesUnavailableError, UnsafeOutputError, UsageError
 from ..kscan import choose_k
 from ..labelling import outlier_thresholds, outliers
 from ..relabel import resort_labels
-from ..scores import cluster_table
+from ..scores import FLAGS, cluster_table
 from ..store import FeatureStore
 from ..tables import clusters_csv, labels_csv
 from .curation import Curation, EditResult, copy_state, count
@@ -374,7 +374,7 @@ class Editor:
                     f"{str(folder.path / dst)!r} exists and was not written by featclust; "
                     "refusing to overwrite it (move it away and run again)"
                 )
-        rows = cluster_table(new.labels, new.distances, new.n_clusters)
+        rows = cluster_table(new.labels, new.distances, new.n_clusters, outliers=new.outliers)
         names = [new.names.get(c, "") for c in range(new.n_clusters)]
         folders = [new.folder(c) for c in range(new.n_clusters)]
         buf = io.BytesIO()
@@ -409,10 +409,7 @@ class Editor:
             or None,
             clustering={**(record.clustering or {}), "n_clusters": new.n_clusters},
             counts=counts,
-            flags={
-                "tiny": [r["cluster"] for r in rows if r["tiny"]],
-                "loose": [r["cluster"] for r in rows if r["loose"]],
-            },
+            flags={f: [r["cluster"] for r in rows if f in r["flags"]] for f in FLAGS},
             curation=new.info(),
             hashes={
                 **{renamed.get(f, f): h for f, h in (record.hashes or {}).items()},
