@@ -21,6 +21,7 @@ import featclust.output.journal as journal
 import featclust.output.record
 from featclust.assign import AssignResult, place_images
 from featclust.errors import OutputError
+from featclust.store import FeatureStore
 
 
 def new_images(folder, n, seed=1):
@@ -210,3 +211,36 @@ def test_a_sort_after_a_killed_placement_rolls_it_back_first(tmp_path, monkeypat
     )
     assert not result.kept and not any(os.path.exists(p) for p in made)
     consistent(out)
+
+
+def test_an_edit_after_a_placement_refits_with_the_placed_images_features(tmp_path):
+    _, out, _ = sorted_families(tmp_path)
+    new = new_images(tmp_path / "new", 2)
+    assigned = featclust.assign.assign_images(
+        out, new, embedder=StandInEmbedder(), store=tmp_path / "store"
+    )
+    made_up = AssignResult(
+        assigned.paths,
+        np.zeros(len(new), np.int64),  # every new image into cluster 0, at a made-up distance
+        np.full(len(new), 9.0, np.float32),
+        np.zeros(len(new), bool),
+    )
+    place_images(out, made_up)
+    f = featclust.open_sorted(out)
+    placed = set(f.state.placed)
+    assert len(placed) == 6
+    f.move([m.path for m in f.members(1)[:1]], 2)
+    f = featclust.open_sorted(out)
+    paths, labels, dists = f.labels()
+    in_zero = [p for p, c in zip(paths, labels) if c == 0]
+    assert placed <= set(in_zero)
+    # The placed images' distances were measured again, and cluster 0's centre is the mean
+    # of all its members, the placed ones included (their rows found by content).
+    assert all(d != 9.0 for p, d in zip(paths, dists) if p in placed)
+    record = f.record
+    store = FeatureStore(record.image_dir, record.feature_settings, record.store_root)
+    folder0 = out / f.folder_name(0)
+    X = store.read_features(in_zero, copies={p: str(folder0 / p) for p in placed})
+    np.testing.assert_allclose(
+        f.model.cluster_centers_[0], f.model.reduce(X).mean(axis=0), rtol=1e-4, atol=1e-5
+    )

@@ -179,7 +179,7 @@ class Editor:
         state = self.folder.state
         c = self.cluster(state, cluster)
         rows = np.flatnonzero(state.labels == c)
-        rows = np.array([i for i in rows if state.paths[i] not in state.placed], np.int64)
+        rows = rows[self.has_features([state.paths[i] for i in rows])]
         X = self.features([state.paths[i] for i in rows])
         model = self.folder.model
         clustering = self.folder.record.clustering or {}
@@ -231,7 +231,7 @@ class Editor:
     def resort(self, random_state: Any = None) -> EditResult:
         """Re-sort every image the person has not fixed (see :meth:`SortedFolder.resort`)."""
         state = self.folder.state
-        rows = np.array([p not in state.placed for p in state.paths], bool)
+        rows = self.has_features(state.paths)
         paths = [p for p, r in zip(state.paths, rows) if r]
         fixed = np.array(
             [
@@ -292,19 +292,41 @@ class Editor:
 
     # -- features and the model ---------------------------------------------
     def features(self, paths: list) -> np.ndarray:
-        """Stored features of ``paths`` (read once from the sort's store, then kept)."""
+        """Stored features of ``paths`` (read once from the sort's store, then kept).
+
+        Images placed by ``assign --place`` are found in the store by their
+        content; where they cannot be, they have no features here (see
+        :meth:`has_features`) and keep the distance they were placed with.
+        """
         if self._features is None:
             record = self.folder.record
             state = self.folder.state
-            every = [p for p in state.paths + state.set_aside if p not in state.placed]
+            images = state.paths + state.set_aside
+            every = [p for p in images if p not in state.placed]
             if not (record.image_dir and record.feature_settings):
                 raise FeaturesUnavailableError(
                     "featclust.json does not say where the features are stored"
                 )
             store = FeatureStore(record.image_dir, record.feature_settings, record.store_root)
             X = store.read_features(every)
+            placed = [p for p in images if p in state.placed]
+            if placed:
+                files = state.files()
+                copies = {p: str(self.folder.path / files[p]) for p in placed}
+                try:
+                    X = np.concatenate([X, store.read_features(placed, copies=copies)])
+                    every += placed
+                except FeaturesUnavailableError:
+                    pass
             self._features = {"index": {p: i for i, p in enumerate(every)}, "X": X}
         return np.asarray(self._features["X"][self._rows(paths)], np.float32)
+
+    def has_features(self, paths: list) -> np.ndarray:
+        """Whether each of ``paths`` has features here (bool array)."""
+        if self._features is None:
+            self.features([])
+        index = self._features["index"]  # type: ignore[index]
+        return np.array([p in index for p in paths], bool)
 
     def _rows(self, paths: list) -> list:
         """Rows of ``paths`` in :meth:`features`' array (read first)."""
@@ -435,7 +457,7 @@ class Editor:
         the 95th percentile of the members' distances again.
         """
         k = new.n_clusters
-        with_features = np.array([p not in new.placed for p in new.paths], bool)
+        with_features = self.has_features(new.paths)
         paths = [p for p, w in zip(new.paths, with_features) if w]
         Z, F = self.views(model, paths)
         labels = new.labels[with_features]
@@ -454,7 +476,7 @@ class Editor:
             dist = np.linalg.norm(F - refitted.feature_centers_[labels], axis=1)
         else:
             dist = np.linalg.norm(Z - refitted.cluster_centers_[labels], axis=1)
-        distances = np.array(new.distances, np.float64)  # placed images keep theirs
+        distances = np.array(new.distances, np.float64)  # those without features keep theirs
         distances[with_features] = dist
         refitted.thresholds_ = outlier_thresholds(new.labels, distances, k)
         return refitted, distances, outliers(refitted.thresholds_, new.labels, distances)
