@@ -429,3 +429,17 @@ def test_an_edit_records_every_flag_the_sort_records(folder):
     edited = featclust.open_sorted(out).record.flags
     assert set(edited) == sorted_flags == set(FLAGS)
     assert all(isinstance(v, list) for v in edited.values())
+
+
+def test_an_edit_refits_only_the_clusters_whose_members_changed(folder):
+    _, out, _ = folder
+    f = featclust.open_sorted(out)
+    before = f.model.cluster_centers_.copy()
+    _, _, dists_before = f.labels()
+    f.move([m.path for m in f.members(0)[:1]], 1)
+    f = featclust.open_sorted(out)
+    after = f.model.cluster_centers_
+    np.testing.assert_array_equal(after[2], before[2])  # untouched: its centre and distances
+    assert not np.allclose(after[0], before[0]) and not np.allclose(after[1], before[1])
+    paths, labels, dists = f.labels()
+    np.testing.assert_array_equal(dists[labels == 2], dists_before[labels == 2])

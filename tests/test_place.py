@@ -229,7 +229,7 @@ def test_an_edit_after_a_placement_refits_with_the_placed_images_features(tmp_pa
     f = featclust.open_sorted(out)
     placed = set(f.state.placed)
     assert len(placed) == 6
-    f.move([m.path for m in f.members(1)[:1]], 2)
+    f.move([m.path for m in f.members(1)[:1]], 0)  # cluster 0 changes: re-fitted
     f = featclust.open_sorted(out)
     paths, labels, dists = f.labels()
     in_zero = [p for p, c in zip(paths, labels) if c == 0]
