@@ -1,8 +1,9 @@
 """A person's edits of a sorted folder: move, merge, split, rename, set aside, confirm.
 
 Each operation computes the folder's new state (:class:`Curation`), re-fits
-the model to it (:func:`refit`: the centres are their members' means in the
-model's reduced space, the outlier thresholds recomputed), and hands the
+the model to it (:func:`featclust.output.refit.refit`: the centres are their
+members' means in the model's reduced space, the outlier thresholds
+recomputed), and hands the
 files to move and the new ``labels.csv``, ``clusters.csv``, ``model.npz``
 and record to the journal (:class:`featclust.output.journal.Journal`), which
 applies them as one transaction. :class:`featclust.output.SortedFolder`
@@ -11,7 +12,6 @@ offers them as methods.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import os
@@ -22,7 +22,6 @@ from sklearn.cluster import KMeans
 
 from ..errors import FeaturesUnavailableError, UnsafeOutputError, UsageError
 from ..kscan import choose_k
-from ..labelling import outlier_thresholds, outliers
 from ..relabel import resort_labels
 from ..scores import FLAGS, cluster_table
 from ..store import FeatureStore
@@ -32,6 +31,7 @@ from .folder import recognised
 from .journal import JOURNAL_DIR, Journal
 from .names import safe_name
 from .record import CLUSTERS_CSV, LABELS_CSV, MODEL_NPZ
+from .refit import refit as refit_model
 
 
 class Editor:
@@ -381,7 +381,7 @@ class Editor:
         record = folder.record
         model = folder.model
         if refit:
-            model, new.distances, new.outliers = self.refit(model, new, state, order)
+            model, new.distances, new.outliers = refit_model(self, model, new, state, order)
         new.edits = state.edits + (0 if made else 1)
         old_files, new_files = state.files(), new.files()
         owned = set(record.files)
@@ -444,80 +444,6 @@ class Editor:
         self.journal.commit(moves, files, target, summary)
         folder.reload()
         return EditResult(kind, text, [tuple(m) for m in moves], clusters)
-
-    def refit(
-        self, model: Any, new: Curation, old: Curation, order: np.ndarray | None = None
-    ) -> tuple:
-        """The model re-fitted to ``new``'s clusters, and every image's distance and
-        outlier flag.
-
-        The centres of the clusters whose members changed are the means of their
-        members' features in the model's reduced space (and before the PCA, where
-        distances are measured), and their members' distances are measured
-        again; every other cluster keeps its centre and its members their
-        distances, so an edit costs what it changes. A cluster without members
-        keeps its centre. The outlier thresholds are the 95th percentile of the
-        members' distances again.
-        """
-        k = new.n_clusters
-        if order is not None:  # a merge: the centre of each cluster's new number
-            first = {int(n): c for c, n in reversed(list(enumerate(order)))}
-            keep = [first.get(c, c) for c in range(k)]
-        else:
-            keep = list(range(k))
-        changed = _changed(old, new, keep)
-        again = self.has_features(new.paths) & np.isin(new.labels, changed)
-        Z, F = self.views(model, [p for p, a in zip(new.paths, again) if a])
-        labels = new.labels[again]
-        refitted = copy.deepcopy(model)
-        refitted.set_params(n_clusters=k)
-        refitted.cluster_centers_ = _means(Z, labels, _carried(model.cluster_centers_, keep))
-        if model.feature_centers_ is not None and F is not None:
-            carried = _carried(model.feature_centers_, keep)
-            refitted.feature_centers_ = _means(F, labels, carried)
-            dist = np.linalg.norm(F - refitted.feature_centers_[labels], axis=1)
-        else:
-            dist = np.linalg.norm(Z - refitted.cluster_centers_[labels], axis=1)
-        distances = np.array(new.distances, np.float64)
-        distances[again] = dist
-        refitted.thresholds_ = outlier_thresholds(new.labels, distances, k)
-        return refitted, distances, outliers(refitted.thresholds_, new.labels, distances)
-
-
-def _changed(old: Curation, new: Curation, keep: list) -> list:
-    """The clusters of ``new`` whose members differ from those of the cluster they were."""
-
-    def members(state: Curation) -> dict:
-        found: dict = {}
-        for p, c in zip(state.paths, state.labels):
-            found.setdefault(int(c), set()).add(p)
-        return found
-
-    before, after = members(old), members(new)
-    return [c for c in range(new.n_clusters) if after.get(c, set()) != before.get(keep[c], set())]
-
-
-def _carried(old: np.ndarray, keep: list) -> np.ndarray:
-    """Each new cluster's centre as it was (``old[keep[c]]``; zeros for a new number)."""
-    out = np.zeros((len(keep), old.shape[1]), np.float64)
-    for c, was in enumerate(keep):
-        if was < len(old):
-            out[c] = old[was]
-    return out
-
-
-def _means(A: np.ndarray, labels: np.ndarray, carried: np.ndarray) -> np.ndarray:
-    """Each cluster's mean of its rows of ``A``; ``carried`` where it has none."""
-    k = len(carried)
-    counts = np.bincount(labels, minlength=k)
-    order = np.argsort(labels, kind="stable")
-    out = carried.copy()
-    present = np.flatnonzero(counts)
-    if len(present):
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[present]
-        sums = np.add.reduceat(A[order], starts, axis=0)
-        out[present] = sums / counts[present][:, None]
-    return out.astype(np.float32)
 
 
 def _into_cluster(state: Curation, images: list, target: int) -> None:
