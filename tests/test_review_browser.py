@@ -162,10 +162,12 @@ def test_review_in_a_browser(reviewed, tmp_path):
             page.keyboard.press("Enter")
             page.wait_for_function("document.querySelector('#clusters').textContent"
                                    ".includes('rings')")  # fmt: skip
+            wait_saved(page, "rings")
 
             # One more move, then undo it by the keyboard.
             extra = page.locator("#grid .thumb").nth(0).get_attribute("data-path")
             page.locator("#grid .thumb").nth(0).click()
+            page.wait_for_selector("#grid .thumb.sel")  # selected, not lost to a redraw
             page.keyboard.press("x")
             wait_saved(page, "set aside")
             assert (out / "set_aside" / extra).is_file()
