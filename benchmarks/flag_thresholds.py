@@ -49,8 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featclust import FeatureKMeans, embed_folder  # noqa: E402
 from featclust.embed import Embedder  # noqa: E402
+from featclust.flags import FLAGS, LOW_SILHOUETTE, UNSTABLE_BELOW  # noqa: E402
 from featclust.samples import FAMILIES, make_image_set, write_truth_csv  # noqa: E402
-from featclust.scores import FLAGS, LOW_SILHOUETTE, UNSTABLE_BELOW, judge  # noqa: E402
+from featclust.scores import judge  # noqa: E402
 from featclust.tables import read_truth_csv  # noqa: E402
 
 MIXED_BELOW = 0.8

@@ -33,11 +33,11 @@ from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder
 from .errors import FeatclustError
 from .fileio import fmt_num
+from .flags import flag_lines, unstable_clustering
 from .kscan import MIN_STABILITY, parse_k_range
 from .output import open_sorted
 from .pipeline import embed_folder
 from .report import write_report
-from .scores import flag_lines, unstable_clustering
 from .similarity import find_duplicates, similar_images
 from .store import gc
 from .tables import fmt_fixed, kscan_table, read_truth_csv

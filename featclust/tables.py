@@ -143,10 +143,10 @@ def clusters_csv(
     folders: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
 ) -> str:
-    """The text of ``clusters.csv`` from :func:`featclust.scores.cluster_table` rows.
+    """The text of ``clusters.csv`` from :func:`featclust.flags.cluster_table` rows.
 
     ``silhouette`` and ``stability`` are empty where unknown; ``flags`` joins the
-    cluster's flags (:data:`featclust.scores.FLAGS`) with ``;``.
+    cluster's flags (:data:`featclust.flags.FLAGS`) with ``;``.
 
     Parameters
     ----------

@@ -16,8 +16,8 @@ from conftest import run_cli as run
 
 from featclust import ImageClusterer, ModelMismatchError, samples
 from featclust.assign import embedder_for
+from featclust.flags import FLAGS
 from featclust.output import open_sorted
-from featclust.scores import FLAGS
 
 #: Random weights, block5 with average pooling: the settings that separate the
 #: test images (see tests/conftest.py), as the session's ``embedder`` uses them.

@@ -17,7 +17,7 @@ import featclust
 import featclust.output.journal as journal
 from featclust.cluster import FeatureKMeans
 from featclust.errors import UnsafeOutputError, UsageError
-from featclust.scores import FLAGS
+from featclust.flags import FLAGS
 from featclust.store import FeatureStore
 
 

@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 from featclust import FeatureKMeans, KScan, UsageError, labelling, scores
 from featclust.assign import assign_features
 from featclust.cluster import slim
+from featclust.flags import cluster_table
 from featclust.reduce import Reducer
 
 
@@ -187,5 +188,5 @@ def test_one_outlier_rule_everywhere():
     # assigning the fitted rows again flags the same images
     np.testing.assert_array_equal(assign_features(model, X)[2], flags)
     # clusters.csv's p95 column is the same threshold
-    table = scores.cluster_table(model.labels_, model.distances_, 3)
+    table = cluster_table(model.labels_, model.distances_, 3)
     np.testing.assert_allclose([r["p95_distance"] for r in table], model.thresholds_, rtol=1e-6)

@@ -14,15 +14,14 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 
 from featclust import FeatureKMeans, UsageError
 from featclust.errors import UnsafeOutputError
+from featclust.flags import FLAGS, cluster_table
 from featclust.kscan import KScan, choose_k, parse_k_range, suggest_k
 from featclust.output import save_kscan
 from featclust.report.render import kscan_png
 from featclust.scores import (
-    FLAGS,
     SilhouetteSample,
     cluster_scores,
     cluster_silhouettes,
-    cluster_table,
     compare_with_truth,
     judge,
     stability,

@@ -2,7 +2,7 @@
 
 "A cluster of mixed shapes with silhouette 0.08 had an empty flags column in
 clusters.csv; stability 0.43 was printed without a word." Each flag
-(:data:`featclust.scores.FLAGS`) is defined once in featclust.scores, written
+(:data:`featclust.flags.FLAGS`) is defined once in featclust.flags, written
 to clusters.csv, printed by the sort's summary and shown on the report with
 the ready command that splits the cluster. Stand-in features: groups on a
 ring, sorted with fewer clusters than groups, so some clusters are mixtures.
@@ -18,15 +18,8 @@ from test_report_pages import Page, make_sorted
 from featclust import report
 from featclust.cli import _print_judgement
 from featclust.cluster import FeatureKMeans
-from featclust.scores import (
-    FLAGS,
-    LOW_SILHOUETTE,
-    OUTLIER_SHARE,
-    UNSTABLE_BELOW,
-    cluster_stabilities,
-    cluster_table,
-    judge,
-)
+from featclust.flags import FLAGS, LOW_SILHOUETTE, OUTLIER_SHARE, UNSTABLE_BELOW, cluster_table
+from featclust.scores import cluster_stabilities, judge
 from featclust.tables import COLUMNS, clusters_csv
 
 

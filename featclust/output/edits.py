@@ -21,9 +21,9 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from ..errors import FeaturesUnavailableError, UnsafeOutputError, UsageError
+from ..flags import FLAGS, cluster_table
 from ..kscan import choose_k
 from ..relabel import resort_labels
-from ..scores import FLAGS, cluster_table
 from ..store import FeatureStore
 from ..tables import clusters_csv, labels_csv
 from .curation import Curation, EditResult, copy_state, count

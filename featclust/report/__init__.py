@@ -101,7 +101,7 @@ class ReportResult:
         a set too large for ``"auto"``), or which images a kept map places
         (:func:`refresh_report`); also shown on the page.
     flags : list of list of str
-        Each cluster's flags (:data:`featclust.scores.FLAGS`), judged on its
+        Each cluster's flags (:data:`featclust.flags.FLAGS`), judged on its
         members when the report was written.
     """
 

@@ -20,8 +20,8 @@ from urllib.parse import quote
 import numpy as np
 
 from ..fileio import csv_text, fmt_num
+from ..flags import flag_rules, unstable_clustering
 from ..kscan import MIN_STABILITY
-from ..scores import flag_rules, unstable_clustering
 from .markup import (
     RANDOM_WEIGHTS,
     STYLE,
@@ -74,7 +74,7 @@ class Cluster:
     name : str or None
         Its name (given by a rename; ``None``: its folder's name).
     flags : list of str
-        The doubts it raises (names of :data:`featclust.scores.FLAGS`).
+        The doubts it raises (names of :data:`featclust.flags.FLAGS`).
     reasons : dict of str to str
         Each flag's reason, in words with the figures.
     """

@@ -8,7 +8,7 @@ describes the folder as it is, not as the sort left it:
 * :func:`read_features`: the images' features from the store, the placed
   images' found by their content;
 * :func:`make_clusters`: the :class:`~featclust.report.page.Cluster` list;
-* :func:`flag_clusters`: the doubtful clusters (:data:`featclust.scores.FLAGS`),
+* :func:`flag_clusters`: the doubtful clusters (:data:`featclust.flags.FLAGS`),
   judged on the current members.
 """
 
@@ -23,8 +23,9 @@ import numpy as np
 
 from ..errors import FeatclustError, FeaturesUnavailableError, UsageError
 from ..fileio import read_csv
+from ..flags import cluster_table
 from ..output import MODEL_NPZ, RunRecord, SortedFolder
-from ..scores import cluster_silhouettes, cluster_table
+from ..scores import cluster_silhouettes
 from ..sort import cluster_dir_name
 from ..store import FeatureStore
 from . import page
@@ -124,7 +125,7 @@ def flag_clusters(clusters, labels, dists, outliers, record):
     """Set each cluster's ``flags`` and ``reasons`` from its members now.
 
     Tiny, loose, low silhouette and outliers are judged on the current
-    members (:func:`featclust.scores.cluster_table`); a cluster's stability
+    members (:func:`featclust.flags.cluster_table`); a cluster's stability
     is the sort's (``scores["cluster_stability"]`` of ``featclust.json``),
     which needs new k-means runs to measure again.
     """
