@@ -103,27 +103,28 @@ class Review:
         self.can_redo: bool = folder.can_redo
         self.index = {p: i for i, p in enumerate(self.paths)}
         self.flags = _cluster_flags(self.out_dir, len(self.names))
-        self.doubt = self._doubt(folder, state.placed)
+        self.doubt = self._doubt(folder)
         self.doubtful = np.zeros(len(self.paths), bool)
         if self.doubt is not None:
             self.doubtful = (self.doubt >= DOUBTFUL) & (self.labels >= 0)
         self.version = getattr(self, "version", 0) + 1
 
-    def _doubt(self, folder, placed) -> np.ndarray | None:
+    def _doubt(self, folder) -> np.ndarray | None:
         """Doubt scores (:func:`featclust.relabel.doubt`) of the current labels, or ``None``
-        when the features cannot be read (a note says why). Images placed by ``assign
-        --place`` (not in the store) get 0."""
-        known = np.array([p not in placed for p in self.paths], bool)
-        if self._feature_paths != self.paths:
-            self._reduced = None
-            try:
-                X = folder.editor.features([p for p, k in zip(self.paths, known) if k])
-                self._reduced = np.asarray(folder.model.reduce(X))
+        when the features cannot be read (a note says why). An image whose features the
+        store does not hold gets 0. The features come from the folder's editor, which
+        keeps them reduced for the edits too."""
+        try:
+            known = folder.editor.has_features(self.paths)
+            if self._feature_paths != self.paths:
+                self._reduced = None
+                paths = [p for p, k in zip(self.paths, known) if k]
+                self._reduced, _ = folder.editor.views(folder.model, paths)
                 self._feature_paths = list(self.paths)
                 self.notes = [n for n in self.notes if not n.startswith("no doubt")]
-            except FeatclustError as e:
-                self.notes = [f"no doubt scores: {e}"]
-                return None
+        except FeatclustError as e:
+            self.notes = [f"no doubt scores: {e}"]
+            return None
         scores = np.zeros(len(self.paths))
         if known.any():
             centres = folder.model.cluster_centers_
