@@ -26,18 +26,35 @@ class FeatureSpec:
     blocks: tuple = (4,)
     pooling: str = "max"
     grid: int = 1
+    #: the Embedder's ``grid_weight``: the cells' part against the whole map's
+    grid_weight: float = 1.0
+    #: the blocks the cells are pooled from; (): ``blocks`` (not an Embedder setting)
+    cell_blocks: tuple = ()
+    #: weight of a pixel view (28x28 ink thumbnail, PCA 32, L2) joined to the
+    #: L2-normalised CNN vector; 0: none (not an Embedder setting)
+    pixels: float = 0.0
 
     @property
     def name(self):
-        return f"b{''.join(map(str, self.blocks))} {self.pooling}" + (
-            f" g{self.grid}" if self.grid > 1 else ""
+        return (
+            f"b{''.join(map(str, self.blocks))} {self.pooling}"
+            + (f" g{self.grid}" if self.grid > 1 else "")
+            + (f"x{self.grid_weight:g}" if self.grid > 1 and self.grid_weight != 1 else "")
+            + (f"(b{''.join(map(str, self.cell_blocks))})" if self.cell_blocks else "")
+            + (f" +px{self.pixels:g}" if self.pixels else "")
         )
+
+    @property
+    def offered(self):
+        """Whether featclust's Embedder can compute it."""
+        return not (self.cell_blocks or self.pixels)
 
     def embedder_params(self):
         return {
             "layer": "+".join(f"block{b}" for b in self.blocks),
             "pooling": self.pooling,
             "grid": self.grid,
+            "grid_weight": self.grid_weight,
         }
 
 
@@ -49,20 +66,34 @@ class PostSpec:
     normalize: bool = False
     pca: int | None = None
     whiten: bool = False
+    #: components = max(8, rows // pca_per) instead of ``pca``; 0: off
+    pca_per: int = 0
+    #: spectral embedding (k dimensions) of the ``graph``-nearest-neighbour graph; 0: off
+    graph: int = 0
 
     @property
     def name(self):
         parts = (["sqrt"] if self.sqrt else []) + (["L2"] if self.normalize else [])
-        if self.pca:
-            parts.append(f"pca{self.pca}{'w' if self.whiten else ''}")
+        if self.pca or self.pca_per:
+            n = self.pca if self.pca else f"N/{self.pca_per}"
+            parts.append(f"pca{n}{'w' if self.whiten else ''}")
             if self.normalize:
                 parts.append("L2")
+        if self.graph:
+            parts.append(f"knn{self.graph} spectral")
         return " ".join(parts) or "raw"
+
+    @property
+    def offered(self):
+        """Whether featclust's FeatureKMeans can be set to it."""
+        return not (self.pca_per or self.graph)
 
 
 OLD_DEFAULT = (FeatureSpec((5,), "avg"), PostSpec())
 #: featclust's default before this benchmark chose (k-means with 4 restarts then).
 PREVIOUS_DEFAULT = (FeatureSpec((4,), "max"), PostSpec())
+#: featclust's default before the centred symbols joined the benchmark (n_init 16).
+DEFAULT_BEFORE_SYMBOLS = (FeatureSpec((4, 5), "max"), PostSpec(normalize=True, pca=32))
 
 
 def shipped_default():
@@ -76,7 +107,7 @@ def shipped_default():
     c = {k: p.default for k, p in inspect.signature(FeatureKMeans).parameters.items()}
     blocks = tuple(int(b[-1]) for b in layer_blocks(e["layer"]))
     return (
-        FeatureSpec(blocks, e["pooling"], e.get("grid", 1)),
+        FeatureSpec(blocks, e["pooling"], e["grid"], e["grid_weight"]),
         PostSpec(c.get("sqrt", False), c["normalize"], c["pca"], c["whiten"]),
         c["n_init"],
     )
@@ -130,13 +161,34 @@ def _l2(x):
     return x / np.maximum(norms, 1e-12)
 
 
+def _pooled(maps, blocks, pooling, grid, cells_only=False):
+    parts = []
+    for b in blocks:
+        m = np.asarray(maps[b], dtype=np.float32)
+        levels = grid_cells(m.shape[1], grid)[1 if cells_only else 0 :]
+        cells = [(r0, r1, c0, c1) for ranges in levels for r0, r1 in ranges for c0, c1 in ranges]
+        v = np.concatenate([_pool(m[:, r0:r1, c0:c1], pooling) for r0, r1, c0, c1 in cells], axis=1)
+        parts.append(_l2(v) if len(blocks) > 1 else v)
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def pixel_view(thumbs, dims=32):
+    """The pixel view: 28x28 ink thumbnails (``(n, 28, 28)`` uint8), PCA ``dims``, L2."""
+    from sklearn.decomposition import PCA
+
+    T = 1.0 - np.asarray(thumbs, dtype=np.float32).reshape(len(thumbs), -1) / 255.0
+    n = min(dims, len(T), T.shape[1])
+    return _l2(PCA(n, random_state=0).fit_transform(T)).astype(np.float32)
+
+
 def derive(maps, spec):
     """Feature vectors of one :class:`FeatureSpec` from cached block maps, as the Embedder's.
 
     Parameters
     ----------
-    maps : dict of int to numpy.ndarray
-        ``{block: (n, h, w, c) float32}``.
+    maps : dict
+        ``{block: (n, h, w, c) float32}``, and ``"thumb"``: ``(n, 28, 28)`` uint8
+        thumbnails when ``spec.pixels`` is set.
     spec : FeatureSpec
 
     Returns
@@ -144,29 +196,62 @@ def derive(maps, spec):
     numpy.ndarray
         ``(n, dim)`` float32.
     """
-    parts = []
-    for b in spec.blocks:
-        m = np.asarray(maps[b], dtype=np.float32)
-        cells = [
-            (r0, r1, c0, c1)
-            for ranges in grid_cells(m.shape[1], spec.grid)
-            for r0, r1 in ranges
-            for c0, c1 in ranges
-        ]
-        v = np.concatenate(
-            [_pool(m[:, r0:r1, c0:c1], spec.pooling) for r0, r1, c0, c1 in cells], axis=1
-        )
-        parts.append(_l2(v) if len(spec.blocks) > 1 else v)
+    X = _pooled(maps, spec.blocks, spec.pooling, 1)
+    if spec.grid == 1 and not spec.pixels:
+        return X
+    parts = [_l2(X)]
+    if spec.grid > 1:
+        cells = _pooled(maps, spec.cell_blocks or spec.blocks, spec.pooling, spec.grid, True)
+        parts.append(spec.grid_weight * _l2(cells))
+    if spec.pixels:
+        parts.append(spec.pixels * pixel_view(maps["thumb"]))
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def reduce(X, post):
-    """Signed square root, then featclust's Reducer (L2, PCA at most the rows, L2)."""
+def reduce(X, post, k=None):
+    """Signed square root, then featclust's Reducer (L2, PCA at most the rows, L2).
+
+    With ``post.graph``, the result is then replaced by the ``k``-dimensional
+    spectral embedding of its ``post.graph``-nearest-neighbour graph.
+    """
     from featclust.reduce import Reducer
 
     if post.sqrt:
         X = np.sign(X) * np.sqrt(np.abs(X))
-    return Reducer(post.pca, post.whiten, post.normalize, random_state=0).fit_transform(X)
+    pca = max(8, len(X) // post.pca_per) if post.pca_per else post.pca
+    Z = Reducer(pca, post.whiten, post.normalize, random_state=0).fit_transform(X)
+    if post.graph:
+        from sklearn.manifold import SpectralEmbedding
+
+        Z = SpectralEmbedding(
+            n_components=k,
+            affinity="nearest_neighbors",
+            n_neighbors=min(post.graph, len(Z) - 1),
+            random_state=0,
+        ).fit_transform(Z)
+    return Z
+
+
+def position_grid():
+    """The representations that keep where things are (issue: centred symbols)."""
+    specs = [FeatureSpec((4, 5), "max", 2, w) for w in (0.4, 0.45, 0.5, 0.55, 0.6, 0.7)]
+    specs += [FeatureSpec((4, 5), "max", 2, w, cell_blocks=(5,)) for w in (0.6, 0.7, 0.8, 0.9)]
+    specs += [FeatureSpec((4, 5), "max", 2, 0.5, cell_blocks=(4,))]
+    specs += [FeatureSpec((4,), "max", 2, w) for w in (0.5, 0.7)]
+    specs += [FeatureSpec((4, 5), "max", 4, 0.5)]
+    specs += [FeatureSpec((4, 5), "max", 1, pixels=w) for w in (0.25, 0.35)]
+    specs += [FeatureSpec((4, 5), "max", 2, 0.5, pixels=0.25)]
+    return specs
+
+
+def position_posts():
+    """The post-processing chains the position representations are scored with."""
+    return [
+        PostSpec(normalize=True, pca=32),
+        PostSpec(normalize=True, pca=64),
+        PostSpec(normalize=True, pca_per=16, whiten=True),
+        PostSpec(normalize=True, pca=32, graph=10),
+    ]
 
 
 def hu_moments(img):

@@ -163,7 +163,7 @@ def check_settings(expected: dict, embedder: Embedder, where: Any = "the model")
 
 #: The :class:`~featclust.embed.Embedder` parameters that decide the features (the
 #: others, ``batch_size`` and ``jit_compile``, decide only the speed).
-FEATURE_PARAMS = ("weights", "seed", "layer", "pooling", "grid", "tta", "precision")
+FEATURE_PARAMS = ("weights", "seed", "layer", "pooling", "grid", "grid_weight", "tta", "precision")
 
 
 def recorded_params(
@@ -229,6 +229,7 @@ def _params_of_settings(settings):
         layer="+".join(b.removesuffix("_pool") for b in str(settings.get("layer")).split("+")),
         pooling=str(settings.get("pooling")).split("(")[0],
         grid=int(grid.rsplit("+", 1)[-1].split("x")[0]),
+        grid_weight=settings.get("grid_weight", 1.0),
         tta=settings.get("tta") != "none",
         precision=settings.get("precision"),
     )

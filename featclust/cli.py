@@ -89,9 +89,9 @@ def _feature_options(params):
         words.append(f"--weights {shlex.quote(str(params['weights']))}")
         if params["weights"] == "none" and params["seed"] != d["seed"]:
             words.append(f"--weights-seed {params['seed']}")
-    for name in ("layer", "pooling", "grid"):
-        if params[name] != d[name]:
-            words.append(f"--{name} {params[name]}")
+    for name in ("layer", "pooling", "grid", "grid_weight"):
+        if params.get(name, d[name]) != d[name]:
+            words.append(f"--{name.replace('_', '-')} {params[name]}")
     if params["tta"] != d["tta"]:
         words.append("--tta" if params["tta"] else "--no-tta")
     if params["precision"] not in (d["precision"], "float32", "bfloat16"):  # auto gives these

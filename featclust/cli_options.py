@@ -114,8 +114,8 @@ def feature_options(
         + (
             " (default: as the model in OUT_DIR was built; other values are refused)"
             if from_model
-            else " (without --weights, --weights-seed, --layer, --pooling, --grid, --tta "
-            "or --precision: as IMAGE_DIR was embedded before, if it was)"
+            else " (without --weights, --weights-seed, --layer, --pooling, --grid, "
+            "--grid-weight, --tta or --precision: as IMAGE_DIR was embedded before, if it was)"
             if from_folder
             else ""
         )
@@ -165,6 +165,16 @@ def feature_options(
         default=d["grid"],
         help="where to pool: 1 the whole map; 2 also its 2x2 cells; 4 also its 2x2 "
         "and 4x4 cells (so layout counts)" + default(d["grid"]),
+    )
+    # Checked by the library (Embedder), as --layer is.
+    g.add_argument(
+        "--grid-weight",
+        type=float,
+        default=d["grid_weight"],
+        metavar="W",
+        help="with --grid 2 or 4: how much the cells count, as the length of their "
+        "part against the whole map's (each L2-normalised); 0 leaves layout out"
+        + default(f"{d['grid_weight']:g}"),
     )
     g.add_argument(
         "--tta",

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from . import images
-from .checks import check_bool, check_choice, check_int
+from .checks import check_bool, check_choice, check_float, check_int
 from .device import PRECISIONS, gpu_available, load_keras, resolve_precision
 from .errors import UsageError, WeightsError
-from .pooling import GEM_P, GRIDS, LAYERS, POOLINGS, layer_blocks, levels, pool_grid
+from .pooling import GEM_P, GRIDS, LAYERS, POOLINGS, combine, layer_blocks, levels, pool_grid
 
 INPUT_SIZE = images.INPUT_SIZE
 #: Bumped whenever the features for the same pixels and settings change.
@@ -115,6 +115,12 @@ class Embedder:
         of the 2x2 cells and 4 those of the 2x2 and the 4x4 cells (a spatial
         pyramid), so where things are in the image counts too. Cells of an
         odd-sized map share its middle row and column.
+    grid_weight : float, default 1.0
+        With ``grid`` 2 or 4, how much the cells count against the whole map:
+        the vector is the whole map's part and the cells' part, each
+        L2-normalised, the cells' multiplied by ``grid_weight`` (so its
+        length is ``grid_weight`` times the whole map's). Ignored with
+        ``grid=1``.
 
     Notes
     -----
@@ -136,6 +142,7 @@ class Embedder:
         layer="block4+block5",
         tta=False,
         grid=1,
+        grid_weight=1.0,
     ):
         check_choice("pooling", pooling, POOLINGS)
         blocks = layer_blocks(layer)
@@ -143,6 +150,7 @@ class Embedder:
         grid = check_int("grid", grid)
         if grid not in GRIDS:
             raise UsageError(f"grid={grid!r} is not one of {', '.join(map(str, GRIDS))}")
+        grid_weight = check_float("grid_weight", grid_weight, low=0.0)
         if pooling == "flatten" and (len(blocks) > 1 or grid != 1):
             raise UsageError(
                 f"pooling='flatten' keeps the whole map of one block: it cannot be "
@@ -161,6 +169,7 @@ class Embedder:
         self.layer = layer
         self.tta = tta
         self.grid = grid
+        self.grid_weight = grid_weight
         self._blocks = blocks
         self._identity = weights_identity(self.weights, seed)
         self._precision = None
@@ -186,7 +195,9 @@ class Embedder:
         ----------
         params : dict
             Keys that are not parameters of :class:`Embedder` are ignored, so
-            a record written by another featclust version can be read.
+            a record written by another featclust version can be read; a
+            parameter it lacks takes the value that gave its features before
+            the parameter existed (``grid=1``), else the default.
         **overrides
             Parameters that replace the saved ones; those given as ``None``
             are ignored (keep the saved value).
@@ -195,7 +206,7 @@ class Embedder:
         -------
         Embedder
         """
-        kwargs = {k: v for k, v in params.items() if k in DEFAULTS}
+        kwargs = {**_BEFORE_IT_EXISTED, **{k: v for k, v in params.items() if k in DEFAULTS}}
         kwargs.update((k, v) for k, v in overrides.items() if v is not None and k in DEFAULTS)
         return cls(**kwargs)
 
@@ -238,6 +249,8 @@ class Embedder:
         # the store entry they had before grids and block combinations existed.
         if self.grid != 1:
             settings["grid"] = "+".join(f"{g}x{g}" for g in levels(self.grid))
+            settings["grid_weight"] = self.grid_weight
+            settings["grid_combine"] = "l2(whole map), grid_weight * l2(cells)"
         if len(self._blocks) > 1:
             settings["combine"] = "l2 per block, concatenated"
         return settings
@@ -266,10 +279,8 @@ class Embedder:
         x = ops.expand_dims(ops.cast(gray, "float32"), -1) - np.array(VGG_MEAN_BGR, np.float32)
         maps = vgg(x)
         maps = maps if isinstance(maps, (list, tuple)) else [maps]
-        vectors = [pool_grid(keras, m, self.pooling, self.grid) for m in maps]
-        if len(vectors) > 1:
-            vectors = [v / ops.maximum(ops.norm(v, axis=1, keepdims=True), 1e-12) for v in vectors]
-        features = vectors[0] if len(vectors) == 1 else ops.concatenate(vectors, axis=1)
+        wholes, cells = zip(*(pool_grid(keras, m, self.pooling, self.grid) for m in maps))
+        features = combine(ops, list(wholes), list(cells), self.grid_weight)
         name = "_".join(self._blocks)
         model = keras.Model(
             gray, features, name=f"featclust_vgg16_{name}_{self.pooling}_g{self.grid}"
@@ -381,6 +392,8 @@ class Embedder:
         )
 
 
+#: What a parameter missing from saved parameters meant before it existed.
+_BEFORE_IT_EXISTED = {"grid": 1}
 #: The constructor defaults of :class:`Embedder`, for the CLI and the estimator.
 DEFAULTS = {name: p.default for name, p in inspect.signature(Embedder).parameters.items()}
 

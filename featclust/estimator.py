@@ -63,7 +63,7 @@ class ImageClusterer(
     ----------
     n_clusters : int or "auto", default as FeatureKMeans
         ``"auto"``: the k a scan of 2..30 suggests (see ``kscan_``).
-    weights, pooling, precision, batch_size, seed, jit_compile, layer, tta, grid
+    weights, pooling, precision, batch_size, seed, jit_compile, layer, tta, grid, grid_weight
         The embedding: see :class:`featclust.embed.Embedder` (``seed`` is the
         seed of the random weights of ``weights="none"``).
     pca, whiten, normalize, random_state, n_init, method, fit_sample
@@ -116,6 +116,7 @@ class ImageClusterer(
         layer: str = _E["layer"],
         tta: bool = _E["tta"],
         grid: int = _E["grid"],
+        grid_weight: float = _E["grid_weight"],
         pca: int | None = _C["pca"],
         whiten: bool = _C["whiten"],
         normalize: bool = _C["normalize"],

@@ -1,5 +1,9 @@
 """Pooling a VGG16 block's feature map to a vector: blocks, grids, the pooling graph.
 
+With a grid, the vector is the whole map's part, then the cells' part times
+``grid_weight``; each part L2-normalised (and, with several blocks, each
+block's share of it first), so the weight alone says how much layout counts.
+
 The pooling is built as Keras operations on the module handed in by
 :mod:`featclust.embed`, so this module imports no Keras or TensorFlow itself.
 """
@@ -61,13 +65,18 @@ def levels(grid: int) -> list[int]:
     return [g for g in GRIDS if g <= grid]
 
 
-def pool_grid(keras: Any, y: Any, pooling: str, grid: int) -> Any:
-    """``(batch, h, w, c)`` block output to ``(batch, cells * c)`` float32 vectors.
+def pool_grid(keras: Any, y: Any, pooling: str, grid: int) -> tuple[Any, Any]:
+    """``(batch, h, w, c)`` block output to its whole-map and cell vectors (float32).
 
-    The whole map first, then the cells of each level row by row.
+    Returns
+    -------
+    whole, cells
+        ``(batch, c)`` and ``(batch, (cells - 1) * c)``: the cells of each level
+        after the first, row by row; ``cells`` is ``None`` for ``grid=1``.
+        With ``"flatten"``, ``whole`` is the flattened map.
     """
     if pooling == "flatten":
-        return keras.layers.Flatten(dtype="float32")(y)
+        return keras.layers.Flatten(dtype="float32")(y), None
     ops = keras.ops
     y = ops.cast(y, "float32")
     side = y.shape[1]
@@ -77,7 +86,26 @@ def pool_grid(keras: Any, y: Any, pooling: str, grid: int) -> Any:
         for r0, r1 in ranges
         for c0, c1 in ranges
     ]
-    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
+    cells = None if len(parts) == 1 else ops.concatenate(parts[1:], axis=1)
+    return parts[0], cells
+
+
+def combine(ops: Any, wholes: list, cells: list, grid_weight: float) -> Any:
+    """The feature vector of the blocks' whole-map and cell vectors (see the module)."""
+    if len(wholes) > 1:
+        wholes, cells = (
+            [_l2(ops, v) for v in wholes],
+            [c if c is None else _l2(ops, c) for c in cells],
+        )
+    whole = wholes[0] if len(wholes) == 1 else ops.concatenate(wholes, axis=1)
+    if cells[0] is None:
+        return whole
+    cell = cells[0] if len(cells) == 1 else ops.concatenate(cells, axis=1)
+    return ops.concatenate([_l2(ops, whole), grid_weight * _l2(ops, cell)], axis=1)
+
+
+def _l2(ops, v):
+    return v / ops.maximum(ops.norm(v, axis=1, keepdims=True), 1e-12)
 
 
 def _pool_region(ops, y, pooling):

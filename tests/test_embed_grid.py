@@ -83,16 +83,27 @@ def no_embedding(monkeypatch):
 
 
 def parts(vector_rows, layer, grid):
-    """Split ``(n, dim)`` rows into ``{(block, level): (n, level, level, channels)}``."""
+    """Split ``(n, dim)`` rows into ``{(block, level): (n, level, level, channels)}``.
+
+    The whole maps of the blocks come first, then the cells of each block.
+    """
     out, start = {}, 0
-    for block in layer_blocks(layer):
-        channels = LAYERS[block][1]
-        for g in (1, 2, 4)[: {1: 1, 2: 2, 4: 3}[grid]]:
-            size = g * g * channels
-            out[block, g] = vector_rows[:, start : start + size].reshape(-1, g, g, channels)
-            start += size
+    levels = (1, 2, 4)[: {1: 1, 2: 2, 4: 3}[grid]]
+    for part in (levels[:1], levels[1:]):
+        for block in layer_blocks(layer):
+            channels = LAYERS[block][1]
+            for g in part:
+                size = g * g * channels
+                out[block, g] = vector_rows[:, start : start + size].reshape(-1, g, g, channels)
+                start += size
     assert start == vector_rows.shape[1]
     return out
+
+
+def unit(rows):
+    """Each row (all but the first axis flattened) divided by its length."""
+    flat = rows.reshape(len(rows), -1)
+    return (flat / np.linalg.norm(flat, axis=1, keepdims=True)).reshape(rows.shape)
 
 
 # -- the features ------------------------------------------------------------------------
@@ -115,30 +126,46 @@ def test_dim_is_the_length_of_the_features(features, layer, grid, dim):
     assert np.isfinite(feats).all() and feats.any()
 
 
-@pytest.mark.parametrize("grid", [1, 4])
-def test_each_block_of_a_combination_has_unit_norm(features, grid):
-    _, feats = features("block4+block5", grid)
-    cells = {1: 1, 4: 21}[grid]
-    block4, block5 = feats[:, : cells * 512], feats[:, cells * 512 :]
+def test_each_block_of_a_combination_has_unit_norm(features):
+    _, feats = features("block4+block5", 1)
+    block4, block5 = feats[:, :512], feats[:, 512:]
     np.testing.assert_allclose(np.linalg.norm(block4, axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(block5, axis=1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_the_cells_part_is_grid_weight_times_as_long_as_the_whole_maps(folder, weight):
+    gray = np.stack([images.decode(p.read_bytes()) for p in sorted(folder.glob("*.png"))])
+    e = Embedder(weights="none", layer="block4+block5", grid=4, grid_weight=weight, batch_size=4)
+    feats = e.embed(gray)
+    whole, cells = feats[:, :1024], feats[:, 1024:]
+    np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(cells, axis=1), weight, rtol=1e-5)
+    # Within each part, the two blocks weigh the same.
+    np.testing.assert_allclose(np.linalg.norm(whole[:, :512], axis=1), 0.5**0.5, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(cells[:, : 20 * 512], axis=1), weight * 0.5**0.5, rtol=1e-5
+    )
 
 
 def test_whole_map_part_of_a_grid_is_the_plain_features(features):
     _, plain = features("block4", 1)
     _, grid = features("block4", 2)
-    np.testing.assert_allclose(grid[:, :512], plain, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(grid[:, 512:1024], plain)  # a cell is not the whole map
+    np.testing.assert_allclose(grid[:, :512], unit(plain), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(unit(grid[:, 512:1024]), unit(plain))  # a cell is not the whole map
 
 
 @pytest.mark.parametrize("layer, grid", [("block4", 2), ("block3", 4), ("block4+block5", 4)])
 def test_max_of_the_cells_is_the_max_of_the_larger_cell(features, layer, grid):
     # The cells of a level cover the larger cell they lie in (on every map side:
     # 28, 14 and the odd 7), so with max pooling each is the max of its cells.
+    # Each part is scaled by its length, so the whole map is compared up to scale.
     _, feats = features(layer, grid)
     p = parts(feats, layer, grid)
     for block in layer_blocks(layer):
-        np.testing.assert_allclose(p[block, 2].max(axis=(1, 2)), p[block, 1][:, 0, 0], rtol=1e-6)
+        np.testing.assert_allclose(
+            unit(p[block, 2].max(axis=(1, 2))), unit(p[block, 1][:, 0, 0]), rtol=1e-5, atol=1e-7
+        )
         if grid == 4:
             fine = p[block, 4].reshape(-1, 2, 2, 2, 2, p[block, 4].shape[-1])
             np.testing.assert_allclose(fine.max(axis=(2, 4)), p[block, 2], rtol=1e-6)
@@ -182,6 +209,19 @@ def test_settings_keep_grids_and_combinations_apart():
     assert Embedder(weights="none", grid=4).settings()["grid"] == "1x1+2x2+4x4"
 
 
+def test_grid_weight_is_a_feature_setting_only_with_a_grid():
+    plain = Embedder(weights="none", grid=1, grid_weight=0.3).settings()
+    assert "grid_weight" not in plain and plain == Embedder(weights="none", grid=1).settings()
+    half, one = (Embedder(weights="none", grid=2, grid_weight=w).settings() for w in (0.5, 1))
+    assert half["grid_weight"] == 0.5 and one["grid_weight"] == 1.0
+    assert {k: v for k, v in half.items() if k != "grid_weight"} == {
+        k: v for k, v in one.items() if k != "grid_weight"
+    }
+    for bad in (-0.1, "0.5", True, float("nan")):
+        with pytest.raises(UsageError, match=re.escape(f"grid_weight={bad!r}")):
+            Embedder(weights="none", grid=2, grid_weight=bad)
+
+
 def test_grid_round_trips_through_the_params():
     e = Embedder(weights="none", layer="block4+block5", grid=4)
     params = e.get_params()
@@ -189,6 +229,8 @@ def test_grid_round_trips_through_the_params():
     assert Embedder.from_params(params).settings() == e.settings()
     assert Embedder.from_params(params, grid=None).grid == 4  # None keeps the saved value
     assert Embedder.from_params({"weights": "none"}).grid == 1  # a record from before grids
+    e = Embedder(weights="none", grid=2, grid_weight=0.25)
+    assert Embedder.from_params(e.get_params()).settings() == e.settings()
 
 
 def test_layer_blocks_parses_and_names_a_bad_value():

@@ -196,6 +196,8 @@ def _features_words(emb):
         h += f", {esc(p)}" if pool == "flatten" else f", {esc(p or pool)} pooling"
     if emb.get("grid") in (2, 4):
         h += f", over the whole map and its {'2x2' if emb['grid'] == 2 else '2x2 and 4x4'} cells"
+        if isinstance(emb.get("grid_weight"), (int, float)):
+            h += f" (cells weighted {emb['grid_weight']:g})"
     if emb.get("tta") is True:
         h += ", averaged over 8 flips and rotations"
     return h

@@ -1,6 +1,6 @@
 """Synthetic labelled image sets whose right clusters are known in advance.
 
-Five kinds of images, each a module with its families, all 8-bit greyscale
+Six kinds of images, each a module with its families, all 8-bit greyscale
 (mode ``'L'``) with a white (255) background and black (0) marks:
 
 ``'dots'`` (:mod:`.dots`)
@@ -14,14 +14,18 @@ Five kinds of images, each a module with its families, all 8-bit greyscale
     Hatching, stipple, grain, checkers and waves over the whole canvas.
 ``'lines'`` (:mod:`.lines`)
     Thin line drawings of outlines and open curves.
+``'symbols'`` (:mod:`.symbols`)
+    Digits drawn on a coarse grid, upscaled and centred: the class is where
+    the strokes sit in the frame.
 
-Every image is randomly placed, scaled and varied within its family, so that
-a family can only be recognised by what it is drawn to share. Generation is
+Every image is randomly placed (the symbols only nudged), scaled and varied
+within its family, so that a family can only be recognised by what it is
+drawn to share. Generation is
 deterministic for a given seed and uses only NumPy and Pillow.
 """
 
 from ..checks import check_choice
-from . import dots, glyphs, lines, silhouettes, textures
+from . import dots, glyphs, lines, silhouettes, symbols, textures
 from .sets import KINDS, make_image_set, write_truth_csv
 
 #: Families of each kind.
@@ -45,6 +49,7 @@ __all__ = [
     "lines",
     "make_image_set",
     "silhouettes",
+    "symbols",
     "textures",
     "write_truth_csv",
 ]

@@ -9,7 +9,7 @@ import numpy as np
 from ..checks import check_choice, check_int
 from ..errors import UsageError
 from ..fileio import atomic_write, csv_text
-from . import dots, glyphs, lines, silhouettes, textures
+from . import dots, glyphs, lines, silhouettes, symbols, textures
 from ._canvas import MIN_SIZE as _MIN_SIZE
 
 #: The kinds of images, each a module with ``FAMILIES`` and ``draw(family, rng, size)``.
@@ -19,6 +19,7 @@ KINDS = {
     "glyphs": glyphs,
     "textures": textures,
     "lines": lines,
+    "symbols": symbols,
 }
 
 
@@ -44,7 +45,7 @@ def make_image_set(
     families : iterable of str or str, optional
         Families to draw, each one of ``FAMILIES[kind]``.  A single string
         means one family.  Defaults to all families of ``kind``.
-    kind : {'dots', 'silhouettes', 'glyphs', 'textures', 'lines'}, default='dots'
+    kind : {'dots', 'silhouettes', 'glyphs', 'textures', 'lines', 'symbols'}, default='dots'
         Type of images (see :data:`KINDS`).
     size : int, default=200
         Width and height of every image in pixels (at least 32).
