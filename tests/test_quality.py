@@ -23,7 +23,8 @@ def small_run(tmp_path_factory):
 def test_small_run_prints_the_tables_and_keeps_every_score(small_run):
     cache, text, rows, chosen = small_run
     args = quality.parse(["--small"])
-    assert text.count("| group | setting | dots | silhouettes | glyphs | textures | lines |") == 2
+    head = "| group | setting | dots | silhouettes | glyphs | textures | lines | symbols |"
+    assert text.count(head) == 2
     assert "CHOSEN" in text and chosen is not None
     groups = {group for group, _, _ in rows}
     assert {"baseline", "old default", "shipped", "CHOSEN"} <= groups
@@ -36,7 +37,7 @@ def test_small_run_prints_the_tables_and_keeps_every_score(small_run):
         got = list(csv.DictReader(fh))
     assert list(got[0]) == quality.Scores.HEADER
     n_sets = len(quality.KINDS)
-    cnn = len(args.specs) * len(args.posts) * n_sets * len(args.seeds)
+    cnn = len(args.pairs) * n_sets * len(args.seeds)
     pixels = len(quality.PIXEL_BASELINES) * n_sets * len(args.seeds)
     assert len(got) == cnn + pixels
 
@@ -65,11 +66,65 @@ def test_the_rule_takes_the_best_worst_case_among_settings_that_keep_the_dots():
     assert quality.choose(summaries, 0.2)[0] == ("c", "raw")
 
 
+def test_the_choice_is_made_among_the_settings_featclust_offers():
+    def summary(dots, other):
+        kinds = {"dots": (dots, 0.0), "symbols": (other, 0.0)}
+        return {"kinds": kinds, "min": min(dots, other), "mean": (dots + other) / 2}
+
+    summaries = {
+        ("b45 max", "L2 pca32 L2 knn10 spectral"): summary(0.60, 0.55),  # not offered
+        ("b45 max g2x0.5", "L2 pca32 L2"): summary(0.48, 0.50),
+        ("b45 max", "L2 pca32 L2"): summary(0.50, 0.25),
+    }
+    offered = set(list(summaries)[1:])
+    key, best_dots = quality.choose(summaries, 0.03, offered)
+    assert key == ("b45 max g2x0.5", "L2 pca32 L2") and best_dots == 0.50
+    assert quality.choose(summaries, 0.03)[0] == ("b45 max", "L2 pca32 L2 knn10 spectral")
+
+
+def test_the_position_settings_are_measured_and_those_offered_are_embedder_settings():
+    args = quality.parse([])
+    names = {(sp.name, po.name) for sp, po in args.pairs}
+    assert ("b45 max g2x0.5", "L2 pca32 L2") in names
+    assert ("b45 max", "L2 pca32 L2 knn10 spectral") in names
+    assert ("b45 max +px0.25", "L2 pcaN/16w L2") in names
+    for spec in {sp for sp, _ in args.pairs}:
+        if spec.offered:
+            e = embed.Embedder(weights="none", **spec.embedder_params())
+            assert (e.grid, e.grid_weight) == (spec.grid, spec.grid_weight)
+    assert not quality.FeatureSpec((4, 5), "max", 2, 0.5, cell_blocks=(5,)).offered
+    assert not quality.PostSpec(normalize=True, pca=32, graph=10).offered
+    assert quality.PostSpec(normalize=True, pca=32).offered
+    assert quality.parse(["--no-position"]).pairs == [
+        (sp, po) for sp in quality.parse(["--no-position"]).specs for po in args.posts
+    ]
+
+
+def test_the_position_views_have_their_shapes():
+    rng = np.random.default_rng(0)
+    maps = {
+        4: rng.random((12, 14, 14, 8), dtype=np.float32),
+        5: rng.random((12, 7, 7, 8), dtype=np.float32),
+        "thumb": rng.integers(0, 256, (12, 28, 28)).astype(np.uint8),
+    }
+    cells5 = quality.derive(maps, quality.FeatureSpec((4, 5), "max", 2, 0.7, cell_blocks=(5,)))
+    assert cells5.shape == (12, 16 + 4 * 8)
+    np.testing.assert_allclose(np.linalg.norm(cells5[:, 16:], axis=1), 0.7, rtol=1e-5)
+    pixels = quality.derive(maps, quality.FeatureSpec((4, 5), "max", 1, pixels=0.25))
+    assert pixels.shape == (12, 16 + 12)  # PCA to at most the rows
+    np.testing.assert_allclose(np.linalg.norm(pixels[:, 16:], axis=1), 0.25, rtol=1e-5)
+    Z = quality.reduce(cells5, quality.PostSpec(normalize=True, pca=32, graph=5), k=3)
+    assert Z.shape == (12, 3)
+    Z = quality.reduce(cells5, quality.PostSpec(normalize=True, pca_per=16, whiten=True))
+    assert Z.shape == (12, 8)
+
+
 @pytest.mark.parametrize(
     "spec",
     [
         quality.FeatureSpec((4,), "max"),
         quality.FeatureSpec((4, 5), "max", 2),
+        quality.FeatureSpec((4, 5), "max", 2, 0.5),
         quality.FeatureSpec((4,), "gem", 4),
         quality.FeatureSpec((3, 4, 5), "avg"),
         quality.FeatureSpec((5,), "flatten"),
