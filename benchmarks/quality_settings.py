@@ -221,8 +221,12 @@ def reduce(X, post, k=None):
     pca = max(8, len(X) // post.pca_per) if post.pca_per else post.pca
     Z = Reducer(pca, post.whiten, post.normalize, random_state=0).fit_transform(X)
     if post.graph:
+        import warnings
+
         from sklearn.manifold import SpectralEmbedding
 
+        # A graph in pieces is what a well-separated folder gives: not worth a warning.
+        warnings.filterwarnings("ignore", "Graph is not fully connected", UserWarning)
         Z = SpectralEmbedding(
             n_components=k,
             affinity="nearest_neighbors",
@@ -238,7 +242,10 @@ def position_grid():
     specs += [FeatureSpec((4, 5), "max", 2, w, cell_blocks=(5,)) for w in (0.6, 0.7, 0.8, 0.9)]
     specs += [FeatureSpec((4, 5), "max", 2, 0.5, cell_blocks=(4,))]
     specs += [FeatureSpec((4,), "max", 2, w) for w in (0.5, 0.7)]
-    specs += [FeatureSpec((4, 5), "max", 4, 0.5)]
+    specs += [FeatureSpec((4, 5), "max", 4, w) for w in (0.3, 0.4, 0.5, 0.6, 0.7)]
+    specs += [FeatureSpec((4, 5), "max", 2, w) for w in (0.8, 0.9)]
+    specs += [FeatureSpec((4,), "max", 4, w) for w in (0.35, 0.4, 0.45, 0.5)]
+    specs += [FeatureSpec((4, 5), p, 4, 0.5) for p in ("gem", "avg")]
     specs += [FeatureSpec((4, 5), "max", 1, pixels=w) for w in (0.25, 0.35)]
     specs += [FeatureSpec((4, 5), "max", 2, 0.5, pixels=0.25)]
     return specs
@@ -249,6 +256,7 @@ def position_posts():
     return [
         PostSpec(normalize=True, pca=32),
         PostSpec(normalize=True, pca=64),
+        PostSpec(normalize=True, pca=128),
         PostSpec(normalize=True, pca_per=16, whiten=True),
         PostSpec(normalize=True, pca=32, graph=10),
     ]

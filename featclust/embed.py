@@ -100,7 +100,7 @@ class Embedder:
         Compile the model with XLA; ``None`` does so on a GPU only (on a CPU,
         TensorFlow's oneDNN kernels are faster than XLA's). The JAX backend
         always compiles.
-    layer : str, default "block4+block5"
+    layer : str, default "block4"
         The VGG16 block whose pooled output (``"block3"`` 28x28x256,
         ``"block4"`` 14x14x512, ``"block5"`` 7x7x512) is the feature map,
         or several joined by ``+`` (``"block4+block5"``): each block is
@@ -110,12 +110,12 @@ class Embedder:
         Test-time augmentation: the features are the mean over the 8 flips
         and 90-degree rotations of the image (8 forward passes), so the
         orientation of a shape matters less.
-    grid : {1, 2, 4}, default 1
+    grid : {1, 2, 4}, default 4
         Spatial grid of the pooling: 1 pools the whole map; 2 adds the pools
         of the 2x2 cells and 4 those of the 2x2 and the 4x4 cells (a spatial
         pyramid), so where things are in the image counts too. Cells of an
         odd-sized map share its middle row and column.
-    grid_weight : float, default 1.0
+    grid_weight : float, default 0.4
         With ``grid`` 2 or 4, how much the cells count against the whole map:
         the vector is the whole map's part and the cells' part, each
         L2-normalised, the cells' multiplied by ``grid_weight`` (so its
@@ -124,9 +124,12 @@ class Embedder:
 
     Notes
     -----
-    The defaults (block4 and block5, each max-pooled and L2-normalised,
-    1,024 values) have the best worst case over the five kinds of labelled
-    folders of ``benchmarks/quality.py`` (with the clustering defaults of
+    The defaults (block4, max-pooled over the whole map and over its 2x2 and
+    4x4 cells, the cells' part weighted 0.4: 10,752 values) have the best
+    worst case over the six kinds of labelled folders of
+    ``benchmarks/quality.py`` among the settings that stay within 0.03 of
+    the previous default (block4 + block5, whole map) on the five kinds it
+    was chosen on (with the clustering defaults of
     :class:`~featclust.cluster.FeatureKMeans`: L2, PCA to 32, L2), with a
     pretrained backbone.
     """
@@ -139,10 +142,10 @@ class Embedder:
         batch_size=None,
         seed=0,
         jit_compile=None,
-        layer="block4+block5",
+        layer="block4",
         tta=False,
-        grid=1,
-        grid_weight=1.0,
+        grid=4,
+        grid_weight=0.4,
     ):
         check_choice("pooling", pooling, POOLINGS)
         blocks = layer_blocks(layer)

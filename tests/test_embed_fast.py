@@ -110,6 +110,7 @@ def test_get_params_are_the_constructor_parameters():
         "layer": "block3",
         "tta": True,
         "grid": 1,
+        "grid_weight": 1.0,
     }
     again = Embedder.from_params(params)
     assert again.get_params() == params and again.settings() == e.settings()

@@ -188,7 +188,9 @@ def test_grid_cells_cover_the_map_and_nest():
 
 def test_settings_keep_grids_and_combinations_apart():
     # One block's whole map: the key the stores made before grids existed have.
-    assert not {"grid", "combine"} & set(Embedder(weights="none", layer="block4").settings())
+    assert not {"grid", "combine"} & set(
+        Embedder(weights="none", layer="block4", grid=1).settings()
+    )
     assert Embedder(weights="none").settings()["combine"] == "l2 per block, concatenated"
     for layer in LAYERS:
         plain = Embedder(weights="none", layer=layer, grid=1).settings()
@@ -438,8 +440,8 @@ def test_estimator_validates_grid_in_fit(folder, tmp_path):
 
 def test_record_from_before_grids_gives_whole_map_features(sorted_grid, tmp_path):
     # A sort of an earlier version records no "grid": its features were of the whole map.
-    plain = Embedder(weights="none", batch_size=4)
-    params = {k: v for k, v in plain.get_params().items() if k != "grid"}
+    plain = Embedder(weights="none", batch_size=4, grid=1)
+    params = {k: v for k, v in plain.get_params().items() if k not in ("grid", "grid_weight")}
     old = SimpleNamespace(
         record=SimpleNamespace(embedder=params, feature_settings=plain.settings()), path=tmp_path
     )

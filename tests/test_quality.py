@@ -82,6 +82,28 @@ def test_the_choice_is_made_among_the_settings_featclust_offers():
     assert quality.choose(summaries, 0.03)[0] == ("b45 max", "L2 pca32 L2 knn10 spectral")
 
 
+def test_the_choice_keeps_every_other_kind_within_the_margin_of_the_default_before():
+    def summary(dots, glyphs, symbols):
+        kinds = {"dots": (dots, 0.0), "glyphs": (glyphs, 0.0), "symbols": (symbols, 0.0)}
+        values = (dots, glyphs, symbols)
+        return {"kinds": kinds, "min": min(values), "mean": sum(values) / 3}
+
+    before = ("b45 max", "L2 pca32 L2")
+    summaries = {
+        before: summary(0.50, 0.72, 0.19),
+        ("b4 max g4x0.5", "L2 pca64 L2"): summary(0.45, 0.70, 0.45),  # dots 0.05 below
+        ("b4 max g4x0.4", "L2 pca32 L2"): summary(0.47, 0.77, 0.38),  # within 0.03
+    }
+    key, _ = quality.choose(summaries, None, None, 0.03, before, "symbols")
+    assert key == ("b4 max g4x0.4", "L2 pca32 L2")
+    assert quality.choose(summaries, None)[0] == ("b4 max g4x0.5", "L2 pca64 L2")
+    # The new kind is not held to the default before.
+    summaries[("b4 max g4x0.4", "L2 pca32 L2")] = summary(0.47, 0.77, 0.15)
+    assert quality.choose(summaries, None, None, 0.03, before, "symbols")[0] == before
+    summaries[before] = summary(0.50, 0.72, 0.10)
+    assert quality.choose(summaries, None, None, 0.03, before, "symbols")[0] != before
+
+
 def test_the_position_settings_are_measured_and_those_offered_are_embedder_settings():
     args = quality.parse([])
     names = {(sp.name, po.name) for sp, po in args.pairs}
