@@ -97,6 +97,8 @@ def test_get_params_are_the_constructor_parameters():
         jit_compile=False,
         layer="block3",
         tta=True,
+        grid=1,
+        grid_weight=1.0,
     )
     params = e.get_params()
     assert list(params) == list(inspect.signature(Embedder).parameters)

@@ -191,7 +191,10 @@ def test_settings_keep_grids_and_combinations_apart():
     assert not {"grid", "combine"} & set(
         Embedder(weights="none", layer="block4", grid=1).settings()
     )
-    assert Embedder(weights="none").settings()["combine"] == "l2 per block, concatenated"
+    assert (
+        Embedder(weights="none", layer="block4+block5").settings()["combine"]
+        == "l2 per block, concatenated"
+    )
     for layer in LAYERS:
         plain = Embedder(weights="none", layer=layer, grid=1).settings()
         assert not {"grid", "combine"} & set(plain) and plain["layer"] == f"{layer}_pool"

@@ -46,6 +46,7 @@ def test_the_defaults_tables_are_the_signatures():
         "layer",
         "tta",
         "grid",
+        "grid_weight",
     }
     assert set(CLUSTER_DEFAULTS) == {
         "n_clusters",
@@ -77,6 +78,7 @@ def test_image_clusterer_builds_the_two_classes_from_its_parameters():
         "layer": "block5",
         "tta": True,
         "grid": 2,
+        "grid_weight": 0.7,
         "pca": 5,
         "whiten": True,
         "normalize": False,
