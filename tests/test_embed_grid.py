@@ -227,6 +227,30 @@ def test_grid_weight_is_a_feature_setting_only_with_a_grid():
             Embedder(weights="none", grid=2, grid_weight=bad)
 
 
+def test_the_previous_defaults_features_keep_their_store_key():
+    """The grid weight changed no feature without a grid: their stores stay valid."""
+    before = {
+        "model": "keras.applications.VGG16(include_top=False)",
+        "weights": "random:he-uniform:seed=0",
+        "layer": "block4_pool+block5_pool",
+        "pooling": "max",
+        "tta": "none",
+        "input_size": 224,
+        "resample": "bilinear",
+        "preprocess": "gray->3ch,pad-white,vgg16.preprocess_input,decode-v2",
+        "precision": "float32",
+        "feature_version": 1,
+        "dim": 1024,
+        "combine": "l2 per block, concatenated",
+    }
+    e = Embedder(weights="none", layer="block4+block5", grid=1, precision="float32")
+    assert e.settings() == before
+    # The grid's features did change (the parts are weighed apart): a key of their own.
+    assert {"grid_weight", "grid_combine"} <= set(
+        Embedder(weights="none", layer="block4+block5", grid=2, precision="float32").settings()
+    )
+
+
 def test_grid_round_trips_through_the_params():
     e = Embedder(weights="none", layer="block4+block5", grid=4)
     params = e.get_params()
@@ -465,3 +489,12 @@ def test_model_of_flatten_features_refuses_a_grid(sorted_grid, tmp_path):
     (copy / "featclust.json").write_text(json.dumps(info))
     with pytest.raises(ModelMismatchError, match="built with other feature settings"):
         embedder_for(open_sorted(copy), grid=2)
+
+
+def test_the_report_names_the_grid_and_its_weight():
+    from featclust.report.page import _features_words
+
+    emb = Embedder(weights="none").get_params()
+    words = _features_words(emb)
+    assert "over the whole map and its 2x2 and 4x4 cells (cells weighted 0.4)" in words
+    assert "cells" not in _features_words({**emb, "grid": 1})
