@@ -77,8 +77,11 @@ def test_marker_and_model_written(sorted_run):
     assert info["counts"]["images"] == len(truth)
     assert sum(info["counts"]["cluster_sizes"]) == len(truth)
     assert info["feature_settings"]["pooling"] == "max"
-    assert info["feature_settings"]["layer"] == "block4_pool+block5_pool"
-    assert info["embedder"]["layer"] == "block4+block5" and info["embedder"]["tta"] is False
+    assert info["feature_settings"]["layer"] == "block4_pool"
+    assert info["feature_settings"]["grid"] == "1x1+2x2+4x4"
+    assert info["feature_settings"]["grid_weight"] == 0.4
+    assert info["embedder"]["layer"] == "block4" and info["embedder"]["tta"] is False
+    assert (info["embedder"]["grid"], info["embedder"]["grid_weight"]) == (4, 0.4)
     assert "labels.csv" in info["files"]
     model, extra = FeatureKMeans.load(out / "model.npz")
     assert extra["feature_settings"] == info["feature_settings"]
