@@ -85,7 +85,7 @@ def test_iter_features_streams_batches_in_order(tmp_path, embedder):
         }[embedder.pooling]
         parts.append(v / np.linalg.norm(v, axis=1, keepdims=True) if len(outputs) > 1 else v)
     whole = np.concatenate(parts, axis=1)
-    if embedder.grid > 1:  # the whole map's part comes first, L2-normalised (cells: test_embed_grid)
+    if embedder.grid > 1:  # the whole map first, L2-normalised (the cells: test_embed_grid)
         whole = whole / np.linalg.norm(whole, axis=1, keepdims=True)
     np.testing.assert_allclose(feats[7:, : whole.shape[1]], whole, rtol=1e-4, atol=1e-3)
 
