@@ -153,7 +153,7 @@ class Embedder:
         grid = check_int("grid", grid)
         if grid not in GRIDS:
             raise UsageError(f"grid={grid!r} is not one of {', '.join(map(str, GRIDS))}")
-        grid_weight = check_float("grid_weight", grid_weight, low=0.0)
+        grid_weight = check_float("grid_weight", grid_weight, low=0.0, high=100.0)
         if pooling == "flatten" and (len(blocks) > 1 or grid != 1):
             raise UsageError(
                 f"pooling='flatten' keeps the whole map of one block: it cannot be "

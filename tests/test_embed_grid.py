@@ -222,7 +222,7 @@ def test_grid_weight_is_a_feature_setting_only_with_a_grid():
     assert {k: v for k, v in half.items() if k != "grid_weight"} == {
         k: v for k, v in one.items() if k != "grid_weight"
     }
-    for bad in (-0.1, "0.5", True, float("nan")):
+    for bad in (-0.1, "0.5", True, float("nan"), float("inf")):
         with pytest.raises(UsageError, match=re.escape(f"grid_weight={bad!r}")):
             Embedder(weights="none", grid=2, grid_weight=bad)
 
