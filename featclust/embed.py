@@ -119,8 +119,8 @@ class Embedder:
         With ``grid`` 2 or 4, how much the cells count against the whole map:
         the vector is the whole map's part and the cells' part, each
         L2-normalised, the cells' multiplied by ``grid_weight`` (so its
-        length is ``grid_weight`` times the whole map's). Ignored with
-        ``grid=1``.
+        length is ``grid_weight`` times the whole map's), from 0 to 100.
+        Ignored with ``grid=1``.
 
     Notes
     -----
