@@ -20,10 +20,10 @@ signed square root, L2, PCA with or without whitening, L2) is featclust's
 own :class:`featclust.reduce.Reducer`, fitted once per set.
 
 Settings that keep position (``--no-position`` leaves them out), each with
-four chains (L2 PCA 32 L2, L2 PCA 64 L2, whitened PCA whose components follow
-the folder's size, and a spectral embedding of the 10-nearest-neighbour
-graph): the 2x2 grid joined to the whole map at several weights
-(``g2x0.5``: the Embedder's ``grid_weight``), cells from one block only
+five chains (L2, PCA to 32, 64 or 128, L2; whitened PCA whose components
+follow the folder's size; a spectral embedding of the 10-nearest-neighbour
+graph): the 2x2 (or 2x2 and 4x4) cells joined to the whole map at several
+weights (``g2x0.5``: the Embedder's ``grid_weight``), cells from one block only
 (``(b5)``), a pixel view (the 28x28 thumbnail through PCA, ``+px``). Those
 featclust cannot be set to (cells of another block, the pixel view, the
 whitening by size, the spectral embedding) are measured and marked "not
@@ -41,8 +41,10 @@ settings scored on all ten sets.
 A kind's figure is the mean ARI over its two sizes (each the mean over the
 seeds); a setting's worst case is the minimum over the kinds. The chosen
 setting is the one featclust offers with the best worst case among those
-whose dot-pattern figure is within ``--dots-margin`` (0.03) of the best
-dot-pattern figure featclust offers.
+that stay at most ``--keep-within`` (0.03) below the default before the
+centred symbols (:data:`DEFAULT_BEFORE_SYMBOLS`) on every other kind
+(``--dots-margin`` adds the earlier clause: the dot-pattern figure within
+that margin of the best one featclust offers).
 The seed spread is the standard deviation of ARI over the random states,
 averaged over the sets (its largest value in brackets).
 
@@ -465,6 +467,16 @@ def summarise(scores, wl, sets, features, post, n_init, seeds):
     }
 
 
+def key_of(setting):
+    """``(features name, post name)`` of a ``(FeatureSpec, PostSpec, ...)`` setting."""
+    return (setting[0].name, setting[1].name)
+
+
+def offered_keys(args):
+    """The keys of the settings featclust can be set to."""
+    return {key_of(pair) for pair in args.pairs if pair[0].offered and pair[1].offered}
+
+
 def choose(summaries, dots_margin, offered=None, keep_within=None, reference=None, new_kind=None):
     """The setting with the best worst case among those that keep the other kinds.
 
@@ -533,12 +545,12 @@ def table_rows(scores, args, sets, wl, n_init, keys=None):
             rows.append(("baseline", b, s))
     if not summaries:
         return rows, None, None, summaries
-    offered = {(sp.name, po.name) for sp, po in args.pairs if sp.offered and po.offered}
-    before = (DEFAULT_BEFORE_SYMBOLS[0].name, DEFAULT_BEFORE_SYMBOLS[1].name)
+    offered = offered_keys(args)
+    before = key_of(DEFAULT_BEFORE_SYMBOLS)
     chosen, best_dots = choose(
         summaries, args.dots_margin, offered, args.keep_within, before, NEW_KIND
     )
-    old = (OLD_DEFAULT[0].name, OLD_DEFAULT[1].name)
+    old = key_of(OLD_DEFAULT)
     spec, post, _ = shipped_default()
     current = (spec.name, post.name)
     seen = set()
@@ -550,8 +562,8 @@ def table_rows(scores, args, sets, wl, n_init, keys=None):
             rows.append((group, f"{key[0]} | {key[1]}{mark}", summaries[key]))
 
     add("old default", old)
-    add("previous default", (PREVIOUS_DEFAULT[0].name, PREVIOUS_DEFAULT[1].name))
-    add("before symbols", (DEFAULT_BEFORE_SYMBOLS[0].name, DEFAULT_BEFORE_SYMBOLS[1].name))
+    add("previous default", key_of(PREVIOUS_DEFAULT))
+    add("before symbols", before)
     add("shipped", current)
     add("CHOSEN", chosen)
     ranked = sorted(summaries, key=lambda k: (-summaries[k]["min"], -summaries[k]["mean"]))
@@ -573,7 +585,7 @@ def remedy_candidates(summaries, args, chosen):
     dots among those, the ``--remedy-top`` best worst cases (offered or
     not), the chosen and the shipped setting.
     """
-    offered = {(sp.name, po.name) for sp, po in args.pairs if sp.offered and po.offered}
+    offered = offered_keys(args)
     mine = [k for k in summaries if k in offered]
     best_dots = max(summaries[k]["kinds"]["dots"][0] for k in mine)
     ranked = sorted(summaries, key=lambda k: (-summaries[k]["min"], -summaries[k]["mean"]))
@@ -583,8 +595,8 @@ def remedy_candidates(summaries, args, chosen):
     ]
     keep += [k for k in ranked if k in offered][: args.remedy_top]
     spec, post, _ = shipped_default()
-    previous = (PREVIOUS_DEFAULT[0].name, PREVIOUS_DEFAULT[1].name)
-    before = (DEFAULT_BEFORE_SYMBOLS[0].name, DEFAULT_BEFORE_SYMBOLS[1].name)
+    previous = key_of(PREVIOUS_DEFAULT)
+    before = key_of(DEFAULT_BEFORE_SYMBOLS)
     keep += ranked[: args.remedy_top] + [chosen, (spec.name, post.name), previous, before]
     return [k for k in dict.fromkeys(keep) if k in summaries]
 
@@ -612,7 +624,7 @@ def target_lines(summaries, chosen, pixels):
     most 0.03 below, the worst case above its worst case over the other
     kinds, a seed spread of at most 0.02.
     """
-    before = summaries.get((DEFAULT_BEFORE_SYMBOLS[0].name, DEFAULT_BEFORE_SYMBOLS[1].name))
+    before = summaries.get(key_of(DEFAULT_BEFORE_SYMBOLS))
     if before is None or pixels is None:
         return []
     s = summaries[chosen]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .checks import check_choice
+from .embed import DEFAULTS as EMBED_DEFAULTS
 from .embed import Embedder, weights_identity
 from .errors import (
     FeatclustError,
@@ -229,7 +230,8 @@ def _params_of_settings(settings):
         layer="+".join(b.removesuffix("_pool") for b in str(settings.get("layer")).split("+")),
         pooling=str(settings.get("pooling")).split("(")[0],
         grid=int(grid.rsplit("+", 1)[-1].split("x")[0]),
-        grid_weight=settings.get("grid_weight", 1.0),
+        # Without a grid the weight changes nothing: the default, so no hint names it.
+        grid_weight=settings.get("grid_weight", EMBED_DEFAULTS["grid_weight"]),
         tta=settings.get("tta") != "none",
         precision=settings.get("precision"),
     )

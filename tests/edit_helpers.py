@@ -59,11 +59,16 @@ def sorted_families(tmp_path, n_per_family=6, k=3, **kwargs):
     images = tmp_path / "images"
     truth = make_families(images, n_per_family)
     out = tmp_path / "out"
+    sort_stand_in(images, out, tmp_path, k, **kwargs)
+    return images, out, truth
+
+
+def sort_stand_in(images, out, tmp_path, k=3, **kwargs):
+    """``sort_folder`` with the stand-in embedder and ``tmp_path``'s store, no report."""
     kwargs.setdefault("report", False)
-    sort_folder(
+    return sort_folder(
         images, out, n_clusters=k, embedder=StandInEmbedder(), store=tmp_path / "store", **kwargs
     )
-    return images, out, truth
 
 
 def by_cluster(out):

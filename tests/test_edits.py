@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 from conftest import read_csv, run_cli
-from edit_helpers import StandInEmbedder, by_cluster, sorted_families
+from edit_helpers import StandInEmbedder, by_cluster, sort_stand_in, sorted_families
 
 import featclust
 import featclust.output.journal as journal
@@ -342,15 +342,7 @@ def test_a_sort_into_an_edited_folder_refuses_unless_told(folder, tmp_path):
     assert (out / "00-mine").is_dir()  # nothing thrown away
     with pytest.raises(UsageError, match="discard_edits=True"):
         featclust.sort_folder(images, out, n_clusters=3, embedder=StandInEmbedder())
-    featclust.sort_folder(
-        images,
-        out,
-        n_clusters=3,
-        embedder=StandInEmbedder(),
-        store=tmp_path / "store",
-        report=False,
-        discard_edits=True,
-    )
+    sort_stand_in(images, out, tmp_path, discard_edits=True)
     assert not (out / "00-mine").exists() and (out / "cluster_00").is_dir()
     assert not (out / journal.JOURNAL_DIR).exists()
     f = consistent(out)

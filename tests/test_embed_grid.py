@@ -498,3 +498,16 @@ def test_the_report_names_the_grid_and_its_weight():
     words = _features_words(emb)
     assert "over the whole map and its 2x2 and 4x4 cells (cells weighted 0.4)" in words
     assert "cells" not in _features_words({**emb, "grid": 1})
+
+
+def test_follow_up_hints_name_the_grid_weight_only_where_it_counts():
+    from featclust.assign import _params_of_settings
+    from featclust.cli import _feature_options
+
+    plain = Embedder(weights="none", layer="block4+block5", grid=1, precision="float32")
+    words = _feature_options(_params_of_settings(plain.settings()))
+    assert "--grid 1" in words and "--layer block4+block5" in words
+    assert "--grid-weight" not in words  # without a grid the weight changes nothing
+    weighted = Embedder(weights="none", grid=2, grid_weight=0.7, precision="float32")
+    params = _params_of_settings(weighted.settings())
+    assert params["grid_weight"] == 0.7 and "--grid-weight 0.7" in _feature_options(params)

@@ -12,7 +12,13 @@ import subprocess
 
 import numpy as np
 import pytest
-from edit_helpers import StandInEmbedder, by_cluster, make_families, sorted_families
+from edit_helpers import (
+    StandInEmbedder,
+    by_cluster,
+    make_families,
+    sort_stand_in,
+    sorted_families,
+)
 from test_edits import consistent
 
 import featclust
@@ -34,6 +40,28 @@ def assignment(paths, k=3):
     return AssignResult(
         list(paths), np.arange(n) % k, np.full(n, 0.5, np.float32), np.zeros(n, bool)
     )
+
+
+def kill_placement(out, tmp_path, monkeypatch, after):
+    """Place 2 new images per cluster, killed (as by kill -9) after ``after`` files.
+
+    No handler runs, so the files made stay until the folder is next opened;
+    returns their paths.
+    """
+    made = []
+    real = featclust.assign.place
+
+    def dying(src, dst, mode):
+        if len(made) == after:
+            raise KeyboardInterrupt
+        made.append(dst)
+        return real(src, dst, mode)
+
+    monkeypatch.setattr(featclust.assign, "place", dying)
+    monkeypatch.setattr(featclust.assign, "recover_placement", lambda out: 0)
+    with pytest.raises(KeyboardInterrupt):
+        place_images(out, assignment(new_images(tmp_path / "new", 2)))
+    return made
 
 
 def snapshot(out):
@@ -125,20 +153,7 @@ def test_a_placement_killed_while_making_files_is_rolled_back_by_the_next_open(
 ):
     _, out, _ = sorted_families(tmp_path)
     before = snapshot(out)
-    made = []
-    real = featclust.assign.place
-
-    def dying(src, dst, mode):
-        if len(made) == 4:
-            raise KeyboardInterrupt
-        made.append(dst)
-        return real(src, dst, mode)
-
-    monkeypatch.setattr(featclust.assign, "place", dying)
-    # kill -9: no handler runs, so the files made stay until the next open
-    monkeypatch.setattr(featclust.assign, "recover_placement", lambda out: 0)
-    with pytest.raises(KeyboardInterrupt):
-        place_images(out, assignment(new_images(tmp_path / "new", 2)))
+    made = kill_placement(out, tmp_path, monkeypatch, after=4)
     assert all(os.path.exists(p) for p in made)
     monkeypatch.undo()
     consistent(out)  # opening rolls the placement back
@@ -172,43 +187,16 @@ def test_a_folder_copied_with_cp_r_can_be_placed_into_edited_and_sorted_again(tm
     f = consistent(copy)
     f.move([f.members(0)[0].path], 1)
     consistent(copy)
-    sorted_again = featclust.sort_folder(
-        images,
-        copy,
-        n_clusters=3,
-        embedder=StandInEmbedder(),
-        store=tmp_path / "store",
-        report=False,
-        discard_edits=True,
-    )
+    sorted_again = sort_stand_in(images, copy, tmp_path, discard_edits=True)
     assert not sorted_again.kept  # every file recognised as featclust's, by its content
     consistent(copy)
 
 
 def test_a_sort_after_a_killed_placement_rolls_it_back_first(tmp_path, monkeypatch):
     images, out, _ = sorted_families(tmp_path)
-    made = []
-    real = featclust.assign.place
-
-    def dying(src, dst, mode):
-        if len(made) == 2:
-            raise KeyboardInterrupt
-        made.append(dst)
-        return real(src, dst, mode)
-
-    monkeypatch.setattr(featclust.assign, "place", dying)
-    monkeypatch.setattr(featclust.assign, "recover_placement", lambda out: 0)
-    with pytest.raises(KeyboardInterrupt):
-        place_images(out, assignment(new_images(tmp_path / "new", 2)))
+    made = kill_placement(out, tmp_path, monkeypatch, after=2)
     monkeypatch.undo()
-    result = featclust.sort_folder(
-        images,
-        out,
-        n_clusters=3,
-        embedder=StandInEmbedder(),
-        store=tmp_path / "store",
-        report=False,
-    )
+    result = sort_stand_in(images, out, tmp_path)
     assert not result.kept and not any(os.path.exists(p) for p in made)
     consistent(out)
 
